@@ -1,0 +1,182 @@
+"""The embedded local AWS: moto's server with every request serialized.
+
+Design
+------
+moto's stock server handles each connection on its own thread with no lock around the
+DynamoDB or S3 backends. Measured on these machines (``../shared/reference/local-aws.md``), that
+loses acknowledged writes when transactions run concurrently and occasionally lets two
+conditional writers win. Every high-availability result of this project would be meaningless on
+such a store, so this module serves moto's WSGI application behind **one global lock**: the
+server still accepts connections on many threads (a slow client cannot stall the accept loop),
+but exactly one request is inside moto at any moment, response body included.
+
+The server always runs in its own process (``python -m oab.controller.localaws``) so that test
+processes, replica processes and the CLI all reach it over loopback exactly as they would reach
+AWS, through ``AWS_ENDPOINT_URL``. It binds 127.0.0.1 only.
+
+This module is local/testing tooling: product code never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+#: Credentials and region that make boto3 happy against the emulator. Never real secrets.
+LOCAL_ENV: Mapping[str, str] = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # the emulator's well-known dummy value
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+_READY_PREFIX = "OAB-LOCALAWS-LISTENING "
+
+
+def _serialized_app() -> Callable[..., Iterable[bytes]]:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    inner = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:
+            # Materialise the body inside the lock: moto may build it lazily from shared state.
+            return list(inner(environ, start_response))
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, *, out: IO[str] | None = None) -> None:
+    """Serve the serialized emulator until SIGTERM/SIGINT; prints the bound port first."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, _serialized_app(), threaded=True)
+    bound = server.server_address[1]
+    stream = out or sys.stdout
+    stream.write(f"{_READY_PREFIX}{bound}\n")
+    stream.flush()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.serve_forever()
+
+
+@dataclass
+class LocalAWS:
+    """A running emulator process and the environment that points clients at it."""
+
+    endpoint: str
+    process: subprocess.Popen[str] | None = field(default=None, repr=False)
+
+    @property
+    def port(self) -> int:
+        """The TCP port the emulator listens on."""
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point boto3 (and pynamodb) at this emulator."""
+        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def apply_env(self) -> None:
+        """Export :meth:`env` into this process's environment."""
+        os.environ.update(self.env())
+
+    def reset(self) -> None:
+        """Drop every resource in every emulated service (moto's reset API)."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
+
+    def healthy(self) -> bool:
+        """True when the emulator answers its data endpoint."""
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=5) as r:
+                json.loads(r.read() or b"{}")
+            return True
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the emulator process (no-op for an emulator this handle did not start)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout)
+
+    def __enter__(self) -> LocalAWS:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def start(*, port: int = 0, startup_timeout: float = 60.0) -> LocalAWS:
+    """Start the serialized emulator in a child process and wait until it answers."""
+    env = {**os.environ, **LOCAL_ENV}
+    env.pop("AWS_ENDPOINT_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oab.controller.localaws", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + startup_timeout
+    bound: int | None = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"local AWS exited with code {proc.returncode} before listening")
+            continue
+        if line.startswith(_READY_PREFIX):
+            bound = int(line[len(_READY_PREFIX) :].strip())
+            break
+    if bound is None:
+        proc.kill()
+        raise RuntimeError(f"local AWS did not start within {startup_timeout:.0f} s")
+    # Keep draining stdout so the child never blocks on a full pipe.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    handle = LocalAWS(endpoint=f"http://127.0.0.1:{bound}", process=proc)
+    while not handle.healthy():
+        if time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError("local AWS is listening but does not answer")
+        time.sleep(0.05)
+    return handle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m oab.controller.localaws [--port N]``: serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""One emulator for the whole session, reset before every test that asks for AWS.
+
+``local_aws`` starts moto's server (requests serialized, see ``oab.controller.localaws``) in its own
+process once per session and points this process's boto3 at it. ``aws`` resets it and creates the
+control-plane tables, so each integration test starts from an empty account.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from oab.controller.localaws import LocalAWS
+from oab.controller.testing import AWS
+from oab.controller.testing import local_aws as start_local_aws
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAWS]:
+    """The session's emulator process; its environment is exported to this process."""
+    saved = dict(os.environ)
+    emulator = start_local_aws()
+    emulator.apply_env()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def aws(local_aws: LocalAWS) -> AWS:
+    """An empty emulated account with the control-plane tables created."""
+    handle = AWS(local_aws)
+    handle.reset()
+    return handle
