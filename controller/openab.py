@@ -268,7 +268,20 @@ class AgentConfig(_Table):
         return command, args, working_dir
 
 
-AllowBotMessages = Literal["off", "mentions", "all"]
+def _yaml_bool_word(true_word: str | None) -> BeforeValidator:
+    # YAML 1.1 reads an unquoted `off` as false; OpenAB itself accepts true/false for these
+    # settings, so map the booleans onto its words instead of bouncing a natural manifest.
+    def convert(value: object) -> object:
+        if value is False:
+            return "off"
+        if value is True and true_word is not None:
+            return true_word
+        return value
+
+    return BeforeValidator(convert)
+
+
+AllowBotMessages = Annotated[Literal["off", "mentions", "all"], _yaml_bool_word("all")]
 AllowUserMessages = Literal["involved", "mentions", "multibot-mentions"]
 ProcessingMode = Literal["per-message", "per-thread", "per-lane"]
 
@@ -426,7 +439,7 @@ class ReactionsConfig(_Table):
 class MarkdownConfig(_Table):
     """``[markdown]``: how Markdown tables are sent to chat platforms without tables."""
 
-    tables: Literal["code", "bullets", "off"] | None = None
+    tables: Annotated[Literal["code", "bullets", "off"], _yaml_bool_word(None)] | None = None
 
 
 class SttConfig(_Table):
