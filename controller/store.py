@@ -1,0 +1,892 @@
+"""The desired-state store: manifests in the versioned control-plane bucket.
+
+Layout
+------
+- ``manifests/{ns}/{name}.yaml``: one ``OABService`` each (written by ``oabctl``, standalone or
+  as the child of a fleet);
+- ``fleets/{ns}/{name}.yaml``: one ``OABFleet`` each. Fleets live under their own prefix so that
+  the controller lists only agents under ``manifests/`` and never has to tell the two apart;
+  a fleet's children carry the label ``oab.dev/fleet: {fleet name}``.
+
+A stored object is ``{apiVersion, kind, metadata, spec}``; ``metadata`` holds ``name``,
+``namespace``, ``uid``, ``generation``, ``creationTimestamp``, ``labels``, ``annotations`` and,
+on a tombstone, ``deletionTimestamp`` and ``finalizers``. Status is never stored here (it lives
+in the ``state`` table). The S3 user metadata repeats ``generation``, ``kind`` and ``deleted``
+so that :meth:`DesiredStateStore.history` can read them with HEAD requests.
+
+Invariants
+----------
+- ``metadata.generation`` starts at 1 and goes up by one exactly when the spec changes
+  (canonical-JSON digest of the spec); labels, annotations or an identical re-apply write no new
+  generation (labels and annotations still write a new S3 version; an identical re-apply
+  writes nothing). Reviving a tombstone by applying it again also counts as a change.
+- Every write is conditional: ``If-None-Match: *`` to create, ``If-Match: <etag read>`` to
+  replace or tombstone. A failed condition means someone else won: re-read and recompute, up to
+  :attr:`StoreConfig.max_attempts` times with full-jitter backoff; then :class:`ConflictError`
+  names what won. Hence N concurrent applies of different specs to one name leave
+  ``generation == 1 + accepted changes`` and every accepted spec is exactly one S3 version.
+- ``delete`` never removes an object: it writes a tombstone (``deletionTimestamp`` +
+  finalizer ``oab.dev/ecs-cleanup``). Only the controller removes it, after cleanup, with
+  :meth:`DesiredStateStore.finalize`, conditional on the tombstone's ETag, so a revive that
+  raced the cleanup is never lost.
+- A name owned by a fleet can only be changed through that fleet (:class:`OwnershipError`).
+- After each accepted write a change record goes to :class:`~oab.controller.changes.ChangeLog`;
+  a failure there is logged and swallowed: the S3 write is the truth and the controller's
+  periodic resync finds it.
+
+All-or-nothing
+--------------
+Validation is all-or-nothing (the CLI validates every document of every file before calling
+this module, and :meth:`DesiredStateStore.preflight` checks ownership of every target before the
+first write). S3 has no multi-object transaction, so an infrastructure failure in the middle
+of an apply can leave the earlier objects written; applying again converges (writes are
+idempotent) and each object is always one complete document.
+
+Fleet applies write, in this order: the children, tombstones for agents the stored fleet had
+and the new one lacks, then the fleet object conditional on the ETag read at the start; if the
+fleet write loses, the whole sequence is redone from a fresh read, so the last fleet to commit
+also wrote its children last.
+
+Time model: wall-clock readings (injected) only stamp ``creationTimestamp`` /
+``deletionTimestamp``; nothing compares them. Backoff sleeps use the injected ``sleep``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NewType, Protocol
+
+import yaml
+from botocore.exceptions import BotoCoreError, ClientError
+
+from oab.controller.changes import ChangeKind, ChangeLog
+from oab.controller.errors import OabError, classify_aws
+
+__all__ = [
+    "API_VERSION",
+    "CLEANUP_FINALIZER",
+    "FLEET_LABEL",
+    "ApplyResult",
+    "ConflictError",
+    "DeleteResult",
+    "Desired",
+    "DesiredStateStore",
+    "MemoryObjectStore",
+    "NotFoundError",
+    "ObjectKey",
+    "ObjectStore",
+    "OwnershipError",
+    "Revision",
+    "S3ObjectStore",
+    "StorageError",
+    "StoreConfig",
+    "StoreError",
+    "StoredObject",
+    "object_key",
+    "spec_digest",
+]
+
+log = logging.getLogger(__name__)
+
+ObjectKey = NewType("ObjectKey", str)
+Kind = Literal["OABService", "OABFleet"]
+Outcome = Literal["created", "configured", "unchanged"]
+
+API_VERSION = "oab.dev/v1"
+FLEET_LABEL = "oab.dev/fleet"
+CLEANUP_FINALIZER = "oab.dev/ecs-cleanup"
+_PREFIX: Mapping[str, str] = {"OABService": "manifests", "OABFleet": "fleets"}
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+class StoreError(OabError):
+    """Base of every store error; ``retryable`` says whether trying again may succeed."""
+
+    retryable = False
+    reason = "StoreError"
+
+
+class StorageError(StoreError):
+    """S3 failed (network, throttling, permissions); keeps the AWS error code."""
+
+    reason = "StorageError"
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+class ConflictError(StoreError):
+    """Concurrent writers kept winning for ``attempts`` tries; carries what won last."""
+
+    retryable = True
+
+    def __init__(self, key: str, *, attempts: int, current_generation: int | None) -> None:
+        won = "nothing" if current_generation is None else f"generation {current_generation}"
+        super().__init__(
+            f"{key}: gave up after {attempts} conflicting concurrent writes "
+            f"(the store now holds {won}); apply again"
+        )
+        self.key = key
+        self.attempts = attempts
+        self.current_generation = current_generation
+
+
+class OwnershipError(StoreError):
+    """The object belongs to a fleet (or to no fleet) other than the writer claims."""
+
+    def __init__(self, key: str, *, owner: str | None, writer: str | None) -> None:
+        has = f"owned by fleet {owner!r}" if owner else "not owned by a fleet"
+        if writer:
+            fix = f"rename the agent in fleet {writer!r} or delete the existing object first"
+        else:
+            fix = f"edit or delete fleet {owner!r} instead"
+        super().__init__(f"{key}: {has}; {fix}")
+        self.key = key
+        self.owner = owner
+        self.writer = writer
+
+
+class NotFoundError(StoreError):
+    """No live object under that key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key}: not found")
+        self.key = key
+
+
+class _PreconditionFailed(Exception):
+    """Internal: an S3 condition did not hold (someone else wrote first)."""
+
+
+# ------------------------------------------------------------------------- storage interface
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One object version as read from the bucket."""
+
+    body: bytes
+    etag: str
+    version_id: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One entry of an object's version list (newest first)."""
+
+    version_id: str
+    last_modified: datetime
+    is_latest: bool
+    is_delete_marker: bool
+
+
+class ObjectStore(Protocol):
+    """The few bucket operations the algorithm needs. Raise ``_PreconditionFailed`` on 412."""
+
+    def read(self, key: str) -> Blob | None:
+        """The current version, or None if absent."""
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        if_match: str | None,
+        metadata: Mapping[str, str],
+    ) -> Blob:
+        """Write conditionally: ``if_match=None`` means create-only (If-None-Match: *)."""
+
+    def remove(self, key: str, *, if_match: str) -> None:
+        """Delete the current version if its ETag still matches."""
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every current key under ``prefix``, sorted."""
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        """Versions of exactly ``key``, newest first."""
+
+    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
+        """A specific version's body and user metadata."""
+
+
+def _aws_error(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+class S3ObjectStore:
+    """:class:`ObjectStore` on one S3 bucket (boto3 client passed in)."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+
+    def _fail(self, what: str, exc: Exception) -> StorageError:
+        aws = classify_aws(exc, operation="s3")
+        return StorageError(
+            f"s3://{self.bucket}/{what}: {aws.code}: {exc}", code=aws.code, retryable=aws.retryable
+        )
+
+    def read(self, key: str) -> Blob | None:
+        try:
+            resp = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _aws_error(exc) in ("NoSuchKey", "404"):
+                return None
+            raise self._fail(key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(key, exc) from exc
+        return Blob(resp["Body"].read(), resp["ETag"], resp.get("VersionId", "null"))
+
+    def put(
+        self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
+    ) -> Blob:
+        cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+        try:
+            resp = self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/yaml",
+                Metadata=dict(metadata),
+                **cond,
+            )
+        except ClientError as exc:
+            # NoSuchKey: the object we read was removed meanwhile (If-Match on a missing key).
+            if _aws_error(exc) in _CONFLICT_CODES | {"NoSuchKey"}:
+                raise _PreconditionFailed(key) from exc
+            raise self._fail(key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(key, exc) from exc
+        return Blob(body, resp["ETag"], resp.get("VersionId", "null"))
+
+    def remove(self, key: str, *, if_match: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=if_match)
+        except ClientError as exc:
+            if _aws_error(exc) in _CONFLICT_CODES | {"NoSuchKey"}:
+                raise _PreconditionFailed(key) from exc
+            raise self._fail(key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(key, exc) from exc
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys.extend(o["Key"] for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(prefix, exc) from exc
+        return sorted(keys)
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        out: list[VersionInfo] = []
+        try:
+            pages = self._s3.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            for page in pages:
+                for v in page.get("Versions", []):
+                    if v["Key"] == key:
+                        out.append(
+                            VersionInfo(v["VersionId"], v["LastModified"], v["IsLatest"], False)
+                        )
+                for m in page.get("DeleteMarkers", []):
+                    if m["Key"] == key:
+                        out.append(
+                            VersionInfo(m["VersionId"], m["LastModified"], m["IsLatest"], True)
+                        )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(key, exc) from exc
+        out.sort(key=lambda v: (v.is_latest, v.last_modified), reverse=True)
+        return out
+
+    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
+        try:
+            resp = self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(f"{key}?versionId={version_id}", exc) from exc
+        blob = Blob(resp["Body"].read(), resp["ETag"], resp.get("VersionId", version_id))
+        return blob, dict(resp.get("Metadata", {}))
+
+
+class MemoryObjectStore:
+    """:class:`ObjectStore` in memory with S3's versioning and condition semantics (tests)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._objects: dict[str, list[tuple[Blob, dict[str, str], datetime]]] = {}
+        self._clock = clock
+        self._n = 0
+
+    def read(self, key: str) -> Blob | None:
+        history = self._objects.get(key)
+        return history[-1][0] if history else None
+
+    def put(
+        self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
+    ) -> Blob:
+        current = self.read(key)
+        if (if_match is None and current is not None) or (
+            if_match is not None and (current is None or current.etag != if_match)
+        ):
+            raise _PreconditionFailed(key)
+        self._n += 1
+        blob = Blob(body, f'"{hashlib.md5(body).hexdigest()}"', f"v{self._n:08d}")
+        when = datetime.fromtimestamp(self._clock(), tz=UTC)
+        self._objects.setdefault(key, []).append((blob, dict(metadata), when))
+        return blob
+
+    def remove(self, key: str, *, if_match: str) -> None:
+        current = self.read(key)
+        if current is None or current.etag != if_match:
+            raise _PreconditionFailed(key)
+        del self._objects[key]
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self._objects if k.startswith(prefix))
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        history = self._objects.get(key, [])
+        n = len(history)
+        return [
+            VersionInfo(b.version_id, when, i == n - 1, False)
+            for i, (b, _m, when) in reversed(list(enumerate(history)))
+        ]
+
+    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
+        for blob, meta, _when in self._objects.get(key, []):
+            if blob.version_id == version_id:
+                return blob, meta
+        raise StorageError(f"{key}?versionId={version_id}: NoSuchVersion", code="NoSuchVersion")
+
+
+# ------------------------------------------------------------------------------ documents
+
+
+def object_key(kind: str, namespace: str, name: str) -> ObjectKey:
+    """The bucket key of a manifest (``manifests/...`` or ``fleets/...``)."""
+    try:
+        prefix = _PREFIX[kind]
+    except KeyError:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(_PREFIX)}") from None
+    return ObjectKey(f"{prefix}/{namespace}/{name}.yaml")
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """sha256 of the spec's canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desired:
+    """A validated document reduced to plain data: what an apply asks the store to hold.
+
+    ``spec`` must be JSON-compatible and normalized by the caller (the same input must always
+    give the same dict), since generation bumps follow its digest.
+    """
+
+    kind: Kind
+    namespace: str
+    name: str
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> ObjectKey:
+        """Where this document is stored."""
+        return object_key(self.kind, self.namespace, self.name)
+
+    @property
+    def owner(self) -> str | None:
+        """The fleet this document claims to belong to (its ``oab.dev/fleet`` label)."""
+        return self.labels.get(FLEET_LABEL)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A document as stored, with the ETag and S3 version it was read at."""
+
+    key: ObjectKey
+    document: Mapping[str, Any]
+    etag: str
+    version_id: str
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The document's ``metadata``."""
+        meta: Mapping[str, Any] = self.document.get("metadata", {})
+        return meta
+
+    @property
+    def kind(self) -> str:
+        """``OABService`` or ``OABFleet``."""
+        return str(self.document.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        """``metadata.namespace``."""
+        return str(self.metadata.get("namespace", ""))
+
+    @property
+    def generation(self) -> int:
+        """``metadata.generation`` (>= 1)."""
+        return int(self.metadata.get("generation", 0))
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        """The stored spec."""
+        spec: Mapping[str, Any] = self.document.get("spec", {})
+        return spec
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """``metadata.labels``."""
+        labels: Mapping[str, str] = self.metadata.get("labels") or {}
+        return labels
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        """``metadata.annotations``."""
+        notes: Mapping[str, str] = self.metadata.get("annotations") or {}
+        return notes
+
+    @property
+    def deleted(self) -> bool:
+        """True for a tombstone (``metadata.deletionTimestamp`` set)."""
+        return bool(self.metadata.get("deletionTimestamp"))
+
+    @property
+    def owner(self) -> str | None:
+        """The owning fleet's name, if any."""
+        return self.labels.get(FLEET_LABEL)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What an apply did to one object."""
+
+    key: ObjectKey
+    kind: str
+    name: str
+    outcome: Outcome
+    generation: int
+    version_id: str | None
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete did: ``deleted`` (tombstone written) or ``unchanged`` (already one)."""
+
+    key: ObjectKey
+    kind: str
+    name: str
+    outcome: Literal["deleted", "unchanged"]
+    generation: int
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One S3 version of a manifest, newest first in :meth:`DesiredStateStore.history`."""
+
+    version_id: str
+    generation: int
+    last_modified: datetime
+    is_latest: bool
+    deleted: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """Tuning of the store's optimistic concurrency.
+
+    - ``max_attempts`` (12): read-compute-write rounds before :class:`ConflictError`. Each round
+      at least one writer wins, so N concurrent writers of one key all finish within N rounds.
+    - ``backoff_base`` (0.02 s) / ``backoff_cap`` (0.5 s): full-jitter backoff between rounds;
+      small because rounds are cheap and conflicts are rare outside tests.
+    """
+
+    max_attempts: int = 12
+    backoff_base: float = 0.02
+    backoff_cap: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if not 0 <= self.backoff_base <= self.backoff_cap:
+            raise ValueError("need 0 <= backoff_base <= backoff_cap")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dump(document: Mapping[str, Any]) -> bytes:
+    return yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False).encode()
+
+
+def _parse(key: str, blob: Blob) -> StoredObject:
+    try:
+        doc = yaml.safe_load(blob.body)
+    except yaml.YAMLError as exc:
+        raise StoreError(f"{key}: stored object is not YAML: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        raise StoreError(f"{key}: stored object has no metadata mapping")
+    return StoredObject(ObjectKey(key), doc, blob.etag, blob.version_id)
+
+
+# ------------------------------------------------------------------------------- the store
+
+
+class DesiredStateStore:
+    """Desired state in S3: generation rules, conditional writes, tombstones, fleets."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        changes: ChangeLog | None = None,
+        config: StoreConfig | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._objects = objects
+        self._changes = changes
+        self._config = config or StoreConfig()
+        self._clock = wall_clock
+        self._new_uid = new_uid
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    # -- reads
+
+    def get(self, key: str) -> StoredObject | None:
+        """The current document under ``key`` (tombstones included), or None."""
+        blob = self._objects.read(key)
+        return _parse(key, blob) if blob else None
+
+    def list(
+        self, namespace: str | None = None, *, kind: Kind = "OABService"
+    ) -> builtins.list[StoredObject]:
+        """Every stored object of ``kind`` in ``namespace`` (None = all namespaces), sorted."""
+        prefix = f"{_PREFIX[kind]}/" + (f"{namespace}/" if namespace else "")
+        out = []
+        for key in self._objects.list_keys(prefix):
+            if key.endswith(".yaml"):
+                obj = self.get(key)
+                if obj is not None:
+                    out.append(obj)
+        return sorted(out, key=lambda o: (o.namespace, o.name))
+
+    def history(self, key: str) -> builtins.list[Revision]:
+        """S3 versions of ``key`` with their generation, newest first."""
+        revisions = []
+        for v in self._objects.versions(key):
+            if v.is_delete_marker:
+                revisions.append(Revision(v.version_id, 0, v.last_modified, v.is_latest, True))
+                continue
+            _blob, meta = self._objects.read_version(key, v.version_id)
+            revisions.append(
+                Revision(
+                    v.version_id,
+                    int(meta.get("generation", "0")),
+                    v.last_modified,
+                    v.is_latest,
+                    meta.get("deleted") == "true",
+                )
+            )
+        return revisions
+
+    def get_generation(self, key: str, generation: int) -> StoredObject:
+        """The newest stored version that holds ``generation`` (for rollback)."""
+        for rev in self.history(key):
+            if rev.generation == generation and not rev.deleted:
+                blob, _meta = self._objects.read_version(key, rev.version_id)
+                return _parse(key, blob)
+        raise NotFoundError(f"{key}@generation={generation}")
+
+    # -- writes
+
+    def preflight(self, items: Iterable[Desired]) -> None:
+        """Check ownership of every target before any write (all-or-nothing for a batch)."""
+        for desired in items:
+            current = self.get(desired.key)
+            if current is not None and not current.deleted and current.owner != desired.owner:
+                raise OwnershipError(desired.key, owner=current.owner, writer=desired.owner)
+
+    def apply(self, desired: Desired, *, dry_run: bool = False) -> ApplyResult:
+        """Create or update one document; retries lost conditional writes (see module doc)."""
+        key = desired.key
+        current: StoredObject | None = None
+        for attempt in range(1, self._config.max_attempts + 1):
+            current = self.get(key)
+            if current is not None and not current.deleted and current.owner != desired.owner:
+                raise OwnershipError(key, owner=current.owner, writer=desired.owner)
+            document, outcome = self._next_document(desired, current)
+            if outcome == "unchanged" or dry_run:
+                gen = int(document["metadata"]["generation"])
+                return ApplyResult(key, desired.kind, desired.name, outcome, gen, None)
+            try:
+                blob = self._write(key, document, current)
+            except _PreconditionFailed:
+                self._backoff(attempt)
+                continue
+            generation = int(document["metadata"]["generation"])
+            self._record(key, generation, "apply", blob.version_id)
+            return ApplyResult(
+                key, desired.kind, desired.name, outcome, generation, blob.version_id
+            )
+        raise ConflictError(
+            key,
+            attempts=self._config.max_attempts,
+            current_generation=current.generation if current else None,
+        )
+
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        *,
+        owner: str | None = None,
+        dry_run: bool = False,
+    ) -> DeleteResult:
+        """Tombstone one document. ``owner`` is the fleet deleting its child (None = a user).
+
+        Raises :class:`NotFoundError` if there is no object, :class:`OwnershipError` when a
+        user deletes a fleet's child directly.
+        """
+        key = object_key(kind, namespace, name)
+        current: StoredObject | None = None
+        for attempt in range(1, self._config.max_attempts + 1):
+            current = self.get(key)
+            if current is None:
+                raise NotFoundError(key)
+            if current.owner != owner:
+                raise OwnershipError(key, owner=current.owner, writer=owner)
+            if current.deleted:
+                return DeleteResult(key, kind, name, "unchanged", current.generation)
+            if dry_run:
+                return DeleteResult(key, kind, name, "deleted", current.generation)
+            document = _deep_copy(current.document)
+            document["metadata"]["deletionTimestamp"] = _iso(self._clock())
+            document["metadata"]["finalizers"] = [CLEANUP_FINALIZER]
+            try:
+                blob = self._write(key, document, current)
+            except _PreconditionFailed:
+                self._backoff(attempt)
+                continue
+            self._record(key, current.generation, "delete", blob.version_id)
+            return DeleteResult(key, kind, name, "deleted", current.generation)
+        raise ConflictError(
+            key,
+            attempts=self._config.max_attempts,
+            current_generation=current.generation if current else None,
+        )
+
+    def finalize(self, obj: StoredObject) -> None:
+        """Remove a tombstoned object after cleanup (controller only), if it is unchanged.
+
+        Raises :class:`ConflictError` when the object changed since ``obj`` was read (for
+        example it was revived): the caller re-reads and reconciles instead.
+        """
+        if not obj.deleted:
+            raise StoreError(f"{obj.key}: refusing to remove an object that is not a tombstone")
+        try:
+            self._objects.remove(obj.key, if_match=obj.etag)
+        except _PreconditionFailed:
+            latest = self.get(obj.key)
+            raise ConflictError(
+                obj.key, attempts=1, current_generation=latest.generation if latest else None
+            ) from None
+
+    # -- fleets
+
+    def apply_fleet(
+        self, fleet: Desired, children: Sequence[Desired], *, dry_run: bool = False
+    ) -> builtins.list[ApplyResult]:
+        """Apply a fleet and its expanded children; tombstone children it no longer lists.
+
+        Returns the fleet's result first, then one per child; removed children are reported as
+        ``configured`` results of their tombstones (generation unchanged).
+        """
+        if fleet.kind != "OABFleet":
+            raise ValueError("apply_fleet needs an OABFleet document")
+        labelled = [_owned(child, fleet.name) for child in children]
+        self.preflight(labelled)
+        wanted = {c.name for c in labelled}
+        for attempt in range(1, self._config.max_attempts + 1):
+            before = self.get(fleet.key)
+            results = [self.apply(child, dry_run=dry_run) for child in labelled]
+            previous = set(_agent_names(before)) if before and not before.deleted else set()
+            for gone in sorted(previous - wanted):
+                result = self._tombstone_child(fleet, gone, dry_run=dry_run)
+                if result is not None:
+                    results.append(result)
+            document, outcome = self._next_document(fleet, before)
+            if outcome == "unchanged" or dry_run:
+                gen = int(document["metadata"]["generation"])
+                return [
+                    ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, None),
+                    *results,
+                ]
+            try:
+                blob = self._write(fleet.key, document, before)
+            except _PreconditionFailed:
+                self._backoff(attempt)
+                continue
+            gen = int(document["metadata"]["generation"])
+            self._record(fleet.key, gen, "apply", blob.version_id)
+            head = ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, blob.version_id)
+            return [head, *results]
+        raise ConflictError(fleet.key, attempts=self._config.max_attempts, current_generation=None)
+
+    def delete_fleet(
+        self, namespace: str, name: str, *, dry_run: bool = False
+    ) -> builtins.list[DeleteResult]:
+        """Tombstone every child of the fleet, then the fleet itself."""
+        key = object_key("OABFleet", namespace, name)
+        fleet = self.get(key)
+        if fleet is None:
+            raise NotFoundError(key)
+        results = []
+        for child in sorted(_agent_names(fleet)):
+            try:
+                results.append(
+                    self.delete("OABService", namespace, child, owner=name, dry_run=dry_run)
+                )
+            except NotFoundError:
+                continue  # an earlier, interrupted apply never wrote it
+        head = self.delete("OABFleet", namespace, name, dry_run=dry_run)
+        return [head, *results]
+
+    # -- internals
+
+    def _tombstone_child(self, fleet: Desired, child: str, *, dry_run: bool) -> ApplyResult | None:
+        try:
+            result = self.delete(
+                "OABService", fleet.namespace, child, owner=fleet.name, dry_run=dry_run
+            )
+        except (NotFoundError, OwnershipError):
+            return None  # never written, or no longer ours: nothing to remove
+        if result.outcome == "unchanged":
+            return None
+        return ApplyResult(result.key, "OABService", child, "configured", result.generation, None)
+
+    def _next_document(
+        self, desired: Desired, current: StoredObject | None
+    ) -> tuple[dict[str, Any], Outcome]:
+        spec = _deep_copy(dict(desired.spec))
+        labels = dict(sorted(desired.labels.items()))
+        annotations = dict(sorted(desired.annotations.items()))
+        if current is None:
+            meta: dict[str, Any] = {
+                "name": desired.name,
+                "namespace": desired.namespace,
+                "uid": self._new_uid(),
+                "generation": 1,
+                "creationTimestamp": _iso(self._clock()),
+            }
+            outcome: Outcome = "created"
+        else:
+            old = current.metadata
+            same_spec = spec_digest(current.spec) == spec_digest(spec)
+            generation = current.generation + (0 if same_spec and not current.deleted else 1)
+            meta = {
+                "name": desired.name,
+                "namespace": desired.namespace,
+                "uid": old.get("uid") or self._new_uid(),
+                "generation": generation,
+                "creationTimestamp": old.get("creationTimestamp") or _iso(self._clock()),
+            }
+            unchanged = (
+                same_spec
+                and not current.deleted
+                and dict(current.labels) == labels
+                and dict(current.annotations) == annotations
+            )
+            outcome = "unchanged" if unchanged else "configured"
+        if labels:
+            meta["labels"] = labels
+        if annotations:
+            meta["annotations"] = annotations
+        if outcome == "unchanged" and current is not None:
+            return _deep_copy(dict(current.document)), outcome
+        document = {"apiVersion": API_VERSION, "kind": desired.kind, "metadata": meta, "spec": spec}
+        return document, outcome
+
+    def _write(self, key: str, document: Mapping[str, Any], current: StoredObject | None) -> Blob:
+        meta = document["metadata"]
+        user_meta = {
+            "generation": str(meta["generation"]),
+            "kind": str(document["kind"]),
+            "deleted": "true" if meta.get("deletionTimestamp") else "false",
+        }
+        return self._objects.put(
+            key, _dump(document), if_match=current.etag if current else None, metadata=user_meta
+        )
+
+    def _record(self, key: str, generation: int, kind: ChangeKind, version_id: str) -> None:
+        if self._changes is None:
+            return
+        try:
+            self._changes.record(key, generation=generation, kind=kind, version_id=version_id)
+        except Exception as exc:
+            # The S3 write already happened and is the truth; the resync finds it (module doc).
+            log.warning("change record for %s gen %s not written: %s", key, generation, exc)
+
+    def _backoff(self, attempt: int) -> None:
+        ceiling = min(self._config.backoff_cap, self._config.backoff_base * 2 ** (attempt - 1))
+        self._sleep(self._rng.uniform(0, ceiling))
+
+
+def _deep_copy(value: Any) -> Any:
+    result: Any = json.loads(json.dumps(value))
+    return result
+
+
+def _owned(child: Desired, fleet: str) -> Desired:
+    labels = {**child.labels, FLEET_LABEL: fleet}
+    return Desired(
+        kind=child.kind,
+        namespace=child.namespace,
+        name=child.name,
+        spec=child.spec,
+        labels=labels,
+        annotations=child.annotations,
+    )
+
+
+def _agent_names(fleet: StoredObject | None) -> builtins.list[str]:
+    if fleet is None:
+        return []
+    agents = fleet.spec.get("agents") or []
+    return [str(a["name"]) for a in agents if isinstance(a, Mapping) and "name" in a]
