@@ -1,0 +1,86 @@
+"""Configuration and time sources of the work queue.
+
+:class:`QueueConfig` is validated once, at construction; every field documents its default and the
+trade-off of moving it. :class:`Clock` is the time seam: the queue reads wall time (``time``) only
+for values it stores and compares across hosts (``ready_at``, claim deadlines), and monotonic time
+(``monotonic``) only for local measurements (a claim's local deadline, work duration). Tests pass
+``oab.controller.testing.FakeClock``, which satisfies the protocol structurally.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from oab.queue.errors import InvalidQueueConfig
+
+
+class Clock(Protocol):
+    """Where the queue reads time."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards (local measurements only)."""
+        ...
+
+    def time(self) -> float:
+        """Seconds since the epoch (stored and compared values)."""
+        ...
+
+
+class SystemClock:
+    """The real clocks: ``time.monotonic`` and ``time.time``."""
+
+    def monotonic(self) -> float:
+        """``time.monotonic()``."""
+        return time.monotonic()
+
+    def time(self) -> float:
+        """``time.time()``."""
+        return time.time()
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueConfig:
+    """Tuning of one :class:`~oab.queue.workqueue.WorkQueue`; invalid values raise
+    :class:`~oab.queue.errors.InvalidQueueConfig` at construction."""
+
+    #: Partitions of the sparse ``ready-index`` (default 4). More shards spread hot ready rows
+    #: over more index partitions; an idle worker's claim then queries more (empty) shards.
+    #: Shards may grow freely; shrinking strands rows in dropped shards until they are rewritten.
+    shards: int = 4
+    #: Seconds a claim stays valid without a heartbeat (default 60). Shorter recovers crashed
+    #: workers sooner but demands more frequent heartbeats and tighter clock agreement between
+    #: hosts (take-over is judged on the stored wall-clock deadline).
+    visibility_timeout: float = 60.0
+    #: Full-jitter backoff base in seconds (default 1): the n-th consecutive failure waits
+    #: ``uniform(0, min(backoff_cap, backoff_base * 2**(n-1)))``.
+    backoff_base: float = 1.0
+    #: Backoff ceiling in seconds (default 300). Lower retries a broken agent more often (more
+    #: ECS calls); higher leaves it broken longer after the cause is fixed.
+    backoff_cap: float = 300.0
+    #: Index entries read per shard query when claiming (default 8). Candidates are tried in a
+    #: random order so concurrent workers rarely race for the same row; larger values spread
+    #: workers better but make each query heavier and the order less FIFO.
+    claim_scan: int = 8
+    #: Compare-and-swap rounds before :class:`~oab.queue.errors.Contention` (default 8). Each
+    #: round re-applies the transition to the row the failed write returned, without a read.
+    max_conflict_retries: int = 8
+    #: ``last_error`` is cut to this many characters (default 1024) to bound the row size.
+    max_error_length: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= 256:
+            raise InvalidQueueConfig(f"shards must be in 1..256, got {self.shards}")
+        if not self.visibility_timeout > 0:
+            raise InvalidQueueConfig("visibility_timeout must be > 0")
+        if not self.backoff_base > 0:
+            raise InvalidQueueConfig("backoff_base must be > 0")
+        if not self.backoff_cap >= self.backoff_base:
+            raise InvalidQueueConfig("backoff_cap must be >= backoff_base")
+        if not 1 <= self.claim_scan <= 100:
+            raise InvalidQueueConfig(f"claim_scan must be in 1..100, got {self.claim_scan}")
+        if self.max_conflict_retries < 1:
+            raise InvalidQueueConfig("max_conflict_retries must be >= 1")
+        if self.max_error_length < 16:
+            raise InvalidQueueConfig("max_error_length must be >= 16")

@@ -1,0 +1,322 @@
+"""The work-unit row and its pure state transitions (no I/O, no clocks, no randomness).
+
+One row per agent key. Every operation of the queue is a function ``Row | None -> Row`` here; the
+:class:`~oab.queue.workqueue.WorkQueue` applies it to the row it last saw and writes the result
+conditionally on the row's ``version`` (compare-and-swap), re-applying it to the winner's row when
+the condition fails. The semantics therefore live in this module only, and the in-memory store and
+the DynamoDB store cannot disagree about them.
+
+States: ``ready`` (waiting; claimable once ``ready_at <= now``), ``in_flight`` (claimed until
+``claim_deadline``; ``ready_at`` mirrors the deadline so an expired claim is found by the same
+index query), ``done`` and ``parked`` (absent from the ready index).
+
+Times passed in (``now``) are wall-clock epoch seconds: they are stored and compared by every
+host. Callers draw randomness (``jitter``) and ids (``claim_token``) and pass them in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, NewType
+
+from oab.queue.errors import ClaimLost, KeyNotFound, NotRetryable
+
+AgentKey = NewType("AgentKey", str)
+"""``{namespace}/{name}`` of an agent: the unit of work."""
+IdempotencyToken = NewType("IdempotencyToken", str)
+"""Deterministic token of one enqueue request (see ``workqueue.idempotency_token``)."""
+ClaimToken = NewType("ClaimToken", str)
+"""Fresh random token of one claim; every write by the claimer is conditional on it."""
+WorkerId = NewType("WorkerId", str)
+"""Identity of a worker (replica and thread), stored as the row's owner."""
+
+
+class State(StrEnum):
+    """Lifecycle state of a work unit."""
+
+    READY = "ready"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    PARKED = "parked"
+
+
+class EnqueueOutcome(StrEnum):
+    """What an enqueue did."""
+
+    #: A new unit of work was scheduled (new row, done row, or parked row revived).
+    ADDED = "added"
+    #: The row was already waiting (or already dirty): merged into the pending work.
+    COALESCED = "coalesced"
+    #: The same token as the row's: nothing written.
+    DUPLICATE = "duplicate"
+    #: The row was in flight: marked dirty, it runs once more after completion.
+    DIRTIED = "dirtied"
+    #: Older than the row's generation: nothing written, the newer generation stands.
+    SUPERSEDED = "superseded"
+    #: Same generation as a parked row: nothing written; a newer generation or ``retry`` revives.
+    PARKED = "parked"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One work unit as stored. ``version`` increases by one on every write."""
+
+    key: AgentKey
+    state: State
+    generation: int
+    token: IdempotencyToken
+    reason: str
+    trace_context: Mapping[str, str] | None = None
+    dirty: bool = False
+    attempts: int = 0
+    ready_at: float | None = None
+    owner: WorkerId | None = None
+    claim_token: ClaimToken | None = None
+    claim_deadline: float | None = None
+    claimed_generation: int | None = None
+    claimed_token: IdempotencyToken | None = None
+    claimed_reason: str | None = None
+    completed_generation: int | None = None
+    last_error: str | None = None
+    version: int = 0
+    write_id: str = ""
+    updated_at: float = 0.0
+
+    def claimable(self, now: float) -> bool:
+        """Ready and due, or in flight with an expired claim."""
+        if self.state is State.READY:
+            return self.ready_at is not None and self.ready_at <= now
+        if self.state is State.IN_FLIGHT:
+            return self.claim_deadline is not None and self.claim_deadline <= now
+        return False
+
+    def as_json(self) -> dict[str, Any]:
+        """The operator view (``oabctl queue -o json``)."""
+        return {
+            "key": self.key,
+            "state": self.state.value,
+            "generation": self.generation,
+            "token": self.token,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "ready_at": self.ready_at,
+            "owner": self.owner,
+            "claim_deadline": self.claim_deadline,
+            "dirty": self.dirty,
+            "completed_generation": self.completed_generation,
+            "last_error": self.last_error,
+        }
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Stable shard of ``key`` (sha256, so it is the same in every process and Python version)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+
+
+def backoff_delay(attempts: int, *, base: float, cap: float, jitter: float) -> float:
+    """Full jitter: ``jitter * min(cap, base * 2**(attempts-1))`` with ``jitter`` in [0, 1)."""
+    exponent = min(max(attempts - 1, 0), 62)  # 2**62 * base is past any cap; avoids overflow
+    return jitter * min(cap, base * 2.0**exponent)
+
+
+def _released(row: Row) -> Row:
+    return replace(
+        row,
+        owner=None,
+        claim_token=None,
+        claim_deadline=None,
+        claimed_generation=None,
+        claimed_token=None,
+        claimed_reason=None,
+    )
+
+
+def _require_claim(row: Row | None, key: AgentKey, claim_token: ClaimToken) -> Row:
+    if row is None or row.state is not State.IN_FLIGHT or row.claim_token != claim_token:
+        raise ClaimLost(
+            key,
+            claim_token=claim_token,
+            current_state=row.state.value if row else None,
+            current_owner=row.owner if row else None,
+            current_claim_token=row.claim_token if row else None,
+        )
+    return row
+
+
+def enqueue(
+    row: Row | None,
+    *,
+    key: AgentKey,
+    generation: int,
+    token: IdempotencyToken,
+    reason: str,
+    trace_context: Mapping[str, str] | None,
+    now: float,
+) -> tuple[EnqueueOutcome, Row | None]:
+    """Apply one enqueue request; ``None`` as the row means nothing is to be written."""
+    if row is None:
+        return EnqueueOutcome.ADDED, Row(
+            key=key,
+            state=State.READY,
+            generation=generation,
+            token=token,
+            reason=reason,
+            trace_context=trace_context,
+            ready_at=now,
+        )
+    if token == row.token:
+        return EnqueueOutcome.DUPLICATE, None
+    if generation < row.generation:
+        return EnqueueOutcome.SUPERSEDED, None
+    newer = generation > row.generation
+    # The latest request describes the pending work; a request without a trace keeps the old one.
+    fresh = replace(
+        row,
+        generation=generation,
+        token=token,
+        reason=reason,
+        trace_context=trace_context if trace_context is not None else row.trace_context,
+    )
+    if row.state is State.READY:
+        if newer:
+            # A newer spec deserves a fresh start: earlier failures were about the old one.
+            assert row.ready_at is not None
+            return EnqueueOutcome.COALESCED, replace(
+                fresh, attempts=0, ready_at=min(row.ready_at, now)
+            )
+        return EnqueueOutcome.COALESCED, fresh
+    if row.state is State.IN_FLIGHT:
+        outcome = EnqueueOutcome.COALESCED if row.dirty else EnqueueOutcome.DIRTIED
+        return outcome, replace(fresh, dirty=True)
+    if row.state is State.PARKED and not newer:
+        return EnqueueOutcome.PARKED, None
+    # done, or parked revived by a newer generation
+    return EnqueueOutcome.ADDED, replace(
+        fresh, state=State.READY, ready_at=now, attempts=0, dirty=False, last_error=None
+    )
+
+
+def claim(
+    row: Row,
+    *,
+    owner: WorkerId,
+    claim_token: ClaimToken,
+    now: float,
+    visibility_timeout: float,
+) -> Row | None:
+    """Claim a claimable row for ``owner`` (``None`` when it is not claimable at ``now``).
+
+    The claim takes the row's newest generation and clears ``dirty``: whatever arrived before this
+    moment is covered by this claim. ``attempts`` counts claims since the last success, so a
+    worker that crashes mid-claim uses up an attempt too.
+    """
+    if not row.claimable(now):
+        return None
+    deadline = now + visibility_timeout
+    return replace(
+        row,
+        state=State.IN_FLIGHT,
+        owner=owner,
+        claim_token=claim_token,
+        claim_deadline=deadline,
+        ready_at=deadline,
+        claimed_generation=row.generation,
+        claimed_token=row.token,
+        claimed_reason=row.reason,
+        dirty=False,
+        attempts=row.attempts + 1,
+    )
+
+
+def heartbeat(
+    row: Row | None,
+    *,
+    key: AgentKey,
+    claim_token: ClaimToken,
+    now: float,
+    visibility_timeout: float,
+) -> Row:
+    """Extend the caller's claim to ``now + visibility_timeout``."""
+    owned = _require_claim(row, key, claim_token)
+    deadline = now + visibility_timeout
+    return replace(owned, claim_deadline=deadline, ready_at=deadline)
+
+
+def complete(
+    row: Row | None,
+    *,
+    key: AgentKey,
+    claim_token: ClaimToken,
+    now: float,
+    requeue_after: float | None,
+) -> Row:
+    """Finish the caller's claim successfully.
+
+    Dirty rows become ready at once (a newer request arrived while in flight); ``requeue_after``
+    schedules the row again without counting a failure; otherwise the row is done.
+    """
+    owned = _require_claim(row, key, claim_token)
+    base = replace(
+        _released(owned),
+        attempts=0,
+        last_error=None,
+        completed_generation=owned.claimed_generation,
+        dirty=False,
+    )
+    if owned.dirty:
+        return replace(base, state=State.READY, ready_at=now)
+    if requeue_after is not None:
+        return replace(base, state=State.READY, ready_at=now + requeue_after)
+    return replace(base, state=State.DONE, ready_at=None)
+
+
+def fail(
+    row: Row | None,
+    *,
+    key: AgentKey,
+    claim_token: ClaimToken,
+    now: float,
+    error: str,
+    retryable: bool,
+    backoff_base: float,
+    backoff_cap: float,
+    jitter: float,
+) -> Row:
+    """Finish the caller's claim with an error.
+
+    Dirty rows become ready at once with attempts reset (the failure was about an older
+    generation); retryable errors wait a full-jitter backoff on ``attempts``; terminal errors
+    park the row.
+    """
+    owned = _require_claim(row, key, claim_token)
+    base = replace(_released(owned), last_error=error, dirty=False)
+    if owned.dirty:
+        return replace(base, state=State.READY, ready_at=now, attempts=0)
+    if retryable:
+        delay = backoff_delay(owned.attempts, base=backoff_base, cap=backoff_cap, jitter=jitter)
+        return replace(base, state=State.READY, ready_at=now + delay)
+    return replace(base, state=State.PARKED, ready_at=None)
+
+
+def release(row: Row | None, *, key: AgentKey, claim_token: ClaimToken, now: float) -> Row:
+    """Give the claim back unprocessed: ready at once, the attempt not counted."""
+    owned = _require_claim(row, key, claim_token)
+    return replace(
+        _released(owned),
+        state=State.READY,
+        ready_at=now,
+        dirty=False,
+        attempts=max(0, owned.attempts - 1),
+    )
+
+
+def retry(row: Row | None, *, key: AgentKey, now: float) -> Row:
+    """Operator retry: a parked or waiting row becomes ready at once with attempts reset."""
+    if row is None:
+        raise KeyNotFound(key)
+    if row.state not in (State.PARKED, State.READY):
+        raise NotRetryable(key, row.state.value)
+    return replace(row, state=State.READY, ready_at=now, attempts=0)

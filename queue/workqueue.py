@@ -1,0 +1,466 @@
+"""A stingy, crash-safe work queue kept in one DynamoDB table: one row per agent key.
+
+Semantics (the contract, in the manner of client-go's ``workqueue/doc.go``):
+
+- **One row per key** (``{ns}/{name}``). A key is never processed by two live claims at once.
+- **Stingy adds.** ``enqueue`` while the row waits merges into it (``coalesced``); while it is in
+  flight it marks the row dirty (``dirtied``) and the key runs once more after ``complete``. The
+  newest generation wins; an older generation never regresses the row (``superseded``).
+- **Idempotent adds.** The token (``idempotency_token(key, generation, spec_digest, reason)``)
+  is stored on the row; the same token again writes nothing (``duplicate``).
+- **Fenced adds.** The caller's ``extra_condition`` (the leader's fence) commits in the same
+  transaction as the row; when it fails nothing is written and ``ExtraConditionFailed`` says so.
+- **Claims.** ``claim`` finds due rows through the sparse, sharded ``ready-index`` and then takes
+  one with a conditional write on the base table (the index is only a hint): owner, fresh claim
+  token, deadline ``now + visibility_timeout``, ``attempts + 1``. The claim carries the newest
+  generation, its token, reason and trace context.
+- **Crash recovery.** An in-flight row keeps ``ready_at = claim deadline`` in the index, so a claim
+  whose deadline passed is claimable again by the same query (counted as a claim expiry).
+- **Claim-conditional outcomes.** ``heartbeat``, ``complete``, ``fail`` and ``release`` succeed
+  only while the caller's claim token is the row's; a taken-over worker gets ``ClaimLost`` (counted)
+  and writes nothing. ``extra_items`` commit atomically with the outcome in one transaction.
+- **Outcomes.** ``complete``: done, or ready again after ``requeue_after`` seconds (not a failure),
+  or ready at once if dirtied meanwhile. ``fail(retryable=True)``: ready after a full-jitter backoff
+  ``uniform(0, min(cap, base * 2**(attempts-1)))`` persisted on the row (it survives restarts and
+  failover). ``fail(retryable=False)``: parked (visible) until a newer generation or ``retry``.
+  ``release``: ready at once, the attempt not counted. A dirty row is always ready at once.
+- **No ordering across keys.** Claims prefer older rows within a shard but shards are visited from
+  a random start and candidates in a random order, to keep workers from colliding.
+
+Time model: stored times (``ready_at``, claim deadlines) are wall-clock epoch seconds with
+millisecond precision, compared by whichever host claims; take-over therefore assumes host clocks
+agree to well within ``visibility_timeout``. Each :class:`Claim` also carries a local monotonic
+deadline (taken *before* the claim request was sent, so it errs early): a worker stops side
+effects once it passes. Safety never rests on clocks: the claim-token condition rejects a stale
+worker's writes whatever the clocks say.
+
+Implementation: every operation is a pure transition of :mod:`oab.queue.row` applied to the row
+and written with compare-and-swap on its ``version`` (:mod:`oab.queue.store`). A failed condition
+returns the winning row, the transition is re-applied to it, at most ``max_conflict_retries``
+times. A write that succeeded but whose response was lost (then retried by botocore and failed
+its condition) is recognised by its ``write_id`` on the returned row: ambiguous-write read-back
+at no extra request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from oab.queue import row as rows
+from oab.queue.config import Clock, QueueConfig, SystemClock
+from oab.queue.errors import ClaimLost, Contention, ExtraConditionFailed, KeyNotFound
+from oab.queue.metrics import QueueMetrics
+from oab.queue.row import (
+    AgentKey,
+    ClaimToken,
+    EnqueueOutcome,
+    IdempotencyToken,
+    Row,
+    State,
+    WorkerId,
+)
+from oab.queue.store import DynamoStore, QueueStore, RowConflict, TransactItem
+
+__all__ = [
+    "Claim",
+    "ClaimLost",
+    "EnqueueOutcome",
+    "EnqueueResult",
+    "ExtraConditionFailed",
+    "WorkQueue",
+    "idempotency_token",
+]
+
+T = TypeVar("T")
+TraceContext = str | Mapping[str, str]
+_UNREAD = object()
+
+
+def idempotency_token(key: str, generation: int, spec_digest: str, reason: str) -> IdempotencyToken:
+    """Deterministic 32-hex-digit token of one enqueue request."""
+    material = "\x1f".join((key, str(generation), spec_digest, reason)).encode()
+    return IdempotencyToken(hashlib.sha256(material).hexdigest()[:32])
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnqueueResult:
+    """Outcome of :meth:`WorkQueue.enqueue`; ``token`` is the caller's token, ``row`` the row as
+    stored after the call (``None`` only if it never existed)."""
+
+    outcome: EnqueueOutcome
+    token: IdempotencyToken
+    row: Row | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A worker's hold on one work unit."""
+
+    key: AgentKey
+    generation: int
+    token: IdempotencyToken
+    reason: str
+    attempt: int
+    trace_context: Mapping[str, str] | None
+    owner: WorkerId
+    claim_token: ClaimToken
+    #: Stored wall-clock deadline: other hosts may take the row over after it.
+    deadline: float
+    #: Local monotonic deadline (from before the claim request): stop side effects after it.
+    local_deadline: float
+    #: Local monotonic time the claim was requested (for work duration).
+    claimed_at: float
+    #: Row version written by this claim: increases with every write, a per-key fencing number.
+    sequence: int
+    #: Claim token this claim took over from an expired claim, if any.
+    took_over: ClaimToken | None = None
+
+    def expired(self, monotonic_now: float) -> bool:
+        """True once the local deadline has passed: the worker must stop acting on the claim."""
+        return monotonic_now >= self.local_deadline
+
+
+def _trace(value: TraceContext | None) -> Mapping[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"traceparent": value}
+    return dict(value)
+
+
+class WorkQueue:
+    """The work queue over one DynamoDB table (see the module docstring for the semantics)."""
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        config: QueueConfig | None = None,
+        clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
+        rng: random.Random | None = None,
+        metrics: QueueMetrics | None = None,
+        store: QueueStore | None = None,
+    ) -> None:
+        """``client`` is a low-level boto3 DynamoDB client; ``store`` replaces the DynamoDB
+        adapter (then ``client`` and ``table`` are unused, e.g. ``MemoryStore`` in tests)."""
+        self.config = config or QueueConfig()
+        self._store: QueueStore = store or DynamoStore(client, table, shards=self.config.shards)
+        self._clock: Clock = clock or SystemClock()
+        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._rng = rng or random.Random()
+        self.metrics = metrics or QueueMetrics()
+
+    # -- the compare-and-swap loop -------------------------------------------------------------
+
+    def _mutate(
+        self,
+        key: AgentKey,
+        transition: Callable[[Row | None, float], tuple[T, Row | None]],
+        *,
+        seen: Row | object | None = _UNREAD,
+        extra_items: Sequence[TransactItem] = (),
+    ) -> tuple[T, Row | None]:
+        """Apply ``transition(row, now)`` until its result is written (or nothing is to be
+        written). Returns the transition's value and the row as stored afterwards."""
+        current = self._store.get(key) if seen is _UNREAD else seen
+        assert current is None or isinstance(current, Row)
+        for _ in range(self.config.max_conflict_retries):
+            now = self._clock.time()
+            value, new = transition(current, now)
+            if new is None:
+                return value, current
+            new = replace(
+                new,
+                version=(current.version + 1) if current else 1,
+                write_id=self._new_id(),
+                updated_at=now,
+            )
+            try:
+                self._store.write(
+                    new,
+                    expected_version=current.version if current else None,
+                    extra_items=extra_items,
+                )
+                return value, new
+            except RowConflict as conflict:
+                if conflict.current is not None and conflict.current.write_id == new.write_id:
+                    # Our write landed; its response was lost and the retry hit our own row.
+                    return value, conflict.current
+                if conflict.extra_failed is not None:
+                    raise conflict.extra_failed from conflict
+                current = conflict.current
+        raise Contention(f"{key} changed {self.config.max_conflict_retries} times in a row")
+
+    # -- producers -----------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        key: str,
+        generation: int,
+        reason: str,
+        token: IdempotencyToken | str,
+        *,
+        extra_condition: TransactItem | None = None,
+        trace_context: TraceContext | None = None,
+    ) -> EnqueueResult:
+        """Ask for ``key`` to be reconciled at ``generation`` (see the semantics list).
+
+        ``extra_condition`` is one TransactWriteItems item (e.g. ``{"ConditionCheck": ...}``)
+        that must hold for the row to be written; it raises ``ExtraConditionFailed(0, ...)``
+        otherwise. Requests that write nothing (duplicate, superseded, parked) do not check it.
+        """
+        agent, tok, trace = AgentKey(key), IdempotencyToken(token), _trace(trace_context)
+
+        def transition(row: Row | None, now: float) -> tuple[EnqueueOutcome, Row | None]:
+            return rows.enqueue(
+                row,
+                key=agent,
+                generation=generation,
+                token=tok,
+                reason=reason,
+                trace_context=trace,
+                now=now,
+            )
+
+        # Optimistic first write for a new key (no read): a conflict hands us the row anyway.
+        outcome, stored = self._mutate(
+            agent,
+            transition,
+            seen=None,
+            extra_items=(extra_condition,) if extra_condition else (),
+        )
+        self.metrics.adds.add(1, {"outcome": outcome.value})
+        if outcome in (EnqueueOutcome.COALESCED, EnqueueOutcome.DIRTIED):
+            self.metrics.coalesced.add(1, {"outcome": outcome.value})
+        return EnqueueResult(outcome=outcome, token=tok, row=stored)
+
+    # -- consumers -----------------------------------------------------------------------------
+
+    def claim(self, worker_id: str) -> Claim | None:
+        """Claim one due row for ``worker_id``, or ``None`` if no row is due."""
+        owner = WorkerId(worker_id)
+        start = self._rng.randrange(self.config.shards)
+        for i in range(self.config.shards):
+            shard = (start + i) % self.config.shards
+            keys = self._store.ready_keys(
+                shard, now=self._clock.time(), limit=self.config.claim_scan
+            )
+            self._rng.shuffle(keys)
+            for key in keys:
+                got = self._try_claim(key, owner)
+                if got is not None:
+                    return got
+        return None
+
+    def _try_claim(self, key: AgentKey, owner: WorkerId) -> Claim | None:
+        current = self._store.get(key)
+        if current is None:
+            return None
+        mono = self._clock.monotonic()
+        claim_token = ClaimToken(self._new_id())
+
+        def transition(row: Row | None, now: float) -> tuple[Row | None, Row | None]:
+            if row is None:
+                return None, None
+            new = rows.claim(
+                row,
+                owner=owner,
+                claim_token=claim_token,
+                now=now,
+                visibility_timeout=self.config.visibility_timeout,
+            )
+            return row, new
+
+        try:
+            before, after = self._mutate(key, transition, seen=current)
+        except Contention:
+            return None  # other workers keep winning this row; try the next candidate
+        if after is None or before is None or after.claim_token != claim_token:
+            return None  # not due after all (stale index entry) or claimed by someone else
+        took_over = before.claim_token if before.state is State.IN_FLIGHT else None
+        if took_over is not None:
+            self.metrics.claim_expiries.add(1)
+        assert before.ready_at is not None
+        assert after.claim_deadline is not None
+        self.metrics.queue_latency.record(max(0.0, after.updated_at - before.ready_at))
+        assert after.claimed_generation is not None
+        assert after.claimed_token is not None
+        return Claim(
+            key=key,
+            generation=after.claimed_generation,
+            token=after.claimed_token,
+            reason=after.claimed_reason or "",
+            attempt=after.attempts,
+            trace_context=after.trace_context,
+            owner=owner,
+            claim_token=claim_token,
+            deadline=after.claim_deadline,
+            local_deadline=mono + self.config.visibility_timeout,
+            claimed_at=mono,
+            sequence=after.version,
+            took_over=took_over,
+        )
+
+    def _claim_write(
+        self,
+        claim: Claim,
+        transition: Callable[[Row | None, float], Row],
+        *,
+        result: str,
+        extra_items: Sequence[TransactItem] = (),
+    ) -> Row:
+        def wrapped(row: Row | None, now: float) -> tuple[None, Row | None]:
+            return None, transition(row, now)
+
+        try:
+            _, after = self._mutate(claim.key, wrapped, extra_items=extra_items)
+        except ClaimLost:
+            self.metrics.claims_lost.add(1, {"operation": result})
+            raise
+        if result != "heartbeat":
+            self.metrics.work_duration.record(
+                max(0.0, self._clock.monotonic() - claim.claimed_at), {"result": result}
+            )
+        assert after is not None
+        return after
+
+    def heartbeat(self, claim: Claim) -> Claim:
+        """Extend ``claim`` by ``visibility_timeout``; raises ``ClaimLost`` if taken over."""
+        mono = self._clock.monotonic()
+        after = self._claim_write(
+            claim,
+            lambda row, now: rows.heartbeat(
+                row,
+                key=claim.key,
+                claim_token=claim.claim_token,
+                now=now,
+                visibility_timeout=self.config.visibility_timeout,
+            ),
+            result="heartbeat",
+        )
+        assert after.claim_deadline is not None
+        return replace(
+            claim,
+            deadline=after.claim_deadline,
+            local_deadline=mono + self.config.visibility_timeout,
+            sequence=after.version,
+        )
+
+    def complete(
+        self,
+        claim: Claim,
+        *,
+        extra_items: Sequence[TransactItem] = (),
+        requeue_after: float | None = None,
+    ) -> Row:
+        """Finish ``claim`` successfully, atomically with ``extra_items``; returns the row."""
+        if requeue_after is not None and requeue_after < 0:
+            raise ValueError("requeue_after must be >= 0")
+        return self._claim_write(
+            claim,
+            lambda row, now: rows.complete(
+                row,
+                key=claim.key,
+                claim_token=claim.claim_token,
+                now=now,
+                requeue_after=requeue_after,
+            ),
+            result="requeued" if requeue_after is not None else "completed",
+            extra_items=extra_items,
+        )
+
+    def fail(
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        retryable: bool,
+        extra_items: Sequence[TransactItem] = (),
+    ) -> Row:
+        """Finish ``claim`` with ``error``: backoff if ``retryable``, else park. Returns the row.
+
+        ``error`` is stored and shown to operators: never put secrets in it.
+        """
+        jitter = self._rng.random()
+        message = error[: self.config.max_error_length]
+        after = self._claim_write(
+            claim,
+            lambda row, now: rows.fail(
+                row,
+                key=claim.key,
+                claim_token=claim.claim_token,
+                now=now,
+                error=message,
+                retryable=retryable,
+                backoff_base=self.config.backoff_base,
+                backoff_cap=self.config.backoff_cap,
+                jitter=jitter,
+            ),
+            result="retry" if retryable else "terminal",
+            extra_items=extra_items,
+        )
+        if after.state is State.PARKED:
+            self.metrics.parked.add(1)
+        elif retryable:
+            self.metrics.retries.add(1)
+        return after
+
+    def release(self, claim: Claim) -> Row:
+        """Give ``claim`` back unprocessed (e.g. on graceful shutdown); returns the row."""
+        return self._claim_write(
+            claim,
+            lambda row, now: rows.release(
+                row, key=claim.key, claim_token=claim.claim_token, now=now
+            ),
+            result="released",
+        )
+
+    # -- operators -----------------------------------------------------------------------------
+
+    def retry(self, key: str) -> Row:
+        """Operator retry (``oabctl queue retry KEY``): make a parked or waiting row ready now."""
+        agent = AgentKey(key)
+
+        def transition(row: Row | None, now: float) -> tuple[None, Row | None]:
+            return None, rows.retry(row, key=agent, now=now)
+
+        _, after = self._mutate(agent, transition)
+        assert after is not None
+        return after
+
+    def get(self, key: str) -> Row:
+        """The row of ``key``; raises ``KeyNotFound``."""
+        found = self._store.get(AgentKey(key))
+        if found is None:
+            raise KeyNotFound(key)
+        return found
+
+    def list_rows(self) -> list[Row]:
+        """Every row, sorted by key (``oabctl queue``; ``Row.as_json()`` for ``-o json``)."""
+        return sorted(self._store.rows(), key=lambda r: r.key)
+
+    def depth_by_state(self) -> dict[str, int]:
+        """Row counts by state, with waiting rows split into ``ready`` (due) and ``delayed``
+        (backoff or requeue); also refreshes the depth, parked and oldest-ready-age gauges."""
+        now = self._clock.time()
+        depth = {"ready": 0, "delayed": 0, "in_flight": 0, "done": 0, "parked": 0}
+        oldest: float | None = None
+        for r in self._store.rows():
+            if r.state is State.READY:
+                assert r.ready_at is not None
+                if r.ready_at <= now:
+                    depth["ready"] += 1
+                    oldest = max(oldest or 0.0, now - r.ready_at)
+                else:
+                    depth["delayed"] += 1
+            else:
+                depth[r.state.value] += 1
+        self.metrics.record_depth(depth, oldest_ready_age=oldest)
+        return depth
