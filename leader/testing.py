@@ -1,0 +1,95 @@
+"""Test doubles for ``oab.leader``: an in-memory lease store with fault injection.
+
+:class:`MemoryLeaseStore` shares the conditional-write and ambiguity-resolution logic with the
+DynamoDB adapter (both derive from :class:`~oab.leader.lease.ConditionalLeaseStore`); only the two
+primitives differ, so unit tests of the elector exercise the real resolution paths.
+
+Faults (queued per primitive, consumed one per call):
+
+- ``Fault.LOST_REPLY``: the write applies, then the caller sees a timeout (ambiguous, succeeded);
+- ``Fault.NOT_APPLIED``: the caller sees a timeout and the write does not apply;
+- ``Fault.DEFERRED``: the caller sees a timeout, the write is held back and applies (conditionally)
+  on :meth:`MemoryLeaseStore.deliver_deferred`, like a delayed request;
+- ``Fault.UNAVAILABLE``: the call fails outright (reads: the read-back fails).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+
+from oab.leader.errors import LeaseLost, LeaseUnavailable
+from oab.leader.lease import AmbiguousWrite, ConditionalLeaseStore, Precondition
+from oab.leader.record import LeaseRecord
+
+__all__ = ["Fault", "MemoryLeaseStore"]
+
+
+class Fault(enum.Enum):
+    """An injected failure of one store call."""
+
+    LOST_REPLY = "lost_reply"
+    NOT_APPLIED = "not_applied"
+    DEFERRED = "deferred"
+    UNAVAILABLE = "unavailable"
+
+
+class MemoryLeaseStore(ConditionalLeaseStore):
+    """A thread-safe in-memory :class:`~oab.leader.lease.LeaseStore` for one lease."""
+
+    def __init__(self, name: str = "controller", *, table: str = "memory-lease") -> None:
+        super().__init__(table, name)
+        self._lock = threading.Lock()
+        self.record: LeaseRecord | None = None
+        self.writes = 0  # applied writes
+        self._write_faults: deque[Fault] = deque()
+        self._read_faults: deque[Fault] = deque()
+        self._deferred: list[tuple[LeaseRecord, Precondition]] = []
+
+    def fail_writes(self, *faults: Fault) -> None:
+        """Queue faults for the next write calls, in order."""
+        with self._lock:
+            self._write_faults.extend(faults)
+
+    def fail_reads(self, *faults: Fault) -> None:
+        """Queue faults for the next read calls (only ``UNAVAILABLE`` is meaningful)."""
+        with self._lock:
+            self._read_faults.extend(faults)
+
+    def deliver_deferred(self) -> int:
+        """Apply held-back writes whose condition still holds; returns how many applied."""
+        with self._lock:
+            pending, self._deferred = self._deferred, []
+            applied = 0
+            for new, pre in pending:
+                if pre.holds_for(self.record):
+                    self._apply(new)
+                    applied += 1
+            return applied
+
+    def _apply(self, new: LeaseRecord) -> None:
+        self.record = new
+        self.writes += 1
+
+    def _read(self) -> LeaseRecord | None:
+        with self._lock:
+            if self._read_faults and self._read_faults.popleft() is not None:
+                raise LeaseUnavailable("injected: read failed")
+            return self.record
+
+    def _put(self, new: LeaseRecord, pre: Precondition) -> None:
+        with self._lock:
+            fault = self._write_faults.popleft() if self._write_faults else None
+            if fault is Fault.UNAVAILABLE:
+                raise LeaseUnavailable("injected: store unavailable")
+            if fault is Fault.NOT_APPLIED:
+                raise AmbiguousWrite("injected: timeout, not applied")
+            if fault is Fault.DEFERRED:
+                self._deferred.append((new, pre))
+                raise AmbiguousWrite("injected: timeout, write delayed")
+            if not pre.holds_for(self.record):
+                raise LeaseLost("condition failed", current=self.record)
+            self._apply(new)
+            if fault is Fault.LOST_REPLY:
+                raise AmbiguousWrite("injected: timeout after the write applied")
