@@ -12,7 +12,7 @@ task has three containers sharing one task volume mounted at ``SHARED_DIR`` (``/
    ``/oab/home.tar`` into ``$HOME`` (adds or overwrites only: files the image ships stay),
    runs ``openab run -c /oab/config.toml``, answers on-demand snapshot requests dropped in
    ``/oab/inbox`` and, on SIGTERM, forwards the signal, waits for openab, and writes a final
-   ``/oab/outbox/home.tar``.
+   ``/oab/outbox/home.tar``; whenever it exits it leaves ``/oab/outbox/exited``.
 3. ``SIDECAR_CONTAINER`` (controller image, ``essential: false``) runs ``sidecar_command()``: polls
    the control-plane bucket for on-demand snapshot requests, relays them to the inbox, and
    uploads every outbox archive (denylist-filtered) to the ``bootstrapFrom`` location as a new
@@ -32,7 +32,34 @@ monotonic clock for its bounded waits and wall time only for the stored snapshot
 
 from __future__ import annotations
 
-from typing import Final
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from oab.controller.agent_archive import (
+    AgentError,
+    ArchiveLimits,
+    ArchiveSummary,
+    Denylist,
+    sanitize_archive,
+)
+from oab.controller.agent_sidecar import SidecarConfig, SnapshotSidecar, parse_s3_url
+from oab.controller.api import AgentKey
+from oab.controller.errors import classify_aws
+
+log = logging.getLogger(__name__)
 
 INIT_CONTAINER: Final = "oab-init"
 SIDECAR_CONTAINER: Final = "oab-sidecar"
@@ -47,6 +74,16 @@ ENV_BOOTSTRAP_FROM: Final = "BOOTSTRAP_FROM"
 ENV_BUCKET: Final = "OAB_BUCKET"
 ENV_NAMESPACE: Final = "OAB_NAMESPACE"
 ENV_NAME: Final = "OAB_NAME"
+# Optional: extra snapshot denylist patterns (comma or newline separated) and the on-demand
+# request poll interval in seconds (0 disables on-demand snapshots).
+ENV_DENYLIST: Final = "OAB_SNAPSHOT_DENYLIST"
+ENV_POLL_SECONDS: Final = "OAB_SNAPSHOT_POLL_SECONDS"
+
+# ``stopTimeout`` (seconds between SIGTERM and SIGKILL) the renderer should set. ECS stops the
+# agent container first (it depends on the sidecar), so the sidecar's budget covers the agent's
+# final archive plus the upload; 120 s is both Fargate's maximum and the Spot notice.
+AGENT_STOP_TIMEOUT: Final = 90
+SIDECAR_STOP_TIMEOUT: Final = 120
 
 # The entry script of the agent container. POSIX sh only (dash and busybox compatible): stock
 # images have /bin/sh and tar but no AWS CLI. ``OAB_SHARED_DIR`` and ``OPENAB_BIN`` exist for the
@@ -70,6 +107,7 @@ if [ -f "$oab/home.tar" ]; then
   log "restored $oab/home.tar into $HOME"
 fi
 mkdir -p "$inbox" "$outbox" 2>/dev/null || true
+rm -f "$outbox/exited"
 
 snapshot() {
   # $1 = final file name in the outbox. tar exit 1 means "some file changed while read",
@@ -107,12 +145,14 @@ while :; do
     wait_child
     status=$?
     snapshot home.tar
+    echo "$status" > "$outbox/exited"
     exit "$status"
   fi
   if ! kill -0 "$child" 2>/dev/null; then
     wait_child
     status=$?
     log "openab exited with status $status"
+    echo "$status" > "$outbox/exited"
     exit "$status"
   fi
   if [ -f "$inbox/snapshot-request" ]; then
@@ -141,3 +181,201 @@ def sidecar_command() -> list[str]:
 def entry_command() -> list[str]:
     """``entryPoint`` of the agent container: the stock image's shell running ``ENTRY_SCRIPT``."""
     return ["/bin/sh", "-c", ENTRY_SCRIPT]
+
+
+class ArtifactError(AgentError):
+    """An S3 object the task needs could not be read (missing config, access denied, ...)."""
+
+    reason = "ArtifactUnavailable"
+
+
+class InitConfig(BaseModel):
+    """Settings of the init container, validated once (from the container environment)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    config_artifact: str = Field(description="s3:// URL of this generation's config.toml.")
+    bootstrap_from: str | None = Field(
+        default=None,
+        description="s3:// URL of the state archive. A missing object is not an error (the first "
+        "start of an agent whose snapshots go there); any other failure is.",
+    )
+    shared_dir: Path = Field(default=Path(SHARED_DIR), description="The task volume's mount.")
+    limits: ArchiveLimits = Field(default_factory=ArchiveLimits)
+    max_config_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Cap on config.toml (rendered files are small)."
+    )
+
+    @field_validator("config_artifact", "bootstrap_from")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_s3_url(value)
+        return value
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What the init container prepared."""
+
+    restored: ArchiveSummary | None  # None: no bootstrapFrom, or no object there yet
+    config_bytes: int
+
+
+def _aws_error(exc: Exception, operation: str, url: str) -> ArtifactError:
+    aws = classify_aws(exc, operation=operation)
+    err = ArtifactError(f"{url}: {aws}")
+    err.retryable = aws.retryable
+    return err
+
+
+def _prepare_shared(shared: Path) -> None:
+    """Create the inbox and outbox so that every container's uid can use them.
+
+    The three containers may run as different users (the stock image's agent user, the
+    controller image's non-root user); the sticky bit stops one from deleting another's files.
+    """
+    for sub in ("inbox", "outbox"):
+        path = shared / sub
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o1777)
+
+
+def _download_bootstrap(s3: Any, config: InitConfig) -> ArchiveSummary | None:
+    assert config.bootstrap_from is not None
+    url = config.bootstrap_from
+    bucket, key = parse_s3_url(url)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            log.warning("%s does not exist yet: starting with the image's HOME", url)
+            return None
+        raise _aws_error(exc, "HeadObject", url) from exc
+    except BotoCoreError as exc:
+        raise _aws_error(exc, "HeadObject", url) from exc
+    size = int(head.get("ContentLength", 0))
+    if size > config.limits.max_total_bytes:
+        raise AgentError(f"{url} is {size} bytes, over {config.limits.max_total_bytes}")
+    with tempfile.TemporaryDirectory(prefix=".bootstrap-", dir=config.shared_dir) as scratch:
+        local = Path(scratch) / "bootstrap"
+        try:
+            # Pin the version we sized, so a snapshot uploaded meanwhile cannot swap it.
+            extra = {"VersionId": head["VersionId"]} if head.get("VersionId") else None
+            s3.download_file(bucket, key, str(local), ExtraArgs=extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise _aws_error(exc, "GetObject", url) from exc
+        summary = sanitize_archive(
+            local, config.shared_dir / "home.tar", limits=config.limits, compress=False
+        )
+    log.info("validated %s: %d members, %d bytes", url, summary.members, summary.total_bytes)
+    return summary
+
+
+def _download_config(s3: Any, config: InitConfig) -> int:
+    url = config.config_artifact
+    bucket, key = parse_s3_url(url)
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        if int(obj.get("ContentLength", 0)) > config.max_config_bytes:
+            raise AgentError(f"{url} is larger than {config.max_config_bytes} bytes")
+        data: bytes = obj["Body"].read(config.max_config_bytes + 1)
+    except (ClientError, BotoCoreError) as exc:
+        raise _aws_error(exc, "GetObject", url) from exc
+    if len(data) > config.max_config_bytes:
+        raise AgentError(f"{url} is larger than {config.max_config_bytes} bytes")
+    target = config.shared_dir / "config.toml"
+    tmp = target.with_name(".config.toml.tmp")
+    tmp.write_bytes(data)
+    # Placeholders only (secrets arrive as environment variables), so world-readable is safe and
+    # lets the image's agent user read it.
+    tmp.chmod(0o644)
+    tmp.replace(target)
+    return len(data)
+
+
+def run_init(s3: Any, config: InitConfig) -> InitResult:
+    """The init container: restore-archive first, ``config.toml`` last (it must win).
+
+    Raises ``UnsafeArchiveError``/``CorruptArchiveError`` for a hostile or broken archive and
+    ``ArtifactError`` when S3 refuses; the container then exits non-zero and the task fails.
+    """
+    _prepare_shared(config.shared_dir)
+    restored = _download_bootstrap(s3, config) if config.bootstrap_from else None
+    size = _download_config(s3, config)
+    log.info("wrote %s (%d bytes)", config.shared_dir / "config.toml", size)
+    return InitResult(restored=restored, config_bytes=size)
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def init_config_from_env(env: Mapping[str, str]) -> InitConfig:
+    """``InitConfig`` from the variables the task definition sets."""
+    return InitConfig(
+        config_artifact=env.get(ENV_CONFIG_ARTIFACT, ""),
+        bootstrap_from=_optional(env, ENV_BOOTSTRAP_FROM),
+        shared_dir=Path(env.get("OAB_SHARED_DIR", SHARED_DIR)),
+    )
+
+
+def sidecar_config_from_env(env: Mapping[str, str]) -> SidecarConfig:
+    """``SidecarConfig`` from the variables the task definition sets."""
+    extra = env.get(ENV_DENYLIST, "").replace("\n", ",").split(",")
+    poll = _optional(env, ENV_POLL_SECONDS)
+    return SidecarConfig(
+        agent=AgentKey(f"{env.get(ENV_NAMESPACE, '')}/{env.get(ENV_NAME, '')}"),
+        bucket=env.get(ENV_BUCKET, ""),
+        bootstrap_from=_optional(env, ENV_BOOTSTRAP_FROM),
+        shared_dir=Path(env.get("OAB_SHARED_DIR", SHARED_DIR)),
+        denylist=Denylist().with_extra(extra),
+        **({"request_poll_interval": float(poll)} if poll else {}),
+    )
+
+
+# sysexits.h codes, so `docker inspect`/ECS stoppedReason tell the failure classes apart.
+EX_DATAERR: Final = 65
+EX_UNAVAILABLE: Final = 69
+EX_CONFIG: Final = 78
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``oab-agent init|sidecar``: the controller image's side of the agent start-up contract."""
+    parser = argparse.ArgumentParser(prog="oab-agent", description=main.__doc__)
+    parser.add_argument("command", choices=("init", "sidecar"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="oab-agent %(levelname)s %(message)s"
+    )
+    from oab.controller.aws import make_client, make_session
+
+    s3 = make_client(make_session(), "s3")
+    try:
+        if args.command == "init":
+            run_init(s3, init_config_from_env(os.environ))
+            return 0
+        sidecar = SnapshotSidecar(s3, sidecar_config_from_env(os.environ))
+        stop = threading.Event()
+
+        def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        sidecar.run(stop)
+        return 0
+    except (ValidationError, ValueError) as exc:
+        print(f"oab-agent {args.command}: invalid settings: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except ArtifactError as exc:
+        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except AgentError as exc:
+        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        return EX_DATAERR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,9 @@ Time model: none; these are pure file transformations (member mtimes are carried
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import gzip
 import os
 import stat
 import tarfile
@@ -36,7 +38,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
+
+from oab.controller.errors import OabError
 
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
@@ -74,27 +78,34 @@ DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
 )
 
 
-class AgentError(Exception):
-    """Base of the agent start-up errors. ``retryable`` says whether trying again can help."""
+class AgentError(OabError):
+    """Base of the agent start-up errors (``oab-agent``); part of the controller's hierarchy."""
 
-    retryable: bool = False
+    retryable = False
+    reason = "AgentError"
 
 
 class UnsafeArchiveError(AgentError):
     """An archive member broke a safety rule; nothing was extracted or written."""
 
-    def __init__(self, member: str, reason: str) -> None:
-        super().__init__(f"unsafe archive member {member!r}: {reason}")
+    reason = "UnsafeArchive"
+
+    def __init__(self, member: str, problem: str) -> None:
+        super().__init__(f"unsafe archive member {member!r}: {problem}")
         self.member = member
-        self.reason = reason
+        self.problem = problem
 
 
 class ArchiveLimitError(UnsafeArchiveError):
     """An archive exceeded a size or count cap."""
 
+    reason = "ArchiveTooLarge"
+
 
 class CorruptArchiveError(AgentError):
     """The bytes are not a readable tar archive."""
+
+    reason = "CorruptArchive"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,7 +227,13 @@ class _Planned:
 def _plan(
     archive: tarfile.TarFile, *, limits: ArchiveLimits, denylist: Denylist | None
 ) -> tuple[list[_Planned], ArchiveSummary]:
-    """Validate every member of ``archive``; return what to write and the summary."""
+    """Validate every member of ``archive``; return what to write and the summary.
+
+    With a ``denylist`` (snapshot mode) special files and unsafe symlinks are dropped and listed
+    in ``excluded`` instead of refused: a live HOME may hold a socket or a link to ``/usr``, and
+    a snapshot should not fail for it. Limits and path rules apply in both modes.
+    """
+    lenient = denylist is not None
     planned: list[_Planned] = []
     seen: dict[str, str] = {}  # path -> kind ("file", "dir", "link")
     files: dict[str, tarfile.TarInfo] = {}
@@ -241,6 +258,9 @@ def _plan(
             kind = "link"
         elif info.islnk():
             kind = "file"
+        elif lenient:
+            excluded.append(path)
+            continue
         else:
             raise UnsafeArchiveError(info.name, "device, FIFO or other special file")
         previous = seen.get(path)
@@ -271,13 +291,24 @@ def _plan(
             files[path] = info
         planned.append(_Planned(path, info, source))
     symlinks = {p.path for p in planned if p.info.issym()}
+    unsafe: set[str] = set()
+    for item in planned:
+        if item.info.issym():
+            try:
+                _check_symlink_target(item.path, item.info.linkname, symlinks)
+            except UnsafeArchiveError:
+                if not lenient:
+                    raise
+                unsafe.add(item.path)
+    if unsafe:
+        excluded.extend(sorted(unsafe))
+        planned = [p for p in planned if p.path not in unsafe]
+        symlinks -= unsafe
     for item in planned:
         parts = item.path.split("/")
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in symlinks:
                 raise UnsafeArchiveError(item.info.name, "path goes through a symlink")
-        if item.info.issym():
-            _check_symlink_target(item.path, item.info.linkname, symlinks)
     return planned, ArchiveSummary(len(planned), total, tuple(excluded))
 
 
@@ -316,9 +347,11 @@ def _write_planned(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            mode = "w:gz" if compress else "w"
-            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.GNU_FORMAT) as dst:
+        with contextlib.ExitStack() as stack:
+            sink: Any = stack.enter_context(os.fdopen(fd, "wb"))
+            if compress:
+                sink = stack.enter_context(gzip.GzipFile(fileobj=sink, mode="wb"))
+            with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as dst:
                 for item in planned:
                     info = _clean_info(item)
                     data: IO[bytes] | None = None
