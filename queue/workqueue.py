@@ -45,10 +45,11 @@ at no extra request.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from oab.queue import row as rows
@@ -119,6 +120,9 @@ class Claim:
     sequence: int
     #: Claim token this claim took over from an expired claim, if any.
     took_over: ClaimToken | None = None
+    #: The row as this claim (or its last heartbeat) wrote it: the compare-and-swap starting
+    #: point of the claimer's next write, so an outcome costs one request when nothing changed.
+    row: Row | None = field(default=None, repr=False, compare=False)
 
     def expired(self, monotonic_now: float) -> bool:
         """True once the local deadline has passed: the worker must stop acting on the claim."""
@@ -157,6 +161,11 @@ class WorkQueue:
         self._rng = rng or random.Random()
         self.metrics = metrics or QueueMetrics()
 
+    def _now(self) -> float:
+        # Stored times have millisecond precision; flooring "now" to it means a row made ready
+        # "now" is due at once instead of after a rounded-up half millisecond.
+        return math.floor(self._clock.time() * 1000.0) / 1000.0
+
     # -- the compare-and-swap loop -------------------------------------------------------------
 
     def _mutate(
@@ -172,7 +181,7 @@ class WorkQueue:
         current = self._store.get(key) if seen is _UNREAD else seen
         assert current is None or isinstance(current, Row)
         for _ in range(self.config.max_conflict_retries):
-            now = self._clock.time()
+            now = self._now()
             value, new = transition(current, now)
             if new is None:
                 return value, current
@@ -249,9 +258,7 @@ class WorkQueue:
         start = self._rng.randrange(self.config.shards)
         for i in range(self.config.shards):
             shard = (start + i) % self.config.shards
-            keys = self._store.ready_keys(
-                shard, now=self._clock.time(), limit=self.config.claim_scan
-            )
+            keys = self._store.ready_keys(shard, now=self._now(), limit=self.config.claim_scan)
             self._rng.shuffle(keys)
             for key in keys:
                 got = self._try_claim(key, owner)
@@ -306,6 +313,7 @@ class WorkQueue:
             claimed_at=mono,
             sequence=after.version,
             took_over=took_over,
+            row=after,
         )
 
     def _claim_write(
@@ -320,7 +328,12 @@ class WorkQueue:
             return None, transition(row, now)
 
         try:
-            _, after = self._mutate(claim.key, wrapped, extra_items=extra_items)
+            _, after = self._mutate(
+                claim.key,
+                wrapped,
+                seen=claim.row if claim.row is not None else _UNREAD,
+                extra_items=extra_items,
+            )
         except ClaimLost:
             self.metrics.claims_lost.add(1, {"operation": result})
             raise
@@ -351,6 +364,7 @@ class WorkQueue:
             deadline=after.claim_deadline,
             local_deadline=mono + self.config.visibility_timeout,
             sequence=after.version,
+            row=after,
         )
 
     def complete(
@@ -449,7 +463,7 @@ class WorkQueue:
     def depth_by_state(self) -> dict[str, int]:
         """Row counts by state, with waiting rows split into ``ready`` (due) and ``delayed``
         (backoff or requeue); also refreshes the depth, parked and oldest-ready-age gauges."""
-        now = self._clock.time()
+        now = self._now()
         depth = {"ready": 0, "delayed": 0, "in_flight": 0, "done": 0, "parked": 0}
         oldest: float | None = None
         for r in self._store.rows():
