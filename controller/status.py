@@ -37,8 +37,8 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 
 PHASES: tuple[Phase, ...] = ("Pending", "Running", "Failed", "Terminating")
 
-#: Every allowed phase change. ``None`` is "no status yet"; ``Terminating`` ends only in deletion
-#: of the status item (see :func:`delete_items`), never back in a live phase.
+#: Every allowed phase change. ``None`` is "no status" (never reconciled, or deleted);
+#: ``Terminating`` ends only in :func:`cleared` (deletion done), never back in a live phase.
 ALLOWED_TRANSITIONS: Mapping[Phase | None, frozenset[Phase]] = {
     None: frozenset({"Pending", "Running", "Failed", "Terminating"}),
     "Pending": frozenset({"Pending", "Running", "Failed", "Terminating"}),
@@ -62,8 +62,8 @@ RUNLOG_RETENTION_DAYS = 90
 class IllegalTransition(Exception):
     """A phase change the machine does not allow (terminal: never retried)."""
 
-    def __init__(self, current: Phase | None, target: Phase) -> None:
-        super().__init__(f"illegal phase transition {current or '<none>'} -> {target}")
+    def __init__(self, current: Phase | None, target: Phase | None) -> None:
+        super().__init__(f"illegal phase transition {current or '<none>'} -> {target or '<none>'}")
         self.current = current
         self.target = target
 
@@ -172,6 +172,8 @@ class AgentStatus:
     secret_versions: Mapping[str, str] = field(default_factory=dict)
     restart_marker: str = ""
     finalizer_step: str = ""
+    manifest_etag: str = ""
+    failed_hash: str = ""
     audit_seq: int = 0
 
     def condition(self, type: str) -> Condition | None:
@@ -191,6 +193,7 @@ class AgentStatus:
             tuple(sorted(self.secret_versions.items())),
             self.restart_marker,
             self.finalizer_step,
+            self.failed_hash,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -242,6 +245,8 @@ def to_item(status: AgentStatus) -> dict[str, Any]:
         "secret_versions": _s(json.dumps(dict(sorted(status.secret_versions.items())))),
         "restart_marker": _s(status.restart_marker),
         "finalizer_step": _s(status.finalizer_step),
+        "manifest_etag": _s(status.manifest_etag),
+        "failed_hash": _s(status.failed_hash),
         "audit_seq": _n(status.audit_seq),
     }
     if status.phase is not None:
@@ -278,6 +283,8 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
         secret_versions=json.loads(s("secret_versions") or "{}"),
         restart_marker=s("restart_marker"),
         finalizer_step=s("finalizer_step"),
+        manifest_etag=s("manifest_etag"),
+        failed_hash=s("failed_hash"),
         audit_seq=n("audit_seq"),
     )
 
@@ -430,6 +437,8 @@ def transition_items(
     """
     if after.phase is not None:
         check_transition(before.phase, after.phase)
+    elif before.phase not in (None, "Terminating"):
+        raise IllegalTransition(before.phase, None)  # only a finished deletion clears status
     if after.audit_seq != before.audit_seq + 1 or audit.seq != after.audit_seq:
         raise ValueError("audit sequence must advance by exactly one")
     if before.audit_seq == 0:
@@ -455,29 +464,14 @@ def transition_items(
     ]
 
 
-def delete_items(
-    *, state_table: str, runlog_table: str, before: AgentStatus, audit: AuditRecord
-) -> list[dict[str, Any]]:
-    """Delete the status item (final step of deletion) together with its last audit row."""
-    if audit.seq != before.audit_seq + 1:
-        raise ValueError("audit sequence must advance by exactly one")
-    return [
-        {
-            "Delete": {
-                "TableName": state_table,
-                "Key": status_key(before.key),
-                "ConditionExpression": "audit_seq = :prev",
-                "ExpressionAttributeValues": {":prev": _n(before.audit_seq)},
-            }
-        },
-        {
-            "Put": {
-                "TableName": runlog_table,
-                "Item": audit.to_item(),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        },
-    ]
+def cleared(before: AgentStatus) -> AgentStatus:
+    """The status left once an agent is deleted: no phase, only the audit sequence.
+
+    The item is kept (not deleted) so that the agent's audit sequence continues without a gap, or
+    a reused sequence number, if an agent of the same name is created again; readers treat a
+    status without a phase as absent.
+    """
+    return AgentStatus(key=before.key, audit_seq=before.audit_seq)
 
 
 def next_status(before: AgentStatus, **changes: Any) -> AgentStatus:

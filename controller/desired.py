@@ -1,0 +1,67 @@
+"""Desired state as reconcile sees it: the S3 store behind the ``Manifests`` protocol.
+
+The store (:mod:`oab.controller.store`) keeps documents; reconcile wants a validated
+:class:`~oab.controller.api.OABService`, its ETag and whether it is a tombstone. A stored document
+that no longer validates (for example after an upgrade tightened a rule) is a terminal error that
+names the object: retrying cannot fix it, a new ``oabctl apply`` can.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oab.controller.api import AgentKey, InvalidDocument, OABService, parse_document
+from oab.controller.errors import RetryableError, TerminalError
+from oab.controller.reconcile import Manifest
+from oab.controller.store import ConflictError, DesiredStateStore, object_key
+
+
+def manifest_key(key: str) -> str:
+    """Bucket key of an agent's manifest."""
+    namespace, name = key.split("/", 1)
+    return str(object_key("OABService", namespace, name))
+
+
+class StoreManifests:
+    """Reads agents' manifests from the desired-state store; removes them after deletion."""
+
+    def __init__(self, store: DesiredStateStore) -> None:
+        self._store = store
+
+    def read(self, key: AgentKey) -> Manifest | None:
+        """The stored manifest of ``key``, validated; ``None`` when absent."""
+        try:
+            obj = self._store.get(manifest_key(key))
+        except Exception as exc:
+            raise RetryableError(f"cannot read manifest of {key}: {exc}") from exc
+        if obj is None:
+            return None
+        doc: dict[str, Any] = {k: v for k, v in obj.document.items() if k != "status"}
+        try:
+            parsed = parse_document(doc)
+        except InvalidDocument as exc:
+            raise TerminalError(
+                f"stored manifest {obj.key} is no longer valid: {exc}; apply a corrected "
+                "manifest with `oabctl apply`",
+                reason="InvalidManifest",
+            ) from exc
+        if not isinstance(parsed, OABService):
+            raise TerminalError(f"{obj.key} holds a {parsed.kind}, not an OABService")
+        return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted)
+
+    def remove(self, manifest: Manifest) -> None:
+        """Remove the tombstone read as ``manifest`` (only if unchanged since)."""
+        obj = self._store.get(manifest_key(manifest.service.key))
+        if obj is None:
+            return  # already removed (an earlier attempt)
+        if obj.etag != manifest.etag:
+            raise RetryableError(
+                f"{obj.key} changed during deletion (applied again?)", reason="ManifestChanged"
+            )
+        try:
+            self._store.finalize(obj)
+        except ConflictError as exc:
+            raise RetryableError(
+                f"{obj.key} changed during deletion (applied again?): {exc}",
+                reason="ManifestChanged",
+            ) from exc
