@@ -155,6 +155,11 @@ class ChangeLog:
         self._retention = retention_seconds
         self._lookback = lookback_ms
 
+    @property
+    def shards(self) -> int:
+        """How many partitions change records are spread over."""
+        return self._shards
+
     def record(
         self,
         key: str,

@@ -346,6 +346,11 @@ class Reconciler:
             manifest_etag=manifest.etag,
             task_definition_hash=content_hash,
             secret_versions=versions,
+            watched_secrets={
+                s.name: f"ssm:{s.path}" if s.source == "ssm" else f"secretsmanager:{s.arn}"
+                for s in svc.spec.secrets
+                if s.auto_restart
+            },
             restart_marker=marker,
             last_reconciled=now,
             last_error="",

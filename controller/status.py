@@ -170,6 +170,9 @@ class AgentStatus:
     last_run_id: str = ""
     trace_id: str = ""
     secret_versions: Mapping[str, str] = field(default_factory=dict)
+    #: Auto-restart secrets the resync watches: ``{env name: "ssm:<path>"}`` or
+    #: ``{env name: "secretsmanager:<arn>"}``.
+    watched_secrets: Mapping[str, str] = field(default_factory=dict)
     restart_marker: str = ""
     finalizer_step: str = ""
     manifest_etag: str = ""
@@ -243,6 +246,7 @@ def to_item(status: AgentStatus) -> dict[str, Any]:
         "last_run_id": _s(status.last_run_id),
         "trace_id": _s(status.trace_id),
         "secret_versions": _s(json.dumps(dict(sorted(status.secret_versions.items())))),
+        "watched_secrets": _s(json.dumps(dict(sorted(status.watched_secrets.items())))),
         "restart_marker": _s(status.restart_marker),
         "finalizer_step": _s(status.finalizer_step),
         "manifest_etag": _s(status.manifest_etag),
@@ -268,7 +272,7 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
         raise ValueError(f"stored phase {phase!r} is not one of {PHASES}")
     return AgentStatus(
         key=s("key") or s("pk").removeprefix("agent#"),
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,
         observed_generation=n("observed_generation"),
         conditions=tuple(Condition.from_json(c) for c in json.loads(s("conditions") or "[]")),
         task_arns=tuple(json.loads(s("task_arns") or "[]")),
@@ -281,6 +285,7 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
         last_run_id=s("last_run_id"),
         trace_id=s("trace_id"),
         secret_versions=json.loads(s("secret_versions") or "{}"),
+        watched_secrets=json.loads(s("watched_secrets") or "{}"),
         restart_marker=s("restart_marker"),
         finalizer_step=s("finalizer_step"),
         manifest_etag=s("manifest_etag"),

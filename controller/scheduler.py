@@ -1,0 +1,341 @@
+"""The scheduler: leader-only work that turns desired-state changes and drift into work units.
+
+Design
+------
+- Runs only while this replica leads, started by the elector's ``on_started_leading(epoch,
+  stop)`` and ended through ``stop``. Every enqueue carries the leader's fence (a
+  ``ConditionCheck`` on the lease item in the same transaction), so a deposed leader cannot
+  enqueue: the first rejected enqueue ends the scheduler at once.
+- Fast path: ``oabctl`` writes a change record to DynamoDB after each accepted S3 write; the
+  scheduler polls those (a few shard queries every ``change_poll_s``) and enqueues each change,
+  so a reconcile starts within about ``change_poll_s`` + the worker's idle poll of ``apply``.
+- Slow path: a full resync every ``resync_period_s`` (jittered +-10 %) and once on every
+  takeover. It lists the manifests' ETags (one ListObjectsV2 per 1,000 agents), scans the status
+  items, describes the ECS services in batches of 10 and the auto-restart secrets' versions, and
+  enqueues only what differs: a manifest whose ETag is not the one last reconciled, a status
+  without a manifest, a Running agent whose service is missing or drifted, a new secret version.
+  A no-op resync therefore costs about 0.1 AWS request per agent (DescribeServices) and reads
+  no manifest.
+- Idempotency tokens are deterministic: (key, generation, S3 version id, "apply"|"delete") for
+  changes, so the same change record read twice (or by two successive leaders) enqueues once;
+  (key, generation, ETag, "resync:<round>") for resync findings, so drift is re-enqueued once
+  per round at most.
+- Each enqueue carries the trace context of the change (from ``oabctl apply``) plus the epoch,
+  so the worker's reconcile span links to the apply and the audit row names the epoch.
+
+Time model: loop timing uses the injected monotonic clock and ``Event.wait``; change cursors use
+wall-clock milliseconds stamped by the writers (with a look-back window that tolerates skew
+between hosts of up to ``ChangeLog``'s look-back).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from oab.controller import render
+from oab.controller.changes import ChangeLog, Cursor
+from oab.controller.ecs import EcsAdapter
+from oab.controller.errors import FencedOut
+from oab.controller.secretversions import SecretVersions
+from oab.controller.status import AgentStatus, from_item
+from oab.leader.fence import Fence
+from oab.queue.errors import ExtraConditionFailed
+from oab.queue.workqueue import WorkQueue, idempotency_token
+
+log = logging.getLogger("oab.controller.scheduler")
+tracer = trace.get_tracer("oab.controller.scheduler")
+
+MANIFEST_PREFIX = "manifests/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    """Scheduler timing.
+
+    - ``change_poll_s`` (default 0.5): how often change records are read. Lower starts
+      reconciles sooner after ``apply``; each poll costs one Query per change shard.
+    - ``resync_period_s`` (default 300): full resync period (jittered +-10 %). Lower catches
+      drift and lost change records sooner; each resync costs ~0.1 AWS request per agent.
+    - ``takeover_lookback_s`` (default 600): on takeover, change records this old are read
+      again (enqueue is idempotent, so re-reading is harmless).
+    """
+
+    change_poll_s: float = 0.5
+    resync_period_s: float = 300.0
+    takeover_lookback_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.change_poll_s <= 0 or self.resync_period_s <= 0 or self.takeover_lookback_s < 0:
+            raise ValueError("scheduler periods must be > 0")
+
+
+@dataclass
+class ResyncReport:
+    """What one resync saw and did (also returned to tests and the bench)."""
+
+    agents: int = 0
+    enqueued: dict[str, str] = field(default_factory=dict)
+    aws_requests: int = 0
+
+
+def _carrier(extra: Mapping[str, str], epoch: int) -> dict[str, str]:
+    carrier = {k: v for k, v in extra.items() if k in ("traceparent", "tracestate")}
+    carrier["epoch"] = str(epoch)
+    return carrier
+
+
+class Scheduler:
+    """Leader-only producer of work units (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        changes: ChangeLog,
+        s3: Any,
+        bucket: str,
+        dynamodb: Any,
+        state_table: str,
+        ecs: EcsAdapter,
+        secrets: SecretVersions,
+        config: SchedulerConfig | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._queue = queue
+        self._changes = changes
+        self._s3 = s3
+        self._bucket = bucket
+        self._ddb = dynamodb
+        self._state_table = state_table
+        self._ecs = ecs
+        self._secrets = secrets
+        self.config = config or SchedulerConfig()
+        self._monotonic = monotonic
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._round = 0
+
+    # ------------------------------------------------------------------ loop
+    def run(self, fence: Fence, stop: threading.Event) -> None:
+        """Schedule until ``stop`` is set or the fence is rejected (a newer leader exists)."""
+        cursor = Cursor.starting_at(
+            int((self._wall() - self.config.takeover_lookback_s) * 1000),
+            shards=self._changes.shards,
+        )
+        next_resync = self._monotonic()  # resync at once on takeover
+        try:
+            while not stop.is_set():
+                cursor = self.poll_changes(fence, cursor)
+                if self._monotonic() >= next_resync and not stop.is_set():
+                    self.resync(fence)
+                    period = self.config.resync_period_s
+                    next_resync = self._monotonic() + period * self._rng.uniform(0.9, 1.1)
+                stop.wait(self.config.change_poll_s)
+        except FencedOut:
+            log.warning(
+                "fenced out: a newer leader exists; scheduler stops", extra=fence_extra(fence)
+            )
+
+    def poll_changes(self, fence: Fence, cursor: Cursor) -> Cursor:
+        """Enqueue every change recorded after ``cursor``; returns the next cursor."""
+        found, nxt = self._changes.read_since(cursor)
+        for change in found:
+            token = idempotency_token(change.key, change.generation, change.version_id, change.kind)
+            self._enqueue(
+                fence,
+                key=change.key,
+                generation=change.generation,
+                reason=change.kind,
+                token=token,
+                carrier=change.trace_context,
+            )
+        return nxt
+
+    # --------------------------------------------------------------- enqueue
+    def _enqueue(
+        self,
+        fence: Fence,
+        *,
+        key: str,
+        generation: int,
+        reason: str,
+        token: str,
+        carrier: Mapping[str, str],
+    ) -> str:
+        parent = propagate.extract(dict(carrier))
+        with tracer.start_as_current_span(
+            "enqueue",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "oab.agent.key": key,
+                "oab.generation": generation,
+                "oab.epoch": fence.epoch,
+                "oab.idempotency_token": token,
+                "oab.reason": reason,
+                "messaging.system": "aws_dynamodb",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": "oab-queue",
+            },
+        ) as span:
+            out: dict[str, str] = {}
+            propagate.inject(out)
+            try:
+                result = self._queue.enqueue(
+                    key,
+                    generation,
+                    reason,
+                    token,
+                    extra_condition=fence.condition_check(),
+                    trace_context=_carrier(out, fence.epoch),
+                )
+            except ExtraConditionFailed as exc:
+                span.record_exception(exc)
+                raise FencedOut(f"enqueue of {key} rejected: epoch {fence.epoch} is stale") from exc
+            span.set_attribute("oab.enqueue.outcome", str(result.outcome))
+            return str(result.outcome)
+
+    # ---------------------------------------------------------------- resync
+    def resync(self, fence: Fence) -> ResyncReport:
+        """Compare desired state, status and ECS; enqueue what differs."""
+        self._round += 1
+        report = ResyncReport()
+        with tracer.start_as_current_span(
+            "scheduler.resync", attributes={"oab.epoch": fence.epoch, "oab.round": self._round}
+        ) as span:
+            etags = self._manifest_etags(report)
+            statuses = self._statuses(report)
+            keys = sorted(set(etags) | {k for k, s in statuses.items() if s.phase is not None})
+            report.agents = len(keys)
+            live = [k for k in keys if k in statuses and statuses[k].phase in ("Running", "Failed")]
+            names = {k: render.service_name(*k.split("/", 1)) for k in live}
+            described = self._ecs.describe_services(list(names.values())) if names else {}
+            report.aws_requests += (len(names) + 9) // 10
+            watched = self._watched_versions(statuses, report)
+            for key in keys:
+                status = statuses.get(key, AgentStatus(key=key))
+                reason = self._drift(
+                    key,
+                    etag=etags.get(key),
+                    status=status,
+                    service=described.get(names.get(key, ""), None) if key in names else None,
+                    checked=key in names,
+                    versions=watched.get(key, {}),
+                )
+                if reason is None:
+                    continue
+                generation = status.observed_generation
+                token = idempotency_token(
+                    key, generation, etags.get(key, ""), f"resync:{self._round}"
+                )
+                self._enqueue(
+                    fence,
+                    key=key,
+                    generation=generation,
+                    reason=f"resync:{reason}",
+                    token=token,
+                    carrier={},
+                )
+                report.enqueued[key] = reason
+            span.set_attribute("oab.resync.agents", report.agents)
+            span.set_attribute("oab.resync.enqueued", len(report.enqueued))
+        return report
+
+    @staticmethod
+    def _drift(
+        key: str,
+        *,
+        etag: str | None,
+        status: AgentStatus,
+        service: Mapping[str, Any] | None,
+        checked: bool,
+        versions: Mapping[str, str],
+    ) -> str | None:
+        """Why ``key`` needs a reconcile, or ``None`` (pure)."""
+        if etag is None:
+            return "manifest-removed" if status.phase is not None else None
+        if status.phase is None:
+            return "new"
+        if etag != status.manifest_etag:
+            return "manifest-changed"
+        if status.phase in ("Pending", "Terminating"):
+            return "in-progress"
+        if any(status.secret_versions.get(n, "") != v for n, v in versions.items() if v):
+            return "secret-rotated"
+        if not checked:
+            return None
+        if service is None:
+            return "service-missing"
+        if status.phase == "Running":
+            if service.get("taskDefinition") != status.task_definition_arn:
+                return "task-definition-drift"
+            if int(service.get("desiredCount", 0)) != 1:
+                return "desired-count-drift"
+            if int(service.get("runningCount", 0)) < 1:
+                return "not-running"
+        return None
+
+    def _manifest_etags(self, report: ResyncReport) -> dict[str, str]:
+        out: dict[str, str] = {}
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=MANIFEST_PREFIX):
+            report.aws_requests += 1
+            for obj in page.get("Contents", []):
+                name = str(obj["Key"])
+                if not name.endswith(".yaml"):
+                    continue
+                key = name[len(MANIFEST_PREFIX) : -len(".yaml")]
+                out[key] = str(obj["ETag"])
+        return out
+
+    def _statuses(self, report: ResyncReport) -> dict[str, AgentStatus]:
+        out: dict[str, AgentStatus] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self._state_table,
+            "FilterExpression": "sk = :s",
+            "ExpressionAttributeValues": {":s": {"S": "status"}},
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = self._ddb.scan(**kwargs)
+            report.aws_requests += 1
+            for item in resp.get("Items", []):
+                status = from_item(item)
+                out[status.key] = status
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _watched_versions(
+        self, statuses: Mapping[str, AgentStatus], report: ResyncReport
+    ) -> dict[str, dict[str, str]]:
+        """Current versions of every auto-restart secret, per agent."""
+        refs: list[tuple[str, str, dict[str, str]]] = []
+        for key, status in statuses.items():
+            for name, ref in status.watched_secrets.items():
+                source, _, where = ref.partition(":")
+                spec = {"name": name, "source": source}
+                spec["path" if source == "ssm" else "arn"] = where
+                refs.append((key, name, spec))
+        out: dict[str, dict[str, str]] = {}
+        for key, name, spec in refs:
+            version = self._secrets.versions([spec]).get(name, "")
+            report.aws_requests += 1
+            out.setdefault(key, {})[name] = version
+        return out
+
+
+def fence_extra(fence: Fence) -> dict[str, object]:
+    """Structured-log fields naming the fence."""
+    return {"holder": fence.holder, "epoch": fence.epoch}
