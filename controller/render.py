@@ -503,7 +503,7 @@ def check_task_definition(request: Mapping[str, Any]) -> None:
             needs.append("awslogs")
         if needs and not request.get("executionRoleArn"):
             raise RenderError(
-                f"{' and '.join(needs)} need an execution role",
+                f"an execution role is required for {' and '.join(needs)}",
                 field=f"containerDefinitions[{i}]",
             )
 
