@@ -731,7 +731,10 @@ def _blame_fleet_field(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldI
     defaults = fleet.spec.defaults.model_dump(by_alias=True, exclude_none=True)
     rest = path[2:]
     if top in ("config", "platform", "env"):
-        if _has_path(agent.get(top), rest) or not _has_path(defaults.get(top), rest):
+        # Blame whichever side holds more of the path (the agent on a tie): a missing key is
+        # reported where its parent table was written.
+        mine, theirs = _depth(agent.get(top), rest), _depth(defaults.get(top), rest)
+        if (top in agent and mine >= theirs) or top not in defaults:
             return FieldIssue(("spec", "agents", index, top, *rest), issue.message, issue.hint)
         return FieldIssue(("spec", "defaults", top, *rest), issue.message, issue.hint)
     if top == "taskDefinition":
@@ -751,14 +754,17 @@ def _blame_fleet_field(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldI
     return FieldIssue(("spec", "defaults", key, *rest), issue.message, issue.hint)
 
 
-def _has_path(data: Any, path: Sequence[str | int]) -> bool:
+def _depth(data: Any, path: Sequence[str | int]) -> int:
+    """How many leading elements of ``path`` exist in ``data``."""
+    depth = 0
     for part in path:
         in_mapping = isinstance(data, Mapping) and part in data
         in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
         if not (in_mapping or in_list):
-            return False
+            break
         data = data[part]
-    return data is not None
+        depth += 1
+    return depth
 
 
 # ---------------------------------------------------------------------------------------------
