@@ -204,12 +204,30 @@ class Worker:
         self._on_outcome = on_outcome
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._inflight: dict[str, _Heartbeat] = {}
 
     @property
     def busy(self) -> int:
         """Work units in flight on this replica."""
         with self._busy_lock:
             return self._busy
+
+    def release_inflight(self) -> int:
+        """Give back every claim still in flight (shutdown past its budget); returns the count.
+
+        The threads holding them may still be running: their final write then fails its
+        claim-token condition and writes nothing.
+        """
+        with self._busy_lock:
+            held = list(self._inflight.values())
+        released = 0
+        for hb in held:
+            try:
+                self._queue.release(hb.current())
+                released += 1
+            except Exception:  # already completed, or taken over: nothing to give back
+                log.info("release skipped", extra={"key": hb.claim.key})
+        return released
 
     def run(self, stop: threading.Event) -> None:
         """Claim and process work until ``stop`` is set (then finish the unit in hand)."""
@@ -257,6 +275,8 @@ class Worker:
             ) as span,
             _Heartbeat(self._queue, claim, every=every, monotonic=self._monotonic) as hb,
         ):
+            with self._busy_lock:
+                self._inflight[claim.claim_token] = hb
             req = Request(
                 key=AgentKey(claim.key),
                 generation=claim.generation,
@@ -287,6 +307,8 @@ class Worker:
                 duration_ms=duration_ms,
                 span=span,
             )
+            with self._busy_lock:
+                self._inflight.pop(claim.claim_token, None)
         if self._on_outcome is not None:
             self._on_outcome(claim.key, run_id, decision)
         return decision

@@ -1,0 +1,233 @@
+"""One controller replica: the composition root that builds every client once and wires them.
+
+Design
+------
+- AWS clients are built here and nowhere else, from :class:`DaemonSettings`. The lease gets its
+  own DynamoDB client with short timeouts and no botocore retries (the elector owns its retry
+  budget); everything else uses botocore's standard mode with a small attempt budget (the only
+  retry layer below the queue's persisted backoff).
+- Every replica runs the worker pool; only the leader runs the scheduler, started by the elector
+  with the term's stop event and the term's fence.
+- Shutdown (SIGTERM): stop claiming; let in-flight work finish within the budget and release
+  what does not (its claim is given back, so another replica picks it up at once instead of
+  after the visibility timeout); then hand the lease over (leader work drained first, lease
+  released with the epoch kept) so a standby leads within about one retry period; exit 0.
+
+Time model: the clocks are injected (``monotonic``, ``wall``) so that the chaos suite can skew
+them per replica (``chaos_clock_*``); production uses ``time.monotonic`` and ``time.time``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oab.controller import bootstrap, render
+from oab.controller.aws import ClientOptions, make_client, make_session
+from oab.controller.changes import ChangeLog
+from oab.controller.daemon_config import DaemonSettings
+from oab.controller.desired import StoreManifests
+from oab.controller.ecs import EcsAdapter
+from oab.controller.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
+from oab.controller.reconcile import ReconcileConfig, Reconciler
+from oab.controller.scheduler import Scheduler, SchedulerConfig
+from oab.controller.secretversions import SecretVersions
+from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.worker import Worker, WorkerConfig
+from oab.leader.config import ElectionConfig
+from oab.leader.elector import LeaderElector
+from oab.leader.lease import DynamoLeaseStore
+from oab.leader.record import Epoch, ReplicaId
+from oab.queue.config import QueueConfig
+from oab.queue.workqueue import WorkQueue
+
+log = logging.getLogger("oab.controller.replica")
+
+
+@dataclass(frozen=True)
+class SkewedClock:
+    """Monotonic and wall clocks with a chaos offset and rate (identity in production)."""
+
+    offset: float = 0.0
+    rate: float = 1.0
+    _mono0: float = time.monotonic()
+
+    def monotonic(self) -> float:
+        """Local monotonic seconds, scaled by ``rate``."""
+        now = time.monotonic()
+        return self._mono0 + (now - self._mono0) * self.rate
+
+    def time(self) -> float:
+        """Wall-clock seconds plus ``offset``."""
+        return time.time() + self.offset
+
+
+class Replica:
+    """Builds and runs one replica (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        *,
+        clock: SkewedClock | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SkewedClock(
+            offset=settings.chaos_clock_offset_s, rate=settings.chaos_clock_rate
+        )
+        self._on_event = on_event or (lambda _kind, _data: None)
+        s = settings
+        session = make_session(region=s.region, profile=s.aws_profile)
+        opts = ClientOptions()
+        self.dynamodb = make_client(session, "dynamodb", endpoint_url=s.endpoint, options=opts)
+        self.s3 = make_client(session, "s3", endpoint_url=s.endpoint, options=opts)
+        self.ecs_client = make_client(session, "ecs", endpoint_url=s.endpoint, options=opts)
+        ssm = make_client(session, "ssm", endpoint_url=s.endpoint, options=opts)
+        sm = make_client(session, "secretsmanager", endpoint_url=s.endpoint, options=opts)
+        election = ElectionConfig(
+            identity=ReplicaId(s.replica_id),
+            lease_name=s.lease_name,
+            lease_duration=s.lease_duration_s,
+            renew_deadline=s.renew_deadline_s,
+            retry_period=s.retry_period_s,
+            call_timeout=min(1.0, s.renew_deadline_s / 2),
+        )
+        lease_client = session.client(
+            "dynamodb", endpoint_url=s.endpoint, config=election.botocore_config()
+        )
+        tables = s.tables
+        self.tables = tables
+        buckets = dict(DEFAULT_BUCKETS)
+        buckets["ecs.read"] = BucketConfig(rate=s.ecs_read_rate, burst=int(s.ecs_read_rate * 2) + 1)
+        buckets["ecs.mutate"] = BucketConfig(
+            rate=s.ecs_mutate_rate, burst=int(s.ecs_mutate_rate * 2) + 1
+        )
+        buckets["ecs.register"] = BucketConfig(
+            rate=s.ecs_register_rate, burst=int(s.ecs_register_rate * 5) + 1
+        )
+        limiter = RateLimiter(buckets, monotonic=self.clock.monotonic)
+        self.queue = WorkQueue(
+            self.dynamodb,
+            tables.queue,
+            config=QueueConfig(
+                shards=s.queue_shards,
+                visibility_timeout=s.claim_visibility_s,
+                backoff_base=s.backoff_base_s,
+                backoff_cap=s.backoff_cap_s,
+            ),
+            clock=self.clock,
+        )
+        changes = ChangeLog(self.dynamodb, tables.state, wall_clock=self.clock.time)
+        store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
+        self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=limiter)
+        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, limiter=limiter)
+        self.reconciler = Reconciler(
+            manifests=StoreManifests(store),
+            ecs=self.ecs,
+            s3=self.s3,
+            bucket=s.bucket,
+            secrets=secrets,
+            context=self._render_context(),
+            wall=self.clock.time,
+            config=ReconcileConfig(progress_poll_s=s.progress_poll_s),
+            limiter=limiter,
+        )
+        self.worker = Worker(
+            queue=self.queue,
+            reconciler=self.reconciler,
+            dynamodb=self.dynamodb,
+            tables=tables,
+            replica_id=s.replica_id,
+            config=WorkerConfig(workers=s.workers, idle_poll_s=s.idle_poll_s),
+            monotonic=self.clock.monotonic,
+            wall=self.clock.time,
+        )
+        self.scheduler = Scheduler(
+            queue=self.queue,
+            changes=changes,
+            s3=self.s3,
+            bucket=s.bucket,
+            dynamodb=self.dynamodb,
+            state_table=tables.state,
+            ecs=self.ecs,
+            secrets=secrets,
+            config=SchedulerConfig(
+                change_poll_s=s.change_poll_s, resync_period_s=s.resync_period_s
+            ),
+            monotonic=self.clock.monotonic,
+            wall=self.clock.time,
+        )
+        self.elector = LeaderElector(
+            election,
+            DynamoLeaseStore(lease_client, tables.lease, s.lease_name),
+            on_started_leading=self._lead,
+            on_stopped_leading=self._stopped,
+            on_new_leader=self._new_leader,
+            clock=self.clock,
+        )
+        self._stop_workers = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _render_context(self) -> render.RenderContext:
+        s = self.settings
+        profile = bootstrap.read_cluster_profile(self.s3, s.bucket)
+        account = s.account or (profile.account if profile else None) or "123456789012"
+        return render.RenderContext(
+            region=s.region,
+            bucket=s.bucket,
+            cluster=s.cluster,
+            agent_image=s.agent_image,
+            execution_role_arn=s.execution_role,
+            task_role_arn=s.task_role,
+            account_id=account,
+            default_subnets=s.subnets or (profile.subnets if profile else ()),
+            default_security_groups=s.security_groups
+            or (profile.security_groups if profile else ()),
+        )
+
+    # -------------------------------------------------------------- callbacks
+    def _lead(self, epoch: Epoch, stop: threading.Event) -> None:
+        log.info("started leading", extra={"replica": self.settings.replica_id, "epoch": epoch})
+        self._on_event("leading", {"epoch": int(epoch)})
+        try:
+            fence = self.elector.fence()
+        except Exception:
+            return
+        self.scheduler.run(fence, stop)
+
+    def _stopped(self) -> None:
+        log.warning("stopped leading", extra={"replica": self.settings.replica_id})
+        self._on_event("stopped", {})
+
+    def _new_leader(self, holder: str) -> None:
+        self._on_event("new_leader", {"holder": holder})
+
+    # ---------------------------------------------------------------- running
+    def start(self) -> None:
+        """Start the elector and the worker pool (returns at once)."""
+        self.elector.start()
+        for i in range(self.settings.workers):
+            t = threading.Thread(
+                target=self.worker.run, args=(self._stop_workers,), name=f"w{i}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def shutdown(self) -> bool:
+        """Graceful stop within ``shutdown_timeout_s``; True when everything drained."""
+        budget = self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + budget
+        self._stop_workers.set()
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic() - budget / 3))
+        drained = not any(t.is_alive() for t in self._threads)
+        if not drained:
+            self.worker.release_inflight()
+        released = self.elector.release(drain_timeout=max(0.5, deadline - time.monotonic()))
+        log.info("shut down", extra={"drained": drained, "released": released, "budget_s": budget})
+        return drained
