@@ -83,7 +83,7 @@ class EcsAdapter:
     # ----------------------------------------------------------------- reads
     def describe_services(self, names: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Services by name (``None`` when missing or INACTIVE), in batches of 10."""
-        out: dict[str, dict[str, Any] | None] = {n: None for n in names}
+        out: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
         for i in range(0, len(names), DESCRIBE_BATCH):
             batch = list(names[i : i + DESCRIBE_BATCH])
             with self._call("ecs.read", "DescribeServices"):
