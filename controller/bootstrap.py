@@ -134,7 +134,7 @@ class InitReport:
 
 def _wrap(what: str, exc: Exception) -> BootstrapError:
     aws = classify_aws(exc, operation=what)
-    return BootstrapError(f"{what}: {aws}", code=aws.code, retryable=aws.retryable)
+    return BootstrapError(str(aws), code=aws.code, retryable=aws.retryable)
 
 
 def _code(exc: ClientError) -> str:

@@ -84,6 +84,10 @@ def to_json(obj: object) -> str:
 class _Dumper(yaml.SafeDumper):
     """Safe YAML dumper that keeps key order and writes multi-line strings as blocks."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        # Shared sub-objects are printed in full: anchors (&id001) confuse readers and diffs.
+        return True
+
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     style = "|" if "\n" in data else None

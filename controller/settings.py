@@ -122,8 +122,9 @@ class Settings(BaseModel):
         description="AWS account id for role ARNs; None = asked from STS when needed.",
     )
     agent_image: str = Field(
-        default="ghcr.io/openabdev/openab:latest",
-        description="Container image used when a manifest gives none.",
+        default="ghcr.io/openabdev/oab-controller:0.1.0",
+        description="Controller image with `oab-agent`, run as each task's init and snapshot "
+        "sidecar containers (the agent container's image comes from the manifest).",
     )
     execution_role: str = Field(
         default="arn:aws:iam::{account}:role/oab-agent-exec-{namespace}-{name}",

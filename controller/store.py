@@ -68,6 +68,7 @@ from typing import Any, Literal, NewType, Protocol
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
+from oab.controller.api import FLEET_LABEL, OABFleet, OABService
 from oab.controller.changes import ChangeKind, ChangeLog
 from oab.controller.errors import OabError, classify_aws
 
@@ -91,6 +92,7 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "StoredObject",
+    "desired_from",
     "object_key",
     "spec_digest",
 ]
@@ -102,7 +104,6 @@ Kind = Literal["OABService", "OABFleet"]
 Outcome = Literal["created", "configured", "unchanged"]
 
 API_VERSION = "oab.dev/v1"
-FLEET_LABEL = "oab.dev/fleet"
 CLEANUP_FINALIZER = "oab.dev/ecs-cleanup"
 _PREFIX: Mapping[str, str] = {"OABService": "manifests", "OABFleet": "fleets"}
 
@@ -866,6 +867,25 @@ class DesiredStateStore:
     def _backoff(self, attempt: int) -> None:
         ceiling = min(self._config.backoff_cap, self._config.backoff_base * 2 ** (attempt - 1))
         self._sleep(self._rng.uniform(0, ceiling))
+
+
+def desired_from(obj: OABService | OABFleet) -> Desired:
+    """The store's view of a validated API object (identity, labels, annotations, spec).
+
+    The spec is the model's JSON dump (aliases, defaults filled, ``None`` left out), so the same
+    manifest always yields the same spec and the same digest. ``metadata.generation`` and every
+    other server-side field a user may have copied into the manifest are ignored.
+    """
+    manifest = obj.to_manifest()
+    meta = manifest["metadata"]
+    return Desired(
+        kind=obj.kind,
+        namespace=obj.metadata.namespace,
+        name=obj.metadata.name,
+        spec=manifest["spec"],
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+    )
 
 
 def _deep_copy(value: Any) -> Any:
