@@ -792,9 +792,11 @@ def _render(ctx: Context) -> int:
 
 @command("schema", help="print the JSON Schema of oab.dev/v1 manifests")
 def _schema(ctx: Context) -> int:
-    from oab.controller.schema import schema_json
-
-    ctx.print(schema_json().rstrip("\n"))
+    # Imported by name: mypy resolves `oab.controller.schema` to the data folder `schema/` (a
+    # namespace package) instead of schema.py, which the runtime picks.
+    schema = importlib.import_module("oab.controller.schema")
+    text: str = schema.schema_json()
+    ctx.print(text.rstrip("\n"))
     return EXIT_OK
 
 
