@@ -44,25 +44,49 @@ LOCAL_ENV: Mapping[str, str] = {
 _READY_PREFIX = "OAB-LOCALAWS-LISTENING "
 
 
-def _serialized_app() -> Callable[..., Iterable[bytes]]:
+def _serialized_app(*, dataplane: bool = False) -> Callable[..., Iterable[bytes]]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     inner = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
+    sim = None
+    if dataplane:
+        # The simulated ECS data plane shares the request lock, so its changes are atomic with
+        # every API request (see oab.controller.localdataplane).
+        from oab.controller.localdataplane import CONTROL_PREFIX, DataPlane
+
+        sim = DataPlane(lock)
+        sim.install()
+        sim.start()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO", ""))
+        if sim is not None and path.startswith(CONTROL_PREFIX):
+            return sim.handle_control(environ, start_response)
         with lock:
             # Materialise the body inside the lock: moto may build it lazily from shared state.
-            return list(inner(environ, start_response))
+            body = list(inner(environ, start_response))
+            if sim is not None and path == "/moto-api/reset":
+                sim.on_reset()
+            return body
 
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, *, out: IO[str] | None = None) -> None:
-    """Serve the serialized emulator until SIGTERM/SIGINT; prints the bound port first."""
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    out: IO[str] | None = None,
+    dataplane: bool = False,
+) -> None:
+    """Serve the serialized emulator until SIGTERM/SIGINT; prints the bound port first.
+
+    ``dataplane`` also runs the simulated ECS data plane (``oab.controller.localdataplane``).
+    """
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, _serialized_app(), threaded=True)
+    server = make_server(host, port, _serialized_app(dataplane=dataplane), threaded=True)
     bound = server.server_address[1]
     stream = out or sys.stdout
     stream.write(f"{_READY_PREFIX}{bound}\n")
@@ -129,12 +153,19 @@ class LocalAWS:
         self.stop()
 
 
-def start(*, port: int = 0, startup_timeout: float = 60.0) -> LocalAWS:
-    """Start the serialized emulator in a child process and wait until it answers."""
+def start(*, port: int = 0, startup_timeout: float = 60.0, dataplane: bool = False) -> LocalAWS:
+    """Start the serialized emulator in a child process and wait until it answers.
+
+    ``dataplane`` runs the simulated ECS data plane inside it (control API:
+    ``oab.controller.localdataplane.DataPlaneControl(handle.endpoint)``).
+    """
     env = {**os.environ, **LOCAL_ENV}
     env.pop("AWS_ENDPOINT_URL", None)
+    argv = [sys.executable, "-m", "oab.controller.localaws", "--port", str(port)]
+    if dataplane:
+        argv.append("--dataplane")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oab.controller.localaws", "--port", str(port)],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -168,14 +199,17 @@ def start(*, port: int = 0, startup_timeout: float = 60.0) -> LocalAWS:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m oab.controller.localaws [--port N]``: serve until interrupted."""
+    """``python -m oab.controller.localaws [--port N] [--dataplane]``: serve until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--dataplane", action="store_true", help="simulate ECS tasks and deployments"
+    )
     args = parser.parse_args(argv)
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
-    serve(args.host, args.port)
+    serve(args.host, args.port, dataplane=args.dataplane)
 
 
 if __name__ == "__main__":
