@@ -646,7 +646,6 @@ class DesiredStateStore:
     def apply(self, desired: Desired, *, dry_run: bool = False) -> ApplyResult:
         """Create or update one document; retries lost conditional writes (see module doc)."""
         key = desired.key
-        current: StoredObject | None = None
         for attempt in range(1, self._config.max_attempts + 1):
             current = self.get(key)
             if current is not None and not current.deleted and current.owner != desired.owner:
@@ -665,11 +664,7 @@ class DesiredStateStore:
             return ApplyResult(
                 key, desired.kind, desired.name, outcome, generation, blob.version_id
             )
-        raise ConflictError(
-            key,
-            attempts=self._config.max_attempts,
-            current_generation=current.generation if current else None,
-        )
+        raise self._gave_up(key)
 
     def delete(
         self,
@@ -686,7 +681,6 @@ class DesiredStateStore:
         user deletes a fleet's child directly.
         """
         key = object_key(kind, namespace, name)
-        current: StoredObject | None = None
         for attempt in range(1, self._config.max_attempts + 1):
             current = self.get(key)
             if current is None:
@@ -707,11 +701,7 @@ class DesiredStateStore:
                 continue
             self._record(key, current.generation, "delete", blob.version_id)
             return DeleteResult(key, kind, name, "deleted", current.generation)
-        raise ConflictError(
-            key,
-            attempts=self._config.max_attempts,
-            current_generation=current.generation if current else None,
-        )
+        raise self._gave_up(key)
 
     def finalize(self, obj: StoredObject) -> None:
         """Remove a tombstoned object after cleanup (controller only), if it is unchanged.
@@ -768,7 +758,7 @@ class DesiredStateStore:
             self._record(fleet.key, gen, "apply", blob.version_id)
             head = ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, blob.version_id)
             return [head, *results]
-        raise ConflictError(fleet.key, attempts=self._config.max_attempts, current_generation=None)
+        raise self._gave_up(fleet.key)
 
     def delete_fleet(
         self, namespace: str, name: str, *, dry_run: bool = False
@@ -863,6 +853,15 @@ class DesiredStateStore:
         except Exception as exc:
             # The S3 write already happened and is the truth; the resync finds it (module doc).
             log.warning("change record for %s gen %s not written: %s", key, generation, exc)
+
+    def _gave_up(self, key: str) -> ConflictError:
+        # Report what won, as read now: the copy read before the lost write is already stale.
+        latest = self.get(key)
+        return ConflictError(
+            key,
+            attempts=self._config.max_attempts,
+            current_generation=latest.generation if latest else None,
+        )
 
     def _backoff(self, attempt: int) -> None:
         ceiling = min(self._config.backoff_cap, self._config.backoff_base * 2 ** (attempt - 1))
