@@ -14,6 +14,10 @@ The server always runs in its own process (``python -m oab.controller.localaws``
 processes, replica processes and the CLI all reach it over loopback exactly as they would reach
 AWS, through ``AWS_ENDPOINT_URL``. It binds 127.0.0.1 only.
 
+With ``--dataplane`` (``start(dataplane=True)``) the same process also runs the simulated ECS
+data plane of :mod:`oab.controller.localdataplane` behind the same lock, and serves its control
+API under ``/_oab/dataplane/``.
+
 This module is local/testing tooling: product code never imports it.
 """
 

@@ -75,6 +75,7 @@ This module is local/testing tooling: product code never imports it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -246,7 +247,7 @@ class _Deployment:
         return sum(1 for t in self.tasks if t.last_status == "RUNNING")
 
     def pending(self) -> int:
-        return sum(1 for t in self.tasks if t.last_status != "RUNNING")
+        return sum(1 for t in self.tasks if t.last_status in _LIVE and t.last_status != "RUNNING")
 
 
 @dataclass
@@ -397,6 +398,7 @@ class DataPlane:
                         service, state, dep, task, reason=f"Service {service.name} was deleted"
                     )
             return
+        self._sweep_external_stops(state)
         service.task_definition = _resolve_task_definition(state.backend, service.task_definition)
         rendered = service.deployments[0]["id"] if service.deployments else primary.id
         if service.task_definition != primary.task_definition or rendered != primary.id:
@@ -404,6 +406,20 @@ class DataPlane:
             self._new_deployment(service, state, service.task_definition)
         state.primary.desired_count = int(service.desired_count)
         self._launch(service, state)
+
+    def _sweep_external_stops(self, state: _ServiceState) -> None:
+        # StopTask through the API (a person, a chaos run) ends a task behind the simulator's
+        # back; like the ECS service scheduler, forget it here so _launch replaces it.
+        for dep in state.deployments:
+            for task in [t for t in dep.tasks if t.last_status not in _LIVE]:
+                dep.tasks.remove(task)
+                task.desired_status = "STOPPED"
+                task.stop_code = getattr(task, "stop_code", None) or "UserInitiated"
+                task.stopped_at = getattr(task, "stopped_at", None) or _dt(self._clock.time())
+                for c in task.containers:
+                    c.last_status = "STOPPED"
+                _release_enis(state.backend, task)
+                state.stopped.append((self._clock.monotonic(), task))
 
     def _new_deployment(
         self, service: Any, state: _ServiceState, task_definition: str, *, adopt: bool = False
@@ -464,7 +480,7 @@ class DataPlane:
         # moto's Task builds its ENI attachment in a way that fails unless the VPC has DNS
         # hostnames enabled; hand it a network-less view of the task definition and attach the
         # ENI here instead.
-        task = _SimTask(
+        task = _sim_task_class()(
             cluster,
             _TaskDefinitionView(arn=td.arn, container_definitions=td.container_definitions),
             None,
@@ -565,9 +581,7 @@ class DataPlane:
     def _replace_old_tasks(self, service: Any, state: _ServiceState) -> None:
         primary = state.primary
         allowed = max(0, primary.desired_count - primary.running())
-        old_running = [
-            (dep, t) for dep in state.deployments[1:] for t in dep.tasks if t is not None
-        ]
+        old_running = [(dep, t) for dep in state.deployments[1:] for t in dep.tasks]
         # Keep the newest old tasks; the rest make room for the new deployment's.
         for dep, task in old_running[allowed:]:
             self._stop_task(service, state, dep, task, reason=_scaling_reason(primary.id))
@@ -1025,6 +1039,7 @@ def _release_enis(backend: Any, task: Any) -> None:
                     log.debug("ENI %s already gone", detail["value"])
 
 
+@functools.cache
 def _sim_task_class() -> type:
     from moto.ecs.models import Task
 
@@ -1043,20 +1058,6 @@ def _sim_task_class() -> type:
             self._status = value
 
     return SimTask
-
-
-class _LazySimTask:
-    """Defers importing moto until the emulator actually builds a task."""
-
-    _cls: type | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _LazySimTask._cls is None:
-            _LazySimTask._cls = _sim_task_class()
-        return _LazySimTask._cls(*args, **kwargs)
-
-
-_SimTask = _LazySimTask()
 
 
 # ------------------------------------------------------------------------------------- client

@@ -366,3 +366,18 @@ def test_control_api_rejects_bad_input_and_reset_clears_faults(env: Env) -> None
     status = env.control.reset()
     assert status["faults"] == {"services": [], "secrets": []}
     assert status["errors"] == 0
+
+
+def test_a_task_stopped_through_the_api_is_replaced(env: Env) -> None:
+    env.deploy_ok()
+    [task] = env.tasks()
+    env.ecs.stop_task(cluster=CLUSTER, task=task["taskArn"], reason="chaos")
+    env.step(advance_s=0)
+    service = env.describe()
+    assert (service["runningCount"], service["pendingCount"]) == (0, 1)
+    env.step()
+    [replacement] = env.tasks()
+    assert replacement["taskArn"] != task["taskArn"]
+    assert replacement["lastStatus"] == "RUNNING"
+    [stopped] = env.ecs.describe_tasks(cluster=CLUSTER, tasks=[task["taskArn"]])["tasks"]
+    assert (stopped["lastStatus"], stopped["stoppedReason"]) == ("STOPPED", "chaos")
