@@ -42,7 +42,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from oab.controller import render
-from oab.controller.changes import ChangeLog, Cursor
+from oab.controller.changes import ChangeLog, Cursor, agent_key_of
 from oab.controller.ecs import EcsAdapter
 from oab.controller.errors import FencedOut
 from oab.controller.secretversions import SecretVersions
@@ -151,10 +151,13 @@ class Scheduler:
         """Enqueue every change recorded after ``cursor``; returns the next cursor."""
         found, nxt = self._changes.read_since(cursor)
         for change in found:
-            token = idempotency_token(change.key, change.generation, change.version_id, change.kind)
+            key = agent_key_of(change.key)
+            if key is None:
+                continue  # a fleet object: its children have change records of their own
+            token = idempotency_token(key, change.generation, change.version_id, change.kind)
             self._enqueue(
                 fence,
-                key=change.key,
+                key=key,
                 generation=change.generation,
                 reason=change.kind,
                 token=token,
