@@ -1,0 +1,246 @@
+"""Least privilege, checked on the templates' IAM policies as written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CFN = ROOT / "ops" / "cloudformation"
+
+# Each Resource "*" grant below is unavoidable (the API has no resource-level permissions, or
+# scopes by condition only) and is documented in ops/README.md ("IAM notes").
+UNAVOIDABLE_STAR = frozenset(
+    {
+        "ecr:GetAuthorizationToken",
+        "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition",
+        "ecs:DescribeTaskDefinition",
+        "ecs:ListTaskDefinitions",
+        "ecs:ListTasks",
+        "ssm:DescribeParameters",
+    }
+)
+READ_VERBS = ("Get", "Describe", "List", "BatchGet", "Query", "Scan", "ConditionCheck")
+SECRET_VALUE_ACTIONS = (
+    "ssm:GetParameter",
+    "ssm:GetParameters",
+    "ssm:GetParametersByPath",
+    "ssm:GetParameterHistory",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:BatchGetSecretValue",
+    "kms:Decrypt",
+)
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation's short-form tags as their long forms."""
+
+
+def _tag(loader: yaml.Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load(name: str) -> dict[str, Any]:
+    data = yaml.load((CFN / name).read_text(), Loader=CfnLoader)
+    assert isinstance(data, dict)
+    return data
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for item in _as_list(policy["Statement"]):
+        if isinstance(item, dict) and "Fn::If" in item:
+            # Both branches of a condition: check what either deployment would grant.
+            for branch in item["Fn::If"][1:]:
+                if isinstance(branch, dict) and "Effect" in branch:
+                    yield branch
+        else:
+            yield item
+
+
+def role_statements(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Allow statements of every role's inline policies, by logical id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for logical_id, res in template["Resources"].items():
+        if res["Type"] != "AWS::IAM::Role":
+            continue
+        props = res["Properties"]
+        assert "ManagedPolicyArns" not in props, f"{logical_id}: managed policies are not checked"
+        out[logical_id] = [
+            st
+            for pol in props.get("Policies", [])
+            for st in _statements(pol["PolicyDocument"])
+            if st["Effect"] == "Allow"
+        ]
+    return out
+
+
+def violations(statements: list[dict[str, Any]]) -> list[str]:
+    """Wildcard actions, and Resource "*" outside the documented exceptions."""
+    found: list[str] = []
+    for st in statements:
+        actions = _as_list(st["Action"])
+        for action in actions:
+            if "*" in action:
+                verb = action.split(":", 1)[-1]
+                kind = "read" if verb.startswith(READ_VERBS) else "mutating"
+                found.append(f"{st.get('Sid')}: wildcard action {action} ({kind})")
+        if "*" in _as_list(st["Resource"]):
+            for action in actions:
+                if action not in UNAVOIDABLE_STAR:
+                    found.append(f"{st.get('Sid')}: Resource '*' for {action}")
+        if "NotAction" in st or "NotResource" in st:
+            found.append(f"{st.get('Sid')}: NotAction/NotResource")
+    return found
+
+
+def _all_roles() -> list[tuple[str, list[dict[str, Any]]]]:
+    return [
+        (f"{name}:{role}", sts)
+        for name in ("control-plane.yaml", "agent-roles.yaml")
+        for role, sts in role_statements(load(name)).items()
+    ]
+
+
+@pytest.mark.parametrize(("role", "statements"), _all_roles(), ids=[r for r, _ in _all_roles()])
+def test_no_wildcards_where_a_narrower_grant_exists(
+    role: str, statements: list[dict[str, Any]]
+) -> None:
+    assert statements, f"{role} has no policy to check"
+    assert violations(statements) == []
+
+
+def test_the_checker_catches_what_it_should() -> None:
+    bad = [
+        {"Sid": "A", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"},
+        {"Sid": "B", "Effect": "Allow", "Action": "dynamodb:PutItem", "Resource": "*"},
+        {"Sid": "C", "Effect": "Allow", "Action": "ecs:Describe*", "Resource": "arn:x"},
+    ]
+    assert violations(bad) == [
+        "A: wildcard action s3:* (mutating)",
+        "B: Resource '*' for dynamodb:PutItem",
+        "C: wildcard action ecs:Describe* (read)",
+    ]
+
+
+def test_every_unavoidable_star_is_documented() -> None:
+    readme = (ROOT / "ops" / "README.md").read_text()
+    used = {
+        action
+        for _, sts in _all_roles()
+        for st in sts
+        if "*" in _as_list(st["Resource"])
+        for action in _as_list(st["Action"])
+    }
+    assert used <= UNAVOIDABLE_STAR
+    for action in used:
+        assert f"`{action}`" in readme, f"{action} on Resource '*' is not explained in README"
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {a for st in statements for a in _as_list(st["Action"])}
+
+
+def test_controller_never_reads_secret_values_and_passes_only_agent_roles() -> None:
+    roles = role_statements(load("control-plane.yaml"))
+    task = roles["ControllerTaskRole"]
+    assert not _actions(task) & set(SECRET_VALUE_ACTIONS)
+    assert "ssm:DescribeParameters" in _actions(task)
+    assert "secretsmanager:DescribeSecret" in _actions(task)
+    [passrole] = [st for st in task if "iam:PassRole" in _as_list(st["Action"])]
+    resources = [r["Fn::Sub"] for r in passrole["Resource"]]
+    assert all(r.endswith((":role/oab-agent-exec-*", ":role/oab-agent-task-*")) for r in resources)
+    assert passrole["Condition"]["StringEquals"]["iam:PassedToService"] == "ecs-tasks.amazonaws.com"
+    ecs = {a for a in _actions(task) if a.startswith("ecs:")}
+    assert ecs == {
+        "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition",
+        "ecs:DescribeTaskDefinition",
+        "ecs:ListTaskDefinitions",
+        "ecs:CreateService",
+        "ecs:UpdateService",
+        "ecs:DeleteService",
+        "ecs:DescribeServices",
+        "ecs:ListTasks",
+        "ecs:DescribeTasks",
+        "ecs:TagResource",
+    }
+    s3_objects = [st for st in task if "s3:PutObject" in _as_list(st["Action"])]
+    prefixes = {r["Fn::Sub"].split("/", 1)[1] for st in s3_objects for r in st["Resource"]}
+    assert prefixes == {"manifests/*", "artifacts/*", "snapshot-requests/*", "snapshots/*"}
+
+
+def _subs(statement: dict[str, Any]) -> list[str]:
+    """Resources as text: ``!Sub`` strings as written, ``!Ref X`` as ``${X}``."""
+    out: list[str] = []
+    for r in _as_list(statement["Resource"]):
+        if isinstance(r, dict):
+            out.append(r["Fn::Sub"] if "Fn::Sub" in r else "${" + r["Ref"] + "}")
+        else:
+            out.append(r)
+    return out
+
+
+REQUEST = "snapshot-requests/${Namespace}/${Name}"
+
+
+def test_agent_roles_are_confined_to_their_own_agent() -> None:
+    roles = role_statements(load("agent-roles.yaml"))
+    own = ("${Namespace}/${Name}", "${BootstrapBucket}", "${SecretsKmsKeyArn}")
+    for role, statements in roles.items():
+        for st in statements:
+            prefix = st.get("Condition", {}).get("StringEquals", {}).get("s3:prefix")
+            if st["Action"] == "s3:ListBucket":
+                # Listing is scoped by the exact prefix of the agent's own object.
+                assert prefix in ({"Ref": "BootstrapKey"}, {"Fn::Sub": REQUEST}), st["Sid"]
+                continue
+            for resource in _subs(st):
+                assert any(part in resource for part in own), f"{role} {st['Sid']}: {resource}"
+    execution = roles["ExecutionRole"]
+    by_sid = {st["Sid"]: st for st in execution}
+    assert _subs(by_sid["OwnParameters"])[0].endswith(":parameter/oab/${Namespace}/${Name}/*")
+    assert _subs(by_sid["OwnSecrets"])[0].endswith(":secret:oab/${Namespace}/${Name}/*")
+    task = roles["TaskRole"]
+    writes = [st for st in task if {"s3:PutObject", "s3:DeleteObject"} & _actions([st])]
+    written = sorted(r for st in writes for r in _subs(st))
+    assert written == sorted(
+        [
+            "arn:${AWS::Partition}:s3:::${ControlPlaneBucket}/snapshot-requests/${Namespace}/${Name}",
+            "arn:${AWS::Partition}:s3:::${ControlPlaneBucket}/snapshots/${Namespace}/${Name}/*",
+            "arn:${AWS::Partition}:s3:::${BootstrapBucket}/${BootstrapKey}",
+        ]
+    )
+    # The task role holds no secret-reading power: secrets reach the container via the
+    # execution role only.
+    assert not _actions(task) & set(SECRET_VALUE_ACTIONS)
+
+
+def test_role_names_match_what_the_controller_may_pass() -> None:
+    res = load("agent-roles.yaml")["Resources"]
+    assert res["ExecutionRole"]["Properties"]["RoleName"] == {
+        "Fn::Sub": "oab-agent-exec-${Namespace}-${Name}"
+    }
+    assert res["TaskRole"]["Properties"]["RoleName"] == {
+        "Fn::Sub": "oab-agent-task-${Namespace}-${Name}"
+    }
