@@ -1,19 +1,150 @@
-"""``oab-controller``: the reconcile daemon's entry point (a later issue implements it).
+"""``oab-controller run``: the reconcile daemon (one replica of the HA control plane).
 
-Until then the console script exists so packaging and ``--help`` work, and it fails loudly
-(exit 2) instead of pretending to run.
+Every replica runs workers; the replica that holds the lease also runs the scheduler. The process
+runs until SIGTERM or SIGINT, then shuts down gracefully within ``shutdown_timeout_s``: it stops
+claiming, finishes or releases in-flight work, hands the lease over, and exits 0. A second signal
+exits at once (status 130/143) without the handoff.
+
+Exit codes: 0 clean shutdown; 2 invalid settings or usage; 3 AWS unreachable at start;
+70 the elector's watchdog found the renew loop stuck (exits hard, by design).
+
+Structured logs go to stderr, one JSON object per line (``--log-format text`` for people).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import signal
 import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
+from oab.controller.errors import OabError
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INFRA = 3
+
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print that the daemon is not implemented yet and return exit code 2."""
-    del argv
-    sys.stderr.write("oab-controller: not implemented yet\n")
-    return 2
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the ``extra`` fields (replica, epoch, key, ...)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                data[key] = value if isinstance(value, int | float | bool | str) else str(value)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, sort_keys=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oab-controller", description="The oab-controller reconcile daemon."
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run one replica until SIGTERM")
+    run.add_argument("--config", help="TOML settings file (or OAB_CONTROLLER_CONFIG)")
+    run.add_argument("--replica-id", dest="replica_id")
+    run.add_argument("--region")
+    run.add_argument("--bucket")
+    run.add_argument("--table-prefix", dest="table_prefix")
+    run.add_argument("--cluster")
+    run.add_argument("--endpoint", help="AWS endpoint override (local emulator)")
+    run.add_argument("--workers", type=int)
+    run.add_argument("--lease-duration", dest="lease_duration_s", type=float)
+    run.add_argument("--renew-deadline", dest="renew_deadline_s", type=float)
+    run.add_argument("--retry-period", dest="retry_period_s", type=float)
+    run.add_argument("--resync-period", dest="resync_period_s", type=float)
+    run.add_argument("--claim-visibility", dest="claim_visibility_s", type=float)
+    run.add_argument("--backoff-base", dest="backoff_base_s", type=float)
+    run.add_argument("--backoff-cap", dest="backoff_cap_s", type=float)
+    run.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float)
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+    run.add_argument("--log-level", default="INFO")
+    sub.add_parser("settings", help="print the effective settings as JSON and exit")
+    return parser
+
+
+def _setup_logging(fmt: str, level: str, replica: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {replica} %(levelname)s %(name)s %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def run(settings: DaemonSettings) -> int:
+    """Run one replica until a signal; returns the exit code."""
+    from oab.controller.replica import Replica
+
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            logging.getLogger("oab.controller").warning("second signal: exiting at once")
+            raise SystemExit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    replica = Replica(settings)
+    log = logging.getLogger("oab.controller")
+    replica.start()
+    log.info("replica started", extra={"replica": settings.replica_id})
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down", extra={"replica": settings.replica_id})
+    drained = replica.shutdown()
+    log.info("stopped", extra={"replica": settings.replica_id, "drained": drained})
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``oab-controller`` console script."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        _parser().print_help(sys.stderr)
+        return EXIT_USAGE
+    flags = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "config", "log_format", "log_level")
+    }
+    try:
+        settings = load_daemon_settings(flags, path=getattr(args, "config", None))
+    except DaemonSettingsError as exc:
+        sys.stderr.write(f"oab-controller: {exc}\n")
+        return EXIT_USAGE
+    if args.command == "settings":
+        sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+        return EXIT_OK
+    _setup_logging(args.log_format, args.log_level, settings.replica_id)
+    try:
+        return run(settings)
+    except OabError as exc:
+        sys.stderr.write(f"oab-controller: {exc}\n")
+        return EXIT_INFRA
 
 
 if __name__ == "__main__":
