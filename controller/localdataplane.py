@@ -146,7 +146,7 @@ class DataPlaneConfig(BaseModel):
     #: Minimum failed tasks before the circuit breaker trips (ECS uses at least 3).
     circuit_breaker_threshold: int = Field(default=3, ge=1, le=200)
     #: Background step period. Smaller reacts sooner but takes the global lock more often.
-    tick_s: float = Field(default=0.1, gt=0.0, le=10.0)
+    tick_s: float = Field(default=0.2, gt=0.0, le=10.0)
     #: When true the background thread does not step; only ``POST .../step`` moves time.
     paused: bool = False
     #: Seconds a FAILED deployment stays listed (as ACTIVE) after its circuit breaker tripped.
