@@ -281,10 +281,13 @@ class LeaderElector:
             return 0.0
         except LeaderError as exc:
             self._renew_failed(exc)
-            if self._deadline_passed(self._clock.monotonic()):
+            now = self._clock.monotonic()
+            if self._deadline_passed(now):
                 self._step_down("renew deadline passed")
                 return 0.0
-            return self._next_renew()
+            # Retry one period later, but wake exactly at the deadline to step down on time.
+            deadline = self._renew_sent_at + self.config.renew_deadline
+            return max(0.0, min(self.config.retry_period, deadline - now))
         with self._lock:
             self._term = got
             self._renew_sent_at = sent

@@ -44,7 +44,7 @@ class MemoryLeaseStore(ConditionalLeaseStore):
         self.record: LeaseRecord | None = None
         self.writes = 0  # applied writes
         self._write_faults: deque[Fault] = deque()
-        self._read_faults: deque[Fault] = deque()
+        self._read_faults: deque[Fault | None] = deque()
         self._deferred: list[tuple[LeaseRecord, Precondition]] = []
 
     def fail_writes(self, *faults: Fault) -> None:
@@ -52,8 +52,8 @@ class MemoryLeaseStore(ConditionalLeaseStore):
         with self._lock:
             self._write_faults.extend(faults)
 
-    def fail_reads(self, *faults: Fault) -> None:
-        """Queue faults for the next read calls (only ``UNAVAILABLE`` is meaningful)."""
+    def fail_reads(self, *faults: Fault | None) -> None:
+        """Queue faults for the next read calls (any fault fails the read; ``None`` skips one)."""
         with self._lock:
             self._read_faults.extend(faults)
 
