@@ -232,13 +232,14 @@ def _aws_error(exc: Exception, operation: str, url: str) -> ArtifactError:
 def _prepare_shared(shared: Path) -> None:
     """Create the inbox and outbox so that every container's uid can use them.
 
-    The three containers may run as different users (the stock image's agent user, the
-    controller image's non-root user); the sticky bit stops one from deleting another's files.
+    The containers may run as different users (the stock image's agent user, the controller
+    image's non-root user) and each deletes files the other wrote (the request, the answered
+    archives), so no sticky bit: the volume is private to the task.
     """
     for sub in ("inbox", "outbox"):
         path = shared / sub
         path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o1777)
+        path.chmod(0o777)
 
 
 def _download_bootstrap(s3: Any, config: InitConfig) -> ArchiveSummary | None:
