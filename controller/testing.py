@@ -69,9 +69,13 @@ class SequentialIds:
             return f"{self._prefix}-{self._n:06d}"
 
 
-def local_aws(*, port: int = 0) -> LocalAWS:
-    """Start a serialized local AWS emulator process; stop it with ``.stop()`` or ``with``."""
-    return start(port=port)
+def local_aws(*, port: int = 0, dataplane: bool = True) -> LocalAWS:
+    """Start a serialized local AWS emulator process; stop it with ``.stop()`` or ``with``.
+
+    ``dataplane`` (default on) runs the simulated ECS data plane inside it, so ECS services get
+    deployments and tasks as on AWS (see :mod:`oab.controller.localdataplane`).
+    """
+    return start(port=port, dataplane=dataplane)
 
 
 def wait_until(
