@@ -1,0 +1,354 @@
+"""Reconcile: outcome policy, pure assessment, drift rules, crash safety on local AWS."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from oab.controller import cli, errors
+from oab.controller.api import AgentKey
+from oab.controller.bootstrap import read_cluster_profile
+from oab.controller.changes import ChangeLog
+from oab.controller.desired import StoreManifests
+from oab.controller.ecs import CallLog, EcsAdapter
+from oab.controller.localdataplane import DataPlaneControl
+from oab.controller.ratelimit import RateLimiter
+from oab.controller.reconcile import (
+    ReconcileConfig,
+    Reconciler,
+    Request,
+    Result,
+    assess,
+    client_token,
+)
+from oab.controller.render import RenderContext
+from oab.controller.scheduler import Scheduler
+from oab.controller.secretversions import SecretVersions
+from oab.controller.status import AgentStatus, Condition
+from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.testing import AWS, FakeClock, wait_until
+from oab.controller.worker import decide
+from oab.queue.errors import ClaimLost
+
+# ----------------------------------------------------------------------------- outcome policy
+
+
+def test_decide_maps_every_outcome() -> None:
+    status = AgentStatus(key="a/b")
+    assert decide(result=Result(status=status)).kind == "done"
+    requeue = decide(result=Result(status=status, requeue_after=2.0))
+    assert (requeue.kind, requeue.requeue_after) == ("requeue", 2.0)
+    assert decide(error=errors.RetryableError("x")).kind == "retry"
+    assert decide(error=errors.TerminalError("x")).kind == "park"
+    throttled = errors.AwsError(
+        "slow down",
+        operation="UpdateService",
+        code="ThrottlingException",
+        status=400,
+        request_id="r",
+        retryable=True,
+        throttled=True,
+    )
+    assert decide(error=throttled).kind == "retry"
+    assert decide(error=throttled).reason == "Throttled"
+    lost = ClaimLost(
+        "a/b",
+        claim_token="t",
+        current_state="in_flight",
+        current_owner="x",
+        current_claim_token="u",
+    )
+    assert decide(error=lost).kind == "drop"
+    assert decide(error=errors.LostClaim("gone")).kind == "drop"
+    assert decide(error=RuntimeError("bug")).kind == "retry"
+
+
+def test_client_token_fits_ecs_limit_and_is_deterministic() -> None:
+    token = client_token("0" * 32)
+    assert len(token) <= 36
+    assert token == client_token("0" * 32)
+    assert token != client_token("1" * 32)
+
+
+# ------------------------------------------------------------------------------ assessment
+
+TD_NEW = "arn:aws:ecs:us-east-1:123456789012:task-definition/oab-a-b:2"
+TD_OLD = "arn:aws:ecs:us-east-1:123456789012:task-definition/oab-a-b:1"
+
+
+def _service(td: str, rollout: str, running: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "serviceName": "oab-a-b",
+        "taskDefinition": td,
+        "runningCount": running,
+        "pendingCount": 0 if running else 1,
+        "desiredCount": 1,
+        "deployments": [{"status": "PRIMARY", "rolloutState": rollout, **extra}],
+    }
+
+
+def _cond(conds: tuple[Condition, ...], type_: str) -> tuple[str, str]:
+    found = next(c for c in conds if c.type == type_)
+    return found.status, found.reason
+
+
+def test_assess_completed_rollout_is_running_and_available() -> None:
+    verdict = assess(
+        service=_service(TD_NEW, "COMPLETED", 1),
+        task_definition=TD_NEW,
+        tasks=[],
+        prior=(),
+        refreshed=(),
+        now="t",
+    )
+    assert verdict.phase == "Running"
+    assert not verdict.requeue
+    assert _cond(verdict.conditions, "Available") == ("True", "TaskRunning")
+    assert _cond(verdict.conditions, "Progressing") == ("False", "RolloutCompleted")
+    assert _cond(verdict.conditions, "Degraded") == ("False", "AsExpected")
+
+
+def test_assess_in_progress_requeues_as_pending() -> None:
+    verdict = assess(
+        service=_service(TD_NEW, "IN_PROGRESS", 0),
+        task_definition=TD_NEW,
+        tasks=[],
+        prior=(),
+        refreshed=(),
+        now="t",
+    )
+    assert verdict.phase == "Pending"
+    assert verdict.requeue
+    assert _cond(verdict.conditions, "Available") == ("False", "NoRunningTask")
+
+
+def test_assess_rolled_back_secret_failure_keeps_old_task_available() -> None:
+    stopped = {
+        "taskDefinitionArn": TD_NEW,
+        "lastStatus": "STOPPED",
+        "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry auth",
+    }
+    verdict = assess(
+        service=_service(TD_OLD, "COMPLETED", 1),
+        task_definition=TD_NEW,
+        tasks=[stopped],
+        prior=(),
+        refreshed=(),
+        now="t",
+    )
+    assert verdict.phase == "Failed"
+    assert not verdict.requeue
+    assert _cond(verdict.conditions, "SecretInjectionFailed") == ("True", "SecretNotInjected")
+    assert _cond(verdict.conditions, "Available") == ("True", "TaskRunning")
+    assert _cond(verdict.conditions, "Degraded") == ("True", "RolloutFailed")
+    assert "unable to pull secrets" in verdict.failure
+
+
+def test_assess_crash_loop_is_failed_without_secret_condition() -> None:
+    stopped = {
+        "taskDefinitionArn": TD_NEW,
+        "lastStatus": "STOPPED",
+        "stoppedReason": "Essential container in task exited",
+    }
+    verdict = assess(
+        service=_service(TD_NEW, "FAILED", 0),
+        task_definition=TD_NEW,
+        tasks=[stopped],
+        prior=(),
+        refreshed=(),
+        now="t",
+    )
+    assert verdict.phase == "Failed"
+    assert _cond(verdict.conditions, "SecretInjectionFailed") == ("False", "SecretsInjected")
+
+
+# ------------------------------------------------------------------------------ drift rules
+
+
+def test_drift_rules() -> None:
+    running = AgentStatus(
+        key="a/b", phase="Running", manifest_etag="e1", task_definition_arn=TD_NEW
+    )
+    ok = _service(TD_NEW, "COMPLETED", 1)
+
+    def drift(**kw: Any) -> str | None:
+        args: dict[str, Any] = {
+            "etag": "e1",
+            "status": running,
+            "service": ok,
+            "checked": True,
+            "versions": {},
+        }
+        args.update(kw)
+        return Scheduler._drift("a/b", **args)
+
+    assert drift() is None
+    assert drift(etag=None) == "manifest-removed"
+    assert drift(status=AgentStatus(key="a/b")) == "new"
+    assert drift(etag="e2") == "manifest-changed"
+    assert drift(service=None) == "service-missing"
+    assert drift(service=_service(TD_OLD, "COMPLETED", 1)) == "task-definition-drift"
+    assert drift(service=_service(TD_NEW, "COMPLETED", 0)) == "not-running"
+    assert drift(status=replace(running, secret_versions={"T": "1"}), versions={"T": "2"}) == (
+        "secret-rotated"
+    )
+    failed = replace(running, phase="Failed")
+    # A rolled-back agent legitimately runs the old revision: not drift.
+    assert drift(status=failed, service=_service(TD_OLD, "COMPLETED", 1)) is None
+
+
+# --------------------------------------------------------------------- against local AWS
+
+MANIFEST = """\
+apiVersion: oab.dev/v1
+kind: OABService
+metadata: {{name: bot, namespace: team}}
+spec:
+  cpu: 256
+  memory: 512
+  taskDefinition: {{image: "ghcr.io/openabdev/openab:{tag}"}}
+  secrets:
+    - {{name: DISCORD_BOT_TOKEN, source: ssm, path: /oab/team/bot/discord-token}}
+  config:
+    agent: {{preset: kiro}}
+    discord: {{bot_token: "${{DISCORD_BOT_TOKEN}}", allowed_channels: ["123456789012345678"]}}
+"""
+
+
+@pytest.fixture
+def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("OABCTL_CONFIG", str(tmp_path / "none.toml"))
+    for k, v in aws.emulator.env().items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["init"], stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    DataPlaneControl(aws.emulator.endpoint).configure(paused=True)
+    s3 = aws.client("s3")
+    store = DesiredStateStore(
+        S3ObjectStore(s3, "oab-control-plane"),
+        changes=ChangeLog(aws.client("dynamodb"), aws.tables.state),
+    )
+    profile = read_cluster_profile(s3, "oab-control-plane")
+    assert profile is not None
+    ctx = RenderContext(
+        region="us-east-1",
+        bucket="oab-control-plane",
+        cluster="oab",
+        agent_image="ghcr.io/openabdev/oab-controller:0.1.0",
+        execution_role_arn="arn:aws:iam::{account}:role/oab-agent-exec-{namespace}-{name}",
+        task_role_arn="arn:aws:iam::{account}:role/oab-agent-task-{namespace}-{name}",
+        account_id="123456789012",
+        default_subnets=profile.subnets,
+        default_security_groups=profile.security_groups,
+    )
+    limiter = RateLimiter({})
+    ecs = aws.client("ecs")
+    reconciler = Reconciler(
+        manifests=StoreManifests(store),
+        ecs=EcsAdapter(ecs, cluster="oab", limiter=limiter),
+        s3=s3,
+        bucket="oab-control-plane",
+        secrets=SecretVersions(
+            ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"), limiter=limiter
+        ),
+        context=ctx,
+        wall=FakeClock().time,
+        config=ReconcileConfig(progress_poll_s=0.1),
+    )
+    aws.client("ssm").put_parameter(
+        Name="/oab/team/bot/discord-token", Value="planted-9f8e7d", Type="SecureString"
+    )
+    return {"reconciler": reconciler, "ecs": ecs, "dp": DataPlaneControl(aws.emulator.endpoint)}
+
+
+def _apply(tag: str) -> None:
+    code = cli.main(
+        ["apply", "-f", "-"],
+        stdin=io.StringIO(MANIFEST.format(tag=tag)),
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    assert code == 0
+
+
+def _run(reconciler: Reconciler, status: AgentStatus, token: str, gen: int) -> tuple[Result, Any]:
+    log = CallLog()
+    req = Request(
+        key=AgentKey("team/bot"), generation=gen, token=token, reason="t", attempt=1, run_id="r"
+    )
+    return reconciler.reconcile(req, status=status, log=log), log
+
+
+def test_crash_after_side_effects_does_not_duplicate_them(plane: dict[str, Any]) -> None:
+    reconciler: Reconciler = plane["reconciler"]
+    _apply("v1")
+    empty = AgentStatus(key="team/bot")
+    first, log1 = _run(reconciler, empty, "token-a", 1)
+    actions1 = [c.action for c in log1.snapshot()]
+    assert actions1.count("ecs:RegisterTaskDefinition") == 1
+    assert actions1.count("ecs:CreateService") == 1
+    # The worker crashed before writing status: a new work unit starts from the empty status.
+    second, log2 = _run(reconciler, empty, "token-b", 1)
+    actions2 = [c.action for c in log2.snapshot()]
+    assert "ecs:RegisterTaskDefinition" not in actions2
+    assert "ecs:CreateService" not in actions2
+    assert second.status.task_definition_arn == first.status.task_definition_arn
+    arns = plane["ecs"].list_task_definitions(familyPrefix="oab-team-bot")["taskDefinitionArns"]
+    assert len(arns) == 1
+
+
+def test_secret_injection_failure_keeps_old_task_and_is_not_redeployed(
+    plane: dict[str, Any],
+) -> None:
+    reconciler: Reconciler = plane["reconciler"]
+    dp: DataPlaneControl = plane["dp"]
+    _apply("v1")
+    result, _ = _run(reconciler, AgentStatus(key="team/bot"), "t1", 1)
+    dp.step(advance_s=5)
+    result, _ = _run(reconciler, result.status, "t1", 1)
+    assert result.status.phase == "Running"
+    old_tasks = result.status.task_arns
+    dp.fail_secret("/oab/team/bot/discord-token")
+    _apply("v2")
+    status = result.status
+
+    def failed() -> AgentStatus | None:
+        nonlocal status
+        dp.step(advance_s=5)
+        res, _ = _run(reconciler, status, "t2", 2)
+        status = res.status
+        return status if status.phase == "Failed" else None
+
+    final = wait_until(failed, timeout=30, message="Failed")
+    cond = final.condition("SecretInjectionFailed")
+    assert cond is not None
+    assert cond.status == "True"
+    assert final.condition("Available") is not None
+    assert final.task_arns == old_tasks  # the old task kept running
+    again, log = _run(reconciler, final, "t3", 2)
+    assert [c.action for c in log.snapshot()] == []  # no redeploy of the same failed content
+    assert again.status.phase == "Failed"
+    assert "planted-9f8e7d" not in repr(final)
+
+
+def test_secret_versions_never_read_values(plane: dict[str, Any], aws: AWS) -> None:
+    versions = SecretVersions(
+        ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"), limiter=RateLimiter({})
+    )
+    sm = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = sm.create_secret(Name="oab/team/bot/key", SecretString="planted-sm-1")["ARN"]
+    got = versions.versions(
+        [
+            {"name": "A", "source": "ssm", "path": "/oab/team/bot/discord-token"},
+            {"name": "B", "source": "secretsmanager", "arn": arn},
+            {"name": "C", "source": "ssm", "path": "/oab/team/bot/missing"},
+        ]
+    )
+    assert got["A"] == "1"
+    assert got["B"]
+    assert got["C"] == ""
+    assert "planted" not in repr(got)
