@@ -8,6 +8,11 @@ exits at once (status 130/143) without the handoff.
 Exit codes: 0 clean shutdown; 2 invalid settings or usage; 3 AWS unreachable at start;
 70 the elector's watchdog found the renew loop stuck (exits hard, by design).
 
+Health: while its elector and worker threads are alive, a running replica rewrites the health
+file (``OAB_HEALTH_FILE``, default ``/tmp/oab-controller.health``) every second;
+``oab-controller healthcheck`` (the container health check) exits 0 when the file is fresher
+than ``OAB_HEALTH_MAX_AGE_S`` (default 15 s), 1 otherwise.
+
 Structured logs go to stderr, one JSON object per line (``--log-format text`` for people).
 """
 
@@ -16,18 +21,38 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from oab.controller.errors import OabError
 
 EXIT_OK = 0
+EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+
+
+def health_file() -> Path:
+    """Where a running replica reports that it is alive."""
+    return Path(os.environ.get("OAB_HEALTH_FILE", "/tmp/oab-controller.health"))
+
+
+def healthcheck() -> int:
+    """Exit code of the container health check (see the module docstring)."""
+    max_age = float(os.environ.get("OAB_HEALTH_MAX_AGE_S", "15"))
+    try:
+        age = time.time() - float(health_file().read_text().strip())
+    except (OSError, ValueError):
+        return EXIT_UNHEALTHY
+    return EXIT_OK if age <= max_age else EXIT_UNHEALTHY
+
 
 _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -75,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.add_argument("--log-level", default="INFO")
     sub.add_parser("settings", help="print the effective settings as JSON and exit")
+    sub.add_parser("healthcheck", help="exit 0 if the local replica reported alive recently")
     return parser
 
 
@@ -112,8 +138,13 @@ def run(settings: DaemonSettings) -> int:
     log = logging.getLogger("oab.controller")
     replica.start()
     log.info("replica started", extra={"replica": settings.replica_id})
+    beat = health_file()
     while not stop.wait(1.0):
-        pass
+        if replica.alive():
+            try:
+                beat.write_text(f"{time.time():.3f}\n")
+            except OSError:
+                log.warning("cannot write health file", extra={"path": str(beat)})
     log.info("shutting down", extra={"replica": settings.replica_id})
     drained = replica.shutdown()
     log.info("stopped", extra={"replica": settings.replica_id, "drained": drained})
@@ -126,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command == "healthcheck":
+        return healthcheck()
     flags = {
         k: v
         for k, v in vars(args).items()

@@ -69,7 +69,6 @@ from oab.controller.errors import TerminalError
 __all__ = [
     "CONTENT_HASH_TAG",
     "DEFAULT_LOG_GROUP",
-    "STOP_TIMEOUT_SECONDS",
     "RenderContext",
     "RenderError",
     "RenderedAgent",
@@ -98,9 +97,6 @@ MANAGED_BY_TAG: Final = "oab.dev/managed-by"
 MANAGED_BY: Final = "oab-controller"
 
 DEFAULT_LOG_GROUP: Final = "/oab/agents"
-#: Seconds between SIGTERM and SIGKILL. 120 is Fargate's maximum, and Fargate Spot gives two
-#: minutes' notice: the whole window goes to openab's shutdown and the final HOME snapshot.
-STOP_TIMEOUT_SECONDS: Final = 120
 #: ECS caps ``clientToken`` at 36 ASCII characters in the range 33-126.
 CLIENT_TOKEN_MAX: Final = 36
 
@@ -399,7 +395,7 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
         "mountPoints": _mount(),
         "logConfiguration": log,
         # The sidecar is stopped after the agent and must still upload the final archive.
-        "stopTimeout": STOP_TIMEOUT_SECONDS,
+        "stopTimeout": agent.SIDECAR_STOP_TIMEOUT,
     }
     entry = agent.entry_command()
     main: dict[str, Any] = {
@@ -417,7 +413,8 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
         "environment": _env({**spec.env, **artifact, **bootstrap}),
         "mountPoints": _mount(),
         "logConfiguration": log,
-        "stopTimeout": STOP_TIMEOUT_SECONDS,
+        # Shorter than the sidecar's: the agent archives HOME, then the sidecar uploads it.
+        "stopTimeout": agent.AGENT_STOP_TIMEOUT,
     }
     secrets = _secrets(svc)
     if secrets:

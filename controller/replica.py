@@ -218,6 +218,10 @@ class Replica:
             t.start()
             self._threads.append(t)
 
+    def alive(self) -> bool:
+        """True while the elector loop and every worker thread run (the health signal)."""
+        return self.elector.running and all(t.is_alive() for t in self._threads)
+
     def shutdown(self) -> bool:
         """Graceful stop within ``shutdown_timeout_s``; True when everything drained."""
         budget = self.settings.shutdown_timeout_s

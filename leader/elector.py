@@ -147,6 +147,11 @@ class LeaderElector:
         return self.config.identity
 
     @property
+    def running(self) -> bool:
+        """True while the elector's loop thread runs (a health signal for the process)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def is_leader(self) -> bool:
         """True while leading and within the renew deadline of the last successful renewal."""
         with self._lock:

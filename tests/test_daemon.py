@@ -1,0 +1,76 @@
+"""``oab-controller``: settings validation and the health check contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oab.controller import daemon
+from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
+
+
+def test_settings_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('workers = 3\nresync_period_s = 60.0\nbucket = "from-file"\n')
+    env = {"OAB_WORKERS": "5", "OAB_BUCKET": "from-env"}
+    s = load_daemon_settings({"workers": 7}, env=env, path=str(cfg))
+    assert s.workers == 7
+    assert s.bucket == "from-env"
+    assert s.resync_period_s == 60.0
+
+
+def test_invalid_settings_name_field_and_source(tmp_path: Path) -> None:
+    with pytest.raises(DaemonSettingsError, match=r"workers \(environment\)"):
+        load_daemon_settings({}, env={"OAB_WORKERS": "0"})
+    with pytest.raises(DaemonSettingsError, match="lease_duration_s > renew_deadline_s"):
+        load_daemon_settings({"lease_duration_s": 2.0, "renew_deadline_s": 3.0}, env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("no_such_setting = 1\n")
+    with pytest.raises(DaemonSettingsError, match="no_such_setting"):
+        load_daemon_settings({}, env={}, path=str(bad))
+
+
+def test_chaos_clock_settings_need_the_chaos_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OAB_CHAOS", raising=False)
+    with pytest.raises(DaemonSettingsError, match="OAB_CHAOS=1"):
+        load_daemon_settings({"chaos_clock_offset_s": 600.0}, env={})
+    monkeypatch.setenv("OAB_CHAOS", "1")
+    assert load_daemon_settings({"chaos_clock_rate": 2.0}, env={}).chaos_clock_rate == 2.0
+
+
+def test_replica_id_defaults_to_unique_hostname_suffix() -> None:
+    a = load_daemon_settings({}, env={}).replica_id
+    b = load_daemon_settings({}, env={}).replica_id
+    assert a != b
+
+
+def test_healthcheck_reads_freshness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    beat = tmp_path / "health"
+    monkeypatch.setenv("OAB_HEALTH_FILE", str(beat))
+    assert daemon.healthcheck() == 1  # never written
+    beat.write_text(f"{time.time():.3f}\n")
+    assert daemon.healthcheck() == 0
+    beat.write_text(f"{time.time() - 60:.3f}\n")
+    assert daemon.healthcheck() == 1
+
+
+def test_cli_exit_codes() -> None:
+    env = {**os.environ, "OAB_WORKERS": "0"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "oab.controller.daemon", "settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "workers" in bad.stderr
+    usage = subprocess.run(
+        [sys.executable, "-m", "oab.controller.daemon"], capture_output=True, check=False
+    )
+    assert usage.returncode == 2
