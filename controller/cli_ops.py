@@ -1,0 +1,1097 @@
+"""Day-two ``oabctl`` commands: wait, describe, history, restart, rollback, logs, leader, queue.
+
+Registered with :func:`oab.controller.cli.command` at import time (the module is listed in
+``cli.EXTENSION_MODULES``); exit codes follow ``cli``'s table (0 ok, 1 not found / not met /
+refused, 2 usage, 3 AWS, 4 concurrent modifications, 130 Ctrl-C).
+
+Design
+------
+- **Read-only commands read the truth directly**: the manifest from the desired-state store
+  (S3, strongly consistent), the status item and the audit run log from DynamoDB with
+  consistent reads, the work unit through :class:`oab.queue.workqueue.WorkQueue`, the lease
+  through :func:`oab.leader.status.describe`. Nothing is cached between polls.
+- **Writes go through the store, never to ECS.** ``restart`` writes the annotation
+  ``oab.dev/restartedAt`` (no generation bump; a change record makes the controller reconcile and
+  force a new deployment); ``rollback`` re-applies a stored generation's spec as a new
+  generation. Both are compare-and-swap read-modify-writes: the document is computed from one
+  read and written ``If-Match`` that read's ETag (:func:`_compare_and_swap`), so a concurrent
+  ``apply`` is never silently overwritten with a stale spec; a lost race is re-read and retried,
+  then reported as a conflict (exit 4).
+- **Pure cores, thin commands.** Duration and ``--for`` parsing, the wait verdict
+  (:func:`evaluate`), the wait loop (:func:`wait_for`, clock and sleep injected) and log tailing
+  (:class:`LogTail`) are separate from argument handling so they are tested on their own.
+- **Secrets.** ``describe`` shows secrets by name and source only; nothing here reads a secret
+  value, and status/run-log messages are built by the controller from names and versions.
+
+Invariants
+----------
+- ``wait --for=condition=...`` is met only for the *current* generation: the status's
+  ``observedGeneration`` must equal the manifest's ``metadata.generation``; a ``Failed`` phase
+  for that generation ends the wait with exit 1 unless the awaited condition itself holds.
+- ``rollback`` always produces generation ``current + 1`` of exactly the CAS-read document (or
+  writes nothing when the spec already equals generation N's).
+
+Time model: ``wait`` deadlines use the monotonic clock; ``--since``, ages and the restart stamp use
+the injected wall clock (``Context.wall_clock``); stored times are shown as ISO-8601 UTC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from oab.controller import output as out
+from oab.controller.cli import EXIT_INVALID, EXIT_OK, Context, UsageError, command
+from oab.controller.errors import OabError
+from oab.controller.status import AgentStatus, AuditRecord, read_runlog, read_status
+from oab.controller.store import (
+    Blob,
+    ConflictError,
+    Desired,
+    DesiredStateStore,
+    NotFoundError,
+    ObjectStore,
+    S3ObjectStore,
+    StoreConfig,
+    StoredObject,
+    VersionInfo,
+    object_key,
+)
+
+__all__ = [
+    "LogLine",
+    "LogTail",
+    "RollbackRefused",
+    "Verdict",
+    "WaitPolicy",
+    "WaitTarget",
+    "WorkQueueError",
+    "evaluate",
+    "parse_duration",
+    "parse_wait_for",
+    "wait_for",
+]
+
+#: Annotation written by ``restart`` (the same name ``oab.controller.reconcile`` watches).
+RESTART_ANNOTATION = "oab.dev/restartedAt"
+#: Lease the daemon elects on (``DaemonSettings.lease_name``'s default).
+DEFAULT_LEASE = "controller"
+#: Compare-and-swap rounds of ``restart``/``rollback`` before giving up with a conflict.
+CAS_ATTEMPTS = 5
+#: Rows of the audit run log ``describe`` shows.
+DESCRIBE_RUNS = 10
+
+_KIND: Literal["OABService"] = "OABService"
+_RESOURCE = "oabservice.oab.dev"
+
+
+class RollbackRefused(OabError):
+    """A rollback that cannot be done as asked (fleet-owned agent, deleted agent): exit 1."""
+
+    reason = "RollbackRefused"
+
+
+class WorkQueueError(OabError):
+    """A work-queue error seen by ``oabctl queue``; keeps the queue error's ``retryable``."""
+
+    reason = "WorkQueueError"
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """kubectl/Go-style duration in seconds: ``30s``, ``5m``, ``1h30m``, ``500ms``; a bare number
+    is seconds. Raises :class:`~oab.controller.cli.UsageError` on anything else."""
+    value = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return float(value)
+    parts = _DURATION_PART.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class WaitTarget:
+    """What ``wait --for`` asks for: a condition with a status, or the agent's deletion."""
+
+    kind: Literal["condition", "delete"]
+    condition: str = ""
+    status: str = "True"
+
+    def describe(self) -> str:
+        """Human form, for progress and errors."""
+        if self.kind == "delete":
+            return "deletion"
+        return f"condition {self.condition}={self.status}"
+
+
+def parse_wait_for(text: str) -> WaitTarget:
+    """Parse ``condition=Available``, ``condition=Available=False`` or ``delete``."""
+    if text == "delete":
+        return WaitTarget("delete")
+    if text.startswith("condition="):
+        rest = text.removeprefix("condition=")
+        name, _, status = rest.partition("=")
+        status = status or "True"
+        normal = {"true": "True", "false": "False", "unknown": "Unknown"}.get(status.lower())
+        if name and normal is not None:
+            return WaitTarget("condition", name, normal)
+    raise UsageError(
+        f"invalid --for {text!r}: use condition=NAME, condition=NAME=True|False|Unknown or delete"
+    )
+
+
+# ---------------------------------------------------------------------------------- wait
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One poll: the manifest (None once removed) and the agent's status."""
+
+    manifest: StoredObject | None
+    status: AgentStatus
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where a wait stands: ``met``, ``pending`` (keep polling), ``failed`` or ``timeout``."""
+
+    state: Literal["met", "pending", "failed", "timeout"]
+    message: str
+
+
+def _failure_reason(status: AgentStatus) -> str:
+    for kind in ("SecretInjectionFailed", "Degraded"):
+        cond = status.condition(kind)
+        if cond is not None and cond.status == "True":
+            return f"{cond.reason}: {cond.message}"
+    available = status.condition("Available")
+    if available is not None and available.status != "True":
+        return f"{available.reason}: {available.message}"
+    return status.last_error or "no reason recorded"
+
+
+def evaluate(target: WaitTarget, obs: Observation) -> Verdict:
+    """The verdict of one observation (pure). See the module doc for the rules."""
+    manifest, status = obs.manifest, obs.status
+    if target.kind == "delete":
+        if manifest is None:
+            return Verdict("met", "deleted")
+        step = f" (finalizer step {status.finalizer_step})" if status.finalizer_step else ""
+        state = "terminating" if manifest.deleted else "not deleted"
+        return Verdict("pending", f"{state}{step}")
+    if manifest is None:
+        return Verdict("failed", "the agent was deleted")
+    if manifest.deleted:
+        return Verdict("failed", "the agent is being deleted")
+    generation = manifest.generation
+    if status.observed_generation != generation:
+        return Verdict(
+            "pending",
+            f"generation {generation} not observed yet (observed {status.observed_generation})",
+        )
+    cond = status.condition(target.condition)
+    if cond is not None and cond.status == target.status:
+        return Verdict("met", f"{target.condition}={cond.status} ({cond.reason})")
+    if status.phase == "Failed":
+        return Verdict("failed", f"Failed at generation {generation}: {_failure_reason(status)}")
+    if cond is None:
+        return Verdict("pending", f"phase {status.phase or 'Pending'}, {target.condition} not set")
+    return Verdict(
+        "pending",
+        f"phase {status.phase or 'Pending'}, {target.condition}={cond.status} "
+        f"({cond.reason}: {cond.message})",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitPolicy:
+    """Polling of ``wait``: bounded exponential backoff between consistent reads.
+
+    - ``initial_interval`` (0.2 s): first pause; short so a fast rollout returns promptly.
+    - ``max_interval`` (2.0 s): the cap; one ``wait`` costs at most two reads per cap interval.
+    - ``factor`` (1.5): growth per poll while nothing changes; the pause resets to
+      ``initial_interval`` whenever the observation's message changes (things are moving).
+    """
+
+    initial_interval: float = 0.2
+    max_interval: float = 2.0
+    factor: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_interval <= self.max_interval:
+            raise ValueError("need 0 < initial_interval <= max_interval")
+        if self.factor < 1:
+            raise ValueError("factor must be >= 1")
+
+
+def wait_for(
+    observe: Callable[[], Observation],
+    target: WaitTarget,
+    *,
+    timeout: float,
+    policy: WaitPolicy | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> Verdict:
+    """Poll ``observe`` until ``target`` is met, fails, or ``timeout`` seconds pass.
+
+    Calls ``progress`` once per change of the pending message. Never sleeps past the deadline;
+    the last observation is always evaluated before reporting a timeout.
+    """
+    policy = policy or WaitPolicy()
+    deadline = monotonic() + timeout
+    interval = policy.initial_interval
+    last = ""
+    while True:
+        verdict = evaluate(target, observe())
+        if verdict.state != "pending":
+            return verdict
+        if verdict.message != last:
+            progress(verdict.message)
+            last = verdict.message
+            interval = policy.initial_interval
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            return Verdict("timeout", verdict.message)
+        sleep(min(interval, remaining))
+        interval = min(policy.max_interval, interval * policy.factor)
+
+
+# ------------------------------------------------------------------------ shared helpers
+
+
+def _add_namespace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+
+
+def _add_output(p: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    p.add_argument("-o", "--output", choices=list(choices), default=None, help="output format")
+
+
+def _agent_key(ctx: Context) -> str:
+    return f"{ctx.args.namespace}/{ctx.args.name}"
+
+
+def _iso_ms(ts: float) -> str:
+    stamp = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _iso_s(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _relative(ctx: Context, ts: float | None) -> str | None:
+    """``in 12s`` / ``3m ago`` against the wall clock (display only)."""
+    if ts is None:
+        return None
+    delta = ts - ctx.wall_clock()
+    if delta > 0:
+        return f"in {out.format_age(delta)}"
+    return f"{out.format_age(-delta)} ago"
+
+
+def _require_agent(store: DesiredStateStore, namespace: str, name: str) -> StoredObject:
+    obj = store.get(object_key(_KIND, namespace, name))
+    if obj is None:
+        raise NotFoundError(f'{_RESOURCE} "{name}" in namespace {namespace}')
+    return obj
+
+
+def _print_structured(ctx: Context, payload: object) -> None:
+    if ctx.output is out.OutputFormat.JSON:
+        ctx.print(out.to_json(payload))
+    else:
+        ctx.print(out.to_yaml(payload).rstrip("\n"))
+
+
+# ---------------------------------------------------------------------------------- wait
+
+
+def _configure_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+    p.add_argument(
+        "--for",
+        dest="wait_for",
+        required=True,
+        metavar="condition=NAME[=STATUS]|delete",
+        help="what to wait for, e.g. condition=Available, condition=Degraded=False, delete",
+    )
+    p.add_argument("--timeout", default="30s", help="give up after this long (default 30s)")
+
+
+@command(
+    "wait",
+    help="wait until an agent meets a condition for its current generation (or is deleted)",
+    configure=_configure_wait,
+)
+def _wait(ctx: Context) -> int:
+    target = parse_wait_for(ctx.args.wait_for)
+    timeout = parse_duration(ctx.args.timeout)
+    namespace, name = ctx.args.namespace, ctx.args.name
+    key = _agent_key(ctx)
+    store = ctx.store()
+    ddb, state = ctx.client("dynamodb"), ctx.settings.tables.state
+    manifest_key = object_key(_KIND, namespace, name)
+    if target.kind == "condition":
+        _require_agent(store, namespace, name)  # a typo should fail now, not after the timeout
+
+    def observe() -> Observation:
+        return Observation(store.get(manifest_key), read_status(ddb, state, key))
+
+    verdict = wait_for(
+        observe,
+        target,
+        timeout=timeout,
+        progress=lambda m: ctx.progress(f"waiting for {key} {target.describe()}: {m}"),
+    )
+    if verdict.state == "met":
+        met = "deleted" if target.kind == "delete" else "condition met"
+        ctx.print(f"{_RESOURCE}/{name} {met}")
+        return EXIT_OK
+    if verdict.state == "timeout":
+        ctx.stderr.write(
+            f"error: timed out after {ctx.args.timeout} waiting for {target.describe()} "
+            f"on {_RESOURCE}/{name} (last seen: {verdict.message})\n"
+        )
+    else:
+        ctx.stderr.write(f"error: {key}: {verdict.message}\n")
+    return EXIT_INVALID
+
+
+# ------------------------------------------------------------------------------ describe
+
+
+def _secret_summary(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    # Name and source only: paths and ARNs are references, not values, but describe does not
+    # need them and they sometimes encode more than an operator should paste into a ticket.
+    return [
+        {
+            "name": s.get("name"),
+            "source": s.get("source"),
+            "autoRestart": bool(s.get("autoRestart", False)),
+        }
+        for s in spec.get("secrets") or []
+    ]
+
+
+def _spec_summary(spec: Mapping[str, Any]) -> dict[str, Any]:
+    ecs = (spec.get("platform") or {}).get("ecs") or {}
+    return {
+        "image": (spec.get("taskDefinition") or {}).get("image"),
+        "cpu": spec.get("cpu"),
+        "memory": spec.get("memory"),
+        "replicas": spec.get("replicas", 1),
+        "capacityProvider": ecs.get("capacityProvider") or spec.get("capacityProvider"),
+        "secrets": _secret_summary(spec),
+    }
+
+
+def _metadata_summary(obj: StoredObject) -> dict[str, Any]:
+    meta = obj.metadata
+    return {
+        "name": obj.name,
+        "namespace": obj.namespace,
+        "uid": meta.get("uid"),
+        "generation": obj.generation,
+        "creationTimestamp": meta.get("creationTimestamp"),
+        "deletionTimestamp": meta.get("deletionTimestamp"),
+        "labels": dict(obj.labels),
+        "annotations": dict(obj.annotations),
+        "fleet": obj.owner,
+    }
+
+
+def _queue_row(ctx: Context, key: str) -> Any:
+    try:
+        with _queue_errors():
+            return _work_queue(ctx).get(key)
+    except NotFoundError:
+        return None  # never enqueued yet, or removed with the agent
+
+
+def _run_columns() -> list[out.Column]:
+    return [
+        out.Column("SEQ", lambda r: r.seq),
+        out.Column("TIME", lambda r: _iso_s(r.at)),
+        out.Column("RUN", lambda r: r.run_id),
+        out.Column("GEN", lambda r: r.generation),
+        out.Column("FROM", lambda r: r.from_phase or "-"),
+        out.Column("TO", lambda r: r.to_phase or "-"),
+        out.Column("OUTCOME", lambda r: r.outcome),
+        out.Column("CALLS", lambda r: len(r.calls)),
+        out.Column("REPLICA", lambda r: r.replica),
+        out.Column("EPOCH", lambda r: r.epoch),
+        out.Column("TRACE", lambda r: r.trace_id),
+        out.Column("EVENT", lambda r: r.event, wide_only=True),
+        out.Column("DURATION", lambda r: f"{r.duration_ms}ms", wide_only=True),
+        out.Column("ERROR", lambda r: r.error, wide_only=True),
+    ]
+
+
+def _indent(text: str, spaces: int) -> list[str]:
+    return [" " * spaces + line for line in text.splitlines()]
+
+
+def _fields(pairs: Sequence[tuple[str, object]], indent: int) -> list[str]:
+    width = max(len(k) for k, _ in pairs) + 2
+    lines = []
+    for label, value in pairs:
+        text = out.render_table([value], [out.Column("", lambda v: v)]).splitlines()[-1]
+        lines.append(" " * indent + f"{label}:".ljust(width) + text.strip())
+    return lines
+
+
+def _kv(mapping: Mapping[str, str]) -> str | None:
+    return ",".join(f"{k}={v}" for k, v in sorted(mapping.items())) or None
+
+
+def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRecord]) -> str:
+    meta, spec, status, row = doc["metadata"], doc["spec"], doc["status"], doc["queue"]
+    lines = _fields(
+        [
+            ("Name", meta["name"]),
+            ("Namespace", meta["namespace"]),
+            ("Kind", _KIND),
+            ("UID", meta["uid"]),
+            ("Generation", meta["generation"]),
+            ("Created", meta["creationTimestamp"]),
+            ("Deleted", meta["deletionTimestamp"]),
+            ("Fleet", meta["fleet"]),
+            ("Labels", _kv(meta["labels"])),
+            ("Annotations", _kv(meta["annotations"])),
+        ],
+        0,
+    )
+    lines.append("Spec:")
+    lines += _fields(
+        [
+            ("Image", spec["image"]),
+            ("CPU", spec["cpu"]),
+            ("Memory", spec["memory"]),
+            ("Replicas", spec["replicas"]),
+            ("Capacity", spec["capacityProvider"]),
+        ],
+        2,
+    )
+    secret_cols = [
+        out.Column("NAME", lambda s: s["name"]),
+        out.Column("SOURCE", lambda s: s["source"]),
+        out.Column("AUTO-RESTART", lambda s: str(s["autoRestart"]).lower()),
+    ]
+    lines.append("  Secrets:" + ("" if spec["secrets"] else "  <none>"))
+    if spec["secrets"]:
+        lines += _indent(out.render_table(spec["secrets"], secret_cols), 4)
+    lines.append("Status:")
+    lines += _fields(
+        [
+            ("Phase", status["phase"]),
+            ("Observed Generation", status["observedGeneration"]),
+            ("Last Reconciled", status["lastReconciled"]),
+            ("Last Error", status["lastError"]),
+            ("Attempts", status["attempts"]),
+            ("Last Run", status["lastRunId"]),
+            ("Trace", status["traceId"]),
+            ("Service", status["serviceArn"]),
+            ("Task Definition", status["taskDefinitionArn"]),
+        ],
+        2,
+    )
+    lines.append("  Tasks:" + ("" if status["taskArns"] else "  <none>"))
+    lines += ["    " + arn for arn in status["taskArns"]]
+    cond_cols = [
+        out.Column("TYPE", lambda c: c["type"]),
+        out.Column("STATUS", lambda c: c["status"]),
+        out.Column("REASON", lambda c: c["reason"]),
+        out.Column("LAST-TRANSITION", lambda c: c["lastTransitionTime"]),
+        out.Column("MESSAGE", lambda c: c["message"]),
+    ]
+    lines.append("  Conditions:" + ("" if status["conditions"] else "  <none>"))
+    if status["conditions"]:
+        lines += _indent(out.render_table(status["conditions"], cond_cols), 4)
+    lines.append("Queue:" + ("" if row else "  <none>"))
+    if row:
+        ready_at = row["ready_at"]
+        next_run = f"{_iso_s(ready_at)} ({_relative(ctx, ready_at)})" if ready_at else None
+        lines += _fields(
+            [
+                ("State", row["state"]),
+                ("Generation", row["generation"]),
+                ("Attempts", row["attempts"]),
+                ("Next Retry", next_run),
+                ("Owner", row["owner"]),
+                ("Last Error", row["last_error"]),
+            ],
+            2,
+        )
+    lines.append("Recent Runs:" + ("" if runs else "  <none>"))
+    if runs:
+        lines += _indent(out.render_table(runs, _run_columns()), 2)
+    return "\n".join(lines)
+
+
+def _configure_describe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+    _add_output(p, ["json", "yaml"])
+
+
+@command(
+    "describe",
+    help="show an agent: manifest summary, status, conditions, work unit, recent runs",
+    configure=_configure_describe,
+)
+def _describe(ctx: Context) -> int:
+    key = _agent_key(ctx)
+    obj = _require_agent(ctx.store(), ctx.args.namespace, ctx.args.name)
+    ddb, tables = ctx.client("dynamodb"), ctx.settings.tables
+    status = read_status(ddb, tables.state, key)
+    row = _queue_row(ctx, key)
+    runs = list(reversed(read_runlog(ddb, tables.runlog, key, limit=DESCRIBE_RUNS)))
+    doc: dict[str, Any] = {
+        "kind": _KIND,
+        "metadata": _metadata_summary(obj),
+        "spec": _spec_summary(obj.spec),
+        "status": status.to_json(),
+        "queue": row.as_json() if row is not None else None,
+        "recentRuns": [r.to_json() for r in runs],
+    }
+    if ctx.output in (out.OutputFormat.JSON, out.OutputFormat.YAML):
+        _print_structured(ctx, doc)
+    else:
+        ctx.print(_describe_text(ctx, doc, runs))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- history
+
+
+def _configure_history(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+    _add_output(p, ["wide", "json", "yaml"])
+    p.add_argument(
+        "--limit", type=int, default=None, help="only the N most recent rows (still oldest first)"
+    )
+
+
+@command("history", help="the agent's audit run log, oldest first", configure=_configure_history)
+def _history(ctx: Context) -> int:
+    limit = ctx.args.limit
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be >= 1")
+    key = _agent_key(ctx)
+    ddb, table = ctx.client("dynamodb"), ctx.settings.tables.runlog
+    if limit is None:
+        rows = read_runlog(ddb, table, key, newest_first=False)
+    else:
+        rows = list(reversed(read_runlog(ddb, table, key, limit=limit)))
+    if not rows:
+        ctx.stderr.write(f"No runs recorded for {key}.\n")
+        return EXIT_OK
+    ctx.print(
+        out.render_rows(
+            rows,
+            columns=_run_columns(),
+            fmt=ctx.output,
+            to_object=lambda r: {"key": r.key, **r.to_json()},
+            to_name=lambda r: f"{r.key}#{r.seq}",
+        )
+    )
+    return EXIT_OK
+
+
+# ------------------------------------------------------------- restart and rollback (CAS)
+
+
+@dataclass
+class _PinnedReads:
+    """An :class:`ObjectStore` that answers reads of ``key`` with ``blob``, read once before.
+
+    The store computes its write from what it reads and writes ``If-Match`` that read's ETag, so
+    pinning the read turns the store's apply into a compare-and-swap against *our* read: if the
+    object changed since, S3 refuses the write instead of the store recomputing on a newer
+    document we never looked at.
+    """
+
+    inner: ObjectStore
+    key: str
+    blob: Blob | None
+
+    def read(self, key: str) -> Blob | None:
+        return self.blob if key == self.key else self.inner.read(key)
+
+    def put(
+        self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
+    ) -> Blob:
+        return self.inner.put(key, body, if_match=if_match, metadata=metadata)
+
+    def remove(self, key: str, *, if_match: str) -> None:
+        self.inner.remove(key, if_match=if_match)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return self.inner.list_keys(prefix)
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        return self.inner.versions(key)
+
+    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
+        return self.inner.read_version(key, version_id)
+
+
+def _compare_and_swap(ctx: Context, key: str, change: Callable[[DesiredStateStore], Any]) -> Any:
+    """Run ``change`` on a store whose reads of ``key`` are pinned to one fresh read; retry
+    (fresh read) when the conditional write loses, up to :data:`CAS_ATTEMPTS` times."""
+    from oab.controller.changes import ChangeLog
+
+    objects = S3ObjectStore(ctx.client("s3"), ctx.settings.bucket)
+    changes = ChangeLog(
+        ctx.client("dynamodb"), ctx.settings.tables.state, wall_clock=ctx.wall_clock
+    )
+    for _attempt in range(CAS_ATTEMPTS):
+        pinned = _PinnedReads(objects, key, objects.read(key))
+        store = DesiredStateStore(
+            pinned,
+            changes=changes,
+            config=StoreConfig(max_attempts=1),  # a lost write means our read is stale: re-read
+            wall_clock=ctx.wall_clock,
+        )
+        try:
+            return change(store)
+        except ConflictError:
+            continue
+    latest = ctx.store().get(key)
+    raise ConflictError(
+        key, attempts=CAS_ATTEMPTS, current_generation=latest.generation if latest else None
+    )
+
+
+def _with_annotations(obj: StoredObject, annotations: Mapping[str, str]) -> Desired:
+    return Desired(
+        kind=_KIND,
+        namespace=obj.namespace,
+        name=obj.name,
+        spec=obj.spec,
+        labels=obj.labels,
+        annotations=annotations,
+    )
+
+
+def _configure_restart(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+
+
+@command(
+    "restart",
+    help="force a new deployment of an agent (annotation in the manifest, no spec change)",
+    configure=_configure_restart,
+)
+def _restart(ctx: Context) -> int:
+    namespace, name = ctx.args.namespace, ctx.args.name
+    key = object_key(_KIND, namespace, name)
+    stamp = _iso_ms(ctx.wall_clock())
+
+    def change(store: DesiredStateStore) -> Any:
+        obj = _require_agent(store, namespace, name)
+        if obj.deleted:
+            raise RollbackRefused(f"{namespace}/{name} is being deleted; nothing to restart")
+        notes = {**obj.annotations, RESTART_ANNOTATION: stamp}
+        return store.apply(_with_annotations(obj, notes))
+
+    result = _compare_and_swap(ctx, key, change)
+    note = "" if result.outcome != "unchanged" else " (already requested at this time)"
+    ctx.print(f"{_RESOURCE}/{name} restarted{note}")
+    return EXIT_OK
+
+
+def _configure_rollback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+    p.add_argument(
+        "--to-generation",
+        type=int,
+        required=True,
+        metavar="N",
+        help="re-apply generation N's stored spec as a new generation",
+    )
+
+
+def _stored_generations(store: DesiredStateStore, key: str) -> list[int]:
+    return sorted({r.generation for r in store.history(key) if r.generation and not r.deleted})
+
+
+@command(
+    "rollback",
+    help="re-apply a stored generation's spec as a new generation",
+    configure=_configure_rollback,
+)
+def _rollback(ctx: Context) -> int:
+    from oab.controller.api import OABService, parse_document
+    from oab.controller.store import desired_from
+
+    namespace, name, wanted = ctx.args.namespace, ctx.args.name, ctx.args.to_generation
+    key = object_key(_KIND, namespace, name)
+
+    def change(store: DesiredStateStore) -> Any:
+        current = _require_agent(store, namespace, name)
+        if current.deleted:
+            raise RollbackRefused(f"{namespace}/{name} is being deleted; apply it again instead")
+        if current.owner:
+            raise RollbackRefused(
+                f"{namespace}/{name} is owned by fleet {current.owner!r}: roll back through the "
+                f"fleet (re-apply the fleet manifest that held the wanted agent spec)"
+            )
+        try:
+            old = store.get_generation(key, wanted)
+        except NotFoundError:
+            known = ", ".join(str(g) for g in _stored_generations(store, key)) or "none"
+            raise NotFoundError(
+                f"{namespace}/{name}: generation {wanted} not found (stored generations: {known})"
+            ) from None
+        # Validate the old spec against today's schema with today's identity and labels: a
+        # spec the current controller would refuse is reported now, not parked later.
+        document = {
+            "apiVersion": current.document.get("apiVersion"),
+            "kind": _KIND,
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(current.labels),
+                "annotations": dict(current.annotations),
+            },
+            "spec": dict(old.spec),
+        }
+        parsed = parse_document(document)
+        assert isinstance(parsed, OABService)
+        return current.generation, store.apply(desired_from(parsed))
+
+    before, result = _compare_and_swap(ctx, key, change)
+    if result.outcome == "unchanged":
+        ctx.print(
+            f"{_RESOURCE}/{name} unchanged: generation {before} already has generation "
+            f"{wanted}'s spec"
+        )
+    else:
+        ctx.print(
+            f"{_RESOURCE}/{name} rolled back to generation {wanted}'s spec "
+            f"as generation {result.generation}"
+        )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- logs
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One log event of an agent container."""
+
+    timestamp_ms: int
+    stream: str
+    message: str
+    event_id: str
+
+
+@dataclass
+class LogTail:
+    """Reads an agent's CloudWatch log streams incrementally (``logs`` and ``logs --follow``).
+
+    ``prefix`` selects the streams (``{ns}/{name}/`` or ``{ns}/{name}/{container}/``; awslogs
+    names them ``prefix/container/task-id``). Each :meth:`poll` re-lists the streams (tasks come
+    and go), reads every event from the cursor on (following ``nextToken``), and returns only
+    events not returned before: the cursor is the newest timestamp seen and the ids seen at that
+    timestamp, since CloudWatch's ``startTime`` is inclusive.
+    """
+
+    client: Any
+    group: str
+    prefix: str
+    start_ms: int = 0
+    #: CloudWatch accepts at most 100 stream names per FilterLogEvents request.
+    max_streams: int = 100
+    _seen_at_cursor: set[str] = field(default_factory=set)
+
+    def streams(self) -> list[str]:
+        """Stream names under the prefix, most recently written first (at most max_streams)."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"logGroupName": self.group, "logStreamNamePrefix": self.prefix}
+        try:
+            while True:
+                resp = self.client.describe_log_streams(**kwargs)
+                found += resp.get("logStreams", [])
+                if not resp.get("nextToken"):
+                    break
+                kwargs["nextToken"] = resp["nextToken"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return []  # no agent has logged yet: the group is created on first use
+            raise
+        found.sort(
+            key=lambda s: s.get("lastEventTimestamp") or s.get("creationTime") or 0, reverse=True
+        )
+        return [s["logStreamName"] for s in found[: self.max_streams]]
+
+    def poll(self) -> list[LogLine]:
+        """Events since the last poll, oldest first."""
+        names = self.streams()
+        if not names:
+            return []
+        kwargs: dict[str, Any] = {
+            "logGroupName": self.group,
+            "logStreamNames": names,
+            "startTime": self.start_ms,
+        }
+        events: list[LogLine] = []
+        while True:
+            resp = self.client.filter_log_events(**kwargs)
+            for e in resp.get("events", []):
+                line = LogLine(
+                    int(e["timestamp"]), e.get("logStreamName", ""), e["message"], e["eventId"]
+                )
+                if line.timestamp_ms == self.start_ms and line.event_id in self._seen_at_cursor:
+                    continue
+                events.append(line)
+            token = resp.get("nextToken")
+            if not token or token == kwargs.get("nextToken"):
+                break
+            kwargs["nextToken"] = token
+        events.sort(key=lambda e: e.timestamp_ms)  # stable: per-stream order is kept
+        if events:
+            newest = events[-1].timestamp_ms
+            if newest != self.start_ms:
+                self._seen_at_cursor = set()
+            self.start_ms = newest
+            self._seen_at_cursor |= {e.event_id for e in events if e.timestamp_ms == newest}
+        return events
+
+
+def _configure_logs(p: argparse.ArgumentParser) -> None:
+    from oab.controller.agent import AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER
+    from oab.controller.render import DEFAULT_LOG_GROUP
+
+    p.add_argument("name", metavar="NAME", help="agent name")
+    _add_namespace(p)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("--since", default=None, help="only lines newer than this (e.g. 10m, 1h)")
+    p.add_argument("--tail", type=int, default=-1, help="lines to show first (-1: all)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-c",
+        "--container",
+        choices=[AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER],
+        default=AGENT_CONTAINER,
+        help=f"container (default {AGENT_CONTAINER})",
+    )
+    group.add_argument("--all-containers", action="store_true", help="every container's lines")
+    p.add_argument("--prefix", action="store_true", help="prefix lines with container/task id")
+    p.add_argument("--log-group", default=DEFAULT_LOG_GROUP, help="CloudWatch log group")
+    p.add_argument("--poll-interval", default="1s", help="how often --follow polls (default 1s)")
+
+
+@command("logs", help="print an agent's CloudWatch log lines", configure=_configure_logs)
+def _logs(ctx: Context) -> int:
+    args = ctx.args
+    if args.tail < -1:
+        raise UsageError("--tail must be -1 (all) or >= 0")
+    interval = parse_duration(args.poll_interval)
+    agent_prefix = f"{args.namespace}/{args.name}/"
+    prefix = agent_prefix if args.all_containers else f"{agent_prefix}{args.container}/"
+    start_ms = 0
+    if args.since is not None:
+        start_ms = int((ctx.wall_clock() - parse_duration(args.since)) * 1000)
+    tail = LogTail(ctx.client("logs"), args.log_group, prefix, start_ms=start_ms)
+
+    def emit(lines: Sequence[LogLine]) -> None:
+        for line in lines:
+            source = line.stream.removeprefix(agent_prefix)
+            text = line.message.rstrip("\n")
+            ctx.stdout.write(f"[{source}] {text}\n" if args.prefix else text + "\n")
+        ctx.stdout.flush()
+
+    first = tail.poll()
+    if not first and not tail.streams():
+        ctx.stderr.write(f"No log streams under {args.log_group}:{prefix} yet.\n")
+    emit(first if args.tail < 0 else first[len(first) - args.tail :] if args.tail else [])
+    while args.follow:
+        time.sleep(interval)
+        emit(tail.poll())
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- leader
+
+
+class _WallClock:
+    """The leader package's clock protocol over the context's wall clock (ages are display)."""
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._wall = wall
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return self._wall()
+
+
+def _configure_leader(p: argparse.ArgumentParser) -> None:
+    _add_output(p, ["wide", "json", "yaml"])
+    p.add_argument("--lease", default=DEFAULT_LEASE, help=f"lease name (default {DEFAULT_LEASE})")
+
+
+@command(
+    "leader", help="show the controller's leadership lease as stored", configure=_configure_leader
+)
+def _leader(ctx: Context) -> int:
+    from oab.leader.status import describe
+
+    info = describe(
+        ctx.client("dynamodb"),
+        ctx.settings.tables.lease,
+        ctx.args.lease,
+        clock=_WallClock(ctx.wall_clock),
+    )
+    columns = [
+        out.Column("LEASE", lambda i: i["lease"]),
+        out.Column("HOLDER", lambda i: i["holder"]),
+        out.Column("EPOCH", lambda i: i["epoch"]),
+        out.Column(
+            "RENEWED",
+            lambda i: None if i["renewed_age_s"] is None else f"{i['renewed_age_s']:.1f}s ago",
+        ),
+        out.Column(
+            "DURATION",
+            lambda i: None if i["lease_duration_s"] is None else f"{i['lease_duration_s']:g}s",
+        ),
+        out.Column("RENEWED-AT", lambda i: i["renewed_at"], wide_only=True),
+        out.Column("ACQUIRED-AT", lambda i: i["acquired_at"], wide_only=True),
+        out.Column("TRANSITIONS", lambda i: i["transitions"], wide_only=True),
+        out.Column("REVISION", lambda i: i["revision"], wide_only=True),
+    ]
+    ctx.print(
+        out.render_rows(
+            [info],
+            columns=columns,
+            fmt=ctx.output,
+            to_object=lambda i: i,
+            to_name=lambda i: f"lease/{i['lease']}",
+            single=True,
+        )
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------- queue
+
+
+def _work_queue(ctx: Context) -> Any:
+    from oab.queue.workqueue import WorkQueue
+
+    # Default QueueConfig: its shard count (4) must match the daemon's ``queue_shards`` for the
+    # ready-index attribute ``retry`` writes (a larger daemon count still finds the row).
+    return WorkQueue(
+        ctx.client("dynamodb"), ctx.settings.tables.queue, clock=_WallClock(ctx.wall_clock)
+    )
+
+
+def _configure_queue(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="[retry KEY]",
+        help="no arguments: list the work units; retry KEY: make a parked unit ready now",
+    )
+    _add_namespace(p)
+    _add_output(p, ["wide", "json", "yaml"])
+
+
+def _queue_columns(ctx: Context) -> list[out.Column]:
+    return [
+        out.Column("KEY", lambda r: r.key),
+        out.Column("STATE", lambda r: r.state.value + ("*" if r.dirty else "")),
+        out.Column("GEN", lambda r: r.generation),
+        out.Column("TOKEN", lambda r: r.token),
+        out.Column("ATTEMPTS", lambda r: r.attempts),
+        out.Column("READY-AT", lambda r: _relative(ctx, r.ready_at)),
+        out.Column("OWNER", lambda r: r.owner),
+        out.Column("LAST-ERROR", lambda r: r.last_error),
+        out.Column("REASON", lambda r: r.reason, wide_only=True),
+        out.Column("CLAIM-DEADLINE", lambda r: _iso_s(r.claim_deadline), wide_only=True),
+        out.Column("COMPLETED-GEN", lambda r: r.completed_generation, wide_only=True),
+    ]
+
+
+@contextmanager
+def _queue_errors() -> Iterator[None]:
+    """Turn ``oab.queue`` errors into controller errors so ``cli`` maps them to exit codes."""
+    from oab.queue.errors import KeyNotFound, QueueError
+
+    try:
+        yield
+    except KeyNotFound as exc:
+        raise NotFoundError(f"work unit {exc.key}") from exc
+    except QueueError as exc:
+        raise WorkQueueError(str(exc), retryable=exc.retryable) from exc
+
+
+def _queue_key(ctx: Context, words: Sequence[str]) -> str:
+    if len(words) != 1:
+        raise UsageError("usage: oabctl queue retry KEY (KEY is ns/name, or NAME with -n NS)")
+    key = words[0]
+    return key if "/" in key else f"{ctx.args.namespace}/{key}"
+
+
+@command(
+    "queue",
+    help="list the work queue, or retry a parked work unit (queue retry KEY)",
+    configure=_configure_queue,
+)
+def _queue(ctx: Context) -> int:
+    words = list(ctx.args.words)
+    queue = _work_queue(ctx)
+    if words and words[0] == "retry":
+        key = _queue_key(ctx, words[1:])
+        with _queue_errors():
+            row = queue.retry(key)
+        ctx.print(f'workunit "{row.key}" retried: {row.state.value}, attempts reset')
+        return EXIT_OK
+    if words:
+        raise UsageError(f"unknown queue action {words[0]!r}; use: oabctl queue [retry KEY]")
+    with _queue_errors():
+        rows = queue.list_rows()
+    if not rows:
+        ctx.stderr.write("No work units.\n")
+        return EXIT_OK
+    ctx.print(
+        out.render_rows(
+            rows,
+            columns=_queue_columns(ctx),
+            fmt=ctx.output,
+            to_object=lambda r: r.as_json(),
+            to_name=lambda r: f"workunit/{r.key}",
+        )
+    )
+    return EXIT_OK
