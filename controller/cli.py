@@ -79,7 +79,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 #: Modules that register more commands at import time (the lead adds wait, logs, restart, ...).
-EXTENSION_MODULES: tuple[str, ...] = ()
+EXTENSION_MODULES: tuple[str, ...] = ("oab.controller.cli_ops",)
 
 _SERVICE_TYPES = frozenset({"oabservice", "oabservices", "oabsvc", "oabsvcs"})
 _FLEET_TYPES = frozenset({"oabfleet", "oabfleets", "fleet", "fleets"})
@@ -254,8 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 def exit_code_for(exc: BaseException) -> int:
     """The one mapping from an error to an exit code (see the module doc)."""
     from oab.controller.api import InvalidDocument
+    from oab.controller.bootstrap import BootstrapError
+    from oab.controller.changes import ChangeLogError
     from oab.controller.manifests import ManifestError
-    from oab.controller.store import ConflictError, NotFoundError, OwnershipError
+    from oab.controller.store import ConflictError, NotFoundError, OwnershipError, StorageError
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -267,6 +269,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INVALID
     if isinstance(exc, ConflictError):
         return EXIT_CONFLICT
+    if isinstance(exc, StorageError | BootstrapError | ChangeLogError):
+        return EXIT_INFRA
     if isinstance(exc, AwsError | ClientError | BotoCoreError):
         return EXIT_INFRA
     if isinstance(exc, OabError):
@@ -274,13 +278,26 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+#: Control characters (from hostile or mistyped YAML keys) are shown escaped, one line each.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
 def _error_lines(exc: BaseException, settings: Settings | None) -> list[str]:
+    return [line.translate(_CONTROL) for line in _raw_error_lines(exc, settings)]
+
+
+def _raw_error_lines(exc: BaseException, settings: Settings | None) -> list[str]:
     from oab.controller.manifests import ManifestError
 
     if isinstance(exc, ManifestError):
         return [f"error: {issue}" for issue in exc.issues]
     if isinstance(exc, KeyboardInterrupt):
         return ["interrupted"]
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, EndpointConnectionError):
+        cause = cause.__cause__
+    if cause is not None:
+        exc = cause
     if isinstance(exc, EndpointConnectionError):
         where = settings.endpoint if settings and settings.endpoint else "AWS"
         return [
@@ -290,7 +307,7 @@ def _error_lines(exc: BaseException, settings: Settings | None) -> list[str]:
     text = str(exc) or type(exc).__name__
     if exit_code_for(exc) == EXIT_INTERNAL:
         return [f"internal error: {type(exc).__name__}: {text} (rerun with --debug and report it)"]
-    return [f"error: {line}" for line in text.splitlines() or [text]]
+    return [f"error: {line}" for line in text.split("\n")]
 
 
 def main(
