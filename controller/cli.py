@@ -79,7 +79,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 #: Modules that register more commands at import time (the lead adds wait, logs, restart, ...).
-EXTENSION_MODULES: tuple[str, ...] = ("oab.controller.cli_ops",)
+EXTENSION_MODULES: tuple[str, ...] = ("oab.controller.cli_ops", "oab.controller.cli_trace")
 
 _SERVICE_TYPES = frozenset({"oabservice", "oabservices", "oabsvc", "oabsvcs"})
 _FLEET_TYPES = frozenset({"oabfleet", "oabfleets", "fleet", "fleets"})
@@ -332,7 +332,10 @@ def main(
         if getattr(args, "_command", None) is None:
             raise UsageError("oabctl: a command is required (see oabctl --help)")
         ctx = Context(args, stdout=o, stderr=e, stdin=i, env=env)
-        code = int(args._command.run(ctx))
+        from oab.controller.telemetry import command_span
+
+        with command_span(args._command.name, env=env):
+            code = int(args._command.run(ctx))
         o.flush()
         return code
     except SystemExit as exc:  # argparse's --help inside a subcommand
@@ -865,6 +868,8 @@ def _local(ctx: Context) -> int:
     except RuntimeError as exc:
         raise LocalAwsError(f"cannot start local AWS on port {ctx.args.port}: {exc}") from exc
     try:
+        # This process only talks to the emulator from here on: give boto3 its dummy credentials.
+        emulator.apply_env()
         env = {**dict(os.environ if ctx.env is None else ctx.env), **emulator.env()}
         ctx.args.endpoint = emulator.endpoint
         ctx.env = env
@@ -887,3 +892,7 @@ def _local(ctx: Context) -> int:
         return EXIT_OK
     finally:
         emulator.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
