@@ -134,6 +134,13 @@ def run(settings: DaemonSettings) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    from oab.controller import telemetry
+
+    telemetry_handle = telemetry.setup(
+        telemetry.TelemetryConfig.from_env(
+            service_name="oab-controller", instance_id=settings.replica_id
+        )
+    )
     replica = Replica(settings)
     log = logging.getLogger("oab.controller")
     replica.start()
@@ -147,6 +154,7 @@ def run(settings: DaemonSettings) -> int:
                 log.warning("cannot write health file", extra={"path": str(beat)})
     log.info("shutting down", extra={"replica": settings.replica_id})
     drained = replica.shutdown()
+    telemetry_handle.flush()
     log.info("stopped", extra={"replica": settings.replica_id, "drained": drained})
     return EXIT_OK
 

@@ -53,6 +53,7 @@ from oab.controller.status import (
     iso,
     set_condition,
 )
+from oab.controller.telemetry import step
 
 #: Annotation written by ``oabctl restart``: a new value forces a new deployment.
 RESTART_ANNOTATION = "oab.dev/restartedAt"
@@ -300,7 +301,9 @@ class Reconciler:
         guard: Callable[[], bool] | None = None,
     ) -> Result:
         """One level-based run for ``req.key``; raises :mod:`oab.controller.errors` types."""
-        manifest = self._manifests.read(req.key)
+        with step("read_manifest") as span:
+            manifest = self._manifests.read(req.key)
+            span.set_attribute("oab.manifest.found", manifest is not None)
         if manifest is None or manifest.deleted:
             return self._delete(req, status, manifest, log, guard)
         return self._apply(req, status, manifest, log, guard)
@@ -326,7 +329,8 @@ class Reconciler:
             return replace(done, requeue_after=0.0)
         now = iso(self._wall())
         refs = [s.model_dump(mode="json") for s in svc.spec.secrets]
-        versions = self._secrets.versions(refs) if refs else {}
+        with step("secret_versions", {"oab.secrets.count": len(refs)}):
+            versions = self._secrets.versions(refs) if refs else {}
         auto = {s.name for s in svc.spec.secrets if s.auto_restart}
         rotated = sorted(
             n for n in auto if status.secret_versions.get(n, "") not in ("", versions.get(n, ""))
@@ -335,10 +339,14 @@ class Reconciler:
         restart = bool(marker) and marker != status.restart_marker
         force = bool(rotated) or restart
 
-        td_request = render.render_task_definition(svc, self._ctx)
-        content_hash = render.task_definition_hash(td_request)
+        with step("render") as span:
+            td_request = render.render_task_definition(svc, self._ctx)
+            content_hash = render.task_definition_hash(td_request)
+            span.set_attribute("oab.content_hash", content_hash)
         name = render.service_name(meta.namespace, meta.name)
-        service = self._ecs.describe_service(name)
+        with step("describe_service", {"oab.service": name}) as span:
+            service = self._ecs.describe_service(name)
+            span.set_attribute("oab.service.exists", service is not None)
 
         base = replace(
             status,
@@ -361,14 +369,22 @@ class Reconciler:
             # This exact content already failed to roll out; observe, do not redeploy.
             return self._observe(base, service, status.task_definition_arn, (), now)
 
-        td_arn = self._task_definition(
-            svc, status=status, request=td_request, content_hash=content_hash, log=log, guard=guard
-        )
+        with step("task_definition") as span:
+            td_arn = self._task_definition(
+                svc,
+                status=status,
+                request=td_request,
+                content_hash=content_hash,
+                log=log,
+                guard=guard,
+            )
+            span.set_attribute("oab.task_definition", td_arn)
         if service is None:
             create = render.render_create_service(
                 svc, self._ctx, task_definition=td_arn, client_token=client_token(req.token)
             )
-            service = self._ecs.create_service(create, log=log, guard=guard)
+            with step("service.create", {"oab.service": name}):
+                service = self._ecs.create_service(create, log=log, guard=guard)
         else:
             rolled_back = (
                 status.task_definition_arn == td_arn
@@ -381,7 +397,8 @@ class Reconciler:
                     svc, self._ctx, task_definition=td_arn, force_new_deployment=force
                 )
                 if force or _differs(service, update):
-                    service = self._ecs.update_service(update, log=log, guard=guard)
+                    with step("service.update", {"oab.service": name, "oab.forced": force}):
+                        service = self._ecs.update_service(update, log=log, guard=guard)
         return self._observe(
             replace(base, task_definition_arn=td_arn, service_arn=str(service["serviceArn"])),
             service,
@@ -398,22 +415,37 @@ class Reconciler:
         rotated: Sequence[str],
         now: str,
     ) -> Result:
-        primary = _primary(service) or {}
-        suspicious = (
-            service.get("taskDefinition") != td_arn or primary.get("rolloutState") == "FAILED"
-        )
-        running = int(service.get("runningCount", 0))
-        tasks: list[dict[str, Any]] = []
-        if suspicious or running > 0:
-            tasks = self._ecs.service_tasks(str(service["serviceName"]))
-        verdict = assess(
-            service=service,
-            task_definition=td_arn,
-            tasks=tasks,
-            prior=base.conditions,
-            refreshed=rotated,
-            now=now,
-        )
+        with step("observe", {"oab.service": str(service.get("serviceName", ""))}) as span:
+            primary = _primary(service) or {}
+            suspicious = (
+                service.get("taskDefinition") != td_arn or primary.get("rolloutState") == "FAILED"
+            )
+            running = int(service.get("runningCount", 0))
+            tasks: list[dict[str, Any]] = []
+            if suspicious or running > 0:
+                tasks = self._ecs.service_tasks(str(service["serviceName"]))
+            verdict = assess(
+                service=service,
+                task_definition=td_arn,
+                tasks=tasks,
+                prior=base.conditions,
+                refreshed=rotated,
+                now=now,
+            )
+            span.set_attribute("oab.phase", verdict.phase)
+            span.set_attribute("oab.rollout_state", str(primary.get("rolloutState", "")))
+            span.set_attribute("oab.running_count", running)
+            if verdict.failure:
+                injection = get_condition(verdict.conditions, "SecretInjectionFailed")
+                span.add_event(
+                    "rollout.failed",
+                    {
+                        "oab.failure": verdict.failure,
+                        "oab.secret_injection_failed": bool(
+                            injection is not None and injection.status == "True"
+                        ),
+                    },
+                )
         task_arns = tuple(
             sorted(str(t["taskArn"]) for t in tasks if t.get("lastStatus") == "RUNNING")
         )
@@ -443,7 +475,8 @@ class Reconciler:
     ) -> str:
         if status.task_definition_hash == content_hash and status.task_definition_arn:
             return status.task_definition_arn
-        self._write_artifact(svc, log, guard)
+        with step("artifact", {"oab.artifact": render.artifact_key(svc)}):
+            self._write_artifact(svc, log, guard)
         latest = self._ecs.latest_task_definition(str(request["family"]))
         if latest is not None and latest[1].get(HASH_TAG) == content_hash:
             return latest[0]
@@ -502,26 +535,33 @@ class Reconciler:
             attempts=req.attempt,
             last_error="",
         )
-        service = self._ecs.describe_service(service_name)
+        with step("describe_service", {"oab.service": service_name}) as span:
+            service = self._ecs.describe_service(service_name)
+            span.set_attribute("oab.service.exists", service is not None)
         if service is not None:
             if int(service.get("desiredCount", 0)) != 0:
-                self._ecs.update_service(
-                    {"cluster": self._ecs.cluster, "service": service_name, "desiredCount": 0},
-                    log=log,
-                    guard=guard,
-                )
+                with step("delete.scale_down", {"oab.service": service_name}):
+                    self._ecs.update_service(
+                        {"cluster": self._ecs.cluster, "service": service_name, "desiredCount": 0},
+                        log=log,
+                        guard=guard,
+                    )
                 return self._step(terminating, "scale-down", "scaling to 0", now, requeue=True)
             if int(service.get("runningCount", 0)) > 0:
                 running = int(service.get("runningCount", 0))
                 return self._step(
                     terminating, "scale-down", f"waiting for {running} task(s)", now, requeue=True
                 )
-            self._ecs.delete_service(service_name, log=log, guard=guard)
-        for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
-            self._ecs.deregister_task_definition(arn, log=log, guard=guard)
-        self._delete_prefix(f"artifacts/{namespace}/{name}/", log, guard)
+            with step("delete.service", {"oab.service": service_name}):
+                self._ecs.delete_service(service_name, log=log, guard=guard)
+        with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
+            for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
+                self._ecs.deregister_task_definition(arn, log=log, guard=guard)
+        with step("delete.artifacts"):
+            self._delete_prefix(f"artifacts/{namespace}/{name}/", log, guard)
         if manifest is not None:
-            self._manifests.remove(manifest)
+            with step("delete.manifest"):
+                self._manifests.remove(manifest)
             log.add(AwsCall(action="s3:DeleteObject", target=f"manifests/{req.key}.yaml"))
         if status.phase is None and status.audit_seq == 0 and not log.snapshot():
             return Result(status=status)

@@ -47,6 +47,7 @@ from oab.controller.ecs import EcsAdapter
 from oab.controller.errors import FencedOut
 from oab.controller.secretversions import SecretVersions
 from oab.controller.status import AgentStatus, from_item
+from oab.controller.telemetry import instruments
 from oab.leader.fence import Fence
 from oab.queue.errors import ExtraConditionFailed
 from oab.queue.workqueue import WorkQueue, idempotency_token
@@ -176,7 +177,9 @@ class Scheduler:
         token: str,
         carrier: Mapping[str, str],
     ) -> str:
-        parent = propagate.extract(dict(carrier))
+        # A change carries the apply's context; a resync finding has none and becomes a child of
+        # the resync span (the current context), so every enqueue sits in a meaningful trace.
+        parent = propagate.extract(dict(carrier)) if "traceparent" in carrier else None
         with tracer.start_as_current_span(
             "enqueue",
             context=parent,
@@ -205,6 +208,7 @@ class Scheduler:
                 )
             except ExtraConditionFailed as exc:
                 span.record_exception(exc)
+                instruments.fenced_writes_rejected.add(1, {"oab.operation": "enqueue"})
                 raise FencedOut(f"enqueue of {key} rejected: epoch {fence.epoch} is stale") from exc
             span.set_attribute("oab.enqueue.outcome", str(result.outcome))
             return str(result.outcome)
@@ -253,6 +257,11 @@ class Scheduler:
                 report.enqueued[key] = reason
             span.set_attribute("oab.resync.agents", report.agents)
             span.set_attribute("oab.resync.enqueued", len(report.enqueued))
+            _census(statuses)
+            try:
+                self._queue.depth_by_state()  # refreshes the queue depth gauges (one scan)
+            except Exception:  # a gauge refresh must not end the leader's scheduler
+                log.warning("queue depth snapshot failed", exc_info=True)
         return report
 
     @staticmethod
@@ -337,6 +346,19 @@ class Scheduler:
             report.aws_requests += 1
             out.setdefault(key, {})[name] = version
         return out
+
+
+def _census(statuses: Mapping[str, AgentStatus]) -> None:
+    """Agents by phase and SecretInjectionFailed count, for the ``oab.agents*`` gauges."""
+    phases: dict[str, int] = dict.fromkeys(("Pending", "Running", "Failed", "Terminating"), 0)
+    failed_injection = 0
+    for status in statuses.values():
+        if status.phase is None:
+            continue
+        phases[status.phase] = phases.get(status.phase, 0) + 1
+        cond = status.condition("SecretInjectionFailed")
+        failed_injection += int(cond is not None and cond.status == "True")
+    instruments.record_agents(phases, secret_injection_failed=failed_injection)
 
 
 def fence_extra(fence: Fence) -> dict[str, object]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -53,6 +54,7 @@ from oab.controller.status import (
     transition_items,
 )
 from oab.controller.tables import TableNames
+from oab.controller.telemetry import instruments
 from oab.queue.errors import ClaimLost, ExtraConditionFailed
 from oab.queue.workqueue import Claim, WorkQueue
 
@@ -169,10 +171,19 @@ def _epoch_of(claim: Claim) -> int:
 
 
 def _links(claim: Claim) -> list[Link]:
-    carrier: Mapping[str, str] = claim.trace_context or {}
-    ctx = TraceContextTextMapPropagator().extract(carrier=dict(carrier))
-    span_ctx = trace.get_current_span(ctx).get_span_context()
+    span_ctx = trace.get_current_span(_parent(claim)).get_span_context()
     return [Link(span_ctx)] if span_ctx.is_valid else []
+
+
+def _parent(claim: Claim) -> Context:
+    """The enqueue span's context stored with the work unit (empty when it has none).
+
+    The reconcile span is its child *and* links to it: one trace per change (apply -> enqueue ->
+    every run of that generation, retries and progress polls included), while a backend that
+    shows only links still finds the producer.
+    """
+    carrier: Mapping[str, str] = claim.trace_context or {}
+    return TraceContextTextMapPropagator().extract(carrier=dict(carrier), context=Context())
 
 
 class Worker:
@@ -234,6 +245,8 @@ class Worker:
         rng = random.Random()
         worker_id = f"{self._replica}/{threading.current_thread().name}"
         while not stop.is_set():
+            # Span timestamps only (the claim span is emitted once we know there is one).
+            claim_started = time.time_ns()
             try:
                 claim = self._queue.claim(worker_id)
             except Exception:
@@ -245,21 +258,26 @@ class Worker:
             with self._busy_lock:
                 self._busy += 1
             try:
-                self.process(claim)
+                self.process(claim, claimed=(claim_started, time.time_ns()))
             finally:
                 with self._busy_lock:
                     self._busy -= 1
 
-    def process(self, claim: Claim) -> Decision:
-        """Reconcile one claimed work unit and commit its outcome."""
+    def process(self, claim: Claim, *, claimed: tuple[int, int] | None = None) -> Decision:
+        """Reconcile one claimed work unit and commit its outcome.
+
+        ``claimed`` is the claim's (start, end) in wall-clock nanoseconds, for its span.
+        """
         run_id = self._new_id()
         every = self._queue.config.visibility_timeout * self.config.heartbeat_fraction
         started = self._monotonic()
         with (
             tracer.start_as_current_span(
                 "reconcile",
+                context=_parent(claim),
                 kind=SpanKind.CONSUMER,
                 links=_links(claim),
+                start_time=claimed[0] if claimed else None,
                 attributes={
                     "oab.agent.key": claim.key,
                     "oab.generation": claim.generation,
@@ -275,6 +293,20 @@ class Worker:
             ) as span,
             _Heartbeat(self._queue, claim, every=every, monotonic=self._monotonic) as hb,
         ):
+            claim_span = tracer.start_span(
+                "claim",
+                kind=SpanKind.CLIENT,
+                start_time=claimed[0] if claimed else None,
+                attributes={
+                    "messaging.system": "aws_dynamodb",
+                    "messaging.operation.type": "receive",
+                    "messaging.destination.name": "oab-queue",
+                    "oab.agent.key": claim.key,
+                    "oab.attempt": claim.attempt,
+                    "oab.claim.owner": claim.owner,
+                },
+            )
+            claim_span.end(end_time=claimed[1] if claimed else None)
             with self._busy_lock:
                 self._inflight[claim.claim_token] = hb
             req = Request(
@@ -296,7 +328,10 @@ class Worker:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, decision.error))
             span.set_attribute("oab.outcome", decision.kind)
-            duration_ms = int((self._monotonic() - started) * 1000)
+            if decision.reason:
+                span.set_attribute("oab.reason", decision.reason)
+            elapsed = self._monotonic() - started
+            duration_ms = int(elapsed * 1000)
             self._commit(
                 hb,
                 before=before,
@@ -309,6 +344,9 @@ class Worker:
             )
             with self._busy_lock:
                 self._inflight.pop(claim.claim_token, None)
+        outcome = {"oab.outcome": decision.kind, "oab.reason": decision.reason or decision.kind}
+        instruments.reconcile_runs.add(1, outcome)
+        instruments.reconcile_duration.record(elapsed, {"oab.outcome": decision.kind})
         if self._on_outcome is not None:
             self._on_outcome(claim.key, run_id, decision)
         return decision
