@@ -127,7 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--retry-period", type=float, default=1.0)
     p.add_argument("--claim-visibility", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--self-test", action="store_true", help="check the checker on planted bad evidence"
+    )
     args = p.parse_args(argv)
+    if args.self_test:
+        import selftest
+
+        return selftest.main()
     names = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or args.replicas < 2 or args.iterations < 1:
