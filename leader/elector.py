@@ -294,8 +294,17 @@ class LeaderElector:
             deadline = self._renew_sent_at + self.config.renew_deadline
             return max(0.0, min(self.config.retry_period, deadline - now))
         with self._lock:
-            self._term = got
-            self._renew_sent_at = sent
+            stopped = self._stop is not None and self._stop.is_set()
+            if not stopped:
+                self._term = got
+                self._renew_sent_at = sent
+        if stopped:
+            # The renewal came back after the watchdog had already stopped this term's work: a
+            # stopped term is never resumed (it would hold the lease with no work running).
+            # Step down; the lease still carries our revision, so the next step campaigns again
+            # at once for a new epoch.
+            self._step_down("renew deadline passed (late renewal)")
+            return 0.0
         return self._next_renew()
 
     def _candidate_step(self) -> float:
