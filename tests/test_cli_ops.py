@@ -1,0 +1,799 @@
+"""oabctl day-two commands: wait, describe, history, restart, rollback, logs, leader, queue.
+
+Pure parts (duration and ``--for`` parsing, the wait verdict, the wait loop on a fake clock) are
+tested directly; every command runs through ``cli.main([...])`` against the emulator, with
+status items and audit rows written in the controller's real format
+(:func:`oab.controller.status.transition_items`). The end-to-end run with a real replica is in
+``test_cli_ops_replica.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from oab.controller import cli, cli_ops
+from oab.controller.cli_ops import (
+    LogTail,
+    Observation,
+    WaitPolicy,
+    WaitTarget,
+    evaluate,
+    parse_duration,
+    parse_wait_for,
+    wait_for,
+)
+from oab.controller.status import (
+    AgentStatus,
+    AuditRecord,
+    AwsCall,
+    Condition,
+    next_status,
+    read_status,
+    transition_items,
+)
+from oab.controller.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
+from oab.controller.testing import AWS, FakeClock
+from oab.leader.lease import DynamoLeaseStore
+from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
+from oab.queue.workqueue import WorkQueue
+
+BUCKET = "oab-control-plane"
+NOW = 1_800_000_000.0
+
+MANIFEST = """\
+apiVersion: oab.dev/v1
+kind: OABService
+metadata:
+  name: {name}
+  namespace: team
+  labels:
+    tier: {tier}
+spec:
+  cpu: 256
+  memory: 512
+  taskDefinition:
+    image: ghcr.io/openabdev/openab:{tag}
+  secrets:
+    - name: DISCORD_BOT_TOKEN
+      source: ssm
+      path: /oab/team/{name}/very-private-path
+      autoRestart: true
+  config:
+    agent:
+      preset: kiro
+    discord:
+      bot_token: ${{DISCORD_BOT_TOKEN}}
+      allowed_channels: ["123456789012345678"]
+"""
+
+FLEET = """\
+apiVersion: oab.dev/v1
+kind: OABFleet
+metadata:
+  name: crew
+  namespace: team
+spec:
+  defaults:
+    cpu: 256
+    memory: 512
+    taskDefinition:
+      image: ghcr.io/openabdev/openab:v1
+    config:
+      agent:
+        preset: kiro
+      discord:
+        bot_token: ${DISCORD_BOT_TOKEN}
+        allowed_channels: ["123456789012345678"]
+  agents:
+    - name: crew-a
+"""
+
+
+class Run:
+    """Captured result of one oabctl invocation."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "OABCTL_CONFIG": str(tmp_path / "no-config")}
+
+
+def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def ready(aws: AWS, env: dict[str, str]) -> dict[str, str]:
+    run = oabctl(env, "init", "--debug")
+    assert run.code == 0, run.err
+    return env
+
+
+def apply(env: dict[str, str], name: str = "bot", *, tag: str = "v1", tier: str = "a") -> None:
+    run = oabctl(env, "apply", "-f", "-", stdin=MANIFEST.format(name=name, tag=tag, tier=tier))
+    assert run.code == 0, run.err
+
+
+def stored(aws: AWS, name: str = "bot") -> StoredObject:
+    store = DesiredStateStore(S3ObjectStore(aws.client("s3"), BUCKET))
+    obj = store.get(object_key("OABService", "team", name))
+    assert obj is not None
+    return obj
+
+
+def cond(type_: str, status: str, reason: str = "R", message: str = "m") -> Condition:
+    return Condition(
+        type=type_,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        message=message,
+        last_transition_time="2027-01-15T08:00:00Z",
+    )
+
+
+def write_status(aws: AWS, key: str = "team/bot", **changes: Any) -> AgentStatus:
+    """One status transition with its audit row, exactly as the worker writes them."""
+    ddb = aws.client("dynamodb")
+    before = read_status(ddb, aws.tables.state, key)
+    after = next_status(before, **changes)
+    seq = after.audit_seq
+    audit = AuditRecord(
+        key=key,
+        seq=seq,
+        run_id=f"run-{seq}",
+        generation=after.observed_generation,
+        token=f"tok-{seq}",
+        replica="r1",
+        epoch=3,
+        trace_id=f"{seq:032x}",
+        span_id=f"{seq:016x}",
+        from_phase=before.phase,
+        to_phase=after.phase,
+        calls=(AwsCall(action="ecs:UpdateService", target="oab-team-bot"),),
+        outcome="requeue",
+        error="",
+        duration_ms=12,
+        at=NOW + seq,
+    )
+    ddb.transact_write_items(
+        TransactItems=transition_items(
+            state_table=aws.tables.state,
+            runlog_table=aws.tables.runlog,
+            before=before,
+            after=after,
+            audit=audit,
+        )
+    )
+    return after
+
+
+AVAILABLE = (cond("Available", "True", "DeploymentCompleted", "1/1 tasks running"),)
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1h30m", 5400.0), ("500ms", 0.5), ("2", 2.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m", "5m3", "-1s", "1 h"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(cli.UsageError):
+        parse_duration(text)
+
+
+def test_parse_wait_for() -> None:
+    assert parse_wait_for("condition=Available") == WaitTarget("condition", "Available", "True")
+    assert parse_wait_for("condition=Degraded=false") == WaitTarget(
+        "condition", "Degraded", "False"
+    )
+    assert parse_wait_for("delete") == WaitTarget("delete")
+    for bad in ("condition=", "condition=X=maybe", "Available", "jsonpath={.x}"):
+        with pytest.raises(cli.UsageError):
+            parse_wait_for(bad)
+
+
+def _manifest(generation: int, *, deleted: bool = False) -> StoredObject:
+    meta: dict[str, Any] = {"name": "bot", "namespace": "team", "generation": generation}
+    if deleted:
+        meta["deletionTimestamp"] = "2027-01-15T08:00:00Z"
+    return StoredObject(object_key("OABService", "team", "bot"), {"metadata": meta}, "e", "v")
+
+
+def _status(generation: int, phase: str | None, *conds: Condition) -> AgentStatus:
+    return AgentStatus(
+        key="team/bot",
+        phase=phase,  # type: ignore[arg-type]
+        observed_generation=generation,
+        conditions=conds,
+    )
+
+
+AVAIL = WaitTarget("condition", "Available", "True")
+
+
+def test_evaluate_requires_the_current_generation() -> None:
+    stale = Observation(_manifest(2), _status(1, "Running", *AVAILABLE))
+    assert evaluate(AVAIL, stale).state == "pending"
+    assert "generation 2 not observed" in evaluate(AVAIL, stale).message
+    assert evaluate(AVAIL, Observation(_manifest(2), _status(2, "Running", *AVAILABLE))).state == (
+        "met"
+    )
+
+
+def test_evaluate_failed_phase_ends_the_wait_with_the_reason() -> None:
+    failed = _status(
+        1,
+        "Failed",
+        cond("Available", "False", "RolloutFailed", "circuit breaker"),
+        cond("SecretInjectionFailed", "True", "SecretNotFound", "DISCORD_BOT_TOKEN not found"),
+    )
+    verdict = evaluate(AVAIL, Observation(_manifest(1), failed))
+    assert verdict.state == "failed"
+    assert "SecretNotFound: DISCORD_BOT_TOKEN not found" in verdict.message
+    # Waiting for the failure condition itself is met, not failed.
+    target = WaitTarget("condition", "SecretInjectionFailed", "True")
+    assert evaluate(target, Observation(_manifest(1), failed)).state == "met"
+    # A Failed phase of an older generation is not this generation's failure.
+    assert evaluate(AVAIL, Observation(_manifest(2), failed)).state == "pending"
+
+
+def test_evaluate_deletion() -> None:
+    delete = WaitTarget("delete")
+    assert evaluate(delete, Observation(None, _status(0, None))).state == "met"
+    assert evaluate(delete, Observation(_manifest(1, deleted=True), _status(1, None))).state == (
+        "pending"
+    )
+    gone = evaluate(AVAIL, Observation(_manifest(1, deleted=True), _status(1, "Running")))
+    assert gone.state == "failed"
+
+
+def test_wait_for_backs_off_resets_on_change_and_stops_at_the_deadline() -> None:
+    clock = FakeClock()
+    sleeps: list[float] = []
+    progress: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    seen = iter([_status(0, None)] * 6 + [_status(1, "Pending")] * 100)
+    verdict = wait_for(
+        lambda: Observation(_manifest(1), next(seen)),
+        AVAIL,
+        timeout=10.0,
+        policy=WaitPolicy(initial_interval=0.5, max_interval=2.0, factor=2.0),
+        monotonic=clock.monotonic,
+        sleep=sleep,
+        progress=progress.append,
+    )
+    assert verdict.state == "timeout"
+    assert sum(sleeps) == pytest.approx(10.0)  # never sleeps past the deadline
+    assert sleeps[:6] == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]  # capped backoff
+    assert sleeps[6] == 0.5  # the observation changed: back to the initial interval
+    assert len(progress) == 2  # once per distinct message, not per poll
+
+
+def test_wait_for_returns_as_soon_as_met() -> None:
+    clock = FakeClock()
+    seen = iter([_status(0, None), _status(1, "Running", *AVAILABLE)])
+    verdict = wait_for(
+        lambda: Observation(_manifest(1), next(seen)),
+        AVAIL,
+        timeout=60.0,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+    )
+    assert verdict.state == "met"
+    assert clock.monotonic() == pytest.approx(1_000.2)
+
+
+# ----------------------------------------------------------------------------------- wait
+
+
+def test_wait_met_for_current_generation(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    write_status(aws, phase="Running", observed_generation=1, conditions=AVAILABLE)
+    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=5s")
+    assert run.code == 0, run.err
+    assert run.out.strip() == "oabservice.oab.dev/bot condition met"
+
+
+def test_wait_times_out_on_an_older_generation(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    write_status(aws, phase="Running", observed_generation=1, conditions=AVAILABLE)
+    apply(ready, tag="v2")  # generation 2, not yet observed
+    run = oabctl(
+        ready, "wait", "bot", "-n", "team", "--for", "condition=Available", "--timeout", "1s"
+    )
+    assert run.code == 1
+    assert "timed out after 1 waiting for condition Available=True" in run.err
+    assert "generation 2 not observed yet (observed 1)" in run.err
+
+
+def test_wait_sees_a_status_written_while_polling(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    written = threading.Event()
+
+    def controller() -> None:
+        # Written after the first poll has certainly happened (the CLI polls at least once).
+        written.wait(5)
+        write_status(aws, phase="Running", observed_generation=1, conditions=AVAILABLE)
+
+    worker = threading.Thread(target=controller)
+    worker.start()
+    out, err = io.StringIO(), _SignalOnWrite(written)
+    code = cli.main(
+        ["wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=20s"],
+        stdout=out,
+        stderr=err,
+        env=ready,
+    )
+    worker.join()
+    assert code == 0, err.getvalue()
+    assert "generation 1 not observed yet" in err.getvalue()  # progress went to stderr
+
+
+class _SignalOnWrite(io.StringIO):
+    """stderr that sets an event on the first progress line."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self._event = event
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        self._event.set()
+        return n
+
+
+def test_wait_fails_fast_on_failed_phase(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    write_status(
+        aws,
+        phase="Failed",
+        observed_generation=1,
+        conditions=(
+            cond("Available", "False", "RolloutFailed", "deployment failed"),
+            cond("SecretInjectionFailed", "True", "ResourceInitializationError", "ssm denied"),
+        ),
+    )
+    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=30s")
+    assert run.code == 1
+    assert "Failed at generation 1: ResourceInitializationError: ssm denied" in run.err
+
+
+def test_wait_condition_false_and_delete(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    write_status(
+        aws,
+        phase="Running",
+        observed_generation=1,
+        conditions=(*AVAILABLE, cond("Degraded", "False")),
+    )
+    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Degraded=False")
+    assert run.code == 0, run.err
+    # Not deleted yet: times out; a name that never existed counts as deleted (like kubectl).
+    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=delete", "--timeout=0.3s")
+    assert run.code == 1
+    assert "not deleted" in run.err
+    assert oabctl(ready, "wait", "ghost", "-n", "team", "--for=delete").code == 0
+
+
+def test_wait_usage_and_not_found(ready: dict[str, str]) -> None:
+    missing = oabctl(ready, "wait", "ghost", "--for=condition=Available", "--timeout=1s")
+    assert missing.code == 1
+    assert 'oabservice.oab.dev "ghost" in namespace default: not found' in missing.err
+    assert oabctl(ready, "wait", "bot", "--for=bogus").code == 2
+    assert oabctl(ready, "wait", "bot", "--for=condition=Available", "--timeout=soon").code == 2
+
+
+# ------------------------------------------------------------------------------- describe
+
+
+def test_describe_text_and_json(aws: AWS, ready: dict[str, str]) -> None:
+    apply(ready)
+    write_status(aws, phase="Pending", observed_generation=1)
+    write_status(
+        aws,
+        phase="Running",
+        observed_generation=1,
+        conditions=AVAILABLE,
+        task_arns=("arn:aws:ecs:us-east-1:123456789012:task/oab/abc",),
+        service_arn="arn:aws:ecs:us-east-1:123456789012:service/oab/oab-team-bot",
+        last_run_id="run-2",
+        trace_id="0" * 31 + "2",
+    )
+    WorkQueue(aws.client("dynamodb"), aws.tables.queue).enqueue("team/bot", 1, "apply", "tok1")
+
+    run = oabctl(ready, "describe", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    text = run.out
+    for expected in (
+        "Name:",
+        "Generation:",
+        "ghcr.io/openabdev/openab:v1",
+        "DISCORD_BOT_TOKEN   ssm",
+        "Phase:",
+        "Running",
+        "DeploymentCompleted",
+        "1/1 tasks running",
+        "task/oab/abc",
+        "service/oab/oab-team-bot",
+        "Queue:",
+        "ready",
+        "Recent Runs:",
+        "SEQ",
+        "TRACE",
+        "run-1",
+        "run-2",
+    ):
+        assert expected in text, expected
+    assert "very-private-path" not in text  # secrets by name and source only
+    runs = text[text.index("Recent Runs:") :]
+    assert runs.index("run-1") < runs.index("run-2")  # runs oldest first
+
+    doc = oabctl(ready, "describe", "bot", "-n", "team", "-o", "json").json()
+    assert set(doc) == {"kind", "metadata", "spec", "status", "queue", "recentRuns"}
+    assert doc["metadata"]["generation"] == 1
+    assert doc["spec"]["secrets"] == [
+        {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "autoRestart": True}
+    ]
+    assert doc["status"]["phase"] == "Running"
+    assert doc["status"]["conditions"][0]["type"] == "Available"
+    assert doc["queue"]["state"] == "ready"
+    assert doc["queue"]["ready_at"] is not None
+    assert [r["seq"] for r in doc["recentRuns"]] == [1, 2]
+    assert doc["recentRuns"][1]["traceId"] == f"{2:032x}"
+    assert "very-private-path" not in run.out
+
+    as_yaml = yaml.safe_load(oabctl(ready, "describe", "bot", "-n", "team", "-o", "yaml").out)
+    assert as_yaml["status"]["phase"] == "Running"
+
+
+def test_describe_before_any_reconcile_and_not_found(ready: dict[str, str]) -> None:
+    apply(ready)
+    run = oabctl(ready, "describe", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    assert "Recent Runs:  <none>" in run.out
+    assert "Queue:  <none>" in run.out
+    assert oabctl(ready, "describe", "ghost", "-n", "team").code == 1
+
+
+# -------------------------------------------------------------------------------- history
+
+
+def test_history_columns_order_limit_and_json(aws: AWS, env: dict[str, str]) -> None:
+    for phase in ("Pending", "Running", "Running"):
+        write_status(aws, phase=phase, observed_generation=1, last_error=phase)
+    run = oabctl(env, "history", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].split() == [
+        "SEQ",
+        "TIME",
+        "RUN",
+        "GEN",
+        "FROM",
+        "TO",
+        "OUTCOME",
+        "CALLS",
+        "REPLICA",
+        "EPOCH",
+        "TRACE",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
+    assert lines[1].split()[4:6] == ["-", "Pending"]
+    assert lines[2].split()[4:6] == ["Pending", "Running"]
+
+    limited = oabctl(env, "history", "bot", "-n", "team", "--limit", "2")
+    assert [line.split()[0] for line in limited.out.splitlines()[1:]] == ["2", "3"]
+
+    doc = oabctl(env, "history", "bot", "-n", "team", "-o", "json").json()
+    assert doc["kind"] == "List"
+    first = doc["items"][0]
+    assert first["key"] == "team/bot"
+    for field in ("seq", "runId", "generation", "from", "to", "outcome", "calls", "traceId"):
+        assert field in first
+    assert (
+        oabctl(env, "history", "bot", "-n", "team", "-o", "wide")
+        .out.splitlines()[0]
+        .endswith("ERROR")
+    )
+
+    empty = oabctl(env, "history", "ghost", "-n", "team")
+    assert empty.code == 0
+    assert "No runs recorded for team/ghost" in empty.err
+    assert oabctl(env, "history", "bot", "--limit", "0").code == 2
+
+
+# ------------------------------------------------------------------------- restart, rollback
+
+
+def test_restart_writes_the_annotation_without_a_new_generation(
+    aws: AWS, ready: dict[str, str]
+) -> None:
+    apply(ready)
+    before = stored(aws)
+    run = oabctl(ready, "restart", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    assert run.out.strip() == "oabservice.oab.dev/bot restarted"
+    after = stored(aws)
+    assert after.generation == before.generation == 1
+    assert after.spec == before.spec
+    assert after.labels == before.labels
+    marker = after.annotations[cli_ops.RESTART_ANNOTATION]
+    assert marker.endswith("Z")
+    assert "T" in marker
+    # The change is recorded, so the controller's scheduler picks it up within seconds.
+    changes = aws.client("dynamodb").scan(TableName=aws.tables.state)["Items"]
+    assert sum(1 for i in changes if i["pk"]["S"].startswith("change")) >= 2
+    # A later restart writes a new marker (it forces another deployment).
+    assert oabctl(ready, "restart", "bot", "-n", "team").code == 0
+    assert stored(aws).annotations[cli_ops.RESTART_ANNOTATION] != marker
+    assert oabctl(ready, "restart", "ghost", "-n", "team").code == 1
+
+
+def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatch: Any) -> None:
+    """An apply racing between restart's read and write is kept, not overwritten."""
+    apply(ready)
+    real = S3ObjectStore.put
+    raced = {"done": False}
+
+    def put(self: S3ObjectStore, key: str, body: bytes, **kw: Any) -> Any:
+        if not raced["done"] and b"restartedAt" in body:
+            raced["done"] = True
+            apply(ready, tag="v2")  # the racing user, after restart read generation 1
+        return real(self, key, body, **kw)
+
+    monkeypatch.setattr(S3ObjectStore, "put", put)
+    run = oabctl(ready, "restart", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    obj = stored(aws)
+    assert raced["done"]
+    assert obj.generation == 2
+    assert obj.spec["taskDefinition"]["image"].endswith(":v2")  # the racing apply survived
+    assert cli_ops.RESTART_ANNOTATION in obj.annotations
+
+
+def test_rollback_reapplies_an_old_spec_as_a_new_generation(
+    aws: AWS, ready: dict[str, str]
+) -> None:
+    apply(ready, tag="v1", tier="a")
+    apply(ready, tag="v2", tier="a")
+    apply(ready, tag="v2", tier="b")  # labels only: still generation 2
+    run = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "1")
+    assert run.code == 0, run.err
+    assert "rolled back to generation 1's spec as generation 3" in run.out
+    obj = stored(aws)
+    assert obj.generation == 3
+    assert obj.spec["taskDefinition"]["image"].endswith(":v1")
+    assert obj.labels["tier"] == "b"  # current labels kept
+
+    again = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "1")
+    assert again.code == 0
+    assert "unchanged" in again.out
+    assert stored(aws).generation == 3
+
+    missing = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "9")
+    assert missing.code == 1
+    assert "generation 9 not found (stored generations: 1, 2, 3)" in missing.err
+    assert oabctl(ready, "rollback", "ghost", "-n", "team", "--to-generation", "1").code == 1
+
+
+def test_rollback_of_a_fleet_child_is_refused(ready: dict[str, str]) -> None:
+    run = oabctl(ready, "apply", "-f", "-", stdin=FLEET)
+    assert run.code == 0, run.err
+    refused = oabctl(ready, "rollback", "crew-a", "-n", "team", "--to-generation", "1")
+    assert refused.code == 1
+    assert "owned by fleet 'crew'" in refused.err
+    assert "through the fleet" in refused.err
+
+
+# ----------------------------------------------------------------------------------- logs
+
+
+def _put_logs(aws: AWS, stream: str, *events: tuple[int, str]) -> None:
+    logs = aws.client("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName="/oab/agents")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_stream(logGroupName="/oab/agents", logStreamName=stream)
+    logs.put_log_events(
+        logGroupName="/oab/agents",
+        logStreamName=stream,
+        logEvents=[{"timestamp": ts, "message": msg} for ts, msg in events],
+    )
+
+
+def test_logs_selects_the_agent_container_and_honours_tail_since_prefix(
+    aws: AWS, env: dict[str, str]
+) -> None:
+    import time
+
+    now_ms = int(time.time() * 1000)
+    old = now_ms - 3_600_000
+    _put_logs(aws, "team/bot/openab/t1", (old, "old line"), (now_ms - 2000, "agent 1"))
+    _put_logs(aws, "team/bot/openab/t2", (now_ms - 1000, "agent 2"))
+    _put_logs(aws, "team/bot/oab-init/t1", (now_ms - 3000, "init done"))
+    _put_logs(aws, "team/bot-two/openab/t9", (now_ms - 500, "another agent"))
+
+    run = oabctl(env, "logs", "bot", "-n", "team")
+    assert run.code == 0, run.err
+    assert run.out.splitlines() == ["old line", "agent 1", "agent 2"]
+
+    assert oabctl(env, "logs", "bot", "-n", "team", "--tail", "1").out == "agent 2\n"
+    assert oabctl(env, "logs", "bot", "-n", "team", "--tail", "0").out == ""
+    since = oabctl(env, "logs", "bot", "-n", "team", "--since", "10m")
+    assert since.out.splitlines() == ["agent 1", "agent 2"]
+
+    every = oabctl(env, "logs", "bot", "-n", "team", "--all-containers", "--prefix")
+    assert every.out.splitlines() == [
+        "[openab/t1] old line",
+        "[oab-init/t1] init done",
+        "[openab/t1] agent 1",
+        "[openab/t2] agent 2",
+    ]
+    init = oabctl(env, "logs", "bot", "-n", "team", "-c", "oab-init")
+    assert init.out == "init done\n"
+
+    none = oabctl(env, "logs", "ghost", "-n", "team")
+    assert none.code == 0
+    assert "No log streams" in none.err
+    assert oabctl(env, "logs", "bot", "-c", "nginx").code == 2
+
+
+def test_logs_without_a_log_group_is_empty(aws: AWS, env: dict[str, str]) -> None:
+    run = oabctl(env, "logs", "bot", "-n", "team")
+    assert run.code == 0
+    assert run.out == ""
+
+
+def test_log_tail_returns_only_new_events(aws: AWS) -> None:
+    import time
+
+    t = int(time.time() * 1000) - 60_000  # CloudWatch refuses events older than 14 days
+    _put_logs(aws, "team/bot/openab/t1", (t + 1000, "a"), (t + 2000, "b"))
+    tail = LogTail(aws.client("logs"), "/oab/agents", "team/bot/openab/")
+    assert [e.message for e in tail.poll()] == ["a", "b"]
+    assert tail.poll() == []
+    # Same timestamp as the cursor (startTime is inclusive) and a new stream of a new task.
+    _put_logs(aws, "team/bot/openab/t1", (t + 2000, "b2"), (t + 3000, "c"))
+    _put_logs(aws, "team/bot/openab/t2", (t + 2500, "new task"))
+    assert [e.message for e in tail.poll()] == ["b2", "new task", "c"]
+    assert tail.poll() == []
+
+
+# --------------------------------------------------------------------------------- leader
+
+
+def test_leader_without_a_leader(aws: AWS, env: dict[str, str]) -> None:
+    run = oabctl(env, "leader")
+    assert run.code == 0, run.err
+    header, row = run.out.splitlines()
+    assert header.split() == ["LEASE", "HOLDER", "EPOCH", "RENEWED", "DURATION"]
+    assert row.split()[:3] == ["controller", "<none>", "0"]
+    doc = oabctl(env, "leader", "-o", "json").json()
+    assert doc["holder"] is None
+    assert doc["epoch"] == 0
+
+
+def test_leader_shows_the_stored_lease(aws: AWS, env: dict[str, str]) -> None:
+    import time
+
+    now = time.time()
+    DynamoLeaseStore(aws.client("dynamodb"), aws.tables.lease, "controller").try_acquire(
+        LeaseRecord(
+            name="controller",
+            holder=ReplicaId("replica-b"),
+            epoch=Epoch(7),
+            revision=Revision("rev-1"),
+            lease_duration_ms=15_000,
+            transitions=7,
+            acquired_at=now - 60,
+            renewed_at=now - 2,
+        ),
+        expected=None,
+    )
+    run = oabctl(env, "leader")
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[1].split()[:3] == ["controller", "replica-b", "7"]
+    assert "15s" in run.out
+    doc = oabctl(env, "leader", "-o", "json").json()
+    assert doc["holder"] == "replica-b"
+    assert doc["epoch"] == 7
+    assert doc["lease_duration_s"] == 15.0
+    assert doc["renewed_at"].startswith(time.strftime("%Y-", time.gmtime(now)))
+    assert 1.0 <= doc["renewed_age_s"] < 30.0
+    assert "TRANSITIONS" in oabctl(env, "leader", "-o", "wide").out
+    assert oabctl(env, "leader", "--lease", "other", "-o", "json").json()["holder"] is None
+
+
+# ---------------------------------------------------------------------------------- queue
+
+
+def test_queue_list_json_and_retry(aws: AWS, env: dict[str, str]) -> None:
+    queue = WorkQueue(aws.client("dynamodb"), aws.tables.queue)
+    queue.enqueue("team/bot", 2, "apply", "tok-bot")
+    queue.enqueue("team/zed", 1, "apply", "tok-zed")
+    claim = queue.claim("r1/w0")
+    assert claim is not None
+    queue.fail(claim, "InvalidParameterException: bad image", retryable=False)  # parked
+
+    run = oabctl(env, "queue")
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].split() == [
+        "KEY",
+        "STATE",
+        "GEN",
+        "TOKEN",
+        "ATTEMPTS",
+        "READY-AT",
+        "OWNER",
+        "LAST-ERROR",
+    ]
+    parked_key = claim.key
+    other = "team/zed" if parked_key == "team/bot" else "team/bot"
+    by_key = {line.split()[0]: line for line in lines[1:]}
+    assert by_key[parked_key].split()[1] == "parked"
+    assert "bad image" in by_key[parked_key]
+    assert by_key[other].split()[1] == "ready"
+
+    doc = oabctl(env, "queue", "-o", "json").json()
+    keys = {"key", "state", "generation", "token", "attempts", "ready_at", "owner", "last_error"}
+    assert all(keys <= set(item) for item in doc["items"])
+    assert "REASON" in oabctl(env, "queue", "-o", "wide").out
+
+    ns, name = parked_key.split("/")
+    retried = oabctl(env, "queue", "retry", name, "-n", ns)
+    assert retried.code == 0, retried.err
+    assert f'workunit "{parked_key}" retried' in retried.out
+    row = queue.get(parked_key)
+    assert row.state.value == "ready"
+    assert row.attempts == 0
+    assert oabctl(env, "queue", "retry", parked_key).code == 0  # ns/name form
+
+    missing = oabctl(env, "queue", "retry", "team/ghost")
+    assert missing.code == 1
+    assert "team/ghost" in missing.err
+    assert oabctl(env, "queue", "retry").code == 2
+    assert oabctl(env, "queue", "purge").code == 2
+
+
+def test_queue_retry_refuses_an_in_flight_unit(aws: AWS, env: dict[str, str]) -> None:
+    queue = WorkQueue(aws.client("dynamodb"), aws.tables.queue)
+    queue.enqueue("team/bot", 1, "apply", "tok")
+    assert queue.claim("r1/w0") is not None
+    run = oabctl(env, "queue", "retry", "team/bot")
+    assert run.code == 1
+    assert "in_flight" in run.err
+
+
+def test_queue_empty(aws: AWS, env: dict[str, str]) -> None:
+    run = oabctl(env, "queue")
+    assert run.code == 0
+    assert run.out == ""
+    assert "No work units" in run.err
