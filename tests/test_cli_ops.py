@@ -329,7 +329,7 @@ def test_wait_times_out_on_an_older_generation(aws: AWS, ready: dict[str, str]) 
         ready, "wait", "bot", "-n", "team", "--for", "condition=Available", "--timeout", "1s"
     )
     assert run.code == 1
-    assert "timed out after 1 waiting for condition Available=True" in run.err
+    assert "timed out after 1s waiting for condition Available=True" in run.err
     assert "generation 2 not observed yet (observed 1)" in run.err
 
 
