@@ -797,3 +797,43 @@ def test_queue_empty(aws: AWS, env: dict[str, str]) -> None:
     assert run.code == 0
     assert run.out == ""
     assert "No work units" in run.err
+
+
+@pytest.mark.slow
+def test_logs_follow_prints_new_lines_until_interrupted(aws: AWS, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from oab.controller.testing import wait_until
+
+    now_ms = int(time.time() * 1000)
+    _put_logs(aws, "team/bot/openab/t1", (now_ms - 1000, "first"))
+    child_env = {**os.environ, **aws.emulator.env(), "OABCTL_CONFIG": str(tmp_path / "none")}
+    argv = ["logs", "bot", "-n", "team", "--follow", "--poll-interval", "0.2s"]
+    code = "import sys; from oab.controller.cli import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout = proc.stdout
+    assert stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
+    reader.start()
+    try:
+        wait_until(lambda: "first\n" in lines, timeout=30, message="the existing line")
+        _put_logs(aws, "team/bot/openab/t2", (int(time.time() * 1000), "second"))
+        wait_until(lambda: "second\n" in lines, timeout=30, message="the followed line")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+    assert lines == ["first\n", "second\n"]  # each line exactly once
