@@ -89,12 +89,23 @@ def captured() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
     spans = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     handle.add_span_exporter(spans)
+    handle.add_span_exporter(_FILE)  # what `oabctl trace` reads (path set per test below)
     handle.add_metric_reader(reader)
     try:
         yield spans, reader
     finally:
         spans.shutdown()  # stops storing: the processor stays attached to the process
         handle.remove_metric_reader(reader)
+
+
+class _SwitchableFile(telemetry.JsonLinesSpanExporter):
+    """The process keeps its span processors: point this one at each test's file."""
+
+    def __init__(self) -> None:
+        super().__init__(Path("/dev/null"))
+
+
+_FILE = _SwitchableFile()
 
 
 @pytest.fixture
@@ -109,12 +120,13 @@ def env(emulator: LocalAWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     }
     for k, v in values.items():
         monkeypatch.setenv(k, v)
+    _FILE.path = Path(values["OAB_TRACE_FILE"])
     return values
 
 
-def oabctl(*argv: str, stdin: str = "") -> str:
+def oabctl(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
     out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
     assert code == 0, err.getvalue()
     return out.getvalue()
 
@@ -391,3 +403,22 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
     assert by_outcome["park"] == 1
     calls = sum(v for (n, _a), v in delta.items() if n == "oab.aws.calls")
     assert calls >= len([s for s in spans if (s.attributes or {}).get("rpc.system") == "aws-api"])
+
+    # `oabctl trace`: from the agent (newest run) or a run id to the span tree, and the link.
+    newest = read_runlog(ddb, tables.runlog, "team/bot", limit=1)[0]
+    text = oabctl("trace", "bot", "-n", "team")
+    assert text.splitlines()[0].startswith(f"trace {newest.trace_id}  agent team/bot")
+    assert "oabctl apply" in text
+    assert "└─ enqueue  [PRODUCER]" in text
+    run_line = next(line for line in text.splitlines() if line.endswith("<== run"))
+    assert f"run_id={newest.run_id}" in run_line
+    first_late = read_runlog(ddb, tables.runlog, "team/late", newest_first=False)[0]
+    by_run = oabctl(
+        "trace",
+        first_late.run_id,
+        env={**env, "OAB_TRACE_URL_TEMPLATE": "http://jaeger:16686/trace/{trace_id}"},
+    )
+    assert f"link: http://jaeger:16686/trace/{first_late.trace_id}" in by_run
+    assert "reconcile.read_manifest" in by_run
+    assert "TerminalError" in by_run  # the exception event of the parked run
+    assert PLANTED not in Path(env["OAB_TRACE_FILE"]).read_text()
