@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_term)
     elector.start()
     record("ready", pid=os.getpid())
-    done.wait()
+    # Wait in short slices: a process-directed SIGTERM may land on another thread, and the
+    # Python-level handler only runs when the main thread gets to execute bytecode.
+    while not done.wait(0.1):
+        pass
     sys.stdout.flush()
     os._exit(0)
 
