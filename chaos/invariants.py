@@ -228,9 +228,10 @@ class Checker:
             if not e.ok or not e.info.get("mutation") or e.t_fwd is None:
                 continue
             name = e.info.get("service") or e.info.get("family") or ""
-            key = self.by_name.get(str(name))
-            if key is None:
+            agent = self.by_name.get(str(name))
+            if agent is None:
                 continue
+            key = agent
             writes = queue_writes.get(key, [])
             i = bisect.bisect_left([w[0] for w in writes], e.t_fwd) - 1
             if i < 0:

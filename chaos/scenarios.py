@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faultproxy import Event, Fault
+from faultproxy import Action, Event, Fault
 from harness import BUCKET, CLUSTER, Harness, Timing
 from invariants import (
     Checker,
@@ -171,8 +171,10 @@ class Run:
             self.h.start_replica(i, clock_offset_s=offset, clock_rate=rate)
         t = self.apply(self.keys)
         self.wait_leader(timeout=30)
-        if self.wait_converged(since=t, timeout=max(90.0, len(self.keys) * 0.6)) is None:
+        took = self.wait_converged(since=t, timeout=max(90.0, len(self.keys) * 1.5))
+        if took is None:
             raise RuntimeError("initial apply did not converge")
+        self.result.figures["initial_converge_s"] = took
         self.result.recovery_s.clear()
 
     def wait_leader(self, *, timeout: float, other_than: int | None = None) -> int:
@@ -340,7 +342,9 @@ def dynamodb_cut(run: Run) -> None:
     for e in late:
         if (e.t_fwd or 0) > bound:
             run.result.violations.append(
-                Violation("cut-off", f"{e.op} by the cut-off replica {e.t_fwd - t:.1f} s after")
+                Violation(
+                    "cut-off", f"{e.op} by the cut-off replica {(e.t_fwd or 0) - t:.1f} s after"
+                )
             )
     run.result.figures["ecs_mutations_after_renew_deadline"] = float(len(late))
     run.wait_converged(since=t_end, timeout=90)
@@ -403,7 +407,7 @@ def flapping_network(run: Run) -> None:
     t = h.note("fault", kind="flapping")
     _changes(run)
     end = time.monotonic() + 20
-    actions = ("drop", "reset", "blackhole", "delay")
+    actions: tuple[Action, ...] = ("drop", "reset", "blackhole", "delay")
     while time.monotonic() < end:
         slot = h.slots[run.rng.randrange(h.n)]
         action = run.rng.choice(actions)
