@@ -69,7 +69,7 @@ from oab.controller.store import (
 __all__ = [
     "LogLine",
     "LogTail",
-    "RollbackRefused",
+    "OperationRefused",
     "Verdict",
     "WaitPolicy",
     "WaitTarget",
@@ -93,10 +93,10 @@ _KIND: Literal["OABService"] = "OABService"
 _RESOURCE = "oabservice.oab.dev"
 
 
-class RollbackRefused(OabError):
-    """A rollback that cannot be done as asked (fleet-owned agent, deleted agent): exit 1."""
+class OperationRefused(OabError):
+    """A restart or rollback that cannot be done as asked (fleet-owned, being deleted): exit 1."""
 
-    reason = "RollbackRefused"
+    reason = "OperationRefused"
 
 
 class WorkQueueError(OabError):
@@ -455,13 +455,14 @@ def _indent(text: str, spaces: int) -> list[str]:
     return [" " * spaces + line for line in text.splitlines()]
 
 
+def _cell(value: object) -> str:
+    # kubectl's convention, as in the tables: an empty value prints as <none>.
+    return "<none>" if value is None or value in ("", [], {}) else str(value)
+
+
 def _fields(pairs: Sequence[tuple[str, object]], indent: int) -> list[str]:
     width = max(len(k) for k, _ in pairs) + 2
-    lines = []
-    for label, value in pairs:
-        text = out.render_table([value], [out.Column("", lambda v: v)]).splitlines()[-1]
-        lines.append(" " * indent + f"{label}:".ljust(width) + text.strip())
-    return lines
+    return [" " * indent + f"{label}:".ljust(width) + _cell(value) for label, value in pairs]
 
 
 def _kv(mapping: Mapping[str, str]) -> str | None:
@@ -717,7 +718,7 @@ def _restart(ctx: Context) -> int:
     def change(store: DesiredStateStore) -> Any:
         obj = _require_agent(store, namespace, name)
         if obj.deleted:
-            raise RollbackRefused(f"{namespace}/{name} is being deleted; nothing to restart")
+            raise OperationRefused(f"{namespace}/{name} is being deleted; nothing to restart")
         notes = {**obj.annotations, RESTART_ANNOTATION: stamp}
         return store.apply(_with_annotations(obj, notes))
 
@@ -758,9 +759,9 @@ def _rollback(ctx: Context) -> int:
     def change(store: DesiredStateStore) -> Any:
         current = _require_agent(store, namespace, name)
         if current.deleted:
-            raise RollbackRefused(f"{namespace}/{name} is being deleted; apply it again instead")
+            raise OperationRefused(f"{namespace}/{name} is being deleted; apply it again instead")
         if current.owner:
-            raise RollbackRefused(
+            raise OperationRefused(
                 f"{namespace}/{name} is owned by fleet {current.owner!r}: roll back through the "
                 f"fleet (re-apply the fleet manifest that held the wanted agent spec)"
             )
@@ -934,7 +935,9 @@ def _logs(ctx: Context) -> int:
     first = tail.poll()
     if not first and not tail.streams():
         ctx.stderr.write(f"No log streams under {args.log_group}:{prefix} yet.\n")
-    emit(first if args.tail < 0 else first[len(first) - args.tail :] if args.tail else [])
+    if args.tail >= 0:
+        first = first[len(first) - args.tail :] if args.tail else []
+    emit(first)
     while args.follow:
         time.sleep(interval)
         emit(tail.poll())
