@@ -69,6 +69,7 @@ from oab.controller.store import (
 __all__ = [
     "LogLine",
     "LogTail",
+    "Observation",
     "OperationRefused",
     "Verdict",
     "WaitPolicy",
