@@ -171,7 +171,7 @@ class Run:
             self.h.start_replica(i, clock_offset_s=offset, clock_rate=rate)
         t = self.apply(self.keys)
         self.wait_leader(timeout=30)
-        took = self.wait_converged(since=t, timeout=max(90.0, len(self.keys) * 1.5))
+        took = self.wait_converged(since=t, timeout=90.0 + len(self.keys) * 3.0)
         if took is None:
             raise RuntimeError("initial apply did not converge")
         self.result.figures["initial_converge_s"] = took
@@ -485,13 +485,18 @@ def ecs_errors(run: Run) -> None:
 def mass_change(run: Run) -> None:
     """Every agent changed in one apply; measures time to observe all of them."""
     t = _changes(run)
-    took = run.wait_converged(since=t, timeout=max(120.0, len(run.keys) * 1.5))
+    took = run.wait_converged(since=t, timeout=120.0 + len(run.keys) * 3.0)
     if took is not None:
         run.result.figures["agents_per_s"] = len(run.keys) / took
 
 
-def clock_skew(run: Run) -> None:
-    """Replicas run +10 min, -10 min and 2x rate (set at start); kill the leader mid-change."""
+def clock_offset(run: Run) -> None:
+    """Replicas run with wall clocks +10 min and -10 min (set at start); kill the leader."""
+    leader_killed(run)
+
+
+def clock_rate(run: Run) -> None:
+    """One replica's monotonic clock runs 2x fast (set at start); kill the leader."""
     leader_killed(run)
 
 
@@ -507,7 +512,8 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "dynamodb-throttling": (dynamodb_throttling, {}),
     "ecs-errors": (ecs_errors, {}),
     "mass-change": (mass_change, {"mass": True}),
-    "clock-skew": (clock_skew, {"skew": {0: (600.0, 1.0), 1: (-600.0, 1.0), 2: (0.0, 2.0)}}),
+    "clock-offset": (clock_offset, {"skew": {0: (600.0, 1.0), 1: (-600.0, 1.0)}}),
+    "clock-rate": (clock_rate, {"skew": {1: (0.0, 2.0)}}),
 }
 
 
