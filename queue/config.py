@@ -60,8 +60,10 @@ class QueueConfig:
     #: ECS calls); higher leaves it broken longer after the cause is fixed.
     backoff_cap: float = 300.0
     #: Index entries read per shard query when claiming (default 8). Candidates are tried in a
-    #: random order so concurrent workers rarely race for the same row; larger values spread
-    #: workers better but make each query heavier and the order less FIFO.
+    #: random order so concurrent workers rarely race for the same row, and the untried ones are
+    #: kept as hints for the next claims (one query serves several claims). Larger values spread
+    #: workers better and query less often, but make each query heavier, hints staler (a stale
+    #: hint costs one read) and the order less FIFO.
     claim_scan: int = 8
     #: Compare-and-swap rounds before :class:`~oab.queue.errors.Contention` (default 8). Each
     #: round re-applies the transition to the row the failed write returned, without a read.

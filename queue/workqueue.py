@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -160,6 +161,8 @@ class WorkQueue:
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self._rng = rng or random.Random()
         self.metrics = metrics or QueueMetrics()
+        self._hints: list[AgentKey] = []
+        self._hints_lock = threading.Lock()
 
     def _now(self) -> float:
         # Stored times have millisecond precision; flooring "now" to it means a row made ready
@@ -253,18 +256,33 @@ class WorkQueue:
     # -- consumers -----------------------------------------------------------------------------
 
     def claim(self, worker_id: str) -> Claim | None:
-        """Claim one due row for ``worker_id``, or ``None`` if no row is due."""
+        """Claim one due row for ``worker_id``, or ``None`` if no row is due.
+
+        Index entries left over from this queue's previous query are tried first (each is
+        re-checked on the base table, so a stale hint costs one read, never a wrong claim);
+        only when they run out are the shards queried, from a random start.
+        """
         owner = WorkerId(worker_id)
+        while (hint := self._pop_hint()) is not None:
+            got = self._try_claim(hint, owner)
+            if got is not None:
+                return got
         start = self._rng.randrange(self.config.shards)
         for i in range(self.config.shards):
             shard = (start + i) % self.config.shards
             keys = self._store.ready_keys(shard, now=self._now(), limit=self.config.claim_scan)
             self._rng.shuffle(keys)
-            for key in keys:
+            for n, key in enumerate(keys):
                 got = self._try_claim(key, owner)
                 if got is not None:
+                    with self._hints_lock:
+                        self._hints = keys[n + 1 :]
                     return got
         return None
+
+    def _pop_hint(self) -> AgentKey | None:
+        with self._hints_lock:
+            return self._hints.pop() if self._hints else None
 
     def _try_claim(self, key: AgentKey, owner: WorkerId) -> Claim | None:
         current = self._store.get(key)
