@@ -186,6 +186,7 @@ def subtree(spans: list[ReadableSpan], span: ReadableSpan) -> list[ReadableSpan]
     return out
 
 
+@pytest.mark.slow
 def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
     env: dict[str, str], captured: tuple[InMemorySpanExporter, InMemoryMetricReader]
 ) -> None:
