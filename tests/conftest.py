@@ -17,6 +17,18 @@ from oab.controller.testing import AWS
 from oab.controller.testing import local_aws as start_local_aws
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _trace_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Spans from oabctl and replicas started by tests go to a session file, never ~/.oab."""
+    saved = os.environ.get("OAB_TRACE_FILE")
+    os.environ["OAB_TRACE_FILE"] = str(tmp_path_factory.mktemp("traces") / "traces.jsonl")
+    yield
+    if saved is None:
+        os.environ.pop("OAB_TRACE_FILE", None)
+    else:
+        os.environ["OAB_TRACE_FILE"] = saved
+
+
 @pytest.fixture(scope="session")
 def local_aws() -> Iterator[LocalAWS]:
     """The session's emulator process; its environment is exported to this process."""
