@@ -450,6 +450,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     # ---- the audit log over the whole run.
     finals = e.statuses()
     epochs: set[int] = set()
+    uncreated: list[str] = []
     for name in AGENTS:
         rows = e.runlog(name)
         epochs |= {r.epoch for r in rows}
@@ -458,10 +459,16 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
             assert prev.to_phase == nxt.from_phase, (name, prev.seq, nxt.seq)
         assert rows[0].from_phase is None
         creates = [c for r in rows for c in r.calls if c.action == "ecs:CreateService"]
-        assert len(creates) == 1, (name, creates)
+        assert len(creates) <= 1, (name, creates)
+        if not creates:
+            uncreated.append(name)
         final = finals[f"{NS}/{name}"]
         assert final.audit_seq == len(rows), name
         assert final.phase == rows[-1].to_phase, name
+    # A run that created a service on the SIGKILLed replica and died before its commit left no
+    # audit row (nothing can record a dead run's calls); its retry found the service and adopted
+    # it. At most one such run per worker thread of the killed replica.
+    assert len(uncreated) <= e.cluster.config.workers, uncreated
     # Work enqueued after the kill by a later leader's scheduler was done (a later leader, not
     # necessarily `second`: a loaded emulator can make a leader miss its renew deadline).
     assert max(epochs) > first.epoch
