@@ -40,6 +40,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.errors import OabError, classify_aws
+from oab.controller.render import RenderContext
 from oab.controller.settings import Settings
 from oab.controller.tables import ensure_tables
 
@@ -279,6 +280,25 @@ def read_cluster_profile(s3: Any, bucket: str) -> ClusterProfile | None:
     except BotoCoreError as exc:
         raise _wrap("s3.GetObject config/cluster.json", exc) from exc
     return ClusterProfile.from_json(json.loads(body))
+
+
+def render_context(
+    settings: Settings, profile: ClusterProfile | None, *, account: str
+) -> RenderContext:
+    """The renderer's context: settings first, then the cluster profile ``init`` stored."""
+    return RenderContext(
+        region=settings.region,
+        bucket=settings.bucket,
+        cluster=settings.cluster,
+        agent_image=settings.agent_image,
+        execution_role_arn=settings.execution_role,
+        task_role_arn=settings.task_role,
+        account_id=account,
+        log_group=settings.agent_log_group,
+        default_subnets=settings.subnets or (profile.subnets if profile else ()),
+        default_security_groups=settings.security_groups
+        or (profile.security_groups if profile else ()),
+    )
 
 
 def init(

@@ -675,8 +675,7 @@ def _unified(old: str, new: str, *, old_name: str, new_name: str) -> str:
 
 def _render_context(ctx: Context, *, use_bucket: bool) -> Any:
     """Renderer settings: oabctl settings, then (``use_bucket``) the profile ``init`` stored."""
-    from oab.controller.bootstrap import read_cluster_profile
-    from oab.controller.render import RenderContext
+    from oab.controller.bootstrap import read_cluster_profile, render_context
 
     settings = ctx.settings
     profile = read_cluster_profile(ctx.client("s3"), settings.bucket) if use_bucket else None
@@ -689,18 +688,7 @@ def _render_context(ctx: Context, *, use_bucket: bool) -> Any:
                 "warning: AWS account unknown (set `account` in the profile or OAB_ACCOUNT); "
                 f"role ARNs below use {account}"
             )
-    return RenderContext(
-        region=settings.region,
-        bucket=settings.bucket,
-        cluster=settings.cluster,
-        agent_image=settings.agent_image,
-        execution_role_arn=settings.execution_role,
-        task_role_arn=settings.task_role,
-        account_id=account,
-        default_subnets=settings.subnets or (profile.subnets if profile else ()),
-        default_security_groups=settings.security_groups
-        or (profile.security_groups if profile else ()),
-    )
+    return render_context(settings, profile, account=account)
 
 
 def _rendered_texts(svc: Any, rctx: Any) -> dict[str, str]:

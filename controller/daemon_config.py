@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from oab.controller.errors import OabError
-from oab.controller.settings import Settings
+from oab.controller.settings import ENV_VARS, Settings
 
 CONFIG_ENV = "OAB_CONTROLLER_CONFIG"
 
@@ -129,22 +129,20 @@ class DaemonSettings(Settings):
         return self
 
 
-_ENV_ALIASES = {
-    "region": ("OAB_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
-    "endpoint": ("OAB_ENDPOINT", "AWS_ENDPOINT_URL"),
-}
+#: The fields shared with oabctl read the same variables; the daemon's own read OAB_<FIELD>.
+_ENV_ALIASES = ENV_VARS
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, info in DaemonSettings.model_fields.items():
+    for name in DaemonSettings.model_fields:
         if name == "profile":
             continue
         keys = _ENV_ALIASES.get(name, (f"OAB_{name.upper()}",))
         for key in keys:
             if env.get(key):
                 raw = env[key]
-                if info.annotation in (tuple[str, ...],):
+                if name in ("subnets", "security_groups"):
                     out[name] = tuple(v for v in raw.split(",") if v)
                 else:
                     out[name] = raw

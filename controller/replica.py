@@ -176,19 +176,12 @@ class Replica:
     def _render_context(self) -> render.RenderContext:
         s = self.settings
         profile = bootstrap.read_cluster_profile(self.s3, s.bucket)
-        account = s.account or (profile.account if profile else None) or "123456789012"
-        return render.RenderContext(
-            region=s.region,
-            bucket=s.bucket,
-            cluster=s.cluster,
-            agent_image=s.agent_image,
-            execution_role_arn=s.execution_role,
-            task_role_arn=s.task_role,
-            account_id=account,
-            default_subnets=s.subnets or (profile.subnets if profile else ()),
-            default_security_groups=s.security_groups
-            or (profile.security_groups if profile else ()),
-        )
+        account = s.account or (profile.account if profile else None)
+        if account is None:
+            # Role ARNs need the account: ask STS (the emulator answers with its fixed one).
+            sts = make_client(make_session(region=s.region), "sts", endpoint_url=s.endpoint)
+            account = str(sts.get_caller_identity()["Account"])
+        return bootstrap.render_context(s, profile, account=account)
 
     # -------------------------------------------------------------- callbacks
     def _lead(self, epoch: Epoch, stop: threading.Event) -> None:

@@ -71,6 +71,7 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "subnets": ("OAB_SUBNETS",),
     "security_groups": ("OAB_SECURITY_GROUPS",),
     "account": ("OAB_ACCOUNT",),
+    "agent_log_group": ("OAB_AGENT_LOG_GROUP",),
 }
 
 _LIST_FIELDS = frozenset({"subnets", "security_groups"})
@@ -133,6 +134,10 @@ class Settings(BaseModel):
     task_role: str = Field(
         default="arn:aws:iam::{account}:role/oab-agent-task-{namespace}-{name}",
         description="Task role ARN template (reads artifacts, bootstrap archives).",
+    )
+    agent_log_group: str = Field(
+        default="/oab/agents",
+        description="CloudWatch log group of every agent container (streams {ns}/{name}/...).",
     )
     subnets: tuple[str, ...] = Field(
         default=(), description="Default awsvpc subnets; empty = those recorded by `oabctl init`."
