@@ -79,7 +79,11 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 #: Modules that register more commands at import time (the lead adds wait, logs, restart, ...).
-EXTENSION_MODULES: tuple[str, ...] = ("oab.controller.cli_ops", "oab.controller.cli_trace")
+EXTENSION_MODULES: tuple[str, ...] = (
+    "oab.controller.cli_ops",
+    "oab.controller.cli_trace",
+    "oab.controller.cli_snapshot",
+)
 
 _SERVICE_TYPES = frozenset({"oabservice", "oabservices", "oabsvc", "oabsvcs"})
 _FLEET_TYPES = frozenset({"oabfleet", "oabfleets", "fleet", "fleets"})

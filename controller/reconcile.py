@@ -24,6 +24,9 @@ Design (controller-runtime's contract, see STYLE.md trait 5)
   definitions, delete the artifacts, delete the manifest, clear the status (atomically with its
   audit row). The status is cleared last so that the ``Terminating`` record survives any crash.
 - Secrets: only *versions* are read (:mod:`oab.controller.secretversions`), never values.
+- Snapshots: a successful apply run of an agent with ``bootstrapFrom`` appends the agent's new
+  snapshot records to its audit row and advances ``status.last_snapshot``
+  (:mod:`oab.controller.snapshots` says which runs look and what it costs).
 
 Time model: the injected wall clock stamps ``lastReconciled`` and condition transition times only.
 """
@@ -40,9 +43,16 @@ from botocore.exceptions import ClientError
 from oab.controller import render
 from oab.controller.api import AgentKey, OABService
 from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.errors import LostClaim, classify_aws
+from oab.controller.errors import LostClaim, OabError, classify_aws
 from oab.controller.ratelimit import RateLimiter
 from oab.controller.secretversions import SecretVersions
+from oab.controller.snapshots import (
+    MAX_RECORDS_PER_RUN,
+    S3SnapshotRecords,
+    SnapshotRecords,
+    calls_for,
+    wants_ingest,
+)
 from oab.controller.status import (
     AgentStatus,
     AwsCall,
@@ -280,8 +290,11 @@ class Reconciler:
         wall: Callable[[], float],
         config: ReconcileConfig | None = None,
         limiter: RateLimiter | None = None,
+        snapshots: SnapshotRecords | None = None,
     ) -> None:
         self._manifests = manifests
+        # Defaults to the control-plane bucket's records: the replica needs no extra wiring.
+        self._snapshots = snapshots if snapshots is not None else S3SnapshotRecords(s3, bucket)
         self._ecs = ecs
         self._s3 = s3
         self._bucket = bucket
@@ -306,7 +319,37 @@ class Reconciler:
             span.set_attribute("oab.manifest.found", manifest is not None)
         if manifest is None or manifest.deleted:
             return self._delete(req, status, manifest, log, guard)
-        return self._apply(req, status, manifest, log, guard)
+        result = self._apply(req, status, manifest, log, guard)
+        return self._ingest_snapshots(req, status, manifest, result, log)
+
+    def _ingest_snapshots(
+        self, req: Request, status: AgentStatus, manifest: Manifest, result: Result, log: CallLog
+    ) -> Result:
+        """Add the agent's new snapshot records to this run's audit row (oab.controller.snapshots).
+
+        Done last, once the run succeeded, so the calls and the advanced marker are committed
+        together or not at all; a failed listing only postpones ingestion to a later run.
+        """
+        if (
+            manifest.service.spec.bootstrap_from is None
+            or result.status.phase in (None, "Terminating")
+            or not wants_ingest(reason=req.reason, phase=status.phase)
+        ):
+            return result
+        with step("snapshots.ingest") as span:
+            try:
+                found = self._snapshots.after(
+                    req.key, marker=status.last_snapshot, limit=MAX_RECORDS_PER_RUN
+                )
+            except OabError as exc:
+                span.record_exception(exc)
+                return result
+            span.set_attribute("oab.snapshots.ingested", len(found))
+        if not found:
+            return result
+        for call in calls_for(found):
+            log.add(call)
+        return replace(result, status=replace(result.status, last_snapshot=found[-1].key))
 
     # ------------------------------------------------------------------ apply
     def _apply(

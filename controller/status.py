@@ -178,6 +178,8 @@ class AgentStatus:
     manifest_etag: str = ""
     failed_hash: str = ""
     audit_seq: int = 0
+    #: Key of the newest snapshot record already in the audit log (``oab.controller.snapshots``).
+    last_snapshot: str = ""
 
     def condition(self, type: str) -> Condition | None:
         """The condition of ``type``, if set."""
@@ -197,6 +199,7 @@ class AgentStatus:
             self.restart_marker,
             self.finalizer_step,
             self.failed_hash,
+            self.last_snapshot,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -252,6 +255,7 @@ def to_item(status: AgentStatus) -> dict[str, Any]:
         "manifest_etag": _s(status.manifest_etag),
         "failed_hash": _s(status.failed_hash),
         "audit_seq": _n(status.audit_seq),
+        "last_snapshot": _s(status.last_snapshot),
     }
     if status.phase is not None:
         item["phase"] = _s(status.phase)
@@ -291,6 +295,7 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
         manifest_etag=s("manifest_etag"),
         failed_hash=s("failed_hash"),
         audit_seq=n("audit_seq"),
+        last_snapshot=s("last_snapshot"),
     )
 
 
@@ -476,7 +481,10 @@ def cleared(before: AgentStatus) -> AgentStatus:
     a reused sequence number, if an agent of the same name is created again; readers treat a
     status without a phase as absent.
     """
-    return AgentStatus(key=before.key, audit_seq=before.audit_seq)
+    # The snapshot marker survives too, so records already audited are not audited again.
+    return AgentStatus(
+        key=before.key, audit_seq=before.audit_seq, last_snapshot=before.last_snapshot
+    )
 
 
 def next_status(before: AgentStatus, **changes: Any) -> AgentStatus:
