@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--agents", type=int, default=6, help="agents per run (default 6)")
     p.add_argument("--mass-agents", type=int, default=1000, help="agents of mass-change")
-    p.add_argument("--report", default="chaos-report")
+    p.add_argument("--report", default="build/chaos")
     p.add_argument("--lease-duration", type=float, default=6.0)
     p.add_argument("--renew-deadline", type=float, default=4.0)
     p.add_argument("--retry-period", type=float, default=1.0)
