@@ -9,7 +9,6 @@ agrees; the emulator serializes every request, so a few dozen steps cost a few s
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -56,16 +55,13 @@ class QueueMachine(RuleBasedStateMachine):
     """Drives one WorkQueue; ``make_store`` is swapped for the emulator run."""
 
     make_store: ClassVar[Any] = None
-    prefix_counter = itertools.count()
     claims = Bundle("claims")
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        # Fresh keys per example on the shared emulator table; fixed keys in memory, so that a
-        # replayed example hashes to the same shards and behaves the same.
-        prefix = f"p{next(self.prefix_counter)}" if type(self).make_store else "p"
-        self.keys = [f"{prefix}/a", f"{prefix}/b", f"{prefix}/c"]
+        # Fixed keys, so that a replayed example hashes to the same shards and behaves the same.
+        self.keys = ["p/a", "p/b", "p/c"]
         config = QueueConfig(shards=2, visibility_timeout=VIS, backoff_base=BASE, backoff_cap=CAP)
         store = type(self).make_store() if type(self).make_store else MemoryStore(shards=2)
         self.q = WorkQueue(
@@ -261,7 +257,14 @@ def test_queue_matches_reference_model_on_dynamodb(aws: AWS) -> None:
     from oab.queue.store import DynamoStore
 
     client = aws.client("dynamodb")
-    QueueMachine.make_store = staticmethod(lambda: DynamoStore(client, aws.tables.queue, shards=2))
+
+    def empty_table_store() -> DynamoStore:
+        # Every example starts from an empty table, as every in-memory example does.
+        for item in client.scan(TableName=aws.tables.queue)["Items"]:
+            client.delete_item(TableName=aws.tables.queue, Key={k: item[k] for k in ("pk", "sk")})
+        return DynamoStore(client, aws.tables.queue, shards=2)
+
+    QueueMachine.make_store = staticmethod(empty_table_store)
     try:
         run_state_machine_as_test(
             QueueMachine,
