@@ -136,6 +136,22 @@ class EcsAdapter:
                 return arns
             kwargs["nextToken"] = resp["nextToken"]
 
+    def running_task_arns(self, service: str) -> list[str]:
+        """ARNs of the service's RUNNING tasks (one ListTasks call for one task)."""
+        arns: list[str] = []
+        kwargs: dict[str, Any] = {
+            "cluster": self._cluster,
+            "serviceName": service,
+            "desiredStatus": "RUNNING",
+        }
+        while True:
+            with self._call("ecs.read", "ListTasks"):
+                resp = self._client.list_tasks(**kwargs)
+            arns += resp.get("taskArns", [])
+            if not resp.get("nextToken"):
+                return arns
+            kwargs["nextToken"] = resp["nextToken"]
+
     def service_tasks(self, service: str) -> list[dict[str, Any]]:
         """Tasks of ``service`` (running and recently stopped), described."""
         arns: list[str] = []

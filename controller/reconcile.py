@@ -372,8 +372,19 @@ class Reconciler:
             return replace(done, requeue_after=0.0)
         now = iso(self._wall())
         refs = [s.model_dump(mode="json") for s in svc.spec.secrets]
-        with step("secret_versions", {"oab.secrets.count": len(refs)}):
-            versions = self._secrets.versions(refs) if refs else {}
+        # Versions are read when a generation is first reconciled and whenever the scheduler
+        # found drift (its resync compares auto-restart versions in batches); progress polls of
+        # an already observed generation reuse the stored ones (cost: no read per poll).
+        fresh = (
+            status.observed_generation != generation
+            or req.reason.startswith("resync")
+            or set(status.secret_versions) != {r["name"] for r in refs}
+        )
+        with step("secret_versions", {"oab.secrets.count": len(refs), "oab.fresh": fresh}):
+            if refs and fresh:
+                versions = self._secrets.versions(refs)
+            else:
+                versions = dict(status.secret_versions) if refs else {}
         auto = {s.name for s in svc.spec.secrets if s.auto_restart}
         rotated = sorted(
             n for n in auto if status.secret_versions.get(n, "") not in ("", versions.get(n, ""))
@@ -464,9 +475,26 @@ class Reconciler:
                 service.get("taskDefinition") != td_arn or primary.get("rolloutState") == "FAILED"
             )
             running = int(service.get("runningCount", 0))
+            completed = primary.get("rolloutState", "COMPLETED") == "COMPLETED"
             tasks: list[dict[str, Any]] = []
-            if suspicious or running > 0:
+            task_arns: tuple[str, ...] = ()
+            if suspicious:
+                # Failure details (stop reasons) are only needed when something went wrong.
                 tasks = self._ecs.service_tasks(str(service["serviceName"]))
+                task_arns = tuple(
+                    sorted(str(t["taskArn"]) for t in tasks if t.get("lastStatus") == "RUNNING")
+                )
+            elif completed and running > 0:
+                unchanged = (
+                    base.phase == "Running"
+                    and base.task_definition_arn == td_arn
+                    and len(base.task_arns) == running
+                )
+                task_arns = (
+                    base.task_arns
+                    if unchanged
+                    else tuple(sorted(self._ecs.running_task_arns(str(service["serviceName"]))))
+                )
             verdict = assess(
                 service=service,
                 task_definition=td_arn,
@@ -489,9 +517,6 @@ class Reconciler:
                         ),
                     },
                 )
-        task_arns = tuple(
-            sorted(str(t["taskArn"]) for t in tasks if t.get("lastStatus") == "RUNNING")
-        )
         after = replace(
             base,
             phase=verdict.phase,
@@ -519,15 +544,20 @@ class Reconciler:
         if status.task_definition_hash == content_hash and status.task_definition_arn:
             return status.task_definition_arn
         with step("artifact", {"oab.artifact": render.artifact_key(svc)}):
-            self._write_artifact(svc, log, guard)
-        latest = self._ecs.latest_task_definition(str(request["family"]))
-        if latest is not None and latest[1].get(HASH_TAG) == content_hash:
-            return latest[0]
+            fresh = self._write_artifact(svc, log, guard)
+        if not fresh:
+            # The generation's artifact already existed: an earlier attempt got this far and may
+            # have registered the revision before crashing. Reuse it rather than register twice.
+            # (A fresh artifact proves no attempt registered yet: registration comes after it.)
+            latest = self._ecs.latest_task_definition(str(request["family"]))
+            if latest is not None and latest[1].get(HASH_TAG) == content_hash:
+                return latest[0]
         return self._ecs.register_task_definition(request, log=log, guard=guard)
 
     def _write_artifact(
         self, svc: OABService, log: CallLog, guard: Callable[[], bool] | None
-    ) -> None:
+    ) -> bool:
+        """Write the generation's config.toml once; False when it already existed."""
         key = render.artifact_key(svc)
         body = render.render_config_toml(svc).encode()
         if guard is not None and not guard():
@@ -544,7 +574,7 @@ class Reconciler:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return  # written by an earlier attempt: artifacts are write-once
+                return False  # written by an earlier attempt: artifacts are write-once
             raise classify_aws(exc, operation="PutObject") from exc
         log.add(
             AwsCall(
@@ -554,6 +584,7 @@ class Reconciler:
                 request_id=str(resp.get("ResponseMetadata", {}).get("RequestId", "")),
             )
         )
+        return True
 
     # ----------------------------------------------------------------- delete
     def _delete(

@@ -332,19 +332,19 @@ class Scheduler:
     def _watched_versions(
         self, statuses: Mapping[str, AgentStatus], report: ResyncReport
     ) -> dict[str, dict[str, str]]:
-        """Current versions of every auto-restart secret, per agent."""
-        refs: list[tuple[str, str, dict[str, str]]] = []
+        """Current versions of every auto-restart secret, per agent (batched reads)."""
+        refs: list[tuple[str, str, tuple[str, str]]] = []
         for key, status in statuses.items():
-            for name, ref in status.watched_secrets.items():
-                source, _, where = ref.partition(":")
-                spec = {"name": name, "source": source}
-                spec["path" if source == "ssm" else "arn"] = where
-                refs.append((key, name, spec))
+            for name, watched in status.watched_secrets.items():
+                source, _, where = watched.partition(":")
+                refs.append((key, name, (source, where)))
+        if not refs:
+            return {}
+        versions = self._secrets.batch(pair for _k, _n, pair in refs)
+        report.aws_requests += 1
         out: dict[str, dict[str, str]] = {}
-        for key, name, spec in refs:
-            version = self._secrets.versions([spec]).get(name, "")
-            report.aws_requests += 1
-            out.setdefault(key, {})[name] = version
+        for key, name, pair in refs:
+            out.setdefault(key, {})[name] = versions.get(pair, "")
         return out
 
 

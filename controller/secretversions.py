@@ -9,7 +9,7 @@ these two reads on ``/oab/*`` (see ops/). A secret that does not exist yet is re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from oab.controller.errors import classify_aws
@@ -58,6 +58,68 @@ class SecretVersions:
             if "AWSCURRENT" in stages:
                 return str(version)
         return ""
+
+    def batch(self, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Versions of many secrets in few calls: ``{(source, path|arn): version}``.
+
+        SSM: ``DescribeParameters`` with up to 50 names per call. Secrets Manager: one
+        ``ListSecrets`` listing of the ``oab/`` prefix (100 per page, versions included), then
+        ``DescribeSecret`` only for ARNs the listing did not cover. This is what keeps a no-op
+        resync cheap with many auto-restart secrets.
+        """
+        wanted = sorted(set(refs))
+        out: dict[tuple[str, str], str] = {}
+        names = {_ssm_name(where): where for source, where in wanted if source == "ssm"}
+        found: dict[str, str] = {}
+        ordered = sorted(names)
+        for i in range(0, len(ordered), 50):
+            kwargs: dict[str, Any] = {
+                "ParameterFilters": [
+                    {"Key": "Name", "Option": "Equals", "Values": ordered[i : i + 50]}
+                ],
+                "MaxResults": 50,
+            }
+            while True:
+                self._limiter.acquire("secrets.read")
+                try:
+                    resp = self._ssm.describe_parameters(**kwargs)
+                except Exception as exc:
+                    raise classify_aws(exc, operation="DescribeParameters") from exc
+                for param in resp.get("Parameters", []):
+                    found[str(param["Name"])] = str(param.get("Version", ""))
+                if not resp.get("NextToken"):
+                    break
+                kwargs["NextToken"] = resp["NextToken"]
+        for name, where in names.items():
+            out[("ssm", where)] = found.get(name, "")
+        arns = [where for source, where in wanted if source != "ssm"]
+        if arns:
+            listed = self._list_secret_versions()
+            for arn in arns:
+                out[("secretsmanager", arn)] = (
+                    listed[arn] if arn in listed else self.secretsmanager_version(arn)
+                )
+        return out
+
+    def _list_secret_versions(self) -> dict[str, str]:
+        listed: dict[str, str] = {}
+        kwargs: dict[str, Any] = {
+            "Filters": [{"Key": "name", "Values": ["oab/"]}],
+            "MaxResults": 100,
+        }
+        while True:
+            self._limiter.acquire("secrets.read")
+            try:
+                resp = self._sm.list_secrets(**kwargs)
+            except Exception as exc:
+                raise classify_aws(exc, operation="ListSecrets") from exc
+            for secret in resp.get("SecretList", []):
+                for version, stages in secret.get("SecretVersionsToStages", {}).items():
+                    if "AWSCURRENT" in stages:
+                        listed[str(secret["ARN"])] = str(version)
+            if not resp.get("NextToken"):
+                return listed
+            kwargs["NextToken"] = resp["NextToken"]
 
     def versions(self, secrets: Sequence[Mapping[str, str]]) -> dict[str, str]:
         """``{env name: version}`` for secrets given as ``{name, source, path|arn}``."""

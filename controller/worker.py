@@ -404,7 +404,9 @@ class Worker:
                 key=claim.key,
                 seq=after.audit_seq,
                 run_id=req.run_id,
-                generation=claim.generation,
+                # The generation actually reconciled (a newer one may have arrived after the
+                # claim was taken; the manifest read decides), else the claimed one.
+                generation=(result.status.observed_generation if result else 0) or claim.generation,
                 token=claim.token,
                 replica=self._replica,
                 epoch=_epoch_of(claim),

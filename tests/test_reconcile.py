@@ -352,3 +352,21 @@ def test_secret_versions_never_read_values(plane: dict[str, Any], aws: AWS) -> N
     assert got["B"]
     assert got["C"] == ""
     assert "planted" not in repr(got)
+    # The resync's batched read agrees, in one DescribeParameters + one ListSecrets call.
+    calls: list[str] = []
+    ssm, sm_client = aws.client("ssm"), aws.client("secretsmanager")
+    for client in (ssm, sm_client):
+        client.meta.events.register("before-call", lambda model, **_kw: calls.append(model.name))
+    batched = SecretVersions(ssm=ssm, secretsmanager=sm_client, limiter=RateLimiter({})).batch(
+        [
+            ("ssm", "/oab/team/bot/discord-token"),
+            ("secretsmanager", arn),
+            ("ssm", "/oab/team/bot/missing"),
+        ]
+    )
+    assert batched == {
+        ("ssm", "/oab/team/bot/discord-token"): got["A"],
+        ("secretsmanager", arn): got["B"],
+        ("ssm", "/oab/team/bot/missing"): "",
+    }
+    assert sorted(calls) == ["DescribeParameters", "ListSecrets"]
