@@ -99,8 +99,9 @@ class WorkerConfig:
 
     - ``workers`` (default 4): reconcile threads per replica. More overlap ECS latency; the AWS
       rate limits are shared, so more threads beyond that only queue on the token buckets.
-    - ``idle_poll_s`` (default 0.5): sleep between empty claims (jittered +-50 %). Lower starts
-      work sooner after an enqueue and costs more index queries while idle.
+    - ``idle_poll_s`` (default 0.5): period of claim polls while the queue is empty, shared by
+      the replica's workers (jittered +-50 %). Lower starts work sooner after an enqueue and
+      costs more index queries while idle (one Query per shard per poll).
     - ``heartbeat_fraction`` (default 1/3): heartbeat every this fraction of the visibility
       timeout, so two heartbeats can fail before the claim expires.
     """
@@ -216,6 +217,8 @@ class Worker:
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._inflight: dict[str, _Heartbeat] = {}
+        self._poll_lock = threading.Lock()
+        self._next_poll = 0.0
 
     @property
     def busy(self) -> int:
@@ -245,6 +248,18 @@ class Worker:
         rng = random.Random()
         worker_id = f"{self._replica}/{threading.current_thread().name}"
         while not stop.is_set():
+            # While the queue is empty, one poll per replica per idle period (not one per
+            # worker): idle workers share a gate. A successful claim opens it for everyone, as
+            # more work is likely waiting.
+            with self._poll_lock:
+                wait = self._next_poll - self._monotonic()
+                if wait <= 0:
+                    self._next_poll = self._monotonic() + self.config.idle_poll_s * rng.uniform(
+                        0.5, 1.5
+                    )
+            if wait > 0:
+                stop.wait(min(wait, self.config.idle_poll_s * 1.5))
+                continue
             # Span timestamps only (the claim span is emitted once we know there is one).
             claim_started = time.time_ns()
             try:
@@ -253,8 +268,9 @@ class Worker:
                 log.warning("claim failed", exc_info=True)
                 claim = None
             if claim is None:
-                stop.wait(self.config.idle_poll_s * rng.uniform(0.5, 1.5))
                 continue
+            with self._poll_lock:
+                self._next_poll = self._monotonic()
             with self._busy_lock:
                 self._busy += 1
             try:
