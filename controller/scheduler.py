@@ -135,14 +135,36 @@ class Scheduler:
             shards=self._changes.shards,
         )
         next_resync = self._monotonic()  # resync at once on takeover
+        failures = 0
         try:
             while not stop.is_set():
-                cursor = self.poll_changes(fence, cursor)
-                if self._monotonic() >= next_resync and not stop.is_set():
-                    self.resync(fence)
-                    period = self.config.resync_period_s
-                    next_resync = self._monotonic() + period * self._rng.uniform(0.9, 1.1)
-                stop.wait(self.config.change_poll_s)
+                delay = self.config.change_poll_s
+                try:
+                    # A failed poll keeps the old cursor: the same changes are read (and
+                    # enqueued, idempotently) again next time.
+                    cursor = self.poll_changes(fence, cursor)
+                    if self._monotonic() >= next_resync and not stop.is_set():
+                        self.resync(fence)
+                        period = self.config.resync_period_s
+                        next_resync = self._monotonic() + period * self._rng.uniform(0.9, 1.1)
+                    failures = 0
+                except FencedOut:
+                    raise
+                except Exception:
+                    # Leader-only work must outlive AWS hiccups: leaving this loop would keep the
+                    # lease with nobody scheduling. Back off (capped) and try again.
+                    failures += 1
+                    delay = min(30.0, self.config.change_poll_s * 2**failures)
+                    log.warning(
+                        "scheduler iteration failed; retrying in %.1f s",
+                        delay,
+                        exc_info=True,
+                        extra=fence_extra(fence),
+                    )
+                    if self._monotonic() >= next_resync:
+                        # A failed resync is retried soon, not after a whole period.
+                        next_resync = self._monotonic() + min(self.config.resync_period_s, 30.0)
+                stop.wait(delay)
         except FencedOut:
             log.warning(
                 "fenced out: a newer leader exists; scheduler stops", extra=fence_extra(fence)
