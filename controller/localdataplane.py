@@ -70,27 +70,52 @@ Differences from real ECS (deliberate or cheap approximations)
 - Fault by secret: a task fails when any container's ``secrets[].valueFrom`` (or
   ``repositoryCredentials.credentialsParameter``) starts with a failing ``value_from`` prefix.
 
+Layout: the control API's settings, request bodies, errors and client are in
+:mod:`oab.controller.localdataplane_control` (re-exported here); what knows moto's object model is
+in :mod:`oab.controller.localdataplane_moto`. This module is the simulator.
+
 This module is local/testing tooling: product code never imports it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType, Protocol
+from typing import Any, NewType, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
+
+# The control API's models, errors and client live apart (no moto there); re-exported here so
+# ``from oab.controller.localdataplane import DataPlaneControl`` keeps working.
+from oab.controller.localdataplane_control import (
+    CONTROL_PREFIX,
+    ControlRequestError,
+    DataPlaneConfig,
+    DataPlaneControl,
+    DataPlaneError,
+    FaultMode,
+    SecretFault,
+    ServiceFault,
+    StepRequest,
+)
+from oab.controller.localdataplane_moto import (
+    TaskDefinitionView,
+    attach_eni,
+    ecs_backends,
+    new_container,
+    release_enis,
+    resolve_task_definition,
+    secret_refs,
+    sim_task_class,
+)
 
 __all__ = [
     "CONTROL_PREFIX",
@@ -105,78 +130,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Path prefix of the control API; moto serves nothing under it.
-CONTROL_PREFIX = "/_oab/dataplane/"
-
 DeploymentId = NewType("DeploymentId", str)
-FaultMode = Literal["secret-injection", "crash-loop"]
 
 _STATE_ATTR = "_oab_dataplane"  # private attribute on moto's Service; the serializer ignores it
 _MAX_EVENTS = 100
 _LIVE = frozenset({"PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"})
 _BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
-
-
-# --------------------------------------------------------------------------------------- errors
-class DataPlaneError(Exception):
-    """Base of this module's errors; ``retryable`` says whether repeating the call may succeed."""
-
-    retryable = False
-
-
-class ControlRequestError(DataPlaneError):
-    """The control API refused a request (bad input) or could not be reached."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        # Unreachable (no HTTP status) may be a restarting emulator; a 4xx never heals itself.
-        self.retryable = status is None or status >= 500
-
-
-# --------------------------------------------------------------------------------------- config
-class DataPlaneConfig(BaseModel):
-    """Simulator settings, validated once; the control API replaces them as a whole."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: Seconds from launch until a task runs (or fails). Longer looks like Fargate; shorter
-    #: makes tests and benches faster.
-    start_delay_s: float = Field(default=1.0, ge=0.0, le=3600.0)
-    #: Minimum failed tasks before the circuit breaker trips (ECS uses at least 3).
-    circuit_breaker_threshold: int = Field(default=3, ge=1, le=200)
-    #: Background step period. Smaller reacts sooner but takes the global lock more often.
-    tick_s: float = Field(default=0.2, gt=0.0, le=10.0)
-    #: When true the background thread does not step; only ``POST .../step`` moves time.
-    paused: bool = False
-    #: Seconds a FAILED deployment stays listed (as ACTIVE) after its circuit breaker tripped.
-    failed_deployment_linger_s: float = Field(default=10.0, ge=0.0)
-    #: Seconds a stopped task stays describable (ECS: about an hour).
-    stopped_task_retention_s: float = Field(default=3600.0, ge=0.0)
-    #: Cap on stopped tasks kept per service, so long runs do not grow the emulator.
-    max_stopped_tasks_per_service: int = Field(default=10, ge=0)
-    #: Refuse CreateService over an ACTIVE service of the same name unless clientToken matches.
-    strict_create: bool = True
-    #: Circuit breaker with rollback when the service has no deploymentConfiguration.
-    rollback_by_default: bool = True
-
-
-class _ServiceFault(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cluster: str = Field(min_length=1)
-    service: str = Field(min_length=1)
-    mode: FaultMode | None
-
-
-class _SecretFault(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    value_from: str = Field(min_length=1)
-    mode: FaultMode | None = "secret-injection"
-
-
-class _StepRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    advance_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
 
 
 # ---------------------------------------------------------------------------------------- clock
@@ -318,7 +277,7 @@ class DataPlane:
     def step(self) -> None:
         """Advance every simulated service to the current time. Never raises."""
         self.steps += 1
-        for backend in _ecs_backends():
+        for backend in ecs_backends():
             for service in list(backend.services.values()):
                 self._guarded(self._advance_service, service, backend)
         self._guarded(self._forget_replaced)
@@ -334,7 +293,7 @@ class DataPlane:
     def _forget_replaced(self) -> None:
         # A service object no longer in its backend (replaced by a create, or the account was
         # reset) must not leave tasks running behind it.
-        live = {id(s) for b in _ecs_backends() for s in b.services.values()}
+        live = {id(s) for b in ecs_backends() for s in b.services.values()}
         for key in [k for k in self._tracked if k not in live]:
             service = self._tracked.pop(key)
             state: _ServiceState | None = getattr(service, _STATE_ATTR, None)
@@ -358,7 +317,7 @@ class DataPlane:
         moto_deployments = getattr(service, "deployments", None) or []
         if not moto_deployments or not service.task_definition:
             return None  # EXTERNAL / CODE_DEPLOY controllers or no task definition: not ours
-        td = _resolve_task_definition(backend, service.task_definition)
+        td = resolve_task_definition(backend, service.task_definition)
         service.task_definition = td
         now_w = self._clock.time()
         first = _Deployment(
@@ -399,7 +358,7 @@ class DataPlane:
                     )
             return
         self._sweep_external_stops(state)
-        service.task_definition = _resolve_task_definition(state.backend, service.task_definition)
+        service.task_definition = resolve_task_definition(state.backend, service.task_definition)
         rendered = service.deployments[0]["id"] if service.deployments else primary.id
         if service.task_definition != primary.task_definition or rendered != primary.id:
             # moto's forceNewDeployment only rewrites the primary's id: that is our signal.
@@ -418,7 +377,7 @@ class DataPlane:
                 task.stopped_at = getattr(task, "stopped_at", None) or _dt(self._clock.time())
                 for c in task.containers:
                     c.last_status = "STOPPED"
-                _release_enis(state.backend, task)
+                release_enis(state.backend, task)
                 state.stopped.append((self._clock.monotonic(), task))
 
     def _new_deployment(
@@ -480,9 +439,9 @@ class DataPlane:
         # moto's Task builds its ENI attachment in a way that fails unless the VPC has DNS
         # hostnames enabled; hand it a network-less view of the task definition and attach the
         # ENI here instead.
-        task = _sim_task_class()(
+        task = sim_task_class()(
             cluster,
-            _TaskDefinitionView(arn=td.arn, container_definitions=td.container_definitions),
+            TaskDefinitionView(arn=td.arn, container_definitions=td.container_definitions),
             None,
             None,
             backend,
@@ -493,7 +452,7 @@ class DataPlane:
             capacity_provider_name=strategy[0].get("capacityProvider") if strategy else None,
         )
         if td.network_mode == "awsvpc":
-            _attach_eni(backend, task, service.network_configuration or {})
+            attach_eni(backend, task, service.network_configuration or {})
         now_w = self._clock.time()
         task.last_status = "PROVISIONING"
         task.desired_status = "RUNNING"
@@ -501,7 +460,7 @@ class DataPlane:
         task.stop_code = None
         task.connectivity = "CONNECTED"
         task.due_mono = self._clock.monotonic() + self.config.start_delay_s
-        task.containers = [_container(td, task, spec) for spec in td.container_definitions]
+        task.containers = [new_container(td, task, spec) for spec in td.container_definitions]
         backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
         dep.tasks.append(task)
         return task
@@ -641,7 +600,7 @@ class DataPlane:
                 c.exitCode = None  # the container never ran
                 if stop_code == "TaskFailedToStart":
                     c.reason = reason
-        _release_enis(state.backend, task)
+        release_enis(state.backend, task)
         if task in dep.tasks:
             dep.tasks.remove(task)
         state.stopped.append((self._clock.monotonic(), task))
@@ -665,7 +624,7 @@ class DataPlane:
     def _fault_for(
         self, service: Any, state: _ServiceState, task: Any
     ) -> tuple[FaultMode | None, str | None]:
-        refs = list(_secret_refs(state.backend, task.task_definition_arn))
+        refs = list(secret_refs(state.backend, task.task_definition_arn))
         for ref in refs:
             for prefix, mode in self._secret_faults.items():
                 if ref.startswith(prefix):
@@ -820,20 +779,20 @@ class DataPlane:
         if action == "configure":
             self.config = DataPlaneConfig.model_validate({**self.config.model_dump(), **body})
         elif action == "fault/service":
-            fault = _ServiceFault.model_validate(body)
+            fault = ServiceFault.model_validate(body)
             key = (fault.cluster.split("/")[-1], fault.service.split("/")[-1])
             if fault.mode is None:
                 self._service_faults.pop(key, None)
             else:
                 self._service_faults[key] = fault.mode
         elif action == "fault/secret":
-            secret = _SecretFault.model_validate(body)
+            secret = SecretFault.model_validate(body)
             if secret.mode is None:
                 self._secret_faults.pop(secret.value_from, None)
             else:
                 self._secret_faults[secret.value_from] = secret.mode
         elif action == "step":
-            self._clock.advance(_StepRequest.model_validate(body).advance_s)
+            self._clock.advance(StepRequest.model_validate(body).advance_s)
             self.step()
         elif action == "reset":
             self.on_reset()
@@ -844,7 +803,7 @@ class DataPlane:
     def status(self) -> dict[str, Any]:
         """Configuration, faults, counters and a summary of every simulated service."""
         services = []
-        for backend in _ecs_backends():
+        for backend in ecs_backends():
             for service in backend.services.values():
                 state: _ServiceState | None = getattr(service, _STATE_ATTR, None)
                 if state is None:
@@ -906,37 +865,7 @@ class DataPlane:
         wrap("list_tasks", self.on_list_tasks)
 
 
-# ---------------------------------------------------------------------------- moto adapters
-def _ecs_backends() -> Iterator[Any]:
-    from moto.ecs.models import ecs_backends
-
-    # dict.values avoids BackendDict.__getitem__, which would create accounts as a side effect.
-    for account in list(dict.values(ecs_backends)):
-        yield from list(dict.values(account))
-
-
-def _resolve_task_definition(backend: Any, ref: str) -> str:
-    """The full ARN for ``family``, ``family:rev`` or an ARN (moto stores what it was given)."""
-    try:
-        return str(backend.describe_task_definition(ref).arn)
-    except Exception:
-        return ref
-
-
-def _secret_refs(backend: Any, task_definition_arn: str) -> Iterable[str]:
-    try:
-        td = backend.describe_task_definition(task_definition_arn)
-    except Exception:
-        return
-    for spec in td.container_definitions:
-        for secret in spec.get("secrets") or []:
-            if secret.get("valueFrom"):
-                yield str(secret["valueFrom"])
-        creds = (spec.get("repositoryCredentials") or {}).get("credentialsParameter")
-        if creds:
-            yield str(creds)
-
-
+# ------------------------------------------------------------------------- ECS reason texts
 def _secret_reason(value_from: str | None) -> str:
     source = "asm" if value_from and ":secretsmanager:" in value_from else "ssm"
     ref = value_from or "(unknown)"
@@ -960,156 +889,3 @@ def _scaling_reason(deployment_id: str) -> str:
 
 def _dt(wall: float) -> datetime:
     return datetime.fromtimestamp(wall, tz=UTC)
-
-
-def _container(td: Any, task: Any, spec: dict[str, Any]) -> Any:
-    from moto.ecs.models import Container
-
-    c: Any = Container(td)  # type: ignore[abstract]  # moto instantiates it the same way
-    c.task_arn = task.task_arn
-    c.name = spec.get("name")
-    c.image = spec.get("image")
-    c.cpu = spec.get("cpu", 0)
-    c.memory = spec.get("memory")
-    c.essential = bool(spec.get("essential", True))
-    c.last_status = "PENDING"
-    c.exitCode = None
-    c.reason = None
-    c.health_status = "UNKNOWN"
-    c.environment = None  # never echo configuration (it could carry values) in DescribeTasks
-    c.command = None
-    return c
-
-
-@dataclass(frozen=True)
-class _TaskDefinitionView:
-    arn: str
-    container_definitions: list[dict[str, Any]]
-    network_mode: str = "none"
-
-
-def _attach_eni(backend: Any, task: Any, network: dict[str, Any]) -> None:
-    from moto.ec2.models import ec2_backends
-    from moto.ec2.utils import random_private_ip
-
-    vpc_conf = network.get("awsvpcConfiguration") or {}
-    subnets = vpc_conf.get("subnets") or []
-    if not subnets:
-        return  # ECS would have refused the service; nothing sensible to attach
-    task.network_configuration = network
-    eni = ec2_backends[backend.account_id][task.region_name].create_network_interface(
-        subnet=subnets[0],
-        private_ip_address=random_private_ip(),
-        group_ids=vpc_conf.get("securityGroups") or [],
-        description="moto ECS (simulated data plane)",
-    )
-    eni.status = "in-use"
-    details = [
-        ("subnetId", subnets[0]),
-        ("networkInterfaceId", eni.id),
-        ("macAddress", getattr(eni, "mac_address", None)),
-        ("privateDnsName", getattr(eni, "private_dns_name", None)),
-        ("privateIPv4Address", getattr(eni, "private_ip_address", None)),
-    ]
-    task.attachments.append(
-        {
-            "id": str(uuid.uuid4()),
-            "type": "ElasticNetworkInterface",
-            "status": "ATTACHED",
-            "details": [{"name": k, "value": v} for k, v in details if v is not None],
-        }
-    )
-
-
-def _release_enis(backend: Any, task: Any) -> None:
-    # Each awsvpc task created an ENI in moto's EC2; free it so long runs do not accumulate them.
-    from moto.ec2.models import ec2_backends
-
-    for attachment in getattr(task, "attachments", None) or []:
-        if attachment.get("status") != "ATTACHED":
-            continue
-        attachment["status"] = "DELETED"
-        for detail in attachment.get("details", []):
-            if detail.get("name") == "networkInterfaceId":
-                try:
-                    ec2_backends[backend.account_id][task.region_name].delete_network_interface(
-                        detail["value"]
-                    )
-                except Exception:
-                    log.debug("ENI %s already gone", detail["value"])
-
-
-@functools.cache
-def _sim_task_class() -> type:
-    from moto.ecs.models import Task
-
-    class SimTask(Task):
-        """A moto Task whose status only the simulator moves (not moto's state manager)."""
-
-        def advance(self) -> None:
-            """DescribeTasks calls this to age moto's own tasks; ours age by steps."""
-
-        @property
-        def status(self) -> str | None:
-            return self._status
-
-        @status.setter
-        def status(self, value: str) -> None:
-            self._status = value
-
-    return SimTask
-
-
-# ------------------------------------------------------------------------------------- client
-class DataPlaneControl:
-    """Client of the control API, for tests, the demo and chaos scenarios."""
-
-    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
-        self._base = endpoint.rstrip("/") + CONTROL_PREFIX
-        self._timeout = timeout
-
-    def _call(self, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self._base + action,
-            data=data,
-            method="GET" if body is None else "POST",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                result: dict[str, Any] = json.loads(resp.read())
-                return result
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise ControlRequestError(
-                f"data plane {action}: HTTP {exc.code}: {detail}", status=exc.code
-            ) from exc
-        except (OSError, urllib.error.URLError) as exc:
-            raise ControlRequestError(f"data plane {action}: {exc}") from exc
-
-    def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change settings (fields of :class:`DataPlaneConfig`); returns the status."""
-        return self._call("configure", settings)
-
-    def fail_service(self, cluster: str, service: str, *, mode: FaultMode | None) -> dict[str, Any]:
-        """Make new tasks of one service fail with ``mode``; ``None`` clears the fault."""
-        return self._call("fault/service", {"cluster": cluster, "service": service, "mode": mode})
-
-    def fail_secret(
-        self, value_from: str, *, mode: FaultMode | None = "secret-injection"
-    ) -> dict[str, Any]:
-        """Fail new tasks whose task definition references a ``valueFrom`` with this prefix."""
-        return self._call("fault/secret", {"value_from": value_from, "mode": mode})
-
-    def step(self, *, advance_s: float = 0.0) -> dict[str, Any]:
-        """Skip the simulator clock ``advance_s`` ahead and run one step now."""
-        return self._call("step", {"advance_s": advance_s})
-
-    def reset(self) -> dict[str, Any]:
-        """Clear faults and restore the start-up configuration (moto's reset does this too)."""
-        return self._call("reset", {})
-
-    def status(self) -> dict[str, Any]:
-        """Configuration, faults, counters and per-service deployment summaries."""
-        return self._call("status")
