@@ -5,21 +5,56 @@
 - :class:`SequentialIds` - deterministic id generator (``prefix-000001``, ...).
 - :func:`local_aws` - start the serialized emulator (see :mod:`oab.controller.localaws`).
 - :func:`wait_until` - poll a condition with a deadline (no sleep-and-hope in tests).
+- :func:`oabctl` - run the CLI in process (``cli.main``) and capture exit code, stdout, stderr.
+- :func:`agent_manifest` - an ``OABService`` manifest for one agent (name, namespace, image tag,
+  its SSM secret and the few options tests vary).
+- :func:`prepare_plane` - an emulator ready for ``oabctl`` and replicas: optionally reset, the
+  simulated data plane sped up, the environment (endpoint, ``OABCTL_CONFIG``, bucket) and,
+  optionally, ``oabctl init``.
+- :func:`replica_settings` / :func:`running_replica` - an in-process replica with short leases
+  and polls, always shut down when the block ends.
+
+Heavier modules (the CLI, the replica) are imported where they are used, so that importing the
+test doubles stays cheap and ``oab.controller.cluster`` (which imports this module) cannot form
+an import cycle with them.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import boto3
 
 from oab.controller import tables
 from oab.controller.localaws import LocalAWS, start
+from oab.controller.localdataplane_control import DataPlaneControl
 
-__all__ = ["AWS", "FakeClock", "LocalAWS", "SequentialIds", "local_aws", "wait_until"]
+if TYPE_CHECKING:
+    from oab.controller.daemon_config import DaemonSettings
+    from oab.controller.replica import Replica
+
+__all__ = [
+    "AWS",
+    "CliResult",
+    "FakeClock",
+    "LocalAWS",
+    "SequentialIds",
+    "agent_manifest",
+    "local_aws",
+    "oabctl",
+    "prepare_plane",
+    "replica_settings",
+    "running_replica",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -115,3 +150,159 @@ class AWS:
         """Empty the emulated account and create the control-plane tables again."""
         self.emulator.reset()
         tables.ensure_tables(self.client("dynamodb"), self.tables)
+
+
+class CliResult(NamedTuple):
+    """What one in-process ``oabctl`` run returned; unpacks as ``code, out, err``."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        """stdout parsed as JSON (for ``-o json``)."""
+        return json.loads(self.out)
+
+    def ok(self) -> str:
+        """stdout of a run that must have succeeded; ``AssertionError`` naming stderr otherwise."""
+        if self.code != 0:
+            raise AssertionError(f"oabctl exited {self.code}: {self.err}")
+        return self.out
+
+
+def oabctl(*argv: str, stdin: str = "", env: Mapping[str, str] | None = None) -> CliResult:
+    """Run ``oabctl argv`` in this process with ``stdin`` as its input.
+
+    ``env`` replaces the process environment for the CLI's settings (``None``: the process's).
+    """
+    from oab.controller import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def agent_manifest(
+    name: str = "bot",
+    *,
+    namespace: str = "team",
+    tag: str = "v1",
+    secret_path: str | None = None,
+    auto_restart: bool | None = None,
+    labels: Mapping[str, str] | None = None,
+    bootstrap_from: str | None = None,
+    extra_secrets: str = "",
+) -> str:
+    """A Kiro-on-Discord ``OABService`` manifest (YAML) for ``namespace/name``.
+
+    The bot token comes from SSM at ``secret_path`` (default ``/oab/{namespace}/{name}/
+    discord-token``); ``auto_restart`` adds ``autoRestart`` to that secret when not ``None``;
+    ``extra_secrets`` is appended verbatim to the ``secrets`` list (YAML items indented 4).
+    """
+    path = secret_path or f"/oab/{namespace}/{name}/discord-token"
+    lines = [
+        "apiVersion: oab.dev/v1",
+        "kind: OABService",
+        "metadata:",
+        f"  name: {name}",
+        f"  namespace: {namespace}",
+    ]
+    if labels:
+        lines += ["  labels:", *(f"    {k}: {v}" for k, v in labels.items())]
+    lines += [
+        "spec:",
+        "  cpu: 256",
+        "  memory: 512",
+        "  taskDefinition:",
+        f"    image: ghcr.io/openabdev/openab:{tag}",
+    ]
+    if bootstrap_from is not None:
+        lines.append(f"  bootstrapFrom: {bootstrap_from}")
+    lines += [
+        "  secrets:",
+        "    - name: DISCORD_BOT_TOKEN",
+        "      source: ssm",
+        f"      path: {path}",
+    ]
+    if auto_restart is not None:
+        lines.append(f"      autoRestart: {'true' if auto_restart else 'false'}")
+    tail = [
+        "  config:",
+        "    agent:",
+        "      preset: kiro",
+        "    discord:",
+        "      bot_token: ${DISCORD_BOT_TOKEN}",
+        '      allowed_channels: ["123456789012345678"]',
+    ]
+    return "\n".join(lines) + "\n" + extra_secrets + "\n".join(tail) + "\n"
+
+
+def prepare_plane(
+    emulator: LocalAWS,
+    *,
+    config: Path,
+    bucket: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    reset: bool = False,
+    start_delay_s: float = 0.3,
+    tick_s: float = 0.05,
+    init: bool = False,
+) -> dict[str, str]:
+    """Make ``emulator`` ready for ``oabctl`` and in-process replicas; return the variables set.
+
+    ``reset`` empties the account first (the ``aws`` fixture has already done so); the simulated
+    data plane starts tasks after ``start_delay_s`` and steps every ``tick_s`` (fast, for tests).
+    The returned overlay holds the emulator's variables, ``OABCTL_CONFIG=config`` (a file that
+    need not exist: no profile), ``OAB_BUCKET`` when ``bucket`` is given and ``extra``. With
+    ``init`` the control plane is created by ``oabctl init`` run with the process environment
+    plus the overlay (``AssertionError`` when it fails).
+    """
+    if reset:
+        emulator.reset()
+    DataPlaneControl(emulator.endpoint).configure(start_delay_s=start_delay_s, tick_s=tick_s)
+    overlay = {**emulator.env(), "OABCTL_CONFIG": str(config)}
+    if bucket is not None:
+        overlay["OAB_BUCKET"] = bucket
+    overlay.update(extra or {})
+    if init:
+        oabctl("init", env={**os.environ, **overlay}).ok()
+    return overlay
+
+
+def replica_settings(
+    endpoint: str, *, bucket: str, replica_id: str = "r1", **overrides: Any
+) -> DaemonSettings:
+    """Settings for an in-process replica that reacts fast: 0.1 s polls, a 3 s lease, 2 workers.
+
+    ``overrides`` replace any field (``table_prefix``, ``cluster``, ``workers``, ...).
+    """
+    from oab.controller.daemon_config import DaemonSettings
+
+    values: dict[str, Any] = {
+        "replica_id": replica_id,
+        "endpoint": endpoint,
+        "bucket": bucket,
+        "change_poll_s": 0.1,
+        "idle_poll_s": 0.1,
+        "progress_poll_s": 0.3,
+        "workers": 2,
+        "lease_duration_s": 3.0,
+        "renew_deadline_s": 2.0,
+        "retry_period_s": 0.5,
+        **overrides,
+    }
+    return DaemonSettings(**values)
+
+
+@contextmanager
+def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
+    """A started :class:`~oab.controller.replica.Replica`, shut down however the block ends."""
+    from oab.controller.replica import Replica
+
+    replica = Replica(settings)
+    # Started inside the try: a start that fails half-way still stops what did start.
+    try:
+        replica.start()
+        yield replica
+    finally:
+        replica.shutdown()

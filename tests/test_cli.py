@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oab.controller import cli
-from oab.controller.testing import AWS
+from oab.controller.testing import AWS, oabctl
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -23,27 +22,14 @@ BUCKET = "oab-control-plane"
 TASK_DEF_PREFIX = "arn:aws:ecs:us-east-1:123456789012:task-definition"
 
 
-class Run:
-    """Captured result of one oabctl invocation."""
-
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "OABCTL_CONFIG": str(tmp_path / "no-config")}
 
 
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    return Run(code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture
 def ready(aws: AWS, env: dict[str, str]) -> dict[str, str]:
-    assert oabctl(env, "init").code == 0
+    assert oabctl("init", env=env).code == 0
     return env
 
 
@@ -58,12 +44,12 @@ def _versions(aws: AWS) -> int:
 
 
 def test_apply_get_delete_round_trip(aws: AWS, ready: dict[str, str]) -> None:
-    first = oabctl(ready, "apply", "-f", str(EXAMPLES / "kiro-discord.yaml"))
+    first = oabctl("apply", "-f", str(EXAMPLES / "kiro-discord.yaml"), env=ready)
     assert (first.code, first.out) == (0, "oabservice.oab.dev/kiro-reviewer created\n")
-    again = oabctl(ready, "apply", "-f", str(EXAMPLES / "kiro-discord.yaml"))
+    again = oabctl("apply", "-f", str(EXAMPLES / "kiro-discord.yaml"), env=ready)
     assert again.out == "oabservice.oab.dev/kiro-reviewer unchanged\n"
 
-    table = oabctl(ready, "get")
+    table = oabctl("get", env=ready)
     header, row = table.out.splitlines()
     assert header.split() == [
         "NAME", "NAMESPACE", "CPU", "MEM", "CAPACITY", "PHASE", "GEN", "OBS-GEN", "AGE",
@@ -71,23 +57,23 @@ def test_apply_get_delete_round_trip(aws: AWS, ready: dict[str, str]) -> None:
     assert row.split()[:8] == [
         "kiro-reviewer", "default", "1024", "2048", "FARGATE", "Pending", "1", "<none>",
     ]  # fmt: skip
-    wide = oabctl(ready, "get", "-o", "wide")
+    wide = oabctl("get", "-o", "wide", env=ready)
     assert "IMAGE" in wide.out
     assert "ghcr.io/openabdev/openab:kiro-latest" in wide.out
-    assert oabctl(ready, "get", "-o", "name").out == "oabservice.oab.dev/kiro-reviewer\n"
-    one = json.loads(oabctl(ready, "get", "kiro-reviewer", "-o", "json").out)
+    assert oabctl("get", "-o", "name", env=ready).out == "oabservice.oab.dev/kiro-reviewer\n"
+    one = json.loads(oabctl("get", "kiro-reviewer", "-o", "json", env=ready).out)
     assert one["metadata"]["generation"] == 1
     assert one["status"]["phase"] == "Pending"
-    listed = yaml.safe_load(oabctl(ready, "get", "-o", "yaml").out)
+    listed = yaml.safe_load(oabctl("get", "-o", "yaml", env=ready).out)
     assert listed["kind"] == "List"
 
-    deleted = oabctl(ready, "delete", "kiro-reviewer")
+    deleted = oabctl("delete", "kiro-reviewer", env=ready)
     assert (deleted.code, deleted.out) == (0, 'oabservice.oab.dev "kiro-reviewer" deleted\n')
-    assert "Terminating" in oabctl(ready, "get").out
+    assert "Terminating" in oabctl("get", env=ready).out
 
 
 def test_status_from_the_state_table_is_shown(aws: AWS, ready: dict[str, str]) -> None:
-    oabctl(ready, "apply", "-f", str(EXAMPLES / "kiro-discord.yaml"))
+    oabctl("apply", "-f", str(EXAMPLES / "kiro-discord.yaml"), env=ready)
     aws.client("dynamodb").put_item(
         TableName=aws.tables.state,
         Item={
@@ -98,24 +84,24 @@ def test_status_from_the_state_table_is_shown(aws: AWS, ready: dict[str, str]) -
             "task_definition_arn": {"S": f"{TASK_DEF_PREFIX}/oab-default-kiro-reviewer:3"},
         },
     )
-    row = oabctl(ready, "get", "-o", "wide").out.splitlines()[1].split()
+    row = oabctl("get", "-o", "wide", env=ready).out.splitlines()[1].split()
     assert row[5:8] == ["Running", "1", "1"]
     assert "oab-default-kiro-reviewer:3" in row
 
 
 def test_fleet_apply_get_and_delete(aws: AWS, ready: dict[str, str]) -> None:
-    result = oabctl(ready, "apply", "-f", str(EXAMPLES / "fleet.yaml"))
+    result = oabctl("apply", "-f", str(EXAMPLES / "fleet.yaml"), env=ready)
     assert result.code == 0
     lines = result.out.splitlines()
     assert lines[0] == "oabfleet.oab.dev/review-fleet created"
     assert len(lines) == 11
-    fleets = oabctl(ready, "get", "fleets", "-A")
+    fleets = oabctl("get", "fleets", "-A", env=ready)
     assert fleets.out.splitlines()[1].split()[:3] == ["review-fleet", "team-a", "10"]
-    assert len(oabctl(ready, "get", "-n", "team-a", "-o", "name").out.splitlines()) == 10
-    child = oabctl(ready, "delete", "kiro-1", "-n", "team-a")
+    assert len(oabctl("get", "-n", "team-a", "-o", "name", env=ready).out.splitlines()) == 10
+    child = oabctl("delete", "kiro-1", "-n", "team-a", env=ready)
     assert child.code == 1
     assert "owned by fleet 'review-fleet'" in child.err
-    gone = oabctl(ready, "delete", "fleet", "review-fleet", "-n", "team-a")
+    gone = oabctl("delete", "fleet", "review-fleet", "-n", "team-a", env=ready)
     assert gone.code == 0
     assert len(gone.out.splitlines()) == 11
 
@@ -128,7 +114,7 @@ def test_invalid_file_writes_nothing_and_names_file_and_field(
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump_all([_kiro() | {"metadata": {"name": "ok"}}, bad]))
     before = _versions(aws)
-    result = oabctl(ready, "apply", "-f", str(path))
+    result = oabctl("apply", "-f", str(path), env=ready)
     assert result.code == 1
     assert result.out == ""
     assert str(path) in result.err
@@ -139,25 +125,25 @@ def test_invalid_file_writes_nothing_and_names_file_and_field(
 
 def test_apply_from_stdin_and_dry_run(aws: AWS, ready: dict[str, str]) -> None:
     text = (EXAMPLES / "kiro-discord.yaml").read_text()
-    dry = oabctl(ready, "apply", "-f", "-", "--dry-run", stdin=text)
+    dry = oabctl("apply", "-f", "-", "--dry-run", stdin=text, env=ready)
     assert dry.out == "oabservice.oab.dev/kiro-reviewer created (dry run)\n"
-    assert oabctl(ready, "get").err == "No resources found in default namespace.\n"
-    assert oabctl(ready, "apply", "-f", "-", stdin=text).code == 0
+    assert oabctl("get", env=ready).err == "No resources found in default namespace.\n"
+    assert oabctl("apply", "-f", "-", stdin=text, env=ready).code == 0
 
 
 def test_diff_exit_codes(aws: AWS, ready: dict[str, str], tmp_path: Path) -> None:
     path = EXAMPLES / "kiro-discord.yaml"
-    absent = oabctl(ready, "diff", "-f", str(path))
+    absent = oabctl("diff", "-f", str(path), env=ready)
     assert absent.code == 1
     assert "+  cpu: 1024" in absent.out
-    oabctl(ready, "apply", "-f", str(path))
-    same = oabctl(ready, "diff", "-f", str(path), "--rendered")
+    oabctl("apply", "-f", str(path), env=ready)
+    same = oabctl("diff", "-f", str(path), "--rendered", env=ready)
     assert (same.code, same.out) == (0, "")
     changed = _kiro()
     changed["spec"]["config"]["pool"]["max_sessions"] = 3
     new = tmp_path / "changed.yaml"
     new.write_text(yaml.safe_dump(changed))
-    diff = oabctl(ready, "diff", "-f", str(new), "--rendered")
+    diff = oabctl("diff", "-f", str(new), "--rendered", env=ready)
     assert diff.code == 1
     assert "-      max_sessions: 10" in diff.out
     assert "+max_sessions = 3" in diff.out  # config.toml diff
@@ -166,7 +152,7 @@ def test_diff_exit_codes(aws: AWS, ready: dict[str, str], tmp_path: Path) -> Non
 
 def test_render_needs_no_aws(env: dict[str, str]) -> None:
     offline = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
-    result = oabctl(offline, "render", "-f", str(EXAMPLES / "kiro-discord.yaml"), "-o", "json")
+    result = oabctl("render", "-f", str(EXAMPLES / "kiro-discord.yaml"), "-o", "json", env=offline)
     assert result.code == 0, result.err
     rendered = json.loads(result.out)
     assert rendered["registerTaskDefinition"]["family"] == "oab-default-kiro-reviewer"
@@ -174,35 +160,35 @@ def test_render_needs_no_aws(env: dict[str, str]) -> None:
 
 
 def test_schema_and_config_view(env: dict[str, str]) -> None:
-    schema = json.loads(oabctl(env, "schema").out)
+    schema = json.loads(oabctl("schema", env=env).out)
     assert "oneOf" in json.dumps(schema)
-    view = yaml.safe_load(oabctl(env, "config", "view", "--bucket", "flag-bucket").out)
+    view = yaml.safe_load(oabctl("config", "view", "--bucket", "flag-bucket", env=env).out)
     assert view["bucket"] == "flag-bucket"
     assert view["configFile"].endswith("no-config")
 
 
 def test_usage_and_infra_exit_codes(env: dict[str, str]) -> None:
-    assert oabctl(env, "frobnicate").code == cli.EXIT_USAGE
-    assert oabctl(env, "get", "--bogus").code == cli.EXIT_USAGE
-    assert oabctl(env).code == cli.EXIT_USAGE
-    down = oabctl({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "get")
+    assert oabctl("frobnicate", env=env).code == cli.EXIT_USAGE
+    assert oabctl("get", "--bogus", env=env).code == cli.EXIT_USAGE
+    assert oabctl(env=env).code == cli.EXIT_USAGE
+    down = oabctl("get", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
     assert down.code == cli.EXIT_INFRA
     assert "cannot reach http://127.0.0.1:9" in down.err
     assert "Traceback" not in down.err
-    debug = oabctl({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "get", "--debug")
+    debug = oabctl("get", "--debug", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
     assert "Traceback" in debug.err
 
 
 def test_bad_settings_exit_1(env: dict[str, str], tmp_path: Path) -> None:
     cfg = tmp_path / "cfg"
     cfg.write_text('[profiles.default]\nbucket = "Not_A_Bucket"\n')
-    result = oabctl({**env, "OABCTL_CONFIG": str(cfg)}, "get")
+    result = oabctl("get", env={**env, "OABCTL_CONFIG": str(cfg)})
     assert result.code == 1
     assert "bucket" in result.err
 
 
 def test_global_flags_work_after_the_command(aws: AWS, ready: dict[str, str]) -> None:
-    result = oabctl(ready, "get", "--bucket", "missing-bucket")
+    result = oabctl("get", "--bucket", "missing-bucket", env=ready)
     assert result.code == cli.EXIT_INFRA
     assert "NoSuchBucket" in result.err
 
@@ -267,7 +253,7 @@ def test_fuzz_invalid_documents_exit_1_and_write_nothing(
     valid["metadata"]["name"] = "fuzz-companion"
     path.write_text(yaml.safe_dump_all([valid, doc]))
     before = _versions(aws)
-    result = oabctl(ready, "apply", "-f", str(path))
+    result = oabctl("apply", "-f", str(path), env=ready)
     assert result.code in (0, 1), result.err  # never a crash, never an infra error
     assert "Traceback" not in result.err
     if result.code == 1:

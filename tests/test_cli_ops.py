@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import threading
 from pathlib import Path
@@ -41,39 +40,13 @@ from oab.controller.status import (
     transition_items,
 )
 from oab.controller.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
-from oab.controller.testing import AWS, FakeClock
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 from oab.leader.lease import DynamoLeaseStore
 from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
 from oab.queue.workqueue import WorkQueue
 
 BUCKET = "oab-control-plane"
 NOW = 1_800_000_000.0
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: team
-  labels:
-    tier: {tier}
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/team/{name}/very-private-path
-      autoRestart: true
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
 
 FLEET = """\
 apiVersion: oab.dev/v1
@@ -98,36 +71,27 @@ spec:
 """
 
 
-class Run:
-    """Captured result of one oabctl invocation."""
-
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "OABCTL_CONFIG": str(tmp_path / "no-config")}
 
 
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    return Run(code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture
 def ready(aws: AWS, env: dict[str, str]) -> dict[str, str]:
-    run = oabctl(env, "init", "--debug")
+    run = oabctl("init", "--debug", env=env)
     assert run.code == 0, run.err
     return env
 
 
 def apply(env: dict[str, str], name: str = "bot", *, tag: str = "v1", tier: str = "a") -> None:
-    run = oabctl(env, "apply", "-f", "-", stdin=MANIFEST.format(name=name, tag=tag, tier=tier))
+    manifest = agent_manifest(
+        name,
+        tag=tag,
+        labels={"tier": tier},
+        secret_path=f"/oab/team/{name}/very-private-path",
+        auto_restart=True,
+    )
+    run = oabctl("apply", "-f", "-", stdin=manifest, env=env)
     assert run.code == 0, run.err
 
 
@@ -316,7 +280,9 @@ def test_wait_for_returns_as_soon_as_met() -> None:
 def test_wait_met_for_current_generation(aws: AWS, ready: dict[str, str]) -> None:
     apply(ready)
     write_status(aws, phase="Running", observed_generation=1, conditions=AVAILABLE)
-    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=5s")
+    run = oabctl(
+        "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=5s", env=ready
+    )
     assert run.code == 0, run.err
     assert run.out.strip() == "oabservice.oab.dev/bot condition met"
 
@@ -326,7 +292,7 @@ def test_wait_times_out_on_an_older_generation(aws: AWS, ready: dict[str, str]) 
     write_status(aws, phase="Running", observed_generation=1, conditions=AVAILABLE)
     apply(ready, tag="v2")  # generation 2, not yet observed
     run = oabctl(
-        ready, "wait", "bot", "-n", "team", "--for", "condition=Available", "--timeout", "1s"
+        "wait", "bot", "-n", "team", "--for", "condition=Available", "--timeout", "1s", env=ready
     )
     assert run.code == 1
     assert "timed out after 1s waiting for condition Available=True" in run.err
@@ -380,7 +346,9 @@ def test_wait_fails_fast_on_failed_phase(aws: AWS, ready: dict[str, str]) -> Non
             cond("SecretInjectionFailed", "True", "ResourceInitializationError", "ssm denied"),
         ),
     )
-    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=30s")
+    run = oabctl(
+        "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=30s", env=ready
+    )
     assert run.code == 1
     assert "Failed at generation 1: ResourceInitializationError: ssm denied" in run.err
 
@@ -393,21 +361,21 @@ def test_wait_condition_false_and_delete(aws: AWS, ready: dict[str, str]) -> Non
         observed_generation=1,
         conditions=(*AVAILABLE, cond("Degraded", "False")),
     )
-    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=condition=Degraded=False")
+    run = oabctl("wait", "bot", "-n", "team", "--for=condition=Degraded=False", env=ready)
     assert run.code == 0, run.err
     # Not deleted yet: times out; a name that never existed counts as deleted (like kubectl).
-    run = oabctl(ready, "wait", "bot", "-n", "team", "--for=delete", "--timeout=0.3s")
+    run = oabctl("wait", "bot", "-n", "team", "--for=delete", "--timeout=0.3s", env=ready)
     assert run.code == 1
     assert "not deleted" in run.err
-    assert oabctl(ready, "wait", "ghost", "-n", "team", "--for=delete").code == 0
+    assert oabctl("wait", "ghost", "-n", "team", "--for=delete", env=ready).code == 0
 
 
 def test_wait_usage_and_not_found(ready: dict[str, str]) -> None:
-    missing = oabctl(ready, "wait", "ghost", "--for=condition=Available", "--timeout=1s")
+    missing = oabctl("wait", "ghost", "--for=condition=Available", "--timeout=1s", env=ready)
     assert missing.code == 1
     assert 'oabservice.oab.dev "ghost" in namespace default: not found' in missing.err
-    assert oabctl(ready, "wait", "bot", "--for=bogus").code == 2
-    assert oabctl(ready, "wait", "bot", "--for=condition=Available", "--timeout=soon").code == 2
+    assert oabctl("wait", "bot", "--for=bogus", env=ready).code == 2
+    assert oabctl("wait", "bot", "--for=condition=Available", "--timeout=soon", env=ready).code == 2
 
 
 # ------------------------------------------------------------------------------- describe
@@ -428,7 +396,7 @@ def test_describe_text_and_json(aws: AWS, ready: dict[str, str]) -> None:
     )
     WorkQueue(aws.client("dynamodb"), aws.tables.queue).enqueue("team/bot", 1, "apply", "tok1")
 
-    run = oabctl(ready, "describe", "bot", "-n", "team")
+    run = oabctl("describe", "bot", "-n", "team", env=ready)
     assert run.code == 0, run.err
     text = run.out
     for expected in (
@@ -455,7 +423,7 @@ def test_describe_text_and_json(aws: AWS, ready: dict[str, str]) -> None:
     runs = text[text.index("Recent Runs:") :]
     assert runs.index("run-1") < runs.index("run-2")  # runs oldest first
 
-    doc = oabctl(ready, "describe", "bot", "-n", "team", "-o", "json").json()
+    doc = oabctl("describe", "bot", "-n", "team", "-o", "json", env=ready).json()
     assert set(doc) == {"kind", "metadata", "spec", "status", "queue", "recentRuns"}
     assert doc["metadata"]["generation"] == 1
     assert doc["spec"]["secrets"] == [
@@ -469,17 +437,17 @@ def test_describe_text_and_json(aws: AWS, ready: dict[str, str]) -> None:
     assert doc["recentRuns"][1]["traceId"] == f"{2:032x}"
     assert "very-private-path" not in run.out
 
-    as_yaml = yaml.safe_load(oabctl(ready, "describe", "bot", "-n", "team", "-o", "yaml").out)
+    as_yaml = yaml.safe_load(oabctl("describe", "bot", "-n", "team", "-o", "yaml", env=ready).out)
     assert as_yaml["status"]["phase"] == "Running"
 
 
 def test_describe_before_any_reconcile_and_not_found(ready: dict[str, str]) -> None:
     apply(ready)
-    run = oabctl(ready, "describe", "bot", "-n", "team")
+    run = oabctl("describe", "bot", "-n", "team", env=ready)
     assert run.code == 0, run.err
     assert "Recent Runs:  <none>" in run.out
     assert "Queue:  <none>" in run.out
-    assert oabctl(ready, "describe", "ghost", "-n", "team").code == 1
+    assert oabctl("describe", "ghost", "-n", "team", env=ready).code == 1
 
 
 # -------------------------------------------------------------------------------- history
@@ -488,7 +456,7 @@ def test_describe_before_any_reconcile_and_not_found(ready: dict[str, str]) -> N
 def test_history_columns_order_limit_and_json(aws: AWS, env: dict[str, str]) -> None:
     for phase in ("Pending", "Running", "Running"):
         write_status(aws, phase=phase, observed_generation=1, last_error=phase)
-    run = oabctl(env, "history", "bot", "-n", "team")
+    run = oabctl("history", "bot", "-n", "team", env=env)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].split() == [
@@ -508,25 +476,25 @@ def test_history_columns_order_limit_and_json(aws: AWS, env: dict[str, str]) -> 
     assert lines[1].split()[4:6] == ["-", "Pending"]
     assert lines[2].split()[4:6] == ["Pending", "Running"]
 
-    limited = oabctl(env, "history", "bot", "-n", "team", "--limit", "2")
+    limited = oabctl("history", "bot", "-n", "team", "--limit", "2", env=env)
     assert [line.split()[0] for line in limited.out.splitlines()[1:]] == ["2", "3"]
 
-    doc = oabctl(env, "history", "bot", "-n", "team", "-o", "json").json()
+    doc = oabctl("history", "bot", "-n", "team", "-o", "json", env=env).json()
     assert doc["kind"] == "List"
     first = doc["items"][0]
     assert first["key"] == "team/bot"
     for field in ("seq", "runId", "generation", "from", "to", "outcome", "calls", "traceId"):
         assert field in first
     assert (
-        oabctl(env, "history", "bot", "-n", "team", "-o", "wide")
+        oabctl("history", "bot", "-n", "team", "-o", "wide", env=env)
         .out.splitlines()[0]
         .endswith("ERROR")
     )
 
-    empty = oabctl(env, "history", "ghost", "-n", "team")
+    empty = oabctl("history", "ghost", "-n", "team", env=env)
     assert empty.code == 0
     assert "No runs recorded for team/ghost" in empty.err
-    assert oabctl(env, "history", "bot", "--limit", "0").code == 2
+    assert oabctl("history", "bot", "--limit", "0", env=env).code == 2
 
 
 # ------------------------------------------------------------------------- restart, rollback
@@ -537,7 +505,7 @@ def test_restart_writes_the_annotation_without_a_new_generation(
 ) -> None:
     apply(ready)
     before = stored(aws)
-    run = oabctl(ready, "restart", "bot", "-n", "team")
+    run = oabctl("restart", "bot", "-n", "team", env=ready)
     assert run.code == 0, run.err
     assert run.out.strip() == "oabservice.oab.dev/bot restarted"
     after = stored(aws)
@@ -551,9 +519,9 @@ def test_restart_writes_the_annotation_without_a_new_generation(
     changes = aws.client("dynamodb").scan(TableName=aws.tables.state)["Items"]
     assert sum(1 for i in changes if i["pk"]["S"].startswith("change")) >= 2
     # A later restart writes a new marker (it forces another deployment).
-    assert oabctl(ready, "restart", "bot", "-n", "team").code == 0
+    assert oabctl("restart", "bot", "-n", "team", env=ready).code == 0
     assert stored(aws).annotations[cli_ops.RESTART_ANNOTATION] != marker
-    assert oabctl(ready, "restart", "ghost", "-n", "team").code == 1
+    assert oabctl("restart", "ghost", "-n", "team", env=ready).code == 1
 
 
 def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatch: Any) -> None:
@@ -569,7 +537,7 @@ def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatc
         return real(self, key, body, **kw)
 
     monkeypatch.setattr(S3ObjectStore, "put", put)
-    run = oabctl(ready, "restart", "bot", "-n", "team")
+    run = oabctl("restart", "bot", "-n", "team", env=ready)
     assert run.code == 0, run.err
     obj = stored(aws)
     assert raced["done"]
@@ -584,7 +552,7 @@ def test_rollback_reapplies_an_old_spec_as_a_new_generation(
     apply(ready, tag="v1", tier="a")
     apply(ready, tag="v2", tier="a")
     apply(ready, tag="v2", tier="b")  # labels only: still generation 2
-    run = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "1")
+    run = oabctl("rollback", "bot", "-n", "team", "--to-generation", "1", env=ready)
     assert run.code == 0, run.err
     assert "rolled back to generation 1's spec as generation 3" in run.out
     obj = stored(aws)
@@ -592,21 +560,21 @@ def test_rollback_reapplies_an_old_spec_as_a_new_generation(
     assert obj.spec["taskDefinition"]["image"].endswith(":v1")
     assert obj.labels["tier"] == "b"  # current labels kept
 
-    again = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "1")
+    again = oabctl("rollback", "bot", "-n", "team", "--to-generation", "1", env=ready)
     assert again.code == 0
     assert "unchanged" in again.out
     assert stored(aws).generation == 3
 
-    missing = oabctl(ready, "rollback", "bot", "-n", "team", "--to-generation", "9")
+    missing = oabctl("rollback", "bot", "-n", "team", "--to-generation", "9", env=ready)
     assert missing.code == 1
     assert "generation 9 not found (stored generations: 1, 2, 3)" in missing.err
-    assert oabctl(ready, "rollback", "ghost", "-n", "team", "--to-generation", "1").code == 1
+    assert oabctl("rollback", "ghost", "-n", "team", "--to-generation", "1", env=ready).code == 1
 
 
 def test_rollback_of_a_fleet_child_is_refused(ready: dict[str, str]) -> None:
-    run = oabctl(ready, "apply", "-f", "-", stdin=FLEET)
+    run = oabctl("apply", "-f", "-", stdin=FLEET, env=ready)
     assert run.code == 0, run.err
-    refused = oabctl(ready, "rollback", "crew-a", "-n", "team", "--to-generation", "1")
+    refused = oabctl("rollback", "crew-a", "-n", "team", "--to-generation", "1", env=ready)
     assert refused.code == 1
     assert "owned by fleet 'crew'" in refused.err
     assert "through the fleet" in refused.err
@@ -640,33 +608,33 @@ def test_logs_selects_the_agent_container_and_honours_tail_since_prefix(
     _put_logs(aws, "team/bot/oab-init/t1", (now_ms - 3000, "init done"))
     _put_logs(aws, "team/bot-two/openab/t9", (now_ms - 500, "another agent"))
 
-    run = oabctl(env, "logs", "bot", "-n", "team")
+    run = oabctl("logs", "bot", "-n", "team", env=env)
     assert run.code == 0, run.err
     assert run.out.splitlines() == ["old line", "agent 1", "agent 2"]
 
-    assert oabctl(env, "logs", "bot", "-n", "team", "--tail", "1").out == "agent 2\n"
-    assert oabctl(env, "logs", "bot", "-n", "team", "--tail", "0").out == ""
-    since = oabctl(env, "logs", "bot", "-n", "team", "--since", "10m")
+    assert oabctl("logs", "bot", "-n", "team", "--tail", "1", env=env).out == "agent 2\n"
+    assert oabctl("logs", "bot", "-n", "team", "--tail", "0", env=env).out == ""
+    since = oabctl("logs", "bot", "-n", "team", "--since", "10m", env=env)
     assert since.out.splitlines() == ["agent 1", "agent 2"]
 
-    every = oabctl(env, "logs", "bot", "-n", "team", "--all-containers", "--prefix")
+    every = oabctl("logs", "bot", "-n", "team", "--all-containers", "--prefix", env=env)
     assert every.out.splitlines() == [
         "[openab/t1] old line",
         "[oab-init/t1] init done",
         "[openab/t1] agent 1",
         "[openab/t2] agent 2",
     ]
-    init = oabctl(env, "logs", "bot", "-n", "team", "-c", "oab-init")
+    init = oabctl("logs", "bot", "-n", "team", "-c", "oab-init", env=env)
     assert init.out == "init done\n"
 
-    none = oabctl(env, "logs", "ghost", "-n", "team")
+    none = oabctl("logs", "ghost", "-n", "team", env=env)
     assert none.code == 0
     assert "No log streams" in none.err
-    assert oabctl(env, "logs", "bot", "-c", "nginx").code == 2
+    assert oabctl("logs", "bot", "-c", "nginx", env=env).code == 2
 
 
 def test_logs_without_a_log_group_is_empty(aws: AWS, env: dict[str, str]) -> None:
-    run = oabctl(env, "logs", "bot", "-n", "team")
+    run = oabctl("logs", "bot", "-n", "team", env=env)
     assert run.code == 0
     assert run.out == ""
 
@@ -690,12 +658,12 @@ def test_log_tail_returns_only_new_events(aws: AWS) -> None:
 
 
 def test_leader_without_a_leader(aws: AWS, env: dict[str, str]) -> None:
-    run = oabctl(env, "leader")
+    run = oabctl("leader", env=env)
     assert run.code == 0, run.err
     header, row = run.out.splitlines()
     assert header.split() == ["LEASE", "HOLDER", "EPOCH", "RENEWED", "DURATION"]
     assert row.split()[:3] == ["controller", "<none>", "0"]
-    doc = oabctl(env, "leader", "-o", "json").json()
+    doc = oabctl("leader", "-o", "json", env=env).json()
     assert doc["holder"] is None
     assert doc["epoch"] == 0
 
@@ -717,18 +685,18 @@ def test_leader_shows_the_stored_lease(aws: AWS, env: dict[str, str]) -> None:
         ),
         expected=None,
     )
-    run = oabctl(env, "leader")
+    run = oabctl("leader", env=env)
     assert run.code == 0, run.err
     assert run.out.splitlines()[1].split()[:3] == ["controller", "replica-b", "7"]
     assert "15s" in run.out
-    doc = oabctl(env, "leader", "-o", "json").json()
+    doc = oabctl("leader", "-o", "json", env=env).json()
     assert doc["holder"] == "replica-b"
     assert doc["epoch"] == 7
     assert doc["lease_duration_s"] == 15.0
     assert doc["renewed_at"].startswith(time.strftime("%Y-", time.gmtime(now)))
     assert 1.0 <= doc["renewed_age_s"] < 30.0
-    assert "TRANSITIONS" in oabctl(env, "leader", "-o", "wide").out
-    assert oabctl(env, "leader", "--lease", "other", "-o", "json").json()["holder"] is None
+    assert "TRANSITIONS" in oabctl("leader", "-o", "wide", env=env).out
+    assert oabctl("leader", "--lease", "other", "-o", "json", env=env).json()["holder"] is None
 
 
 # ---------------------------------------------------------------------------------- queue
@@ -742,7 +710,7 @@ def test_queue_list_json_and_retry(aws: AWS, env: dict[str, str]) -> None:
     assert claim is not None
     queue.fail(claim, "InvalidParameterException: bad image", retryable=False)  # parked
 
-    run = oabctl(env, "queue")
+    run = oabctl("queue", env=env)
     assert run.code == 0, run.err
     lines = run.out.splitlines()
     assert lines[0].split() == [
@@ -762,38 +730,38 @@ def test_queue_list_json_and_retry(aws: AWS, env: dict[str, str]) -> None:
     assert "bad image" in by_key[parked_key]
     assert by_key[other].split()[1] == "ready"
 
-    doc = oabctl(env, "queue", "-o", "json").json()
+    doc = oabctl("queue", "-o", "json", env=env).json()
     keys = {"key", "state", "generation", "token", "attempts", "ready_at", "owner", "last_error"}
     assert all(keys <= set(item) for item in doc["items"])
-    assert "REASON" in oabctl(env, "queue", "-o", "wide").out
+    assert "REASON" in oabctl("queue", "-o", "wide", env=env).out
 
     ns, name = parked_key.split("/")
-    retried = oabctl(env, "queue", "retry", name, "-n", ns)
+    retried = oabctl("queue", "retry", name, "-n", ns, env=env)
     assert retried.code == 0, retried.err
     assert f'workunit "{parked_key}" retried' in retried.out
     row = queue.get(parked_key)
     assert row.state.value == "ready"
     assert row.attempts == 0
-    assert oabctl(env, "queue", "retry", parked_key).code == 0  # ns/name form
+    assert oabctl("queue", "retry", parked_key, env=env).code == 0  # ns/name form
 
-    missing = oabctl(env, "queue", "retry", "team/ghost")
+    missing = oabctl("queue", "retry", "team/ghost", env=env)
     assert missing.code == 1
     assert "team/ghost" in missing.err
-    assert oabctl(env, "queue", "retry").code == 2
-    assert oabctl(env, "queue", "purge").code == 2
+    assert oabctl("queue", "retry", env=env).code == 2
+    assert oabctl("queue", "purge", env=env).code == 2
 
 
 def test_queue_retry_refuses_an_in_flight_unit(aws: AWS, env: dict[str, str]) -> None:
     queue = WorkQueue(aws.client("dynamodb"), aws.tables.queue)
     queue.enqueue("team/bot", 1, "apply", "tok")
     assert queue.claim("r1/w0") is not None
-    run = oabctl(env, "queue", "retry", "team/bot")
+    run = oabctl("queue", "retry", "team/bot", env=env)
     assert run.code == 1
     assert "in_flight" in run.err
 
 
 def test_queue_empty(aws: AWS, env: dict[str, str]) -> None:
-    run = oabctl(env, "queue")
+    run = oabctl("queue", env=env)
     assert run.code == 0
     assert run.out == ""
     assert "No work units" in run.err
