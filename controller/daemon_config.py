@@ -90,10 +90,11 @@ class DaemonSettings(Settings):
         default=2.0, gt=0, description="Requeue delay while a deployment is progressing."
     )
     claim_visibility_s: float = Field(
-        default=30.0,
+        default=20.0,
         gt=0,
         description="Claim deadline; heartbeats extend it every third. A crashed worker's unit "
-        "is retried after at most this long.",
+        "is taken over once the deadline passed and another replica saw the claim unchanged "
+        "for this long on its own clock: recovery <= 2 x this.",
     )
     queue_shards: int = Field(default=4, ge=1, le=64, description="Ready-index shards.")
     backoff_base_s: float = Field(default=1.0, gt=0, description="Failure backoff base.")

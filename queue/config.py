@@ -50,9 +50,14 @@ class QueueConfig:
     #: Shards may grow freely; shrinking strands rows in dropped shards until they are rewritten.
     shards: int = 4
     #: Seconds a claim stays valid without a heartbeat (default 60). Shorter recovers crashed
-    #: workers sooner but demands more frequent heartbeats and tighter clock agreement between
-    #: hosts (take-over is judged on the stored wall-clock deadline).
+    #: workers sooner but demands more frequent heartbeats.
     visibility_timeout: float = 60.0
+    #: Take an expired claim over only after this queue has also seen the row unchanged for a
+    #: whole ``visibility_timeout`` on its own monotonic clock (default on). Off, take-over
+    #: trusts the stored wall-clock deadline alone: a host whose clock runs ahead then takes
+    #: live claims over (safe for writes, which the claim token guards, but not for the old
+    #: worker's ECS calls). On, crash recovery takes up to one more visibility timeout.
+    observe_takeover: bool = True
     #: Full-jitter backoff base in seconds (default 1): the n-th consecutive failure waits
     #: ``uniform(0, min(backoff_cap, backoff_base * 2**(n-1)))``.
     backoff_base: float = 1.0

@@ -15,7 +15,9 @@ Semantics (the contract, in the manner of client-go's ``workqueue/doc.go``):
   token, deadline ``now + visibility_timeout``, ``attempts + 1``. The claim carries the newest
   generation, its token, reason and trace context.
 - **Crash recovery.** An in-flight row keeps ``ready_at = claim deadline`` in the index, so a claim
-  whose deadline passed is claimable again by the same query (counted as a claim expiry).
+  whose deadline passed is claimable again by the same query (counted as a claim expiry) once
+  this queue has also seen the row unchanged for a whole ``visibility_timeout`` on its own
+  monotonic clock (a host whose wall clock runs ahead cannot take a live claim over).
 - **Claim-conditional outcomes.** ``heartbeat``, ``complete``, ``fail`` and ``release`` succeed
   only while the caller's claim token is the row's; a taken-over worker gets ``ClaimLost`` (counted)
   and writes nothing. ``extra_items`` commit atomically with the outcome in one transaction.
@@ -163,6 +165,9 @@ class WorkQueue:
         self.metrics = metrics or QueueMetrics()
         self._hints: list[AgentKey] = []
         self._hints_lock = threading.Lock()
+        # In-flight rows past their stored deadline: key -> (version, first seen, monotonic).
+        self._observed: dict[AgentKey, tuple[int, float]] = {}
+        self._observed_lock = threading.Lock()
 
     def _now(self) -> float:
         # Stored times have millisecond precision; flooring "now" to it means a row made ready
@@ -284,16 +289,49 @@ class WorkQueue:
         with self._hints_lock:
             return self._hints.pop() if self._hints else None
 
+    def _stale_for_long_enough(self, row: Row, mono: float) -> bool:
+        """Whether this queue has seen ``row`` unchanged for a whole visibility timeout.
+
+        The stored claim deadline is a wall-clock time written by another host; comparing it
+        with this host's wall clock alone would let a host whose clock runs ahead take live
+        claims over while their workers still act on ECS. So, as the lease does, a take-over
+        also needs the row (its version: every heartbeat bumps it) to stay unchanged for a full
+        visibility timeout on this host's monotonic clock.
+        """
+        with self._observed_lock:
+            seen = self._observed.get(row.key)
+            if seen is None or seen[0] != row.version:
+                self._observed[row.key] = (row.version, mono)
+                if len(self._observed) > 4096:
+                    horizon = mono - 4 * self.config.visibility_timeout
+                    self._observed = {k: v for k, v in self._observed.items() if v[1] > horizon}
+                return False
+            return mono - seen[1] >= self.config.visibility_timeout
+
     def _try_claim(self, key: AgentKey, owner: WorkerId) -> Claim | None:
         current = self._store.get(key)
         if current is None:
             return None
         mono = self._clock.monotonic()
+        if (
+            self.config.observe_takeover
+            and current.state is State.IN_FLIGHT
+            and current.claimable(self._clock.time())
+            and not self._stale_for_long_enough(current, mono)
+        ):
+            return None
+        observed_version = current.version
         claim_token = ClaimToken(self._new_id())
 
         def transition(row: Row | None, now: float) -> tuple[Row | None, Row | None]:
             if row is None:
                 return None, None
+            if (
+                self.config.observe_takeover
+                and row.state is State.IN_FLIGHT
+                and row.version != observed_version
+            ):
+                return row, None  # a claim that changed since it was judged stale: leave it
             new = rows.claim(
                 row,
                 owner=owner,

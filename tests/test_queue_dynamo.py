@@ -86,6 +86,8 @@ def test_expired_claim_is_found_through_the_index_and_the_stale_completion_refus
     stale = q.claim("w1")
     assert stale is not None
     clock.advance(20.001)
+    assert q.claim("w2") is None  # first sight of the expired claim: observe it for a while
+    clock.advance(20.0)
     fresh = q.claim("w2")
     assert fresh is not None
     assert fresh.took_over == stale.claim_token
@@ -167,6 +169,8 @@ def test_stale_claim_with_extra_items_is_claim_lost_not_an_extra_failure(aws: AW
     stale = q.claim("w1")
     assert stale is not None
     clock.advance(21)
+    assert q.claim("w2") is None  # observed first
+    clock.advance(20)
     assert q.claim("w2") is not None
     with pytest.raises(ClaimLost):
         q.fail(stale, "boom", retryable=True, extra_items=[fence(aws, 1)])

@@ -154,6 +154,8 @@ def test_expired_claim_is_taken_over_and_the_stale_worker_is_rejected() -> None:
     assert not stale.expired(clock.monotonic())
     clock.advance(0.02)
     assert stale.expired(clock.monotonic())
+    assert q.claim("w2") is None  # first sight of the expired claim
+    clock.advance(VIS)
     fresh = q.claim("w2")
     assert fresh is not None
     assert fresh.took_over == stale.claim_token
@@ -435,3 +437,52 @@ def test_long_errors_are_cut_to_the_configured_length() -> None:
     row = q.fail(c, "x" * 500, retryable=True)
     assert row.last_error == "x" * 32
     assert AgentKey("ns/a") == row.key
+
+
+def test_a_host_whose_clock_runs_ahead_cannot_take_a_live_claim_over() -> None:
+    owner_clock = FakeClock()
+    # The other host's wall clock is 10 minutes ahead; monotonic clocks run at the same rate.
+    ahead = FakeClock(wall=owner_clock.time() + 600)
+    store = MemoryStore(shards=1)
+    config = QueueConfig(shards=1, visibility_timeout=VIS)
+    owner_q = WorkQueue(None, "t", config=config, clock=owner_clock, store=store)
+    ahead_q = WorkQueue(None, "t", config=config, clock=ahead, store=store)
+    owner_q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    claim = owner_q.claim("w1")
+    assert claim is not None
+    for _ in range(10):  # the owner heartbeats every VIS/3; the fast host keeps looking
+        assert ahead_q.claim("w2") is None
+        for c in (owner_clock, ahead):
+            c.advance(VIS / 3)
+        claim = owner_q.heartbeat(claim)
+    owner_q.complete(claim)
+    assert owner_q.get("ns/a").state.value == "done"
+
+
+def test_a_crashed_claim_is_taken_over_after_a_visibility_timeout_of_silence() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    config = QueueConfig(shards=1, visibility_timeout=VIS)
+    q1 = WorkQueue(None, "t", config=config, clock=clock, store=store)
+    q2 = WorkQueue(None, "t", config=config, clock=clock, store=store)
+    q1.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    assert q1.claim("w1") is not None  # then the worker crashes: no more heartbeats
+    clock.advance(VIS + 1)
+    assert q2.claim("w2") is None  # deadline passed, first observation
+    clock.advance(VIS - 1)
+    assert q2.claim("w2") is None  # not silent for a whole visibility timeout yet
+    clock.advance(1)
+    taken = q2.claim("w2")
+    assert taken is not None
+    assert taken.took_over is not None
+
+
+def test_takeover_observation_can_be_turned_off() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    config = QueueConfig(shards=1, visibility_timeout=VIS, observe_takeover=False)
+    q = WorkQueue(None, "t", config=config, clock=clock, store=store)
+    q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    assert q.claim("w1") is not None
+    clock.advance(VIS + 0.01)
+    assert q.claim("w2") is not None
