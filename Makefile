@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit chaos-smoke bench venv clean
+.PHONY: demo test lint typecheck imports unit chaos-smoke chaos bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ imports: $(STAMP) $(TC)/oab
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+## The CI subset of the chaos suite (also part of `make unit`).
+chaos-smoke: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/test_chaos_smoke.py
+
+## The long chaos run: every scenario, 5 iterations (about 30-40 min on 2 cores).
+chaos: $(STAMP)
+	$(BIN)/python chaos/run.py --scenario all --iterations 5 --seed 1 --replicas 3 --mass-agents 200 --report build/chaos
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
