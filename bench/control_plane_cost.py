@@ -21,7 +21,6 @@ Prints the figures and the cost table, then ONE line of JSON.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -31,17 +30,17 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.client
 
-from oab.controller import cli
 from oab.controller.daemon_config import DaemonSettings
 from oab.controller.localaws import start
-from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.replica import Replica
 from oab.controller.status import read_status
+from oab.controller.testing import agent_manifest, oabctl, prepare_plane
 
 AGENTS = 20
 IDLE_S = 30.0
@@ -59,29 +58,6 @@ PRICE = {
     "logs_gb": 0.50,
 }
 S3_PUT_CLASS = {"PutObject", "CopyObject", "ListObjectsV2", "ListObjectVersions", "DeleteObjects"}
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: bench
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/bench/{name}/discord-token
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
 
 
 class Meter:
@@ -162,21 +138,10 @@ def _per_change(w: dict[str, Any], idle: dict[str, Any], agents: int) -> dict[st
     }
 
 
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> int:
-    return cli.main(
-        list(argv),
-        stdout=io.StringIO(),
-        stderr=sys.stderr,
-        stdin=io.StringIO(stdin),
-        env=env,
-    )
-
-
 def _apply_all(env: dict[str, str], tag: str, replica: Replica, generation: int) -> None:
     for i in range(AGENTS):
-        assert (
-            oabctl(env, "apply", "-f", "-", stdin=MANIFEST.format(name=f"a{i:03d}", tag=tag)) == 0
-        )
+        manifest = agent_manifest(f"a{i:03d}", namespace="bench", tag=tag)
+        oabctl("apply", "-f", "-", stdin=manifest, env=env).ok()
     deadline = time.monotonic() + 120
     keys = [f"bench/a{i:03d}" for i in range(AGENTS)]
     while time.monotonic() < deadline:
@@ -235,16 +200,11 @@ def main() -> int:
     replicas: list[Replica] = []
     try:
         emulator.apply_env()
-        DataPlaneControl(emulator.endpoint).configure(start_delay_s=0.3, tick_s=0.1)
         with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                **os.environ,
-                **emulator.env(),
-                "OABCTL_CONFIG": os.path.join(tmp, "none"),
-                "OAB_BUCKET": BUCKET,
-            }
-            if oabctl(env, "init") != 0:
-                raise RuntimeError("oabctl init failed")
+            plane = prepare_plane(
+                emulator, config=Path(tmp) / "none", bucket=BUCKET, tick_s=0.1, init=True
+            )
+            env = {**os.environ, **plane}
             ssm = boto3.client("ssm", endpoint_url=emulator.endpoint, region_name="us-east-1")
             for i in range(AGENTS):
                 ssm.put_parameter(

@@ -21,7 +21,6 @@ agent; update <= 6 requests per agent (ECS + S3). Prints figures, then ONE line 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import statistics
@@ -36,14 +35,18 @@ from typing import Any
 
 import boto3
 
-from oab.controller import cli
 from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.daemon_config import DaemonSettings
 from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.replica import Replica
-from oab.controller.status import AgentStatus, from_item
 from oab.controller.tables import TableNames
+from oab.controller.testing import (
+    agent_manifest,
+    all_statuses,
+    available_at,
+    oabctl,
+    replica_settings,
+)
 
 AGENTS = 20
 THROUGHPUT_AGENTS = 40
@@ -52,35 +55,10 @@ NS = "bench"
 BUCKET = "oab-bench-plane"
 TABLES = TableNames()
 
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/{ns}/{name}/discord-token
-      autoRestart: {auto}
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
-
 
 def manifest(i: int, tag: str) -> str:
     """Agent ``i``'s manifest; every other agent auto-restarts on secret rotation."""
-    auto = "true" if i % 2 == 0 else "false"
-    return MANIFEST.format(name=f"agent-{i:02d}", ns=NS, tag=tag, auto=auto)
+    return agent_manifest(f"agent-{i:02d}", namespace=NS, tag=tag, auto_restart=i % 2 == 0)
 
 
 class Counting:
@@ -132,46 +110,15 @@ def per_agent(delta: Counter[tuple[str, str, str]], where: str, agents: int) -> 
     }
 
 
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> None:
-    """Run ``oabctl`` in process; raise on failure."""
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    if code != 0:
-        raise RuntimeError(f"oabctl {' '.join(argv)}: exit {code}: {err.getvalue()}")
-
-
-def statuses(ddb: Any) -> dict[str, AgentStatus]:
-    """Every agent status, by key."""
-    out = {}
-    for page in ddb.get_paginator("scan").paginate(
-        TableName=TABLES.state,
-        FilterExpression="sk = :s",
-        ExpressionAttributeValues={":s": {"S": "status"}},
-        ConsistentRead=True,
-    ):
-        for item in page["Items"]:
-            s = from_item(item)
-            out[s.key] = s
-    return out
-
-
-def available(s: AgentStatus | None, generation: int) -> bool:
-    """Running and Available at ``generation``."""
-    if s is None or s.phase != "Running" or s.observed_generation != generation:
-        return False
-    cond = s.condition("Available")
-    return cond is not None and cond.status == "True"
-
-
 def wait_all(ddb: Any, keys: list[str], generation: int, *, timeout: float) -> dict[str, float]:
     """Poll until every key is Available at ``generation``; first-seen monotonic time per key."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     while len(seen) < len(keys):
         now = time.monotonic()
-        current = statuses(ddb)
+        current = all_statuses(ddb, TABLES.state)
         for k in keys:
-            if k not in seen and available(current.get(k), generation):
+            if k not in seen and available_at(current.get(k), generation):
                 seen[k] = now
         if now > deadline:
             raise TimeoutError(f"{len(keys) - len(seen)} agents not Available after {timeout} s")
@@ -189,7 +136,7 @@ def setup(emulator: LocalAWS, env: dict[str, str]) -> Any:
     """Reset the emulator, init the control plane, plant the agents' SSM parameters."""
     emulator.reset()
     DataPlaneControl(emulator.endpoint).configure(start_delay_s=START_DELAY_S, tick_s=0.05)
-    oabctl(env, "init")
+    oabctl("init", env=env).ok()
     ssm = boto3.client("ssm", endpoint_url=emulator.endpoint, region_name="us-east-1")
     for i in range(max(AGENTS, THROUGHPUT_AGENTS)):
         ssm.put_parameter(
@@ -203,17 +150,14 @@ def setup(emulator: LocalAWS, env: dict[str, str]) -> Any:
 def in_process(emulator: LocalAWS, env: dict[str, str]) -> dict[str, Any]:
     """Latency and requests per reconcile with one in-process replica."""
     ddb = setup(emulator, env)
-    settings = DaemonSettings(
-        replica_id="bench-1",
-        endpoint=emulator.endpoint,
+    settings = replica_settings(
+        emulator.endpoint,
         bucket=BUCKET,
+        replica_id="bench-1",
         change_poll_s=0.2,
         idle_poll_s=0.2,
         progress_poll_s=0.5,
         workers=4,
-        lease_duration_s=3.0,
-        renew_deadline_s=2.0,
-        retry_period_s=0.5,
         ecs_register_rate=50.0,
         ecs_mutate_rate=50.0,
     )
@@ -245,7 +189,7 @@ def in_process(emulator: LocalAWS, env: dict[str, str]) -> dict[str, Any]:
         reconciles0 = counting.reconciles
         applied: dict[str, float] = {}
         for i, key in enumerate(keys):
-            oabctl(env, "apply", "-f", "-", stdin=manifest(i, "v1"))
+            oabctl("apply", "-f", "-", stdin=manifest(i, "v1"), env=env).ok()
             applied[key] = time.monotonic()
             time.sleep(0.25)  # spread the applies: each one is a separate user action
         seen = wait_all(ddb, keys, 1, timeout=120)
@@ -258,7 +202,7 @@ def in_process(emulator: LocalAWS, env: dict[str, str]) -> dict[str, Any]:
         base = counting.snapshot()
         reconciles0 = counting.reconciles
         for i in range(AGENTS):
-            oabctl(env, "apply", "-f", "-", stdin=manifest(i, "v2"))
+            oabctl("apply", "-f", "-", stdin=manifest(i, "v2"), env=env).ok()
         wait_all(ddb, keys, 2, timeout=120)
         time.sleep(1.0)
         update = counting.snapshot() - base
@@ -310,7 +254,7 @@ def throughput(
         keys = [f"{NS}/agent-{i:02d}" for i in range(THROUGHPUT_AGENTS)]
         docs = "---\n".join(manifest(i, "v1") for i in range(THROUGHPUT_AGENTS))
         t0 = time.monotonic()
-        oabctl(env, "apply", "-f", "-", stdin=docs)
+        oabctl("apply", "-f", "-", stdin=docs, env=env).ok()
         seen = wait_all(ddb, keys, 1, timeout=180)
         elapsed = max(seen.values()) - t0
         rows = sum(

@@ -13,6 +13,8 @@
   optionally, ``oabctl init``.
 - :func:`replica_settings` / :func:`running_replica` - an in-process replica with short leases
   and polls, always shut down when the block ends.
+- :func:`all_statuses` / :func:`available_at` - every agent's status in one Scan, and the
+  "Running and Available at generation N" check that end-to-end runs wait for.
 
 Heavier modules (the CLI, the replica) are imported where they are used, so that importing the
 test doubles stays cheap and ``oab.controller.cluster`` (which imports this module) cannot form
@@ -40,6 +42,7 @@ from oab.controller.localdataplane_control import DataPlaneControl
 if TYPE_CHECKING:
     from oab.controller.daemon_config import DaemonSettings
     from oab.controller.replica import Replica
+    from oab.controller.status import AgentStatus
 
 __all__ = [
     "AWS",
@@ -48,6 +51,8 @@ __all__ = [
     "LocalAWS",
     "SequentialIds",
     "agent_manifest",
+    "all_statuses",
+    "available_at",
     "local_aws",
     "oabctl",
     "prepare_plane",
@@ -306,3 +311,28 @@ def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
         yield replica
     finally:
         replica.shutdown()
+
+
+def all_statuses(client: Any, table: str) -> dict[str, AgentStatus]:
+    """Every agent status item in the state ``table``, by key (one consistent, paginated Scan)."""
+    from oab.controller.status import from_item
+
+    out: dict[str, AgentStatus] = {}
+    for page in client.get_paginator("scan").paginate(
+        TableName=table,
+        FilterExpression="sk = :s",
+        ExpressionAttributeValues={":s": {"S": "status"}},
+        ConsistentRead=True,
+    ):
+        for item in page["Items"]:
+            status = from_item(item)
+            out[status.key] = status
+    return out
+
+
+def available_at(status: AgentStatus | None, generation: int) -> bool:
+    """True when ``status`` is Running with condition Available=True at ``generation``."""
+    if status is None or status.phase != "Running" or status.observed_generation != generation:
+        return False
+    cond = status.condition("Available")
+    return cond is not None and cond.status == "True"

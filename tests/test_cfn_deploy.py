@@ -17,7 +17,6 @@ configuration) are checked statically by tests/test_cfn_templates.py and test_ia
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,16 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller import cli
-from oab.controller.daemon_config import DaemonSettings
 from oab.controller.localaws import LocalAWS
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
 from oab.controller.status import read_runlog, read_status
-from oab.controller.testing import wait_until
+from oab.controller.testing import (
+    agent_manifest,
+    oabctl,
+    prepare_plane,
+    replica_settings,
+    running_replica,
+    wait_until,
+)
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "ops" / "cloudformation" / "control-plane.yaml"
 BUCKET = "acme-oab-control-plane"
@@ -44,35 +46,6 @@ MOTO_GAPS = {
 }
 #: What ``init`` may create against a stack: the emulator's networking, the profile object.
 MAY_CREATE = ("vpc/", "subnet/", "securitygroup/", "object/config/cluster.json")
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: bot
-  namespace: team
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:v1
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/team/bot/discord-token
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${DISCORD_BOT_TOKEN}
-      allowed_channels: ["123456789012345678"]
-"""
-
-
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _steps(text: str) -> dict[str, str]:
@@ -120,8 +93,13 @@ def _deploy(session: boto3.Session, endpoint: str) -> dict[str, str]:
 def test_controller_runs_on_the_resources_the_stack_created(
     local_aws: LocalAWS, tmp_path: Path
 ) -> None:
-    local_aws.reset()
-    DataPlaneControl(local_aws.endpoint).configure(start_delay_s=0.3, tick_s=0.05)
+    plane = prepare_plane(
+        local_aws,
+        config=tmp_path / "none",
+        bucket=BUCKET,
+        extra={"OAB_TABLE_PREFIX": PREFIX},
+        reset=True,
+    )
     session = boto3.Session(region_name="us-east-1")
     outputs = _deploy(session, local_aws.endpoint)
     assert outputs["BucketName"] == BUCKET
@@ -141,14 +119,8 @@ def test_controller_runs_on_the_resources_the_stack_created(
     ]
     assert controller["desiredCount"] == 3
 
-    env = {
-        **os.environ,
-        "OABCTL_CONFIG": str(tmp_path / "none"),
-        "OAB_BUCKET": BUCKET,
-        "OAB_TABLE_PREFIX": PREFIX,
-        "OAB_CLUSTER": cluster,
-    }
-    code, out, err = oabctl(env, "init")
+    env = {**os.environ, **plane, "OAB_CLUSTER": cluster}
+    code, out, err = oabctl("init", env=env)
     assert code == 0, err
     steps = _steps(out)
     created = [r for r, s in steps.items() if s.startswith("created")]
@@ -160,31 +132,20 @@ def test_controller_runs_on_the_resources_the_stack_created(
         ttl = ddb.describe_time_to_live(TableName=f"{PREFIX}-{name}")["TimeToLiveDescription"]
         assert ttl["TimeToLiveStatus"] in ("ENABLED", "ENABLING"), (name, ttl)
     # Once the gaps are filled, init is a pure verification.
-    again = _steps(oabctl(env, "init")[1])
+    again = _steps(oabctl("init", env=env)[1])
     assert all(s.startswith("verified") for s in again.values()), again
 
     session.client("ssm", endpoint_url=local_aws.endpoint).put_parameter(
         Name="/oab/team/bot/discord-token", Value="planted-value", Type="SecureString"
     )
-    replica = Replica(
-        DaemonSettings(
-            replica_id="r1",
-            endpoint=local_aws.endpoint,
-            bucket=outputs["BucketName"],
-            table_prefix=outputs["TablePrefix"],
-            cluster=cluster,
-            change_poll_s=0.1,
-            idle_poll_s=0.1,
-            progress_poll_s=0.3,
-            workers=2,
-            lease_duration_s=3.0,
-            renew_deadline_s=2.0,
-            retry_period_s=0.5,
-        )
+    settings = replica_settings(
+        local_aws.endpoint,
+        bucket=outputs["BucketName"],
+        table_prefix=outputs["TablePrefix"],
+        cluster=cluster,
     )
-    replica.start()
-    try:
-        assert oabctl(env, "apply", "-f", "-", stdin=MANIFEST)[0] == 0
+    with running_replica(settings):
+        assert oabctl("apply", "-f", "-", stdin=agent_manifest(), env=env)[0] == 0
         status = wait_until(
             lambda: (s := read_status(ddb, f"{PREFIX}-state", "team/bot")).phase == "Running" and s,
             timeout=60,
@@ -194,5 +155,3 @@ def test_controller_runs_on_the_resources_the_stack_created(
         assert read_runlog(ddb, f"{PREFIX}-runlog", "team/bot")
         lease = ddb.scan(TableName=f"{PREFIX}-lease")["Items"]
         assert [i["holder"]["S"] for i in lease if "holder" in i] == ["r1"]
-    finally:
-        replica.shutdown()

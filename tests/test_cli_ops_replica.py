@@ -6,7 +6,6 @@ machine, ``wait`` and the audit log behave as on AWS. Nothing of the project's o
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -14,78 +13,37 @@ from typing import Any
 
 import pytest
 
-from oab.controller import cli
 from oab.controller.cli_ops import RESTART_ANNOTATION
-from oab.controller.daemon_config import DaemonSettings
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
 from oab.controller.status import read_runlog, read_status
-from oab.controller.testing import AWS, wait_until
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: bot
-  namespace: team
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/team/bot/discord-token
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
-
-
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    return code, out.getvalue(), err.getvalue()
+from oab.controller.testing import (
+    AWS,
+    agent_manifest,
+    oabctl,
+    prepare_plane,
+    replica_settings,
+    running_replica,
+    wait_until,
+)
 
 
 @pytest.mark.slow
 def test_wait_describe_restart_rollback_with_a_replica(aws: AWS, tmp_path: Path) -> None:
-    DataPlaneControl(aws.emulator.endpoint).configure(start_delay_s=0.3, tick_s=0.05)
-    env = {**os.environ, "OABCTL_CONFIG": str(tmp_path / "none")}
-    assert oabctl(env, "init")[0] == 0
+    env = {**os.environ, **prepare_plane(aws.emulator, config=tmp_path / "none", init=True)}
     aws.client("ssm").put_parameter(
         Name="/oab/team/bot/discord-token", Value="planted-value", Type="SecureString"
     )
-    replica = Replica(
-        DaemonSettings(
-            replica_id="r1",
-            endpoint=aws.emulator.endpoint,
-            bucket="oab-control-plane",
-            change_poll_s=0.1,
-            idle_poll_s=0.1,
-            progress_poll_s=0.3,
-            workers=2,
-            lease_duration_s=3.0,
-            renew_deadline_s=2.0,
-            retry_period_s=0.5,
-        )
-    )
-    replica.start()
-    try:
+    settings = replica_settings(aws.emulator.endpoint, bucket="oab-control-plane")
+    with running_replica(settings) as replica:
         ddb, tables = replica.dynamodb, replica.tables
-        code, _, err = oabctl(env, "apply", "-f", "-", stdin=MANIFEST.format(tag="v1"))
+        code, _, err = oabctl("apply", "-f", "-", stdin=agent_manifest(tag="v1"), env=env)
         assert code == 0, err
         code, out, err = oabctl(
-            env, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s"
+            "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s", env=env
         )
         assert code == 0, err
         assert "condition met" in out
 
-        code, out, err = oabctl(env, "describe", "bot", "-n", "team", "-o", "json")
+        code, out, err = oabctl("describe", "bot", "-n", "team", "-o", "json", env=env)
         assert code == 0, err
         doc: dict[str, Any] = json.loads(out)
         assert doc["status"]["phase"] == "Running"
@@ -95,16 +53,16 @@ def test_wait_describe_restart_rollback_with_a_replica(aws: AWS, tmp_path: Path)
         assert all(r["traceId"] for r in doc["recentRuns"])
         assert "planted-value" not in out
 
-        code, out, _ = oabctl(env, "leader", "-o", "json")
+        code, out, _ = oabctl("leader", "-o", "json", env=env)
         assert code == 0
         assert json.loads(out)["holder"] == "r1"
 
         # restart: same generation, a new deployment forced by the annotation.
         first_td = read_status(ddb, tables.state, "team/bot").task_definition_arn
         rows_before = len(read_runlog(ddb, tables.runlog, "team/bot"))
-        code, _, err = oabctl(env, "restart", "bot", "-n", "team")
+        code, _, err = oabctl("restart", "bot", "-n", "team", env=env)
         assert code == 0, err
-        marker = json.loads(oabctl(env, "describe", "bot", "-n", "team", "-o", "json")[1])[
+        marker = json.loads(oabctl("describe", "bot", "-n", "team", "-o", "json", env=env)[1])[
             "metadata"
         ]["annotations"][RESTART_ANNOTATION]
         restarted = wait_until(
@@ -127,28 +85,26 @@ def test_wait_describe_restart_rollback_with_a_replica(aws: AWS, tmp_path: Path)
         )
 
         # rollback: generation 2 (v2) then back to generation 1's spec as generation 3.
-        code, _, err = oabctl(env, "apply", "-f", "-", stdin=MANIFEST.format(tag="v2"))
+        code, _, err = oabctl("apply", "-f", "-", stdin=agent_manifest(tag="v2"), env=env)
         assert code == 0, err
         assert (
-            oabctl(env, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s")[
-                0
-            ]
+            oabctl(
+                "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s", env=env
+            )[0]
             == 0
         )
-        code, out, err = oabctl(env, "rollback", "bot", "-n", "team", "--to-generation", "1")
+        code, out, err = oabctl("rollback", "bot", "-n", "team", "--to-generation", "1", env=env)
         assert code == 0, err
         assert "as generation 3" in out
         code, _, err = oabctl(
-            env, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s"
+            "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s", env=env
         )
         assert code == 0, err
-        doc = json.loads(oabctl(env, "describe", "bot", "-n", "team", "-o", "json")[1])
+        doc = json.loads(oabctl("describe", "bot", "-n", "team", "-o", "json", env=env)[1])
         assert doc["metadata"]["generation"] == 3
         assert doc["status"]["observedGeneration"] == 3
         assert doc["spec"]["image"].endswith(":v1")
 
-        code, out, _ = oabctl(env, "history", "bot", "-n", "team", "-o", "json")
+        code, out, _ = oabctl("history", "bot", "-n", "team", "-o", "json", env=env)
         seqs = [r["seq"] for r in json.loads(out)["items"]]
         assert seqs == list(range(1, len(seqs) + 1))  # gap-free, oldest first
-    finally:
-        replica.shutdown()

@@ -6,7 +6,6 @@ Multi-replica behaviour (3 processes, failover) is covered by the daemon tests.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,87 +14,37 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller import cli
-from oab.controller.daemon_config import DaemonSettings
 from oab.controller.localaws import LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
 from oab.controller.status import read_runlog, read_status
-from oab.controller.testing import wait_until
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/{namespace}/{name}/discord-token
-      autoRestart: true
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
+from oab.controller.testing import (
+    agent_manifest,
+    oabctl,
+    prepare_plane,
+    replica_settings,
+    running_replica,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[LocalAWS]:
-    handle = start(dataplane=True)
-    try:
+    with start(dataplane=True) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
 def env(emulator: LocalAWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    emulator.reset()
-    DataPlaneControl(emulator.endpoint).configure(start_delay_s=0.3, tick_s=0.05)
-    values = {
-        **emulator.env(),
-        "OABCTL_CONFIG": str(tmp_path / "oabctl.toml"),
-        "OAB_BUCKET": "oab-test-plane",
-    }
+    values = prepare_plane(
+        emulator, config=tmp_path / "oabctl.toml", bucket="oab-test-plane", reset=True
+    )
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values
 
 
-def oabctl(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin))
-    return code, out.getvalue(), err.getvalue()
-
-
-def settings(env: dict[str, str], replica: str = "r1") -> DaemonSettings:
-    return DaemonSettings(
-        replica_id=replica,
-        endpoint=env["AWS_ENDPOINT_URL"],
-        bucket=env["OAB_BUCKET"],
-        change_poll_s=0.1,
-        idle_poll_s=0.1,
-        progress_poll_s=0.3,
-        workers=2,
-        lease_duration_s=3.0,
-        renew_deadline_s=2.0,
-        retry_period_s=0.5,
-    )
-
-
 def apply(namespace: str, name: str, tag: str = "v1") -> None:
-    code, out, err = oabctl(
-        "apply", "-f", "-", stdin=MANIFEST.format(namespace=namespace, name=name, tag=tag)
-    )
+    manifest = agent_manifest(name, namespace=namespace, tag=tag, auto_restart=True)
+    code, out, err = oabctl("apply", "-f", "-", stdin=manifest)
     assert code == 0, err
     assert name in out
 
@@ -112,11 +61,10 @@ def put_secret(ssm: Any, namespace: str, name: str, value: str) -> None:
 def test_apply_update_restart_rotate_delete(env: dict[str, str]) -> None:
     code, _, err = oabctl("init")
     assert code == 0, err
-    replica = Replica(settings(env))
     ssm = boto3.client("ssm", region_name="us-east-1")
     put_secret(ssm, "team", "bot", "planted-secret-value-1")
-    replica.start()
-    try:
+    settings = replica_settings(env["AWS_ENDPOINT_URL"], bucket=env["OAB_BUCKET"])
+    with running_replica(settings) as replica:
         ddb, state = replica.dynamodb, replica.tables.state
 
         def phase_is(phase: str, generation: int) -> Any:
@@ -175,5 +123,3 @@ def test_apply_update_restart_rotate_delete(env: dict[str, str]) -> None:
         assert len(registers) == 2  # one per generation; the restart reused generation 2's
         blob = json.dumps([r.to_json() for r in rows])
         assert "planted-secret-value" not in blob
-    finally:
-        replica.shutdown()

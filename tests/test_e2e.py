@@ -15,7 +15,6 @@ subprocesses (``oab.controller.cluster``), every check reads the emulator's Dyna
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import os
@@ -30,16 +29,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import cli, render
+from oab.controller import cli, render, testing
 from oab.controller.changes import ChangeLog
 from oab.controller.cluster import ClusterConfig, LocalCluster
 from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.reconcile import RESTART_ANNOTATION
-from oab.controller.status import AgentStatus, AuditRecord, from_item, iso, read_runlog
+from oab.controller.status import AgentStatus, AuditRecord, iso, read_runlog
 from oab.controller.store import Desired, DesiredStateStore, S3ObjectStore
 from oab.controller.tables import TableNames
-from oab.controller.testing import wait_until
+from oab.controller.testing import agent_manifest, all_statuses, available_at, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,30 +51,6 @@ ROLLED_BACK = AGENTS[0]
 FAULTY = AGENTS[20]
 BUCKET = "oab-e2e-plane"
 TABLES = TableNames()
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/{ns}/{name}/discord-token
-      autoRestart: true
-{extra}  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
 
 SM_SECRET = """\
     - name: KIRO_API_KEY
@@ -104,10 +79,9 @@ class Env:
     workdir: Path
 
     def oabctl(self, *argv: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        code = cli.main(list(argv), stdout=out, stderr=err, env=self.env)
-        assert code == 0, f"oabctl {' '.join(argv)} -> {code}: {err.getvalue()}"
-        return out.getvalue()
+        run = testing.oabctl(*argv, env=self.env)
+        assert run.code == 0, f"oabctl {' '.join(argv)} -> {run.code}: {run.err}"
+        return run.out
 
     def store(self) -> DesiredStateStore:
         return DesiredStateStore(
@@ -116,17 +90,7 @@ class Env:
 
     def statuses(self) -> dict[str, AgentStatus]:
         """Every agent status item, by key (one paginated Scan)."""
-        out: dict[str, AgentStatus] = {}
-        for page in self.ddb.get_paginator("scan").paginate(
-            TableName=TABLES.state,
-            FilterExpression="sk = :s",
-            ExpressionAttributeValues={":s": {"S": "status"}},
-            ConsistentRead=True,
-        ):
-            for item in page["Items"]:
-                status = from_item(item)
-                out[status.key] = status
-        return out
+        return all_statuses(self.ddb, TABLES.state)
 
     def runlog(self, name: str) -> list[AuditRecord]:
         return read_runlog(self.ddb, TABLES.runlog, f"{NS}/{name}", newest_first=False)
@@ -163,18 +127,13 @@ class Env:
         return dict(svcs["services"][0])
 
 
-def _ready(status: AgentStatus | None, generation: int) -> bool:
-    if status is None or status.phase != "Running" or status.observed_generation != generation:
-        return False
-    available = status.condition("Available")
-    return available is not None and available.status == "True"
-
-
 def _manifests(names: list[str], *, tag: str, plant: Plant) -> str:
     docs = []
     for name in names:
         extra = SM_SECRET.format(arn=plant.sm_arns[name]) if name in plant.sm_arns else ""
-        docs.append(MANIFEST.format(name=name, ns=NS, tag=tag, extra=extra))
+        docs.append(
+            agent_manifest(name, namespace=NS, tag=tag, auto_restart=True, extra_secrets=extra)
+        )
     return "---\n".join(docs)
 
 
@@ -250,7 +209,7 @@ def _apply(e: Env, names: list[str], *, tag: str) -> float:
 def _wait_ready(e: Env, want: Mapping[str, int], *, timeout: float, what: str) -> None:
     def done() -> bool:
         statuses = e.statuses()
-        return all(_ready(statuses.get(f"{NS}/{n}"), g) for n, g in want.items())
+        return all(available_at(statuses.get(f"{NS}/{n}"), g) for n, g in want.items())
 
     try:
         wait_until(done, timeout=timeout, interval=0.5, message=what)
@@ -259,7 +218,7 @@ def _wait_ready(e: Env, want: Mapping[str, int], *, timeout: float, what: str) -
         late = {
             n: (s.phase, s.observed_generation, s.last_error[:200]) if s else None
             for n, g in want.items()
-            if not _ready(s := statuses.get(f"{NS}/{n}"), g)
+            if not available_at(s := statuses.get(f"{NS}/{n}"), g)
         }
         raise AssertionError(f"{what}: not ready after {timeout} s: {late}") from None
 
@@ -279,7 +238,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     # ---- apply 50; SIGKILL the leader once some agents run; the rest finish under a new leader.
     _apply(e, AGENTS, tag="v1")
     wait_until(
-        lambda: sum(_ready(s, 1) for s in e.statuses().values()) >= 5,
+        lambda: sum(available_at(s, 1) for s in e.statuses().values()) >= 5,
         timeout=60,
         interval=0.3,
         message="the first agents running",
@@ -374,7 +333,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
         svc = e.service(RESTARTED)
         primary = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")
         fresh = primary["id"] != before_deployment and primary.get("rolloutState") == "COMPLETED"
-        return status if fresh and status.restart_marker and _ready(status, 1) else None
+        return status if fresh and status.restart_marker and available_at(status, 1) else None
 
     restarted = wait_until(redeployed, timeout=60, interval=0.5, message="restart rolled out")
     assert restarted.task_definition_arn == gen1[restarted_key].task_definition_arn

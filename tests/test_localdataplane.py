@@ -25,11 +25,8 @@ DELAY = 1.0
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[LocalAWS]:
-    handle = start(dataplane=True)
-    try:
+    with start(dataplane=True) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @dataclass

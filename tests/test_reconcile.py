@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller import cli, errors
+from oab.controller import errors
 from oab.controller.api import AgentKey
 from oab.controller.bootstrap import read_cluster_profile
 from oab.controller.changes import ChangeLog
@@ -19,6 +18,7 @@ from oab.controller.ecs import CallLog, EcsAdapter
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.ratelimit import RateLimiter
 from oab.controller.reconcile import (
+    Assessment,
     ReconcileConfig,
     Reconciler,
     Request,
@@ -31,7 +31,7 @@ from oab.controller.scheduler import Scheduler
 from oab.controller.secretversions import SecretVersions
 from oab.controller.status import AgentStatus, Condition
 from oab.controller.store import DesiredStateStore, S3ObjectStore
-from oab.controller.testing import AWS, FakeClock, wait_until
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
 from oab.controller.worker import decide
 from oab.queue.errors import ClaimLost
 
@@ -97,15 +97,20 @@ def _cond(conds: tuple[Condition, ...], type_: str) -> tuple[str, str]:
     return found.status, found.reason
 
 
-def test_assess_completed_rollout_is_running_and_available() -> None:
-    verdict = assess(
-        service=_service(TD_NEW, "COMPLETED", 1),
+def _assess(service: dict[str, Any], *, tasks: list[dict[str, Any]] | None = None) -> Assessment:
+    """The verdict for a rollout of ``TD_NEW`` with no prior conditions."""
+    return assess(
+        service=service,
         task_definition=TD_NEW,
-        tasks=[],
+        tasks=tasks or [],
         prior=(),
         refreshed=(),
         now="t",
     )
+
+
+def test_assess_completed_rollout_is_running_and_available() -> None:
+    verdict = _assess(_service(TD_NEW, "COMPLETED", 1))
     assert verdict.phase == "Running"
     assert not verdict.requeue
     assert _cond(verdict.conditions, "Available") == ("True", "TaskRunning")
@@ -114,14 +119,7 @@ def test_assess_completed_rollout_is_running_and_available() -> None:
 
 
 def test_assess_in_progress_requeues_as_pending() -> None:
-    verdict = assess(
-        service=_service(TD_NEW, "IN_PROGRESS", 0),
-        task_definition=TD_NEW,
-        tasks=[],
-        prior=(),
-        refreshed=(),
-        now="t",
-    )
+    verdict = _assess(_service(TD_NEW, "IN_PROGRESS", 0))
     assert verdict.phase == "Pending"
     assert verdict.requeue
     assert _cond(verdict.conditions, "Available") == ("False", "NoRunningTask")
@@ -133,14 +131,7 @@ def test_assess_rolled_back_secret_failure_keeps_old_task_available() -> None:
         "lastStatus": "STOPPED",
         "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry auth",
     }
-    verdict = assess(
-        service=_service(TD_OLD, "COMPLETED", 1),
-        task_definition=TD_NEW,
-        tasks=[stopped],
-        prior=(),
-        refreshed=(),
-        now="t",
-    )
+    verdict = _assess(_service(TD_OLD, "COMPLETED", 1), tasks=[stopped])
     assert verdict.phase == "Failed"
     assert not verdict.requeue
     assert _cond(verdict.conditions, "SecretInjectionFailed") == ("True", "SecretNotInjected")
@@ -155,14 +146,7 @@ def test_assess_crash_loop_is_failed_without_secret_condition() -> None:
         "lastStatus": "STOPPED",
         "stoppedReason": "Essential container in task exited",
     }
-    verdict = assess(
-        service=_service(TD_NEW, "FAILED", 0),
-        task_definition=TD_NEW,
-        tasks=[stopped],
-        prior=(),
-        refreshed=(),
-        now="t",
-    )
+    verdict = _assess(_service(TD_NEW, "FAILED", 0), tasks=[stopped])
     assert verdict.phase == "Failed"
     assert _cond(verdict.conditions, "SecretInjectionFailed") == ("False", "SecretsInjected")
 
@@ -204,28 +188,13 @@ def test_drift_rules() -> None:
 
 # --------------------------------------------------------------------- against local AWS
 
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata: {{name: bot, namespace: team}}
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition: {{image: "ghcr.io/openabdev/openab:{tag}"}}
-  secrets:
-    - {{name: DISCORD_BOT_TOKEN, source: ssm, path: /oab/team/bot/discord-token}}
-  config:
-    agent: {{preset: kiro}}
-    discord: {{bot_token: "${{DISCORD_BOT_TOKEN}}", allowed_channels: ["123456789012345678"]}}
-"""
-
 
 @pytest.fixture
 def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("OABCTL_CONFIG", str(tmp_path / "none.toml"))
     for k, v in aws.emulator.env().items():
         monkeypatch.setenv(k, v)
-    assert cli.main(["init"], stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    assert oabctl("init").code == 0
     DataPlaneControl(aws.emulator.endpoint).configure(paused=True)
     s3 = aws.client("s3")
     store = DesiredStateStore(
@@ -266,13 +235,7 @@ def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str
 
 
 def _apply(tag: str) -> None:
-    code = cli.main(
-        ["apply", "-f", "-"],
-        stdin=io.StringIO(MANIFEST.format(tag=tag)),
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-    )
-    assert code == 0
+    assert oabctl("apply", "-f", "-", stdin=agent_manifest(tag=tag)).code == 0
 
 
 def _run(reconciler: Reconciler, status: AgentStatus, token: str, gen: int) -> tuple[Result, Any]:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from oab.controller import cli
 from oab.controller.agent_sidecar import (
     FINAL_ARCHIVE,
     INBOX_REQUEST,
@@ -27,46 +26,21 @@ from oab.controller.agent_sidecar import (
     request_key,
 )
 from oab.controller.api import AgentKey
-from oab.controller.daemon_config import DaemonSettings
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
 from oab.controller.snapshots import SNAPSHOT_ACTION
 from oab.controller.status import AuditRecord, read_runlog, read_status
-from oab.controller.testing import AWS, wait_until
+from oab.controller.testing import (
+    AWS,
+    agent_manifest,
+    oabctl,
+    prepare_plane,
+    replica_settings,
+    running_replica,
+    wait_until,
+)
 
 CP = "oab-control-plane"
 STATE = "agent-state"
 BOOTSTRAP = f"s3://{STATE}/team/bot/home.tar.gz"
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: team
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:v1
-  {bootstrap}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/team/{name}/discord-token
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
-
-
-def oabctl(env: dict[str, str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _answer(sidecar: SnapshotSidecar, home: Path, name: str) -> None:
@@ -96,9 +70,8 @@ def home(tmp_path: Path) -> Path:
 def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
     aws: AWS, tmp_path: Path, home: Path
 ) -> None:
-    DataPlaneControl(aws.emulator.endpoint).configure(start_delay_s=0.3, tick_s=0.05)
-    env = {**os.environ, "OABCTL_CONFIG": str(tmp_path / "none"), "OAB_BUCKET": CP}
-    assert oabctl(env, "init")[0] == 0
+    plane = prepare_plane(aws.emulator, config=tmp_path / "none", bucket=CP, init=True)
+    env = {**os.environ, **plane}
     s3 = aws.client("s3")
     s3.create_bucket(Bucket=STATE)
     s3.put_bucket_versioning(Bucket=STATE, VersioningConfiguration={"Status": "Enabled"})
@@ -115,37 +88,22 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
             shared_dir=tmp_path / "oab",
         ),
     )
-    replica = Replica(
-        DaemonSettings(
-            replica_id="r1",
-            endpoint=aws.emulator.endpoint,
-            bucket=CP,
-            change_poll_s=0.1,
-            idle_poll_s=0.1,
-            progress_poll_s=0.3,
-            workers=2,
-            lease_duration_s=3.0,
-            renew_deadline_s=2.0,
-            retry_period_s=0.5,
-        )
-    )
-    replica.start()
-    try:
+    with running_replica(replica_settings(aws.emulator.endpoint, bucket=CP)) as replica:
         ddb, tables = replica.dynamodb, replica.tables
-        manifest = MANIFEST.format(name="bot", bootstrap=f"bootstrapFrom: {BOOTSTRAP}")
-        assert oabctl(env, "apply", "-f", "-", stdin=manifest)[0] == 0
-        plain = MANIFEST.format(name="plain", bootstrap="")
-        assert oabctl(env, "apply", "-f", "-", stdin=plain)[0] == 0
+        manifest = agent_manifest("bot", bootstrap_from=BOOTSTRAP)
+        assert oabctl("apply", "-f", "-", stdin=manifest, env=env)[0] == 0
+        plain = agent_manifest("plain")
+        assert oabctl("apply", "-f", "-", stdin=plain, env=env)[0] == 0
         code, _, err = oabctl(
-            env, "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s"
+            "wait", "bot", "-n", "team", "--for=condition=Available", "--timeout=60s", env=env
         )
         assert code == 0, err
 
         # Preconditions: unknown agent and an agent without bootstrapFrom are refused (exit 1).
-        code, _, err = oabctl(env, "snapshot", "ghost", "-n", "team")
+        code, _, err = oabctl("snapshot", "ghost", "-n", "team", env=env)
         assert code == 1
         assert "ghost" in err
-        code, _, err = oabctl(env, "snapshot", "plain", "-n", "team")
+        code, _, err = oabctl("snapshot", "plain", "-n", "team", env=env)
         assert code == 1
         assert "bootstrapFrom" in err
 
@@ -154,9 +112,8 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
 
         def run() -> None:
             result["out"] = oabctl(
-                env,
                 "snapshot", "bot", "-n", "team",
-                "--timeout", "60s", "--poll-interval", "0.1", "-o", "json",
+                "--timeout", "60s", "--poll-interval", "0.1", "-o", "json", env=env,
             )  # fmt: skip
 
         thread = threading.Thread(target=run)
@@ -203,7 +160,7 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
         _answer(sidecar, home, FINAL_ARCHIVE)
         [final] = sidecar.process_outbox()
         assert final.trigger == "shutdown"
-        assert oabctl(env, "restart", "bot", "-n", "team")[0] == 0
+        assert oabctl("restart", "bot", "-n", "team", env=env)[0] == 0
         rows = wait_until(
             lambda: (
                 len(_snapshot_calls(r := read_runlog(ddb, tables.runlog, "team/bot"))) == 2 and r
@@ -215,20 +172,18 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
 
         # No sidecar answers: timeout (exit 1, with hints), then a conflict (exit 4), --cancel.
         code, _, err = oabctl(
-            env, "snapshot", "bot", "-n", "team", "--timeout", "0.3s", "--poll-interval", "0.1"
+            "snapshot", "bot", "-n", "team", "--timeout", "0.3s", "--poll-interval", "0.1", env=env
         )
         assert code == 1
         assert "no snapshot record" in err
         assert "--cancel" in err
-        code, _, err = oabctl(env, "snapshot", "bot", "-n", "team", "--no-wait")
+        code, _, err = oabctl("snapshot", "bot", "-n", "team", "--no-wait", env=env)
         assert code == 4
         assert "already pending" in err
-        code, out, _ = oabctl(env, "snapshot", "bot", "-n", "team", "--cancel")
+        code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--cancel", env=env)
         assert code == 0
         assert "cancelled snapshot request" in out
         assert "Contents" not in s3.list_objects_v2(Bucket=CP, Prefix=request_key("team/bot"))
-        code, out, _ = oabctl(env, "snapshot", "bot", "-n", "team", "--no-wait")
+        code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--no-wait", env=env)
         assert code == 0
         assert "requested" in out
-    finally:
-        replica.shutdown()

@@ -9,7 +9,6 @@ generation.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -24,38 +23,20 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from oab.controller import cli, telemetry
-from oab.controller.daemon_config import DaemonSettings
+from oab.controller import telemetry
 from oab.controller.localaws import LocalAWS, start
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.replica import Replica
 from oab.controller.status import AgentStatus, read_runlog, read_status
-from oab.controller.testing import wait_until
+from oab.controller.testing import (
+    agent_manifest,
+    oabctl,
+    prepare_plane,
+    replica_settings,
+    wait_until,
+)
 
 PLANTED = "planted-secret-XYZ"
-
-MANIFEST = """\
-apiVersion: oab.dev/v1
-kind: OABService
-metadata:
-  name: {name}
-  namespace: team
-spec:
-  cpu: 256
-  memory: 512
-  taskDefinition:
-    image: ghcr.io/openabdev/openab:{tag}
-  secrets:
-    - name: DISCORD_BOT_TOKEN
-      source: ssm
-      path: /oab/team/{name}/discord-token
-  config:
-    agent:
-      preset: kiro
-    discord:
-      bot_token: ${{DISCORD_BOT_TOKEN}}
-      allowed_channels: ["123456789012345678"]
-"""
 
 STEPS_OF_CREATE = {
     "reconcile.read_manifest",
@@ -71,11 +52,8 @@ STEPS_OF_CREATE = {
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[LocalAWS]:
-    handle = start(dataplane=True)
-    try:
+    with start(dataplane=True) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
@@ -110,29 +88,21 @@ _FILE = _SwitchableFile()
 
 @pytest.fixture
 def env(emulator: LocalAWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    emulator.reset()
-    DataPlaneControl(emulator.endpoint).configure(start_delay_s=0.3, tick_s=0.05)
-    values = {
-        **emulator.env(),
-        "OABCTL_CONFIG": str(tmp_path / "oabctl.toml"),
-        "OAB_BUCKET": "oab-trace-plane",
-        "OAB_TRACE_FILE": str(tmp_path / "traces.jsonl"),
-    }
+    values = prepare_plane(
+        emulator,
+        config=tmp_path / "oabctl.toml",
+        bucket="oab-trace-plane",
+        extra={"OAB_TRACE_FILE": str(tmp_path / "traces.jsonl")},
+        reset=True,
+    )
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     _FILE.path = Path(values["OAB_TRACE_FILE"])
     return values
 
 
-def oabctl(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin), env=env)
-    assert code == 0, err.getvalue()
-    return out.getvalue()
-
-
 def apply(name: str, tag: str) -> None:
-    oabctl("apply", "-f", "-", stdin=MANIFEST.format(name=name, tag=tag))
+    oabctl("apply", "-f", "-", stdin=agent_manifest(name, tag=tag)).ok()
 
 
 def counters(reader: InMemoryMetricReader) -> Counter[tuple[str, tuple[tuple[str, Any], ...]]]:
@@ -191,7 +161,7 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
     env: dict[str, str], captured: tuple[InMemorySpanExporter, InMemoryMetricReader]
 ) -> None:
     exporter, reader = captured
-    oabctl("init")
+    oabctl("init").ok()
     ssm = boto3.client("ssm", region_name="us-east-1")
     for name in ("bot", "late"):
         ssm.put_parameter(
@@ -202,19 +172,11 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
         )
     dp = DataPlaneControl(env["AWS_ENDPOINT_URL"])
     replica = Replica(
-        DaemonSettings(
-            replica_id="r1",
-            endpoint=env["AWS_ENDPOINT_URL"],
+        replica_settings(
+            env["AWS_ENDPOINT_URL"],
             bucket=env["OAB_BUCKET"],
-            change_poll_s=0.1,
-            idle_poll_s=0.1,
-            progress_poll_s=0.3,
             backoff_base_s=0.2,
             backoff_cap_s=1.0,
-            workers=2,
-            lease_duration_s=3.0,
-            renew_deadline_s=2.0,
-            retry_period_s=0.5,
         )
     )
     ddb, tables = replica.dynamodb, replica.tables
@@ -407,7 +369,7 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
 
     # `oabctl trace`: from the agent (newest run) or a run id to the span tree, and the link.
     newest = read_runlog(ddb, tables.runlog, "team/bot", limit=1)[0]
-    text = oabctl("trace", "bot", "-n", "team")
+    text = oabctl("trace", "bot", "-n", "team").ok()
     assert text.splitlines()[0].startswith(f"trace {newest.trace_id}  agent team/bot")
     assert "oabctl apply" in text
     assert "└─ enqueue  [PRODUCER]" in text
@@ -418,7 +380,7 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
         "trace",
         first_late.run_id,
         env={**env, "OAB_TRACE_URL_TEMPLATE": "http://jaeger:16686/trace/{trace_id}"},
-    )
+    ).ok()
     assert f"link: http://jaeger:16686/trace/{first_late.trace_id}" in by_run
     assert "reconcile.read_manifest" in by_run
     assert "TerminalError" in by_run  # the exception event of the parked run
