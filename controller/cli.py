@@ -80,7 +80,9 @@ EXIT_INTERRUPTED = 130
 
 #: Modules that register more commands at import time (the lead adds wait, logs, restart, ...).
 EXTENSION_MODULES: tuple[str, ...] = (
+    "oab.controller.cli_wait",
     "oab.controller.cli_ops",
+    "oab.controller.cli_logs",
     "oab.controller.cli_trace",
     "oab.controller.cli_snapshot",
 )

@@ -1,4 +1,4 @@
-"""Day-two ``oabctl`` commands: wait, describe, history, restart, rollback, logs, leader, queue.
+"""Day-two ``oabctl`` commands: describe, history, restart, rollback, leader, queue.
 
 Registered with :func:`oab.controller.cli.command` at import time (the module is listed in
 ``cli.EXTENSION_MODULES``); exit codes follow ``cli``'s table (0 ok, 1 not found / not met /
@@ -17,41 +17,49 @@ Design
   read and written ``If-Match`` that read's ETag (:func:`_compare_and_swap`), so a concurrent
   ``apply`` is never silently overwritten with a stale spec; a lost race is re-read and retried,
   then reported as a conflict (exit 4).
-- **Pure cores, thin commands.** Duration and ``--for`` parsing, the wait verdict
-  (:func:`evaluate`), the wait loop (:func:`wait_for`, clock and sleep injected) and log tailing
-  (:class:`LogTail`) are separate from argument handling so they are tested on their own.
+- **Siblings.** ``wait`` (:mod:`oab.controller.cli_wait`) and ``logs``
+  (:mod:`oab.controller.cli_logs`) are modules of their own; helpers all of them share
+  (agent lookup, options, durations, time formatting) are in :mod:`oab.controller.cli_common`.
 - **Secrets.** ``describe`` shows secrets by name and source only; nothing here reads a secret
   value, and status/run-log messages are built by the controller from names and versions.
 
 Invariants
 ----------
-- ``wait --for=condition=...`` is met only for the *current* generation: the status's
-  ``observedGeneration`` must equal the manifest's ``metadata.generation``; a ``Failed`` phase
-  for that generation ends the wait with exit 1 unless the awaited condition itself holds.
 - ``rollback`` always produces generation ``current + 1`` of exactly the CAS-read document (or
   writes nothing when the spec already equals generation N's).
 
-Time model: ``wait`` deadlines use the monotonic clock; ``--since``, ages and the restart stamp use
-the injected wall clock (``Context.wall_clock``); stored times are shown as ISO-8601 UTC.
+Time model: ages and the restart stamp use the injected wall clock (``Context.wall_clock``);
+stored times are shown as ISO-8601 UTC.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
-
-from botocore.exceptions import ClientError
+from dataclasses import dataclass
+from typing import Any
 
 from oab.controller import output as out
-from oab.controller.cli import EXIT_INVALID, EXIT_OK, Context, UsageError, command
+from oab.controller.cli import EXIT_OK, Context, UsageError, command
+
+# parse_duration is re-exported: ``cli_snapshot`` imports it from here.
+from oab.controller.cli_common import (
+    KIND,
+    RESOURCE,
+    add_namespace,
+    add_output,
+    agent_key,
+    iso_ms,
+    iso_s,
+    parse_duration,
+    print_structured,
+    relative,
+    require_agent,
+)
 from oab.controller.errors import OabError
-from oab.controller.status import AgentStatus, AuditRecord, read_runlog, read_status
+from oab.controller.status import AuditRecord, read_runlog, read_status
 from oab.controller.store import (
     Blob,
     ConflictError,
@@ -67,18 +75,13 @@ from oab.controller.store import (
 )
 
 __all__ = [
-    "LogLine",
-    "LogTail",
-    "Observation",
+    "CAS_ATTEMPTS",
+    "DEFAULT_LEASE",
+    "DESCRIBE_RUNS",
+    "RESTART_ANNOTATION",
     "OperationRefused",
-    "Verdict",
-    "WaitPolicy",
-    "WaitTarget",
     "WorkQueueError",
-    "evaluate",
     "parse_duration",
-    "parse_wait_for",
-    "wait_for",
 ]
 
 #: Annotation written by ``restart`` (the same name ``oab.controller.reconcile`` watches).
@@ -89,9 +92,6 @@ DEFAULT_LEASE = "controller"
 CAS_ATTEMPTS = 5
 #: Rows of the audit run log ``describe`` shows.
 DESCRIBE_RUNS = 10
-
-_KIND: Literal["OABService"] = "OABService"
-_RESOURCE = "oabservice.oab.dev"
 
 
 class OperationRefused(OabError):
@@ -108,278 +108,6 @@ class WorkQueueError(OabError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-# ----------------------------------------------------------------------------- parsing
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """kubectl/Go-style duration in seconds: ``30s``, ``5m``, ``1h30m``, ``500ms``; a bare number
-    is seconds. Raises :class:`~oab.controller.cli.UsageError` on anything else."""
-    value = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
-    parts = _DURATION_PART.findall(value)
-    if not value or "".join(n + u for n, u in parts) != value:
-        raise UsageError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m")
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-
-
-@dataclass(frozen=True)
-class WaitTarget:
-    """What ``wait --for`` asks for: a condition with a status, or the agent's deletion."""
-
-    kind: Literal["condition", "delete"]
-    condition: str = ""
-    status: str = "True"
-
-    def describe(self) -> str:
-        """Human form, for progress and errors."""
-        if self.kind == "delete":
-            return "deletion"
-        return f"condition {self.condition}={self.status}"
-
-
-def parse_wait_for(text: str) -> WaitTarget:
-    """Parse ``condition=Available``, ``condition=Available=False`` or ``delete``."""
-    if text == "delete":
-        return WaitTarget("delete")
-    if text.startswith("condition="):
-        rest = text.removeprefix("condition=")
-        name, _, status = rest.partition("=")
-        status = status or "True"
-        normal = {"true": "True", "false": "False", "unknown": "Unknown"}.get(status.lower())
-        if name and normal is not None:
-            return WaitTarget("condition", name, normal)
-    raise UsageError(
-        f"invalid --for {text!r}: use condition=NAME, condition=NAME=True|False|Unknown or delete"
-    )
-
-
-# ---------------------------------------------------------------------------------- wait
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One poll: the manifest (None once removed) and the agent's status."""
-
-    manifest: StoredObject | None
-    status: AgentStatus
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Where a wait stands: ``met``, ``pending`` (keep polling), ``failed`` or ``timeout``."""
-
-    state: Literal["met", "pending", "failed", "timeout"]
-    message: str
-
-
-def _failure_reason(status: AgentStatus) -> str:
-    for kind in ("SecretInjectionFailed", "Degraded"):
-        cond = status.condition(kind)
-        if cond is not None and cond.status == "True":
-            return f"{cond.reason}: {cond.message}"
-    available = status.condition("Available")
-    if available is not None and available.status != "True":
-        return f"{available.reason}: {available.message}"
-    return status.last_error or "no reason recorded"
-
-
-def evaluate(target: WaitTarget, obs: Observation) -> Verdict:
-    """The verdict of one observation (pure). See the module doc for the rules."""
-    manifest, status = obs.manifest, obs.status
-    if target.kind == "delete":
-        if manifest is None:
-            return Verdict("met", "deleted")
-        step = f" (finalizer step {status.finalizer_step})" if status.finalizer_step else ""
-        state = "terminating" if manifest.deleted else "not deleted"
-        return Verdict("pending", f"{state}{step}")
-    if manifest is None:
-        return Verdict("failed", "the agent was deleted")
-    if manifest.deleted:
-        return Verdict("failed", "the agent is being deleted")
-    generation = manifest.generation
-    if status.observed_generation != generation:
-        return Verdict(
-            "pending",
-            f"generation {generation} not observed yet (observed {status.observed_generation})",
-        )
-    cond = status.condition(target.condition)
-    if cond is not None and cond.status == target.status:
-        return Verdict("met", f"{target.condition}={cond.status} ({cond.reason})")
-    if status.phase == "Failed":
-        return Verdict("failed", f"Failed at generation {generation}: {_failure_reason(status)}")
-    if cond is None:
-        return Verdict("pending", f"phase {status.phase or 'Pending'}, {target.condition} not set")
-    return Verdict(
-        "pending",
-        f"phase {status.phase or 'Pending'}, {target.condition}={cond.status} "
-        f"({cond.reason}: {cond.message})",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class WaitPolicy:
-    """Polling of ``wait``: bounded exponential backoff between consistent reads.
-
-    - ``initial_interval`` (0.2 s): first pause; short so a fast rollout returns promptly.
-    - ``max_interval`` (2.0 s): the cap; one ``wait`` costs at most two reads per cap interval.
-    - ``factor`` (1.5): growth per poll while nothing changes; the pause resets to
-      ``initial_interval`` whenever the observation's message changes (things are moving).
-    """
-
-    initial_interval: float = 0.2
-    max_interval: float = 2.0
-    factor: float = 1.5
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_interval <= self.max_interval:
-            raise ValueError("need 0 < initial_interval <= max_interval")
-        if self.factor < 1:
-            raise ValueError("factor must be >= 1")
-
-
-def wait_for(
-    observe: Callable[[], Observation],
-    target: WaitTarget,
-    *,
-    timeout: float,
-    policy: WaitPolicy | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    progress: Callable[[str], None] = lambda _m: None,
-) -> Verdict:
-    """Poll ``observe`` until ``target`` is met, fails, or ``timeout`` seconds pass.
-
-    Calls ``progress`` once per change of the pending message. Never sleeps past the deadline;
-    the last observation is always evaluated before reporting a timeout.
-    """
-    policy = policy or WaitPolicy()
-    deadline = monotonic() + timeout
-    interval = policy.initial_interval
-    last = ""
-    while True:
-        verdict = evaluate(target, observe())
-        if verdict.state != "pending":
-            return verdict
-        if verdict.message != last:
-            progress(verdict.message)
-            last = verdict.message
-            interval = policy.initial_interval
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            return Verdict("timeout", verdict.message)
-        sleep(min(interval, remaining))
-        interval = min(policy.max_interval, interval * policy.factor)
-
-
-# ------------------------------------------------------------------------ shared helpers
-
-
-def _add_namespace(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
-
-
-def _add_output(p: argparse.ArgumentParser, choices: Sequence[str]) -> None:
-    p.add_argument("-o", "--output", choices=list(choices), default=None, help="output format")
-
-
-def _agent_key(ctx: Context) -> str:
-    return f"{ctx.args.namespace}/{ctx.args.name}"
-
-
-def _iso_ms(ts: float) -> str:
-    stamp = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
-
-
-def _iso_s(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _relative(ctx: Context, ts: float | None) -> str | None:
-    """``in 12s`` / ``3m ago`` against the wall clock (display only)."""
-    if ts is None:
-        return None
-    delta = ts - ctx.wall_clock()
-    if delta > 0:
-        return f"in {out.format_age(delta)}"
-    return f"{out.format_age(-delta)} ago"
-
-
-def _require_agent(store: DesiredStateStore, namespace: str, name: str) -> StoredObject:
-    obj = store.get(object_key(_KIND, namespace, name))
-    if obj is None:
-        raise NotFoundError(f'{_RESOURCE} "{name}" in namespace {namespace}')
-    return obj
-
-
-def _print_structured(ctx: Context, payload: object) -> None:
-    if ctx.output is out.OutputFormat.JSON:
-        ctx.print(out.to_json(payload))
-    else:
-        ctx.print(out.to_yaml(payload).rstrip("\n"))
-
-
-# ---------------------------------------------------------------------------------- wait
-
-
-def _configure_wait(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
-    p.add_argument(
-        "--for",
-        dest="wait_for",
-        required=True,
-        metavar="condition=NAME[=STATUS]|delete",
-        help="what to wait for, e.g. condition=Available, condition=Degraded=False, delete",
-    )
-    p.add_argument("--timeout", default="30s", help="give up after this long (default 30s)")
-
-
-@command(
-    "wait",
-    help="wait until an agent meets a condition for its current generation (or is deleted)",
-    configure=_configure_wait,
-)
-def _wait(ctx: Context) -> int:
-    target = parse_wait_for(ctx.args.wait_for)
-    timeout = parse_duration(ctx.args.timeout)
-    namespace, name = ctx.args.namespace, ctx.args.name
-    key = _agent_key(ctx)
-    store = ctx.store()
-    ddb, state = ctx.client("dynamodb"), ctx.settings.tables.state
-    manifest_key = object_key(_KIND, namespace, name)
-    if target.kind == "condition":
-        _require_agent(store, namespace, name)  # a typo should fail now, not after the timeout
-
-    def observe() -> Observation:
-        return Observation(store.get(manifest_key), read_status(ddb, state, key))
-
-    verdict = wait_for(
-        observe,
-        target,
-        timeout=timeout,
-        progress=lambda m: ctx.progress(f"waiting for {key} {target.describe()}: {m}"),
-    )
-    if verdict.state == "met":
-        met = "deleted" if target.kind == "delete" else "condition met"
-        ctx.print(f"{_RESOURCE}/{name} {met}")
-        return EXIT_OK
-    if verdict.state == "timeout":
-        ctx.stderr.write(
-            f"error: timed out after {ctx.args.timeout} waiting for {target.describe()} "
-            f"on {_RESOURCE}/{name} (last seen: {verdict.message})\n"
-        )
-    else:
-        ctx.stderr.write(f"error: {key}: {verdict.message}\n")
-    return EXIT_INVALID
 
 
 # ------------------------------------------------------------------------------ describe
@@ -436,7 +164,7 @@ def _queue_row(ctx: Context, key: str) -> Any:
 def _run_columns() -> list[out.Column]:
     return [
         out.Column("SEQ", lambda r: r.seq),
-        out.Column("TIME", lambda r: _iso_s(r.at)),
+        out.Column("TIME", lambda r: iso_s(r.at)),
         out.Column("RUN", lambda r: r.run_id),
         out.Column("GEN", lambda r: r.generation),
         out.Column("FROM", lambda r: r.from_phase or "-"),
@@ -476,7 +204,7 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
         [
             ("Name", meta["name"]),
             ("Namespace", meta["namespace"]),
-            ("Kind", _KIND),
+            ("Kind", KIND),
             ("UID", meta["uid"]),
             ("Generation", meta["generation"]),
             ("Created", meta["creationTimestamp"]),
@@ -536,7 +264,7 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
     lines.append("Queue:" + ("" if row else "  <none>"))
     if row:
         ready_at = row["ready_at"]
-        next_run = f"{_iso_s(ready_at)} ({_relative(ctx, ready_at)})" if ready_at else None
+        next_run = f"{iso_s(ready_at)} ({relative(ctx, ready_at)})" if ready_at else None
         lines += _fields(
             [
                 ("State", row["state"]),
@@ -556,8 +284,8 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
 
 def _configure_describe(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
-    _add_output(p, ["json", "yaml"])
+    add_namespace(p)
+    add_output(p, ["json", "yaml"])
 
 
 @command(
@@ -566,14 +294,14 @@ def _configure_describe(p: argparse.ArgumentParser) -> None:
     configure=_configure_describe,
 )
 def _describe(ctx: Context) -> int:
-    key = _agent_key(ctx)
-    obj = _require_agent(ctx.store(), ctx.args.namespace, ctx.args.name)
+    key = agent_key(ctx)
+    obj = require_agent(ctx.store(), ctx.args.namespace, ctx.args.name)
     ddb, tables = ctx.client("dynamodb"), ctx.settings.tables
     status = read_status(ddb, tables.state, key)
     row = _queue_row(ctx, key)
     runs = list(reversed(read_runlog(ddb, tables.runlog, key, limit=DESCRIBE_RUNS)))
     doc: dict[str, Any] = {
-        "kind": _KIND,
+        "kind": KIND,
         "metadata": _metadata_summary(obj),
         "spec": _spec_summary(obj.spec),
         "status": status.to_json(),
@@ -581,7 +309,7 @@ def _describe(ctx: Context) -> int:
         "recentRuns": [r.to_json() for r in runs],
     }
     if ctx.output in (out.OutputFormat.JSON, out.OutputFormat.YAML):
-        _print_structured(ctx, doc)
+        print_structured(ctx, doc)
     else:
         ctx.print(_describe_text(ctx, doc, runs))
     return EXIT_OK
@@ -592,8 +320,8 @@ def _describe(ctx: Context) -> int:
 
 def _configure_history(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
-    _add_output(p, ["wide", "json", "yaml"])
+    add_namespace(p)
+    add_output(p, ["wide", "json", "yaml"])
     p.add_argument(
         "--limit", type=int, default=None, help="only the N most recent rows (still oldest first)"
     )
@@ -604,7 +332,7 @@ def _history(ctx: Context) -> int:
     limit = ctx.args.limit
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
-    key = _agent_key(ctx)
+    key = agent_key(ctx)
     ddb, table = ctx.client("dynamodb"), ctx.settings.tables.runlog
     if limit is None:
         rows = read_runlog(ddb, table, key, newest_first=False)
@@ -692,7 +420,7 @@ def _compare_and_swap(ctx: Context, key: str, change: Callable[[DesiredStateStor
 
 def _with_annotations(obj: StoredObject, annotations: Mapping[str, str]) -> Desired:
     return Desired(
-        kind=_KIND,
+        kind=KIND,
         namespace=obj.namespace,
         name=obj.name,
         spec=obj.spec,
@@ -703,7 +431,7 @@ def _with_annotations(obj: StoredObject, annotations: Mapping[str, str]) -> Desi
 
 def _configure_restart(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
+    add_namespace(p)
 
 
 @command(
@@ -713,11 +441,11 @@ def _configure_restart(p: argparse.ArgumentParser) -> None:
 )
 def _restart(ctx: Context) -> int:
     namespace, name = ctx.args.namespace, ctx.args.name
-    key = object_key(_KIND, namespace, name)
-    stamp = _iso_ms(ctx.wall_clock())
+    key = object_key(KIND, namespace, name)
+    stamp = iso_ms(ctx.wall_clock())
 
     def change(store: DesiredStateStore) -> Any:
-        obj = _require_agent(store, namespace, name)
+        obj = require_agent(store, namespace, name)
         if obj.deleted:
             raise OperationRefused(f"{namespace}/{name} is being deleted; nothing to restart")
         notes = {**obj.annotations, RESTART_ANNOTATION: stamp}
@@ -725,13 +453,13 @@ def _restart(ctx: Context) -> int:
 
     result = _compare_and_swap(ctx, key, change)
     note = "" if result.outcome != "unchanged" else " (already requested at this time)"
-    ctx.print(f"{_RESOURCE}/{name} restarted{note}")
+    ctx.print(f"{RESOURCE}/{name} restarted{note}")
     return EXIT_OK
 
 
 def _configure_rollback(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
+    add_namespace(p)
     p.add_argument(
         "--to-generation",
         type=int,
@@ -755,10 +483,10 @@ def _rollback(ctx: Context) -> int:
     from oab.controller.store import desired_from
 
     namespace, name, wanted = ctx.args.namespace, ctx.args.name, ctx.args.to_generation
-    key = object_key(_KIND, namespace, name)
+    key = object_key(KIND, namespace, name)
 
     def change(store: DesiredStateStore) -> Any:
-        current = _require_agent(store, namespace, name)
+        current = require_agent(store, namespace, name)
         if current.deleted:
             raise OperationRefused(f"{namespace}/{name} is being deleted; apply it again instead")
         if current.owner:
@@ -777,7 +505,7 @@ def _rollback(ctx: Context) -> int:
         # spec the current controller would refuse is reported now, not parked later.
         document = {
             "apiVersion": current.document.get("apiVersion"),
-            "kind": _KIND,
+            "kind": KIND,
             "metadata": {
                 "name": name,
                 "namespace": namespace,
@@ -793,155 +521,14 @@ def _rollback(ctx: Context) -> int:
     before, result = _compare_and_swap(ctx, key, change)
     if result.outcome == "unchanged":
         ctx.print(
-            f"{_RESOURCE}/{name} unchanged: generation {before} already has generation "
+            f"{RESOURCE}/{name} unchanged: generation {before} already has generation "
             f"{wanted}'s spec"
         )
     else:
         ctx.print(
-            f"{_RESOURCE}/{name} rolled back to generation {wanted}'s spec "
+            f"{RESOURCE}/{name} rolled back to generation {wanted}'s spec "
             f"as generation {result.generation}"
         )
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------------------- logs
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One log event of an agent container."""
-
-    timestamp_ms: int
-    stream: str
-    message: str
-    event_id: str
-
-
-@dataclass
-class LogTail:
-    """Reads an agent's CloudWatch log streams incrementally (``logs`` and ``logs --follow``).
-
-    ``prefix`` selects the streams (``{ns}/{name}/`` or ``{ns}/{name}/{container}/``; awslogs
-    names them ``prefix/container/task-id``). Each :meth:`poll` re-lists the streams (tasks come
-    and go), reads every event from the cursor on (following ``nextToken``), and returns only
-    events not returned before: the cursor is the newest timestamp seen and the ids seen at that
-    timestamp, since CloudWatch's ``startTime`` is inclusive.
-    """
-
-    client: Any
-    group: str
-    prefix: str
-    start_ms: int = 0
-    #: CloudWatch accepts at most 100 stream names per FilterLogEvents request.
-    max_streams: int = 100
-    _seen_at_cursor: set[str] = field(default_factory=set)
-
-    def streams(self) -> list[str]:
-        """Stream names under the prefix, most recently written first (at most max_streams)."""
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"logGroupName": self.group, "logStreamNamePrefix": self.prefix}
-        try:
-            while True:
-                resp = self.client.describe_log_streams(**kwargs)
-                found += resp.get("logStreams", [])
-                if not resp.get("nextToken"):
-                    break
-                kwargs["nextToken"] = resp["nextToken"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                return []  # no agent has logged yet: the group is created on first use
-            raise
-        found.sort(
-            key=lambda s: s.get("lastEventTimestamp") or s.get("creationTime") or 0, reverse=True
-        )
-        return [s["logStreamName"] for s in found[: self.max_streams]]
-
-    def poll(self) -> list[LogLine]:
-        """Events since the last poll, oldest first."""
-        names = self.streams()
-        if not names:
-            return []
-        kwargs: dict[str, Any] = {
-            "logGroupName": self.group,
-            "logStreamNames": names,
-            "startTime": self.start_ms,
-        }
-        events: list[LogLine] = []
-        while True:
-            resp = self.client.filter_log_events(**kwargs)
-            for e in resp.get("events", []):
-                line = LogLine(
-                    int(e["timestamp"]), e.get("logStreamName", ""), e["message"], e["eventId"]
-                )
-                if line.timestamp_ms == self.start_ms and line.event_id in self._seen_at_cursor:
-                    continue
-                events.append(line)
-            token = resp.get("nextToken")
-            if not token or token == kwargs.get("nextToken"):
-                break
-            kwargs["nextToken"] = token
-        events.sort(key=lambda e: e.timestamp_ms)  # stable: per-stream order is kept
-        if events:
-            newest = events[-1].timestamp_ms
-            if newest != self.start_ms:
-                self._seen_at_cursor = set()
-            self.start_ms = newest
-            self._seen_at_cursor |= {e.event_id for e in events if e.timestamp_ms == newest}
-        return events
-
-
-def _configure_logs(p: argparse.ArgumentParser) -> None:
-    from oab.controller.agent import AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER
-    from oab.controller.render import DEFAULT_LOG_GROUP
-
-    p.add_argument("name", metavar="NAME", help="agent name")
-    _add_namespace(p)
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("--since", default=None, help="only lines newer than this (e.g. 10m, 1h)")
-    p.add_argument("--tail", type=int, default=-1, help="lines to show first (-1: all)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument(
-        "-c",
-        "--container",
-        choices=[AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER],
-        default=AGENT_CONTAINER,
-        help=f"container (default {AGENT_CONTAINER})",
-    )
-    group.add_argument("--all-containers", action="store_true", help="every container's lines")
-    p.add_argument("--prefix", action="store_true", help="prefix lines with container/task id")
-    p.add_argument("--log-group", default=DEFAULT_LOG_GROUP, help="CloudWatch log group")
-    p.add_argument("--poll-interval", default="1s", help="how often --follow polls (default 1s)")
-
-
-@command("logs", help="print an agent's CloudWatch log lines", configure=_configure_logs)
-def _logs(ctx: Context) -> int:
-    args = ctx.args
-    if args.tail < -1:
-        raise UsageError("--tail must be -1 (all) or >= 0")
-    interval = parse_duration(args.poll_interval)
-    agent_prefix = f"{args.namespace}/{args.name}/"
-    prefix = agent_prefix if args.all_containers else f"{agent_prefix}{args.container}/"
-    start_ms = 0
-    if args.since is not None:
-        start_ms = int((ctx.wall_clock() - parse_duration(args.since)) * 1000)
-    tail = LogTail(ctx.client("logs"), args.log_group, prefix, start_ms=start_ms)
-
-    def emit(lines: Sequence[LogLine]) -> None:
-        for line in lines:
-            source = line.stream.removeprefix(agent_prefix)
-            text = line.message.rstrip("\n")
-            ctx.stdout.write(f"[{source}] {text}\n" if args.prefix else text + "\n")
-        ctx.stdout.flush()
-
-    first = tail.poll()
-    if not first and not tail.streams():
-        ctx.stderr.write(f"No log streams under {args.log_group}:{prefix} yet.\n")
-    if args.tail >= 0:
-        first = first[len(first) - args.tail :] if args.tail else []
-    emit(first)
-    while args.follow:
-        time.sleep(interval)
-        emit(tail.poll())
     return EXIT_OK
 
 
@@ -962,7 +549,7 @@ class _WallClock:
 
 
 def _configure_leader(p: argparse.ArgumentParser) -> None:
-    _add_output(p, ["wide", "json", "yaml"])
+    add_output(p, ["wide", "json", "yaml"])
     p.add_argument("--lease", default=DEFAULT_LEASE, help=f"lease name (default {DEFAULT_LEASE})")
 
 
@@ -1028,8 +615,8 @@ def _configure_queue(p: argparse.ArgumentParser) -> None:
         metavar="[retry KEY]",
         help="no arguments: list the work units; retry KEY: make a parked unit ready now",
     )
-    _add_namespace(p)
-    _add_output(p, ["wide", "json", "yaml"])
+    add_namespace(p)
+    add_output(p, ["wide", "json", "yaml"])
 
 
 def _queue_columns(ctx: Context) -> list[out.Column]:
@@ -1039,11 +626,11 @@ def _queue_columns(ctx: Context) -> list[out.Column]:
         out.Column("GEN", lambda r: r.generation),
         out.Column("TOKEN", lambda r: r.token),
         out.Column("ATTEMPTS", lambda r: r.attempts),
-        out.Column("READY-AT", lambda r: _relative(ctx, r.ready_at)),
+        out.Column("READY-AT", lambda r: relative(ctx, r.ready_at)),
         out.Column("OWNER", lambda r: r.owner),
         out.Column("LAST-ERROR", lambda r: r.last_error),
         out.Column("REASON", lambda r: r.reason, wide_only=True),
-        out.Column("CLAIM-DEADLINE", lambda r: _iso_s(r.claim_deadline), wide_only=True),
+        out.Column("CLAIM-DEADLINE", lambda r: iso_s(r.claim_deadline), wide_only=True),
         out.Column("COMPLETED-GEN", lambda r: r.completed_generation, wide_only=True),
     ]
 

@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 from oab.controller import cli, cli_ops
-from oab.controller.cli_ops import (
-    LogTail,
+from oab.controller.cli_common import parse_duration
+from oab.controller.cli_logs import LogTail
+from oab.controller.cli_wait import (
     Observation,
     WaitPolicy,
     WaitTarget,
     evaluate,
-    parse_duration,
     parse_wait_for,
     wait_for,
 )
