@@ -232,6 +232,21 @@ def _n(value: int | float) -> dict[str, str]:
     return {"N": str(value)}
 
 
+@dataclass(frozen=True)
+class _ItemReader:
+    """Reads of a low-level DynamoDB item; a missing attribute reads as ``""`` or ``0``."""
+
+    item: Mapping[str, Any]
+
+    def s(self, name: str) -> str:
+        """The string attribute ``name``."""
+        return str(self.item.get(name, {}).get("S", ""))
+
+    def n(self, name: str) -> int:
+        """The number attribute ``name`` as an int."""
+        return int(self.item.get(name, {}).get("N", "0"))
+
+
 def to_item(status: AgentStatus) -> dict[str, Any]:
     """Serialise to a low-level DynamoDB item (key included)."""
     item: dict[str, Any] = {
@@ -264,13 +279,8 @@ def to_item(status: AgentStatus) -> dict[str, Any]:
 
 def from_item(item: Mapping[str, Any]) -> AgentStatus:
     """Parse a low-level DynamoDB status item."""
-
-    def s(name: str) -> str:
-        return str(item.get(name, {}).get("S", ""))
-
-    def n(name: str) -> int:
-        return int(item.get(name, {}).get("N", "0"))
-
+    reader = _ItemReader(item)
+    s, n = reader.s, reader.n
     phase = s("phase") or None
     if phase is not None and phase not in PHASES:
         raise ValueError(f"stored phase {phase!r} is not one of {PHASES}")
@@ -373,13 +383,8 @@ class AuditRecord:
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> AuditRecord:
         """Parse a stored run-log row."""
-
-        def s(name: str) -> str:
-            return str(item.get(name, {}).get("S", ""))
-
-        def n(name: str) -> int:
-            return int(item.get(name, {}).get("N", "0"))
-
+        reader = _ItemReader(item)
+        s, n = reader.s, reader.n
         at = datetime.strptime(s("at"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
         return cls(
             key=s("pk"),
