@@ -39,7 +39,7 @@ from oab.controller import cli
 from oab.controller.cluster import ClusterConfig, LeaderInfo, LocalCluster
 from oab.controller.localaws import LOCAL_ENV, start
 from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.status import AgentStatus, from_item, read_runlog
+from oab.controller.status import AgentStatus, read_runlog, scan_statuses
 from oab.controller.tables import TableNames
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -109,17 +109,7 @@ def _changed_manifest(source: Path, target: Path) -> Path:
 
 
 def _statuses(ddb: Any, table: str) -> dict[str, AgentStatus]:
-    out: dict[str, AgentStatus] = {}
-    for page in ddb.get_paginator("scan").paginate(
-        TableName=table,
-        FilterExpression="sk = :s",
-        ExpressionAttributeValues={":s": {"S": "status"}},
-        ConsistentRead=True,
-    ):
-        for item in page["Items"]:
-            status = from_item(item)
-            out[status.key] = status
-    return out
+    return scan_statuses(ddb, table)
 
 
 def _available(status: AgentStatus | None, generation: int | None = None) -> bool:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
 )
 
@@ -138,24 +138,15 @@ def classify_aws(exc: Exception, *, operation: str) -> AwsError:
         ConnectTimeoutError,
         EndpointConnectionError,
         ReadTimeoutError,
-        BotoCoreError,
+        HTTPClientError,
     )
-    if isinstance(exc, transient):
-        return AwsError(
-            f"{operation}: {type(exc).__name__}: {exc}",
-            operation=operation,
-            code=type(exc).__name__,
-            status=None,
-            request_id="",
-            retryable=True,
-            throttled=False,
-        )
+    # Connection failures and timeouts may succeed on retry; anything else unknown may not.
     return AwsError(
         f"{operation}: {type(exc).__name__}: {exc}",
         operation=operation,
         code=type(exc).__name__,
         status=None,
         request_id="",
-        retryable=False,
+        retryable=isinstance(exc, transient),
         throttled=False,
     )

@@ -46,7 +46,7 @@ from oab.controller.changes import ChangeLog, Cursor, agent_key_of
 from oab.controller.ecs import EcsAdapter
 from oab.controller.errors import FencedOut
 from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, from_item
+from oab.controller.status import AgentStatus, scan_statuses
 from oab.controller.telemetry import instruments
 from oab.leader.fence import Fence
 from oab.queue.errors import ExtraConditionFailed
@@ -334,22 +334,10 @@ class Scheduler:
         return out
 
     def _statuses(self, report: ResyncReport) -> dict[str, AgentStatus]:
-        out: dict[str, AgentStatus] = {}
-        kwargs: dict[str, Any] = {
-            "TableName": self._state_table,
-            "FilterExpression": "sk = :s",
-            "ExpressionAttributeValues": {":s": {"S": "status"}},
-            "ConsistentRead": True,
-        }
-        while True:
-            resp = self._ddb.scan(**kwargs)
+        def count() -> None:
             report.aws_requests += 1
-            for item in resp.get("Items", []):
-                status = from_item(item)
-                out[status.key] = status
-            if "LastEvaluatedKey" not in resp:
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+        return scan_statuses(self._ddb, self._state_table, on_page=count)
 
     def _watched_versions(
         self, statuses: Mapping[str, AgentStatus], report: ResyncReport

@@ -27,7 +27,7 @@ the caller (injected clock) and never compared across hosts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -307,6 +307,32 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
         audit_seq=n("audit_seq"),
         last_snapshot=s("last_snapshot"),
     )
+
+
+def scan_statuses(
+    client: Any, table: str, *, on_page: Callable[[], None] | None = None
+) -> dict[str, AgentStatus]:
+    """Every agent's status in ``table``, by key (one consistent, paginated Scan).
+
+    ``on_page`` is called once per request (the resync counts its AWS requests with it).
+    """
+    out: dict[str, AgentStatus] = {}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "sk = :s",
+        "ExpressionAttributeValues": {":s": {"S": "status"}},
+        "ConsistentRead": True,
+    }
+    while True:
+        resp = client.scan(**kwargs)
+        if on_page is not None:
+            on_page()
+        for item in resp.get("Items", []):
+            status = from_item(item)
+            out[status.key] = status
+        if "LastEvaluatedKey" not in resp:
+            return out
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def read_status(client: Any, table: str, key: str) -> AgentStatus:

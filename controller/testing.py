@@ -315,19 +315,9 @@ def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
 
 def all_statuses(client: Any, table: str) -> dict[str, AgentStatus]:
     """Every agent status item in the state ``table``, by key (one consistent, paginated Scan)."""
-    from oab.controller.status import from_item
+    from oab.controller.status import scan_statuses
 
-    out: dict[str, AgentStatus] = {}
-    for page in client.get_paginator("scan").paginate(
-        TableName=table,
-        FilterExpression="sk = :s",
-        ExpressionAttributeValues={":s": {"S": "status"}},
-        ConsistentRead=True,
-    ):
-        for item in page["Items"]:
-            status = from_item(item)
-            out[status.key] = status
-    return out
+    return scan_statuses(client, table)
 
 
 def available_at(status: AgentStatus | None, generation: int) -> bool:

@@ -333,3 +333,26 @@ def test_secret_versions_never_read_values(plane: dict[str, Any], aws: AWS) -> N
         ("ssm", "/oab/team/bot/missing"): "",
     }
     assert sorted(calls) == ["DescribeParameters", "ListSecrets"]
+
+
+def test_aws_errors_are_classified_by_what_a_retry_can_do() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError(
+            {
+                "Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "rid"},
+            },
+            "UpdateService",
+        )
+
+    throttled = errors.classify_aws(client_error("ThrottlingException", 400), operation="x")
+    assert (throttled.retryable, throttled.throttled, throttled.request_id) == (True, True, "rid")
+    assert errors.classify_aws(client_error("ServerException", 500), operation="x").retryable
+    denied = errors.classify_aws(client_error("AccessDeniedException", 400), operation="x")
+    assert not denied.retryable
+    assert errors.classify_aws(
+        EndpointConnectionError(endpoint_url="http://x"), operation="x"
+    ).retryable
+    assert not errors.classify_aws(ParamValidationError(report="bad"), operation="x").retryable
