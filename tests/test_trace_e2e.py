@@ -362,14 +362,15 @@ def test_one_trace_per_change_shapes_links_audit_secrets_and_metrics(
             by_outcome[str(dict(attrs)["oab.outcome"])] += int(value)
     assert by_outcome == outcomes
     errors = {dict(a).get("error.type") for (n, a), v in delta.items() if n == "oab.aws.errors"}
-    # The error metric counts exactly the AWS error codes the CLIENT spans carry.
+    # Every AWS error code a CLIENT span carries is counted by the error metric (the metric also
+    # counts calls made outside any span, e.g. a lease renewal's failed condition).
     span_errors = {
         str((s.attributes or {})["aws.error.code"])
         for s in spans
         if "aws.error.code" in (s.attributes or {})
     }
-    assert errors == span_errors
-    assert errors  # the scenario does hit expected AWS errors (e.g. a missing object)
+    assert span_errors  # the scenario does hit expected AWS errors (e.g. a missing object)
+    assert span_errors <= errors
     assert by_outcome["park"] == 1
     calls = sum(v for (n, _a), v in delta.items() if n == "oab.aws.calls")
     assert calls >= len([s for s in spans if (s.attributes or {}).get("rpc.system") == "aws-api"])
