@@ -43,8 +43,6 @@ from typing import Any
 
 from oab.controller import output as out
 from oab.controller.cli import EXIT_OK, Context, UsageError, command
-
-# parse_duration is re-exported: ``cli_snapshot`` imports it from here.
 from oab.controller.cli_common import (
     KIND,
     RESOURCE,
@@ -53,12 +51,12 @@ from oab.controller.cli_common import (
     agent_key,
     iso_ms,
     iso_s,
-    parse_duration,
     print_structured,
     relative,
     require_agent,
 )
 from oab.controller.errors import OabError
+from oab.controller.reconcile import RESTART_ANNOTATION  # the annotation reconcile watches
 from oab.controller.status import AuditRecord, read_runlog, read_status
 from oab.controller.store import (
     Blob,
@@ -81,11 +79,8 @@ __all__ = [
     "RESTART_ANNOTATION",
     "OperationRefused",
     "WorkQueueError",
-    "parse_duration",
 ]
 
-#: Annotation written by ``restart`` (the same name ``oab.controller.reconcile`` watches).
-RESTART_ANNOTATION = "oab.dev/restartedAt"
 #: Lease the daemon elects on (``DaemonSettings.lease_name``'s default).
 DEFAULT_LEASE = "controller"
 #: Compare-and-swap rounds of ``restart``/``rollback`` before giving up with a conflict.

@@ -50,7 +50,8 @@ from oab.controller.agent_sidecar import (
 from oab.controller.api import AgentKey
 from oab.controller.changes import ChangeLog, ChangeLogError
 from oab.controller.cli import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Context, command
-from oab.controller.cli_ops import OperationRefused, parse_duration
+from oab.controller.cli_common import parse_duration
+from oab.controller.cli_ops import OperationRefused
 from oab.controller.errors import classify_aws
 from oab.controller.snapshots import NUDGE_PREFIX
 from oab.controller.status import read_status
