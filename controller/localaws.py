@@ -117,7 +117,7 @@ class LocalAWS:
         return int(self.endpoint.rsplit(":", 1)[1])
 
     def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 (and pynamodb) at this emulator."""
+        """Environment variables that point boto3 at this emulator."""
         return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint}
 
     def apply_env(self) -> None:
