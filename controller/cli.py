@@ -850,6 +850,11 @@ LOCAL_DEFAULT_PORT = 4566
 def _configure_local(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["up"], help="up: start the embedded local AWS and init it")
     p.add_argument("--port", type=int, default=LOCAL_DEFAULT_PORT, help="port (default 4566)")
+    p.add_argument(
+        "--no-dataplane",
+        action="store_true",
+        help="do not simulate ECS tasks (by default deployments progress and tasks run)",
+    )
 
 
 @command("local", help="run the embedded local AWS emulator", configure=_configure_local)
@@ -858,7 +863,7 @@ def _local(ctx: Context) -> int:
 
     ctx.progress(f"starting local AWS on 127.0.0.1:{ctx.args.port} ...")
     try:
-        emulator = start(port=ctx.args.port)
+        emulator = start(port=ctx.args.port, dataplane=not ctx.args.no_dataplane)
     except RuntimeError as exc:
         raise LocalAwsError(f"cannot start local AWS on port {ctx.args.port}: {exc}") from exc
     try:
