@@ -97,6 +97,12 @@ class DaemonSettings(Settings):
         "for this long on its own clock: recovery <= 2 x this.",
     )
     queue_shards: int = Field(default=4, ge=1, le=64, description="Ready-index shards.")
+    clock_skew_allowance_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="Work that is ready at once is stamped ready this far in the past, so "
+        "replicas whose wall clocks lag by up to this much still claim it at once.",
+    )
     backoff_base_s: float = Field(default=1.0, gt=0, description="Failure backoff base.")
     backoff_cap_s: float = Field(default=300.0, gt=0, description="Failure backoff cap.")
     shutdown_timeout_s: float = Field(

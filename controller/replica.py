@@ -119,6 +119,7 @@ class Replica:
                 visibility_timeout=s.claim_visibility_s,
                 backoff_base=s.backoff_base_s,
                 backoff_cap=s.backoff_cap_s,
+                clock_skew_allowance=s.clock_skew_allowance_s,
             ),
             clock=self.clock,
         )

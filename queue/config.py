@@ -58,6 +58,11 @@ class QueueConfig:
     #: live claims over (safe for writes, which the claim token guards, but not for the old
     #: worker's ECS calls). On, crash recovery takes up to one more visibility timeout.
     observe_takeover: bool = True
+    #: Seconds (default 0) by which work that is ready at once (enqueue, release, operator
+    #: retry) is stamped ready *in the past*, so that hosts whose wall clocks lag the writer's by
+    #: up to this much can claim it at once instead of after the lag. Delays (backoff,
+    #: ``requeue_after``) are unaffected. Set it to the clock disagreement to tolerate.
+    clock_skew_allowance: float = 0.0
     #: Full-jitter backoff base in seconds (default 1): the n-th consecutive failure waits
     #: ``uniform(0, min(backoff_cap, backoff_base * 2**(n-1)))``.
     backoff_base: float = 1.0
@@ -83,6 +88,8 @@ class QueueConfig:
             raise InvalidQueueConfig("visibility_timeout must be > 0")
         if not self.backoff_base > 0:
             raise InvalidQueueConfig("backoff_base must be > 0")
+        if not self.clock_skew_allowance >= 0:
+            raise InvalidQueueConfig("clock_skew_allowance must be >= 0")
         if not self.backoff_cap >= self.backoff_base:
             raise InvalidQueueConfig("backoff_cap must be >= backoff_base")
         if not 1 <= self.claim_scan <= 100:

@@ -243,7 +243,7 @@ class WorkQueue:
                 token=tok,
                 reason=reason,
                 trace_context=trace,
-                now=now,
+                now=now - self.config.clock_skew_allowance,
             )
 
         # Optimistic first write for a new key (no read): a conflict hands us the row anyway.
@@ -352,7 +352,10 @@ class WorkQueue:
             self.metrics.claim_expiries.add(1)
         assert before.ready_at is not None
         assert after.claim_deadline is not None
-        self.metrics.queue_latency.record(max(0.0, after.updated_at - before.ready_at))
+        # Ready since its due time, or since its last write for work ready at once (whose
+        # ready_at may be stamped in the past by the clock-skew allowance).
+        ready_since = max(before.ready_at, before.updated_at or before.ready_at)
+        self.metrics.queue_latency.record(max(0.0, after.updated_at - ready_since))
         assert after.claimed_generation is not None
         assert after.claimed_token is not None
         return Claim(
@@ -487,7 +490,10 @@ class WorkQueue:
         return self._claim_write(
             claim,
             lambda row, now: rows.release(
-                row, key=claim.key, claim_token=claim.claim_token, now=now
+                row,
+                key=claim.key,
+                claim_token=claim.claim_token,
+                now=now - self.config.clock_skew_allowance,
             ),
             result="released",
         )
@@ -499,7 +505,7 @@ class WorkQueue:
         agent = AgentKey(key)
 
         def transition(row: Row | None, now: float) -> tuple[None, Row | None]:
-            return None, rows.retry(row, key=agent, now=now)
+            return None, rows.retry(row, key=agent, now=now - self.config.clock_skew_allowance)
 
         _, after = self._mutate(agent, transition)
         assert after is not None

@@ -486,3 +486,40 @@ def test_takeover_observation_can_be_turned_off() -> None:
     assert q.claim("w1") is not None
     clock.advance(VIS + 0.01)
     assert q.claim("w2") is not None
+
+
+def test_work_ready_at_once_is_claimable_by_a_host_whose_clock_lags() -> None:
+    writer = FakeClock()
+    behind = FakeClock(wall=writer.time() - 600)  # this host's wall clock is 10 minutes late
+    store = MemoryStore(shards=1)
+    strict = QueueConfig(shards=1, visibility_timeout=VIS)
+    tolerant = QueueConfig(shards=1, visibility_timeout=VIS, clock_skew_allowance=900)
+    WorkQueue(None, "t", config=strict, clock=writer, store=store).enqueue(
+        "ns/a", 1, "spec", tok("ns/a", 1)
+    )
+    assert WorkQueue(None, "t", config=strict, clock=behind, store=store).claim("w") is None
+    WorkQueue(None, "t", config=tolerant, clock=writer, store=store).enqueue(
+        "ns/b", 1, "spec", tok("ns/b", 1)
+    )
+    got = WorkQueue(None, "t", config=tolerant, clock=behind, store=store).claim("w")
+    assert got is not None
+    assert got.key == "ns/b"
+
+
+def test_skew_allowance_does_not_shorten_backoff() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    config = QueueConfig(
+        shards=1,
+        visibility_timeout=VIS,
+        backoff_base=50.0,
+        backoff_cap=50.0,
+        clock_skew_allowance=900,
+    )
+    q = WorkQueue(None, "t", config=config, clock=clock, store=store, rng=random.Random(1))
+    q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    claim = q.claim("w1")
+    assert claim is not None
+    row = q.fail(claim, "boom", retryable=True)
+    assert row.ready_at is not None
+    assert row.ready_at >= clock.time()  # the delay is measured from now, not shifted back
