@@ -20,6 +20,9 @@ Design
   changes, so the same change record read twice (or by two successive leaders) enqueues once;
   (key, generation, ETag, "resync:<round>") for resync findings, so drift is re-enqueued once
   per round at most.
+- Every visibility timeout it also gives back claims that have stayed unchanged for a whole
+  visibility timeout on the leader's own clock (``WorkQueue.expire_stale_claims``, fenced): a
+  dead worker whose wall clock ran ahead stored deadlines in everyone else's future.
 - Each enqueue carries the trace context of the change (from ``oabctl apply``) plus the epoch,
   so the worker's reconcile span links to the apply and the audit row names the epoch.
 
@@ -135,6 +138,8 @@ class Scheduler:
             shards=self._changes.shards,
         )
         next_resync = self._monotonic()  # resync at once on takeover
+        reap_every = self._queue.config.visibility_timeout
+        next_reap = self._monotonic() + reap_every
         failures = 0
         try:
             while not stop.is_set():
@@ -143,6 +148,17 @@ class Scheduler:
                     # A failed poll keeps the old cursor: the same changes are read (and
                     # enqueued, idempotently) again next time.
                     cursor = self.poll_changes(fence, cursor)
+                    if self._monotonic() >= next_reap and not stop.is_set():
+                        # Claims of dead workers whose wall clocks ran ahead: see the queue.
+                        next_reap = self._monotonic() + reap_every
+                        try:
+                            reaped = self._queue.expire_stale_claims(
+                                extra_condition=fence.condition_check()
+                            )
+                        except ExtraConditionFailed as exc:
+                            raise FencedOut(f"epoch {fence.epoch} is stale") from exc
+                        if reaped:
+                            log.warning("gave back stale claims", extra={"keys": len(reaped)})
                     if self._monotonic() >= next_resync and not stop.is_set():
                         self.resync(fence)
                         period = self.config.resync_period_s

@@ -313,6 +313,16 @@ def release(row: Row | None, *, key: AgentKey, claim_token: ClaimToken, now: flo
     )
 
 
+def expire(row: Row | None, *, key: AgentKey, version: int, now: float) -> Row | None:
+    """Give back a claim its observer judged dead (``None``: the row changed, leave it).
+
+    Unlike :func:`release`, the attempt stays counted: the worker took it and vanished.
+    """
+    if row is None or row.state is not State.IN_FLIGHT or row.version != version:
+        return None
+    return replace(_released(row), state=State.READY, ready_at=now, dirty=False)
+
+
 def retry(row: Row | None, *, key: AgentKey, now: float) -> Row:
     """Operator retry: a parked or waiting row becomes ready at once with attempts reset."""
     if row is None:

@@ -46,6 +46,7 @@ at no extra request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -497,6 +498,40 @@ class WorkQueue:
             ),
             result="released",
         )
+
+    def expire_stale_claims(self, *, extra_condition: TransactItem | None = None) -> list[str]:
+        """Give back every in-flight claim this queue has seen unchanged (no heartbeat, no
+        outcome) for a whole ``visibility_timeout`` on its own monotonic clock, whatever its
+        stored wall-clock deadline says; returns the keys given back.
+
+        Claims are normally taken over through the index once their stored deadline passes. A
+        worker whose wall clock ran ahead stores deadlines in everyone else's future; if it dies,
+        its units would wait for that skew. Calling this periodically from one place (the
+        controller's leader, with its fence as ``extra_condition``) bounds that wait by two
+        visibility timeouts. It scans the table: call it every visibility timeout, not in a loop.
+        """
+        mono = self._clock.monotonic()
+        expired: list[str] = []
+        for row in list(self._store.rows()):
+            if row.state is not State.IN_FLIGHT or not self._stale_for_long_enough(row, mono):
+                continue
+            version = row.version
+            transition = functools.partial(self._expire, key=row.key, version=version)
+            extra = [extra_condition] if extra_condition is not None else []
+            try:
+                _, after = self._mutate(row.key, transition, seen=row, extra_items=extra)
+            except Contention:
+                continue
+            if after is not None and after.state is State.READY and after.version != version:
+                self.metrics.claim_expiries.add(1)
+                expired.append(str(row.key))
+        return expired
+
+    def _expire(
+        self, current: Row | None, now: float, *, key: AgentKey, version: int
+    ) -> tuple[None, Row | None]:
+        ready = now - self.config.clock_skew_allowance
+        return None, rows.expire(current, key=key, version=version, now=ready)
 
     # -- operators -----------------------------------------------------------------------------
 

@@ -523,3 +523,54 @@ def test_skew_allowance_does_not_shorten_backoff() -> None:
     row = q.fail(claim, "boom", retryable=True)
     assert row.ready_at is not None
     assert row.ready_at >= clock.time()  # the delay is measured from now, not shifted back
+
+
+def test_the_claims_of_a_dead_fast_clock_worker_are_given_back_by_an_observer() -> None:
+    normal = FakeClock()
+    fast = FakeClock(wall=normal.time() + 600)  # stores deadlines 10 minutes in our future
+    store = MemoryStore(shards=1)
+    config = QueueConfig(shards=1, visibility_timeout=VIS, clock_skew_allowance=900)
+    fast_q = WorkQueue(None, "t", config=config, clock=fast, store=store)
+    normal_q = WorkQueue(None, "t", config=config, clock=normal, store=store)
+    fast_q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    assert fast_q.claim("w-fast") is not None  # ... and the fast worker dies
+    assert normal_q.expire_stale_claims() == []  # first sight
+    normal.advance(VIS / 2)
+    fast.advance(VIS / 2)
+    assert normal_q.expire_stale_claims() == []  # not silent for a whole timeout yet
+    assert normal_q.claim("w") is None  # its stored deadline is still in our future
+    normal.advance(VIS / 2)
+    assert normal_q.expire_stale_claims() == ["ns/a"]
+    taken = normal_q.claim("w")
+    assert taken is not None
+    assert taken.attempt == 2  # the dead worker's attempt stays counted
+
+
+def test_a_heartbeating_claim_is_never_given_back() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    config = QueueConfig(shards=1, visibility_timeout=VIS)
+    q = WorkQueue(None, "t", config=config, clock=clock, store=store)
+    observer = WorkQueue(None, "t", config=config, clock=clock, store=store)
+    q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    claim = q.claim("w1")
+    assert claim is not None
+    for _ in range(6):
+        assert observer.expire_stale_claims() == []
+        clock.advance(VIS / 3)
+        claim = q.heartbeat(claim)
+    q.complete(claim)
+
+
+def test_expiring_with_a_failed_fence_writes_nothing() -> None:
+    clock = FakeClock()
+    fenced = MemoryStore(shards=1, extra_check=lambda _i, _item: "ConditionalCheckFailed")
+    config = QueueConfig(shards=1, visibility_timeout=VIS)
+    q = WorkQueue(None, "t", config=config, clock=clock, store=fenced)
+    q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    assert q.claim("w1") is not None
+    q.expire_stale_claims(extra_condition={"ConditionCheck": {}})
+    clock.advance(VIS)
+    with pytest.raises(ExtraConditionFailed):
+        q.expire_stale_claims(extra_condition={"ConditionCheck": {}})
+    assert q.get("ns/a").state is State.IN_FLIGHT
