@@ -323,6 +323,13 @@ def expire(row: Row | None, *, key: AgentKey, version: int, now: float) -> Row |
     return replace(_released(row), state=State.READY, ready_at=now, dirty=False)
 
 
+def pull_in(row: Row | None, *, key: AgentKey, version: int, now: float) -> Row | None:
+    """Make a waiting row due ``now`` (``None``: it changed meanwhile, leave it)."""
+    if row is None or row.state is not State.READY or row.version != version:
+        return None
+    return replace(row, ready_at=now)
+
+
 def retry(row: Row | None, *, key: AgentKey, now: float) -> Row:
     """Operator retry: a parked or waiting row becomes ready at once with attempts reset."""
     if row is None:

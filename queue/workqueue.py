@@ -502,7 +502,9 @@ class WorkQueue:
     def expire_stale_claims(self, *, extra_condition: TransactItem | None = None) -> list[str]:
         """Give back every in-flight claim this queue has seen unchanged (no heartbeat, no
         outcome) for a whole ``visibility_timeout`` on its own monotonic clock, whatever its
-        stored wall-clock deadline says; returns the keys given back.
+        stored wall-clock deadline says, and make due now every waiting row whose due time lies
+        further ahead than any delay this queue writes (backoff cap + visibility timeout: it was
+        written by a host whose clock runs ahead); returns the keys touched.
 
         Claims are normally taken over through the index once their stored deadline passes. A
         worker whose wall clock ran ahead stores deadlines in everyone else's future; if it dies,
@@ -511,8 +513,21 @@ class WorkQueue:
         visibility timeouts. It scans the table: call it every visibility timeout, not in a loop.
         """
         mono = self._clock.monotonic()
+        now = self._clock.time()
+        # No delay this queue writes exceeds the backoff cap: a waiting row due later than that
+        # was written by a host whose clock runs ahead (a requeue or backoff in its own future).
+        horizon = now + self.config.backoff_cap + self.config.visibility_timeout
         expired: list[str] = []
         for row in list(self._store.rows()):
+            if row.state is State.READY and row.ready_at is not None and row.ready_at > horizon:
+                pull = functools.partial(self._pull_in, key=row.key, version=row.version)
+                extra = [extra_condition] if extra_condition is not None else []
+                try:
+                    self._mutate(row.key, pull, seen=row, extra_items=extra)
+                except Contention:
+                    continue
+                expired.append(str(row.key))
+                continue
             if row.state is not State.IN_FLIGHT or not self._stale_for_long_enough(row, mono):
                 continue
             version = row.version
@@ -526,6 +541,11 @@ class WorkQueue:
                 self.metrics.claim_expiries.add(1)
                 expired.append(str(row.key))
         return expired
+
+    def _pull_in(
+        self, current: Row | None, now: float, *, key: AgentKey, version: int
+    ) -> tuple[None, Row | None]:
+        return None, rows.pull_in(current, key=key, version=version, now=now)
 
     def _expire(
         self, current: Row | None, now: float, *, key: AgentKey, version: int

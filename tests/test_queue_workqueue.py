@@ -574,3 +574,29 @@ def test_expiring_with_a_failed_fence_writes_nothing() -> None:
     with pytest.raises(ExtraConditionFailed):
         q.expire_stale_claims(extra_condition={"ConditionCheck": {}})
     assert q.get("ns/a").state is State.IN_FLIGHT
+
+
+def test_a_requeue_written_by_a_fast_clock_host_is_pulled_in_by_an_observer() -> None:
+    normal = FakeClock()
+    fast = FakeClock(wall=normal.time() + 600)
+    store = MemoryStore(shards=1)
+    config = QueueConfig(
+        shards=1, visibility_timeout=VIS, backoff_cap=60.0, clock_skew_allowance=900
+    )
+    fast_q = WorkQueue(None, "t", config=config, clock=fast, store=store)
+    normal_q = WorkQueue(None, "t", config=config, clock=normal, store=store)
+    fast_q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
+    fast_q.enqueue("ns/b", 1, "spec", tok("ns/b", 1))
+    claim = fast_q.claim("w-fast")
+    assert claim is not None
+    fast_q.complete(claim, requeue_after=2.0)  # due in 2 s on the fast clock: 602 s for us
+    assert normal_q.claim("w") is not None  # the other row was enqueued due at once
+    assert normal_q.claim("w") is None
+    assert normal_q.expire_stale_claims() == [claim.key]
+    assert normal_q.claim("w") is not None
+    # An ordinary backoff within the cap is left alone.
+    normal_q.enqueue("ns/c", 1, "spec", tok("ns/c", 1))
+    c = normal_q.claim("w")
+    assert c is not None
+    normal_q.fail(c, "x", retryable=True)
+    assert normal_q.expire_stale_claims() == []
