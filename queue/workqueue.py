@@ -517,41 +517,39 @@ class WorkQueue:
         # No delay this queue writes exceeds the backoff cap: a waiting row due later than that
         # was written by a host whose clock runs ahead (a requeue or backoff in its own future).
         horizon = now + self.config.backoff_cap + self.config.visibility_timeout
-        expired: list[str] = []
+        extra = [extra_condition] if extra_condition is not None else []
+        touched: list[str] = []
         for row in list(self._store.rows()):
             if row.state is State.READY and row.ready_at is not None and row.ready_at > horizon:
-                pull = functools.partial(self._pull_in, key=row.key, version=row.version)
-                extra = [extra_condition] if extra_condition is not None else []
-                try:
-                    self._mutate(row.key, pull, seen=row, extra_items=extra)
-                except Contention:
-                    continue
-                expired.append(str(row.key))
+                change = self._pull_in
+            elif row.state is State.IN_FLIGHT and self._stale_for_long_enough(row, mono):
+                change = self._expire
+            else:
                 continue
-            if row.state is not State.IN_FLIGHT or not self._stale_for_long_enough(row, mono):
-                continue
-            version = row.version
-            transition = functools.partial(self._expire, key=row.key, version=version)
-            extra = [extra_condition] if extra_condition is not None else []
+            transition = functools.partial(change, key=row.key, version=row.version)
             try:
-                _, after = self._mutate(row.key, transition, seen=row, extra_items=extra)
+                wrote, _ = self._mutate(row.key, transition, seen=row, extra_items=extra)
             except Contention:
-                continue
-            if after is not None and after.state is State.READY and after.version != version:
+                continue  # the row is busy, so it is alive: nothing to give back
+            if not wrote:
+                continue  # it changed before we wrote: alive after all
+            if row.state is State.IN_FLIGHT:
                 self.metrics.claim_expiries.add(1)
-                expired.append(str(row.key))
-        return expired
+            touched.append(str(row.key))
+        return touched
 
     def _pull_in(
         self, current: Row | None, now: float, *, key: AgentKey, version: int
-    ) -> tuple[None, Row | None]:
-        return None, rows.pull_in(current, key=key, version=version, now=now)
+    ) -> tuple[bool, Row | None]:
+        new = rows.pull_in(current, key=key, version=version, now=now)
+        return new is not None, new
 
     def _expire(
         self, current: Row | None, now: float, *, key: AgentKey, version: int
-    ) -> tuple[None, Row | None]:
+    ) -> tuple[bool, Row | None]:
         ready = now - self.config.clock_skew_allowance
-        return None, rows.expire(current, key=key, version=version, now=ready)
+        new = rows.expire(current, key=key, version=version, now=ready)
+        return new is not None, new
 
     # -- operators -----------------------------------------------------------------------------
 
