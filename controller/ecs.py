@@ -117,12 +117,6 @@ class EcsAdapter:
         tags = {t["key"]: t["value"] for t in resp.get("tags", [])}
         return str(td["taskDefinitionArn"]), tags
 
-    def task_definition_tags(self, arn: str) -> dict[str, str]:
-        """Tags of one task definition revision."""
-        with self._call("ecs.read", "DescribeTaskDefinition"):
-            resp = self._client.describe_task_definition(taskDefinition=arn, include=["TAGS"])
-        return {t["key"]: t["value"] for t in resp.get("tags", [])}
-
     def list_task_definitions(self, family: str) -> list[str]:
         """Every ACTIVE revision ARN of ``family``."""
         arns: list[str] = []

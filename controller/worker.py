@@ -214,8 +214,7 @@ class Worker:
         self._wall = wall
         self._new_id = new_id
         self._on_outcome = on_outcome
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self._busy_lock = threading.Lock()  # guards _inflight
         self._inflight: dict[str, _Heartbeat] = {}
         self._poll_lock = threading.Lock()
         self._next_poll = 0.0
@@ -224,7 +223,7 @@ class Worker:
     def busy(self) -> int:
         """Work units in flight on this replica."""
         with self._busy_lock:
-            return self._busy
+            return len(self._inflight)
 
     def release_inflight(self) -> int:
         """Give back every claim still in flight (shutdown past its budget); returns the count.
@@ -271,13 +270,7 @@ class Worker:
                 continue
             with self._poll_lock:
                 self._next_poll = self._monotonic()
-            with self._busy_lock:
-                self._busy += 1
-            try:
-                self.process(claim, claimed=(claim_started, time.time_ns()))
-            finally:
-                with self._busy_lock:
-                    self._busy -= 1
+            self.process(claim, claimed=(claim_started, time.time_ns()))
 
     def process(self, claim: Claim, *, claimed: tuple[int, int] | None = None) -> Decision:
         """Reconcile one claimed work unit and commit its outcome.
