@@ -82,7 +82,10 @@ __all__ = [
     "ServiceStatus",
     "SsmSecret",
     "TaskDefinitionSpec",
+    "ecs_name",
+    "ecs_name_rivals",
     "expand_fleet",
+    "is_dns_label",
     "issues_from_validation_error",
     "parse_document",
 ]
@@ -152,7 +155,7 @@ def _pattern(regex: re.Pattern[str], what: str, hint: str) -> AfterValidator:
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL_RE.match(value):
+    if not is_dns_label(value):
         raise _error(
             "dns_label",
             f"{value!r} is not a DNS label",
@@ -163,6 +166,35 @@ def _dns_label(value: str) -> str:
 
 
 DnsLabel = Annotated[StrictStr, AfterValidator(_dns_label)]
+
+
+def is_dns_label(value: str) -> bool:
+    """Whether ``value`` is a valid ``metadata.name`` / ``metadata.namespace``."""
+    return len(value) <= 63 and _DNS_LABEL_RE.match(value) is not None
+
+
+def ecs_name(namespace: str, name: str) -> str:
+    """ECS service name and task definition family of an agent: ``oab-{namespace}-{name}``."""
+    return f"oab-{namespace}-{name}"
+
+
+def ecs_name_rivals(namespace: str, name: str) -> list[tuple[str, str]]:
+    """Every other valid ``(namespace, name)`` with the same :func:`ecs_name`, shortest ns first.
+
+    Labels may contain ``-``, so the join is ambiguous: ``a-b``/``c`` and ``a``/``b-c`` both
+    become ``oab-a-b-c``. The store refuses to create an agent whose ECS name a stored agent
+    already has, and the reconciler never touches a service tagged with another agent.
+    """
+    joined = f"{namespace}-{name}"
+    rivals = []
+    for i, char in enumerate(joined):
+        if char == "-" and i != len(namespace):
+            ns, nm = joined[:i], joined[i + 1 :]
+            if is_dns_label(ns) and is_dns_label(nm):
+                rivals.append((ns, nm))
+    return rivals
+
+
 EnvVarName = Annotated[
     StrictStr,
     _pattern(

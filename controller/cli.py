@@ -263,15 +263,20 @@ def exit_code_for(exc: BaseException) -> int:
     from oab.controller.bootstrap import BootstrapError
     from oab.controller.changes import ChangeLogError
     from oab.controller.manifests import ManifestError
-    from oab.controller.store import ConflictError, NotFoundError, OwnershipError, StorageError
+    from oab.controller.store import (
+        ConflictError,
+        NameCollisionError,
+        NotFoundError,
+        OwnershipError,
+        StorageError,
+    )
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, UsageError):
         return EXIT_USAGE
-    if isinstance(
-        exc, ManifestError | InvalidDocument | SettingsError | NotFoundError | OwnershipError
-    ):
+    invalid = ManifestError | InvalidDocument | SettingsError | NotFoundError
+    if isinstance(exc, invalid | OwnershipError | NameCollisionError):
         return EXIT_INVALID
     if isinstance(exc, ConflictError):
         return EXIT_CONFLICT
@@ -445,11 +450,13 @@ def _configure_apply(p: argparse.ArgumentParser) -> None:
 )
 def _apply(ctx: Context) -> int:
     from oab.controller.api import OABFleet, expand_fleet
-    from oab.controller.store import desired_from
+    from oab.controller.manifests import ManifestError, ManifestIssue
+    from oab.controller.store import NameCollisionError, OwnershipError, desired_from
 
     docs = _load(ctx)  # validates every document of every file before anything is written
     store = ctx.store()
     plans: list[tuple[Any, list[Any]]] = []
+    origin: dict[str, tuple[Any, str]] = {}  # object key -> (document, field path)
     for doc in docs:
         desired = desired_from(doc.obj)
         children = (
@@ -458,8 +465,18 @@ def _apply(ctx: Context) -> int:
             else []
         )
         plans.append((desired, children))
-    store.preflight([d for d, children in plans if d.kind == "OABService"])
-    store.preflight([c for _d, children in plans for c in children])
+        origin[desired.key] = (doc, "metadata.name")
+        origin.update({c.key: (doc, "spec.agents") for c in children})
+    try:
+        store.preflight([d for d, children in plans if d.kind == "OABService"])
+        store.preflight([c for _d, children in plans for c in children])
+    except (OwnershipError, NameCollisionError) as exc:
+        # Name the file and field the refused object came from, like any other input error.
+        doc, path = origin[exc.key]
+        issue = ManifestIssue(
+            file=doc.source, document=doc.index, line=doc.line, path=path, message=str(exc)
+        )
+        raise ManifestError([issue]) from exc
     suffix = " (dry run)" if ctx.args.dry_run else ""
     for desired, children in plans:
         if desired.kind == "OABFleet":

@@ -38,6 +38,7 @@ from oab.controller.api import (
     InvalidDocument,
     OABFleet,
     OABService,
+    ecs_name,
     expand_fleet,
     parse_document,
 )
@@ -270,11 +271,13 @@ def _line_of(node: yaml.Node, path: Sequence[str | int]) -> int:
 def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
     issues: list[ManifestIssue] = []
     seen: dict[tuple[str, str], LoadedDocument] = {}
+    ecs_names: dict[str, tuple[str, LoadedDocument]] = {}
     for doc in docs:
         objects: list[OABService | OABFleet] = [doc.obj]
         if isinstance(doc.obj, OABFleet):
             objects.extend(expand_fleet(doc.obj))
         for obj in objects:
+            path = "metadata.name" if obj is doc.obj else "spec.agents"
             ident = (obj.kind, obj.key)
             first = seen.get(ident)
             if first is not None:
@@ -283,12 +286,29 @@ def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
                         file=doc.source,
                         document=doc.index,
                         line=doc.line,
-                        path="metadata.name" if obj is doc.obj else "spec.agents",
+                        path=path,
                         message=f"{obj.kind} {obj.key} is also defined in {first.source} "
                         f"(document {first.index})",
                         hint="define each object once per apply",
                     )
                 )
-            else:
-                seen[ident] = doc
+                continue
+            seen[ident] = doc
+            if not isinstance(obj, OABService):
+                continue
+            meta = obj.metadata
+            name = ecs_name(meta.namespace, meta.name)
+            rival = ecs_names.setdefault(name, (obj.key, doc))
+            if rival[0] != obj.key:
+                issues.append(
+                    ManifestIssue(
+                        file=doc.source,
+                        document=doc.index,
+                        line=doc.line,
+                        path=path,
+                        message=f"OABService {obj.key} and {rival[0]} (in {rival[1].source}, "
+                        f"document {rival[1].index}) both map to the ECS name {name!r}",
+                        hint="ECS names join namespace and name with '-'; rename one of them",
+                    )
+                )
     return issues

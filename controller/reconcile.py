@@ -23,6 +23,10 @@ Design (controller-runtime's contract, see STYLE.md trait 5)
   at any step resumes there: scale to 0 and wait, delete the service, deregister the task
   definitions, delete the artifacts, delete the manifest, clear the status (atomically with its
   audit row). The status is cleared last so that the ``Terminating`` record survives any crash.
+- Name collisions: ``oab-{ns}-{name}`` is ambiguous (``a-b``/``c`` and ``a``/``b-c``). The store
+  refuses to create a rival of a stored agent; as a second line, a run never updates or deletes a
+  service (or deregisters a family) whose ``oab.dev/namespace``/``oab.dev/name`` tags name another
+  agent: applying parks with ``NameCollision``, deleting leaves the rival's resources alone.
 - Secrets: only *versions* are read (:mod:`oab.controller.secretversions`), never values.
 - Snapshots: a successful apply run of an agent with ``bootstrapFrom`` appends the agent's new
   snapshot records to its audit row and advances ``status.last_snapshot``
@@ -43,7 +47,7 @@ from botocore.exceptions import ClientError
 from oab.controller import render
 from oab.controller.api import AgentKey, OABService
 from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.errors import LostClaim, OabError, classify_aws
+from oab.controller.errors import LostClaim, OabError, TerminalError, classify_aws
 from oab.controller.ratelimit import RateLimiter
 from oab.controller.secretversions import SecretVersions
 from oab.controller.snapshots import (
@@ -152,6 +156,19 @@ def _deployments(service: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _primary(service: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((d for d in _deployments(service) if d.get("status") == "PRIMARY"), None)
+
+
+def _tagged_owner(service: Mapping[str, Any]) -> str | None:
+    """``namespace/name`` from a service's identity tags, or None when it has none."""
+    tags = {t.get("key"): t.get("value") for t in service.get("tags") or ()}
+    namespace, name = tags.get(render.NAMESPACE_TAG), tags.get(render.NAME_TAG)
+    return f"{namespace}/{name}" if namespace and name else None
+
+
+def _foreign(service: Mapping[str, Any] | None, key: str) -> str | None:
+    """The other agent a same-named service belongs to (see the module doc), else None."""
+    owner = _tagged_owner(service) if service is not None else None
+    return owner if owner is not None and owner != key else None
 
 
 def _secret_failure(reason: str) -> bool:
@@ -401,6 +418,13 @@ class Reconciler:
         with step("describe_service", {"oab.service": name}) as span:
             service = self._ecs.describe_service(name)
             span.set_attribute("oab.service.exists", service is not None)
+        rival = _foreign(service, req.key)
+        if rival is not None:
+            raise TerminalError(
+                f"ECS service {name} belongs to agent {rival} (its oab.dev tags): "
+                f"{req.key} and {rival} map to the same ECS name; delete or rename one of them",
+                reason="NameCollision",
+            )
 
         base = replace(
             status,
@@ -612,6 +636,11 @@ class Reconciler:
         with step("describe_service", {"oab.service": service_name}) as span:
             service = self._ecs.describe_service(service_name)
             span.set_attribute("oab.service.exists", service is not None)
+        rival = _foreign(service, req.key)
+        if rival is not None:
+            # Same ECS name, another agent's resources: remove only what is ours by path.
+            span.set_attribute("oab.service.owner", rival)
+            service = None
         if service is not None:
             if int(service.get("desiredCount", 0)) != 0:
                 with step("delete.scale_down", {"oab.service": service_name}):
@@ -628,9 +657,10 @@ class Reconciler:
                 )
             with step("delete.service", {"oab.service": service_name}):
                 self._ecs.delete_service(service_name, log=log, guard=guard)
-        with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
-            for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
-                self._ecs.deregister_task_definition(arn, log=log, guard=guard)
+        if rival is None:
+            with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
+                for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
+                    self._ecs.deregister_task_definition(arn, log=log, guard=guard)
         with step("delete.artifacts"):
             self._delete_prefix(f"artifacts/{namespace}/{name}/", log, guard)
         if manifest is not None:

@@ -63,7 +63,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oab.controller import agent
-from oab.controller.api import FARGATE_MEMORY, AgentKey, OABService, SsmSecret
+from oab.controller.api import FARGATE_MEMORY, AgentKey, OABService, SsmSecret, ecs_name
 from oab.controller.errors import TerminalError
 
 __all__ = [
@@ -246,8 +246,8 @@ class RenderContext(BaseModel):
 
 
 def service_name(namespace: str, name: str) -> str:
-    """ECS service name of an agent: ``oab-{namespace}-{name}``."""
-    return f"oab-{namespace}-{name}"
+    """ECS service name of an agent: ``oab-{namespace}-{name}`` (see :func:`api.ecs_name`)."""
+    return ecs_name(namespace, name)
 
 
 def family(namespace: str, name: str) -> str:

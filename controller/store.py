@@ -68,7 +68,7 @@ from typing import Any, Literal, NewType, Protocol
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
-from oab.controller.api import FLEET_LABEL, OABFleet, OABService
+from oab.controller.api import FLEET_LABEL, OABFleet, OABService, ecs_name, ecs_name_rivals
 from oab.controller.changes import ChangeKind, ChangeLog
 from oab.controller.errors import OabError, classify_aws
 
@@ -82,6 +82,7 @@ __all__ = [
     "Desired",
     "DesiredStateStore",
     "MemoryObjectStore",
+    "NameCollisionError",
     "NotFoundError",
     "ObjectKey",
     "ObjectStore",
@@ -158,6 +159,26 @@ class OwnershipError(StoreError):
         self.key = key
         self.owner = owner
         self.writer = writer
+
+
+class NameCollisionError(StoreError):
+    """Another stored agent already has this agent's ECS name (``oab-{ns}-{name}`` is ambiguous)."""
+
+    reason = "NameCollision"
+
+    def __init__(
+        self, key: str, *, agent: str, rival: str, ecs_name: str, rival_deleting: bool
+    ) -> None:
+        fix = "choose another metadata.name or metadata.namespace"
+        if rival_deleting:
+            fix = f"wait until its deletion finishes or {fix}"
+        super().__init__(
+            f"agent {agent}: its ECS service and task definition family {ecs_name!r} already "
+            f"belong to agent {rival}{' (being deleted)' if rival_deleting else ''}; {fix}"
+        )
+        self.key = key
+        self.rival = rival
+        self.ecs_name = ecs_name
 
 
 class NotFoundError(StoreError):
@@ -637,11 +658,33 @@ class DesiredStateStore:
     # -- writes
 
     def preflight(self, items: Iterable[Desired]) -> None:
-        """Check ownership of every target before any write (all-or-nothing for a batch)."""
+        """Check ownership and ECS names of every target before any write (all-or-nothing)."""
         for desired in items:
             current = self.get(desired.key)
             if current is not None and not current.deleted and current.owner != desired.owner:
                 raise OwnershipError(desired.key, owner=current.owner, writer=desired.owner)
+            if current is None:
+                self._check_ecs_name(desired)
+
+    def _check_ecs_name(self, desired: Desired) -> None:
+        """Refuse to create an agent whose ECS name a stored agent (or tombstone) already has.
+
+        Only creations are checked: a stored agent passed this check when it was created. Two
+        concurrent creations of rival names can both pass; the reconciler then refuses to touch
+        a service tagged with another agent (``NameCollision``), so neither is harmed.
+        """
+        if desired.kind != "OABService":
+            return
+        for namespace, name in ecs_name_rivals(desired.namespace, desired.name):
+            rival = self.get(object_key("OABService", namespace, name))
+            if rival is not None:
+                raise NameCollisionError(
+                    desired.key,
+                    agent=f"{desired.namespace}/{desired.name}",
+                    rival=f"{namespace}/{name}",
+                    ecs_name=ecs_name(desired.namespace, desired.name),
+                    rival_deleting=rival.deleted,
+                )
 
     def apply(self, desired: Desired, *, dry_run: bool = False) -> ApplyResult:
         """Create or update one document; retries lost conditional writes (see module doc)."""
@@ -650,6 +693,8 @@ class DesiredStateStore:
             current = self.get(key)
             if current is not None and not current.deleted and current.owner != desired.owner:
                 raise OwnershipError(key, owner=current.owner, writer=desired.owner)
+            if current is None:
+                self._check_ecs_name(desired)
             document, outcome = self._next_document(desired, current)
             if outcome == "unchanged" or dry_run:
                 gen = int(document["metadata"]["generation"])

@@ -13,6 +13,8 @@ from oab.controller.api import (
     InvalidDocument,
     OABFleet,
     OABService,
+    ecs_name,
+    ecs_name_rivals,
     expand_fleet,
     parse_document,
 )
@@ -472,3 +474,15 @@ def test_models_do_not_mutate_input() -> None:
     before = copy.deepcopy(doc)
     parse_document(doc)
     assert doc == before
+
+
+def test_ecs_name_rivals_are_every_other_valid_split_of_the_joined_name() -> None:
+    assert ecs_name("a-b", "c") == ecs_name("a", "b-c") == "oab-a-b-c"
+    assert ecs_name_rivals("a-b", "c") == [("a", "b-c")]
+    assert ecs_name_rivals("a", "b-c-d") == [("a-b", "c-d"), ("a-b-c", "d")]
+    assert ecs_name_rivals("team", "bot") == []
+    # Splits that leave an invalid label (empty, or a '-' at an end) are no rivals.
+    assert ecs_name_rivals("a", "b--c") == []
+    for ns, name in ecs_name_rivals("x-y-z", "p-q"):
+        assert ecs_name(ns, name) == ecs_name("x-y-z", "p-q")
+        assert (ns, name) != ("x-y-z", "p-q")

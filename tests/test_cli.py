@@ -123,6 +123,23 @@ def test_invalid_file_writes_nothing_and_names_file_and_field(
     assert _versions(aws) == before
 
 
+def test_agent_whose_ecs_name_is_taken_is_refused_with_file_and_field(
+    aws: AWS, ready: dict[str, str], tmp_path: Path
+) -> None:
+    first = _kiro() | {"metadata": {"name": "b-c", "namespace": "a"}}
+    assert oabctl("apply", "-f", "-", stdin=yaml.safe_dump(first), env=ready).code == 0
+    rival = _kiro() | {"metadata": {"name": "c", "namespace": "a-b"}}
+    path = tmp_path / "rival.yaml"
+    path.write_text(yaml.safe_dump_all([_kiro() | {"metadata": {"name": "ok"}}, rival]))
+    before = _versions(aws)
+    result = oabctl("apply", "-f", str(path), env=ready)
+    assert (result.code, result.out) == (1, "")
+    assert f"{path}:" in result.err
+    assert "(document 2) metadata.name" in result.err
+    assert "'oab-a-b-c' already belong to agent a/b-c" in result.err
+    assert _versions(aws) == before  # the valid first document was not written either
+
+
 def test_apply_from_stdin_and_dry_run(aws: AWS, ready: dict[str, str]) -> None:
     text = (EXAMPLES / "kiro-discord.yaml").read_text()
     dry = oabctl("apply", "-f", "-", "--dry-run", stdin=text, env=ready)

@@ -142,6 +142,17 @@ def test_same_object_twice_in_one_load_rejected(tmp_path: Path) -> None:
     assert Path(issue.file).name == "b.yaml"
 
 
+def test_two_services_with_one_ecs_name_in_one_load_rejected() -> None:
+    rival = good("c").replace("metadata:\n", "metadata:\n  namespace: a-b\n")
+    mine = good("b-c").replace("metadata:\n", "metadata:\n  namespace: a\n")
+    with pytest.raises(ManifestError) as info:
+        load_paths(["-"], stdin=io.StringIO(rival + "---\n" + mine))
+    (issue,) = info.value.issues
+    assert (issue.document, issue.path) == (2, "metadata.name")
+    assert "a/b-c and a-b/c" in issue.message
+    assert "'oab-a-b-c'" in issue.message
+
+
 def test_fleet_child_clashing_with_a_service_rejected() -> None:
     fleet = textwrap.dedent(
         """\

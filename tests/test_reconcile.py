@@ -264,6 +264,51 @@ def test_crash_after_side_effects_does_not_duplicate_them(plane: dict[str, Any])
     assert len(arns) == 1
 
 
+def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
+    plane: dict[str, Any], aws: AWS
+) -> None:
+    reconciler: Reconciler = plane["reconciler"]
+    ecs = plane["ecs"]
+    s3 = aws.client("s3")
+    manifest = agent_manifest("b-c", namespace="a")
+    assert oabctl("apply", "-f", "-", stdin=manifest).code == 0
+    owner_req = Request(
+        key=AgentKey("a/b-c"), generation=1, token="t-own", reason="t", attempt=1, run_id="r1"
+    )
+    owned = reconciler.reconcile(owner_req, status=AgentStatus(key="a/b-c"), log=CallLog())
+    service = ecs.describe_services(cluster="oab", services=["oab-a-b-c"])["services"][0]
+
+    # Two creations that raced past the store's check: a-b/c is stored next to a/b-c.
+    body = s3.get_object(Bucket="oab-control-plane", Key="manifests/a/b-c.yaml")["Body"].read()
+    rival_body = body.replace(b"name: b-c", b"name: c").replace(b"namespace: a", b"namespace: a-b")
+    s3.put_object(Bucket="oab-control-plane", Key="manifests/a-b/c.yaml", Body=rival_body)
+    rival_req = replace(owner_req, key=AgentKey("a-b/c"), token="t-rival", run_id="r2")
+    log = CallLog()
+    with pytest.raises(errors.TerminalError, match="belongs to agent a/b-c") as info:
+        reconciler.reconcile(rival_req, status=AgentStatus(key="a-b/c"), log=log)
+    assert info.value.reason == "NameCollision"
+    assert decide(error=info.value).kind == "park"
+    assert log.snapshot() == ()
+
+    # Deleting the rival removes only what is its own by path, never the owner's ECS resources.
+    assert oabctl("delete", "c", "-n", "a-b").code == 0
+    failed = replace(AgentStatus(key="a-b/c"), phase="Failed")
+    log = CallLog()
+    reconciler.reconcile(rival_req, status=failed, log=log)
+    assert not [c.action for c in log.snapshot() if c.action.startswith("ecs:")]
+    after = ecs.describe_services(cluster="oab", services=["oab-a-b-c"])["services"][0]
+    assert (after["status"], after["taskDefinition"], after["desiredCount"]) == (
+        "ACTIVE",
+        service["taskDefinition"],
+        1,
+    )
+    assert after["taskDefinition"] == owned.status.task_definition_arn
+    family = ecs.list_task_definitions(familyPrefix="oab-a-b-c", status="ACTIVE")
+    assert family["taskDefinitionArns"] == [owned.status.task_definition_arn]
+    keys = s3.list_objects_v2(Bucket="oab-control-plane", Prefix="manifests/")["Contents"]
+    assert [k["Key"] for k in keys] == ["manifests/a/b-c.yaml"]
+
+
 def test_secret_injection_failure_keeps_old_task_and_is_not_redeployed(
     plane: dict[str, Any],
 ) -> None:

@@ -19,6 +19,7 @@ from oab.controller.store import (
     Desired,
     DesiredStateStore,
     MemoryObjectStore,
+    NameCollisionError,
     NotFoundError,
     OwnershipError,
     S3ObjectStore,
@@ -240,6 +241,33 @@ def test_ownership_is_enforced_both_ways(store: DesiredStateStore) -> None:
         store.apply(svc("x"))
     with pytest.raises(OwnershipError):
         store.delete("OABService", "default", "x")
+
+
+def test_an_agent_whose_ecs_name_is_taken_is_refused(store: DesiredStateStore) -> None:
+    store.apply(svc("b-c", ns="a"))  # oab-a-b-c
+    with pytest.raises(NameCollisionError, match="'oab-a-b-c' already belong to agent a/b-c"):
+        store.apply(svc("c", ns="a-b"))
+    with pytest.raises(NameCollisionError):
+        store.apply(svc("c", ns="a-b"), dry_run=True)
+    with pytest.raises(NameCollisionError):
+        store.preflight([svc("c", ns="a-b")])
+    parent, children = fleet("f", ["c"], ns="a-b")
+    with pytest.raises(NameCollisionError):
+        store.apply_fleet(parent, children)
+    assert store.list("a-b") == []
+    assert store.list("a-b", kind="OABFleet") == []
+    # The stored agent itself is unaffected; unrelated names with hyphens are fine.
+    assert store.apply(svc("b-c", ns="a", cpu=512)).generation == 2
+    assert store.apply(svc("c-d", ns="a-b")).outcome == "created"
+
+    # While the rival is a tombstone its ECS resources may still exist: still refused.
+    store.delete("OABService", "a", "b-c")
+    with pytest.raises(NameCollisionError, match="being deleted"):
+        store.apply(svc("c", ns="a-b"))
+    tombstone = store.get("manifests/a/b-c.yaml")
+    assert tombstone is not None
+    store.finalize(tombstone)
+    assert store.apply(svc("c", ns="a-b")).outcome == "created"
 
 
 # ----------------------------------------------------------------------------- emulator
