@@ -141,7 +141,11 @@ class LocalAWS:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the emulator process (no-op for an emulator this handle did not start)."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
+            return
+        if self.process.poll() is not None:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
             return
         self.process.terminate()
         try:
@@ -149,6 +153,8 @@ class LocalAWS:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=timeout)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
 
     def __enter__(self) -> LocalAWS:
         return self
@@ -165,11 +171,15 @@ def start(*, port: int = 0, startup_timeout: float = 60.0, dataplane: bool = Fal
     """
     env = {**os.environ, **LOCAL_ENV}
     env.pop("AWS_ENDPOINT_URL", None)
-    argv = [sys.executable, "-m", "oab.controller.localaws", "--port", str(port)]
+    argv = [
+        *(sys.executable, "-m", "oab.controller.localaws", "--port", str(port)),
+        "--exit-with-parent",
+    ]
     if dataplane:
         argv.append("--dataplane")
     proc = subprocess.Popen(
         argv,
+        stdin=subprocess.PIPE,  # held open by this process only: see _exit_at_eof
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -210,10 +220,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dataplane", action="store_true", help="simulate ECS tasks and deployments"
     )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when standard input closes (set by start(): the parent died or stopped us)",
+    )
     args = parser.parse_args(argv)
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_at_eof, daemon=True).start()
     serve(args.host, args.port, dataplane=args.dataplane)
+
+
+def _exit_at_eof() -> None:
+    """Block on stdin (a pipe only the parent holds) and exit when it closes.
+
+    A SIGKILLed parent (an interrupted test run) cannot clean up; its end of the pipe closes
+    with it, so the emulator never outlives it.
+    """
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
