@@ -30,8 +30,9 @@ Invariants (each violation names the invariant and the evidence)
     Every agent ends at the generation last applied with phase ``Running`` (observed), or
     ``Failed`` with its error recorded (a terminal failure), within the recovery deadline.
 ``one-service``
-    Exactly one ACTIVE ECS service per agent and none else in the cluster; at most one audited
-    ``CreateService`` per agent; no duplicate create attempted (accepted creates of an agent carry
+    Exactly one ACTIVE ECS service per agent and none else in the cluster; exactly one audited
+    ``CreateService`` per agent (made, or adopted by the run after one that died before its
+    commit); no duplicate create attempted (accepted creates of an agent carry
     one client token; the data plane's "not idempotent" refusal counts as an attempt).
 ``one-revision``
     At most one accepted ``RegisterTaskDefinition`` per (family, generation) across all
@@ -300,7 +301,7 @@ class Checker:
                 self._v("one-revision", f"{family} generation {gen}: {n} revisions registered")
         for key, rows in audit.items():
             creates = sum(1 for r in rows for c in r.calls if c.action == "ecs:CreateService")
-            if creates > 1:
+            if creates > 1 or (creates == 0 and key in self.agents):
                 self._v("one-service", f"{key}: {creates} audited CreateService calls")
             per_gen: dict[int, int] = defaultdict(int)
             for r in rows:

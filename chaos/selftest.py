@@ -165,6 +165,14 @@ CASES: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
         ),
     ),
     "two services": ("one-service", lambda: _mutate(lambda c: c["services"].append(SVC))),
+    "service missing from the audit log": (
+        "one-service",
+        lambda: _mutate(
+            lambda c: c["audit"][KEY].__setitem__(
+                0, _row(1, None, "Pending", calls=("ecs:RegisterTaskDefinition",))
+            )
+        ),
+    ),
     "duplicate create refused": (
         "one-service",
         lambda: _mutate(

@@ -27,6 +27,9 @@ Design (controller-runtime's contract, see STYLE.md trait 5)
   refuses to create a rival of a stored agent; as a second line, a run never updates or deletes a
   service (or deregisters a family) whose ``oab.dev/namespace``/``oab.dev/name`` tags name another
   agent: applying parks with ``NameCollision``, deleting leaves the rival's resources alone.
+- Audit completeness: a run that dies between an ECS call and its commit leaves no audit row.
+  The run that next finds a service its status does not know records it as an *adopted*
+  ``ecs:CreateService`` (``AwsCall.adopted``), so every service appears in the log exactly once.
 - Secrets: only *versions* are read (:mod:`oab.controller.secretversions`), never values.
 - Snapshots: a successful apply run of an agent with ``bootstrapFrom`` appends the agent's new
   snapshot records to its audit row and advances ``status.last_snapshot``
@@ -425,9 +428,20 @@ class Reconciler:
                 f"{req.key} and {rival} map to the same ECS name; delete or rename one of them",
                 reason="NameCollision",
             )
+        if service is not None and not status.service_arn:
+            # Created by an earlier run that died before its commit (no audit row has it).
+            log.add(
+                AwsCall(
+                    action="ecs:CreateService",
+                    target=name,
+                    result=str(service["serviceArn"]),
+                    adopted=True,
+                )
+            )
 
         base = replace(
             status,
+            service_arn=str(service["serviceArn"]) if service is not None else status.service_arn,
             observed_generation=generation,
             manifest_etag=manifest.etag,
             task_definition_hash=content_hash,
@@ -641,6 +655,16 @@ class Reconciler:
             # Same ECS name, another agent's resources: remove only what is ours by path.
             span.set_attribute("oab.service.owner", rival)
             service = None
+        if service is not None and not status.service_arn:
+            log.add(  # see "Audit completeness" in the module doc
+                AwsCall(
+                    action="ecs:CreateService",
+                    target=service_name,
+                    result=str(service["serviceArn"]),
+                    adopted=True,
+                )
+            )
+            terminating = replace(terminating, service_arn=str(service["serviceArn"]))
         if service is not None:
             if int(service.get("desiredCount", 0)) != 0:
                 with step("delete.scale_down", {"oab.service": service_name}):

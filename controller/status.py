@@ -344,21 +344,30 @@ def read_status(client: Any, table: str, key: str) -> AgentStatus:
 
 @dataclass(frozen=True, kw_only=True)
 class AwsCall:
-    """One mutating AWS call made by a run, as recorded in the audit log."""
+    """One mutating AWS call made by a run, as recorded in the audit log.
+
+    ``adopted`` marks a call made by an earlier run that crashed before it could commit (so no
+    audit row holds it): the run that found its result records it, with the result it found and
+    no request id, so every resource the controller created appears in the log once.
+    """
 
     action: str
     target: str
     result: str = ""
     request_id: str = ""
+    adopted: bool = False
 
-    def to_json(self) -> dict[str, str]:
-        """Stored form."""
-        return {
+    def to_json(self) -> dict[str, Any]:
+        """Stored form (``adopted`` only when set)."""
+        out: dict[str, Any] = {
             "action": self.action,
             "target": self.target,
             "result": self.result,
             "requestId": self.request_id,
         }
+        if self.adopted:
+            out["adopted"] = True
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,6 +439,7 @@ class AuditRecord:
                     target=c["target"],
                     result=c.get("result", ""),
                     request_id=c.get("requestId", ""),
+                    adopted=bool(c.get("adopted", False)),
                 )
                 for c in json.loads(s("calls") or "[]")
             ),

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from oab.controller.reconcile import Reconciler, Request, Result
 from oab.controller.status import (
     AgentStatus,
     AuditRecord,
+    AwsCall,
     IllegalTransition,
     iso,
     read_status,
@@ -361,17 +362,26 @@ class Worker:
         return decision
 
     def _status_after(
-        self, before: AgentStatus, result: Result | None, decision: Decision, req: Request
+        self,
+        before: AgentStatus,
+        result: Result | None,
+        decision: Decision,
+        req: Request,
+        made: Sequence[AwsCall],
     ) -> AgentStatus:
         if result is not None:
             return result.status
         now = iso(self._wall())
+        # A failed run that created (or adopted) the service still says so, so that the next
+        # run does not record it again as adopted.
+        created = [c.result for c in made if c.action == "ecs:CreateService" and c.result]
         after = replace(
             before,
             last_error=decision.error,
             attempts=req.attempt,
             last_run_id=req.run_id,
             last_reconciled=now,
+            service_arn=before.service_arn or (created[-1] if created else ""),
         )
         if decision.kind == "park" and before.phase != "Terminating":
             conds = set_condition(
@@ -403,8 +413,8 @@ class Worker:
         if decision.kind == "drop":
             log.warning("claim lost; writing nothing", extra={"key": claim.key})
             return
-        after = self._status_after(before, result, decision, req)
         made = calls.snapshot()
+        after = self._status_after(before, result, decision, req, made)
         items: list[dict[str, Any]] = []
         if after.material() != before.material() or made:
             after = replace(after, audit_seq=before.audit_seq + 1)

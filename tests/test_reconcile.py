@@ -258,7 +258,13 @@ def test_crash_after_side_effects_does_not_duplicate_them(plane: dict[str, Any])
     second, log2 = _run(reconciler, empty, "token-b", 1)
     actions2 = [c.action for c in log2.snapshot()]
     assert "ecs:RegisterTaskDefinition" not in actions2
-    assert "ecs:CreateService" not in actions2
+    # It creates nothing, and records the service the dead run created as adopted (that run
+    # left no audit row): the log names every service once.
+    (adopted,) = log2.snapshot()
+    assert (adopted.action, adopted.adopted, adopted.request_id) == ("ecs:CreateService", True, "")
+    assert adopted.result == first.status.service_arn == second.status.service_arn
+    _, log3 = _run(reconciler, second.status, "token-b", 1)
+    assert log3.snapshot() == ()  # once committed, the status knows it: nothing to adopt
     assert second.status.task_definition_arn == first.status.task_definition_arn
     arns = plane["ecs"].list_task_definitions(familyPrefix="oab-team-bot")["taskDefinitionArns"]
     assert len(arns) == 1
