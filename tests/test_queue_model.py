@@ -5,6 +5,11 @@ of the issue text). The machine drives the real ``WorkQueue`` over the in-memory
 shares the DynamoDB adapter's item encoding and compare-and-swap rule) with many examples, and a
 second, small run drives the very same machine over the DynamoDB emulator to show the adapter
 agrees; the emulator serializes every request, so a few dozen steps cost a few seconds.
+
+Take-over is modelled both ways: with production's observation rule (an expired claim is taken
+only after the row sat unchanged for a visibility timeout past its deadline; the model allows a
+pending observation to return nothing, never to pass ready work over) and by deadline alone.
+Each in-memory run must actually take claims over, not merely allow it.
 """
 
 from __future__ import annotations
@@ -49,12 +54,17 @@ class M:
     claim: str | None = None
     deadline: float = 0.0
     claimed_gen: int = 0
+    written: float = 0.0  # when the row was last written (any write bumps its version)
 
 
 class QueueMachine(RuleBasedStateMachine):
     """Drives one WorkQueue; ``make_store`` is swapped for the emulator run."""
 
     make_store: ClassVar[Any] = None
+    #: Production's take-over rule (row seen unchanged for a visibility timeout on the queue's own
+    #: clock) on, or off (the stored deadline alone decides).
+    observe: ClassVar[bool] = True
+    takeovers: ClassVar[int] = 0  # expired claims taken over, over all examples of a run
     claims = Bundle("claims")
 
     def __init__(self) -> None:
@@ -62,14 +72,12 @@ class QueueMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         # Fixed keys, so that a replayed example hashes to the same shards and behaves the same.
         self.keys = ["p/a", "p/b", "p/c"]
-        # The model judges take-over by the stored deadline alone; the extra local observation
-        # that production claims add is tested on its own in test_queue_workqueue.py.
         config = QueueConfig(
             shards=2,
             visibility_timeout=VIS,
             backoff_base=BASE,
             backoff_cap=CAP,
-            observe_takeover=False,
+            observe_takeover=type(self).observe,
         )
         store = type(self).make_store() if type(self).make_store else MemoryStore(shards=2)
         self.q = WorkQueue(
@@ -80,14 +88,13 @@ class QueueMachine(RuleBasedStateMachine):
     def now(self) -> float:
         return math.floor(self.clock.time() * 1000) / 1000
 
-    def claimable(self) -> set[str]:
+    def ready(self) -> set[str]:
         t = self.now()
-        return {
-            k
-            for k, m in self.model.items()
-            if (m.state == "ready" and m.ready_at <= t)
-            or (m.state == "in_flight" and m.deadline <= t)
-        }
+        return {k for k, m in self.model.items() if m.state == "ready" and m.ready_at <= t}
+
+    def expired(self) -> set[str]:
+        t = self.now()
+        return {k for k, m in self.model.items() if m.state == "in_flight" and m.deadline <= t}
 
     @rule(k=st.integers(0, 2), gen=st.integers(1, 4), reason=st.sampled_from(["spec", "resync"]))
     def enqueue(self, k: int, gen: int, reason: str) -> None:
@@ -109,7 +116,7 @@ class QueueMachine(RuleBasedStateMachine):
             m.gen, m.token = gen, token
         elif m.state == "in_flight":
             want = EnqueueOutcome.COALESCED if m.dirty else EnqueueOutcome.DIRTIED
-            m.dirty, m.gen, m.token = True, gen, token
+            m.dirty, m.gen, m.token, m.written = True, gen, token, t
         elif m.state == "parked" and gen == m.gen:
             want = EnqueueOutcome.PARKED
         else:
@@ -120,20 +127,44 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(target=claims, worker=st.sampled_from(["w1", "w2"]))
     def claim(self, worker: str) -> Claim | None:
-        due = self.claimable()
+        ready, expired = self.ready(), self.expired()
         c = self.q.claim(worker)
-        if not due:
-            assert c is None
+        if not self.observe and (ready or expired):
+            assert c is not None
+        if c is None:
+            # With the observation rule an expired claim may still be under observation; ready
+            # work is never passed over.
+            assert not ready
             return None
-        assert c is not None
-        assert c.key in due
+        assert c.key in ready | expired
         m = self.model[c.key]
         assert c.took_over == (m.claim if m.state == "in_flight" else None)
+        if m.state == "in_flight":
+            type(self).takeovers += 1
+        if self.observe and m.state == "in_flight":
+            # Taken over only after the row sat unchanged for a visibility timeout past its
+            # deadline: a claim seen stale can only have been judged so after the deadline.
+            assert self.now() - max(m.deadline, m.written) >= VIS - 0.002
         m.state, m.claim, m.deadline = "in_flight", c.claim_token, self.now() + VIS
         m.attempts += 1
         m.dirty, m.claimed_gen = False, m.gen
+        m.written = self.now()
         assert (c.generation, c.token, c.attempt) == (m.gen, m.token, m.attempts)
         return c
+
+    @rule(target=claims, worker=st.sampled_from(["w1", "w2"]))
+    def wait_out_and_claim(self, worker: str) -> Claim | None:
+        """A worker that went quiet: pass its deadline, look, wait a visibility timeout, claim.
+
+        Take-over with the observation rule needs two claims a visibility timeout apart after a
+        deadline: too rare a sequence for random steps, so it is one rule here.
+        """
+        self.advance(int(VIS * 1000) + 1)
+        first = self.claim(worker)
+        if first is not None:
+            return first
+        self.advance(int(VIS * 1000) + 1)
+        return self.claim(worker)
 
     def _current(self, c: Claim | None) -> M | None:
         if c is None:
@@ -213,6 +244,7 @@ class QueueMachine(RuleBasedStateMachine):
             return
         self.q.heartbeat(c)
         m.deadline = self.now() + VIS
+        m.written = self.now()
 
     @rule(k=st.integers(0, 2))
     def retry(self, k: int) -> None:
@@ -228,7 +260,14 @@ class QueueMachine(RuleBasedStateMachine):
             with pytest.raises(NotRetryable):
                 self.q.retry(key)
 
-    @rule(ms=st.integers(1, 40_000))
+    # Hypothesis favours small integers; name the interesting steps so that deadlines, backoff
+    # caps and take-over observations are crossed often.
+    @rule(
+        ms=st.one_of(
+            st.integers(1, 40_000),
+            st.sampled_from([int(CAP * 1000), int(VIS * 1000) - 1, int(VIS * 1000), 45_000]),
+        )
+    )
     def advance(self, ms: int) -> None:
         self.clock.advance(ms / 1000)
 
@@ -247,8 +286,11 @@ class QueueMachine(RuleBasedStateMachine):
                 assert row.ready_at is None
 
 
-def test_queue_matches_reference_model_in_memory() -> None:
+@pytest.mark.parametrize("observe", [True, False], ids=["observe-takeover", "deadline-only"])
+def test_queue_matches_reference_model_in_memory(observe: bool) -> None:
     QueueMachine.make_store = None
+    QueueMachine.observe = observe
+    QueueMachine.takeovers = 0
     run_state_machine_as_test(
         QueueMachine,
         settings=settings(
@@ -259,6 +301,7 @@ def test_queue_matches_reference_model_in_memory() -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+    assert QueueMachine.takeovers > 0  # the take-over paths were exercised, not just allowed
 
 
 def test_queue_matches_reference_model_on_dynamodb(aws: AWS) -> None:
@@ -273,6 +316,7 @@ def test_queue_matches_reference_model_on_dynamodb(aws: AWS) -> None:
         return DynamoStore(client, aws.tables.queue, shards=2)
 
     QueueMachine.make_store = staticmethod(empty_table_store)
+    QueueMachine.observe = True
     try:
         run_state_machine_as_test(
             QueueMachine,
