@@ -268,7 +268,14 @@ def _line_of(node: yaml.Node, path: Sequence[str | int]) -> int:
     return line
 
 
+def _issue_at(doc: LoadedDocument, path: str, message: str, hint: str) -> ManifestIssue:
+    return ManifestIssue(
+        file=doc.source, document=doc.index, line=doc.line, path=path, message=message, hint=hint
+    )
+
+
 def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
+    """The same object twice, or two agents with one ECS name, across every loaded document."""
     issues: list[ManifestIssue] = []
     seen: dict[tuple[str, str], LoadedDocument] = {}
     ecs_names: dict[str, tuple[str, LoadedDocument]] = {}
@@ -278,37 +285,25 @@ def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
             objects.extend(expand_fleet(doc.obj))
         for obj in objects:
             path = "metadata.name" if obj is doc.obj else "spec.agents"
-            ident = (obj.kind, obj.key)
-            first = seen.get(ident)
+            first = seen.get((obj.kind, obj.key))
             if first is not None:
-                issues.append(
-                    ManifestIssue(
-                        file=doc.source,
-                        document=doc.index,
-                        line=doc.line,
-                        path=path,
-                        message=f"{obj.kind} {obj.key} is also defined in {first.source} "
-                        f"(document {first.index})",
-                        hint="define each object once per apply",
-                    )
+                message = (
+                    f"{obj.kind} {obj.key} is also defined in {first.source} "
+                    f"(document {first.index})"
                 )
+                hint = "define each object once per apply"
+                issues.append(_issue_at(doc, path, message, hint))
                 continue
-            seen[ident] = doc
+            seen[(obj.kind, obj.key)] = doc
             if not isinstance(obj, OABService):
                 continue
-            meta = obj.metadata
-            name = ecs_name(meta.namespace, meta.name)
-            rival = ecs_names.setdefault(name, (obj.key, doc))
-            if rival[0] != obj.key:
-                issues.append(
-                    ManifestIssue(
-                        file=doc.source,
-                        document=doc.index,
-                        line=doc.line,
-                        path=path,
-                        message=f"OABService {obj.key} and {rival[0]} (in {rival[1].source}, "
-                        f"document {rival[1].index}) both map to the ECS name {name!r}",
-                        hint="ECS names join namespace and name with '-'; rename one of them",
-                    )
+            name = ecs_name(obj.metadata.namespace, obj.metadata.name)
+            rival_key, rival_doc = ecs_names.setdefault(name, (obj.key, doc))
+            if rival_key != obj.key:
+                message = (
+                    f"OABService {obj.key} and {rival_key} (in {rival_doc.source}, "
+                    f"document {rival_doc.index}) both map to the ECS name {name!r}"
                 )
+                hint = "ECS names join namespace and name with '-'; rename one of them"
+                issues.append(_issue_at(doc, path, message, hint))
     return issues
