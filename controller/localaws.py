@@ -18,6 +18,12 @@ With ``--dataplane`` (``start(dataplane=True)``) the same process also runs the 
 data plane of :mod:`oab.controller.localdataplane` behind the same lock, and serves its control
 API under ``/_oab/dataplane/``.
 
+moto backs every ``TransactWriteItems`` up by deep-copying each table it touches, so a commit's
+cost grows with the size of the run log and the status table (quadratic over a long run: 1,000
+agents slowed to 0.1 reconciles/s). :func:`_item_level_transaction_undo` replaces that backup with
+one of the items the transaction names (each item may appear once in a transaction, so their
+prior values are the whole undo); the all-or-nothing outcome is unchanged and tested.
+
 This module is local/testing tooling: product code never imports it.
 """
 
@@ -48,8 +54,59 @@ LOCAL_ENV: Mapping[str, str] = {
 _READY_PREFIX = "OAB-LOCALAWS-LISTENING "
 
 
+def _item_level_transaction_undo() -> None:
+    """Back transactions up item by item instead of table by table (see the module doc)."""
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "_oab_item_undo", False):
+        return
+
+    class _NoTableCopies:
+        """Stands in for ``copy`` in moto's module: tables are no longer copied for backup."""
+
+        @staticmethod
+        def deepcopy(obj: Any, memo: Any = None) -> Any:
+            return obj if isinstance(obj, Table) else copy.deepcopy(obj, memo)
+
+    models.copy = _NoTableCopies  # type: ignore[assignment,attr-defined]
+    stock = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        undo: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+        for entry in transact_items[:100]:
+            try:
+                ((op_type, op),) = entry.items()
+                table = self.get_table(op["TableName"])
+                if op_type == "Put":
+                    names = [table.hash_key_attr, table.range_key_attr]
+                    key = {n: op["Item"][n] for n in names if n is not None}
+                else:
+                    key = op["Key"]
+                before = self.get_item(op["TableName"], key)
+            except Exception:  # malformed: moto rejects it before writing anything
+                continue
+            undo.append((op["TableName"], key, before.to_json()["Attributes"] if before else None))
+        try:
+            stock(self, transact_items)
+        except Exception:
+            for table_name, key, attrs in reversed(undo):
+                if attrs is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, attrs)
+            raise
+
+    transact_write_items._oab_item_undo = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def _serialized_app(*, dataplane: bool = False) -> Callable[..., Iterable[bytes]]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    _item_level_transaction_undo()
 
     inner = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()

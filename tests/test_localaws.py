@@ -1,4 +1,4 @@
-"""The emulator really serializes requests: concurrent conditional writes never lose an update."""
+"""The emulator: serialized requests (no lost update), all-or-nothing transactions, clean exit."""
 
 from __future__ import annotations
 
@@ -125,3 +125,65 @@ def test_emulator_never_outlives_a_killed_parent() -> None:
     parent.send_signal(signal.SIGKILL)  # no cleanup code runs
     parent.wait()
     wait_until(lambda: not _alive(child), timeout=30, message="emulator exits with its parent")
+
+
+def _item(pk: str, v: int, **extra: dict[str, str]) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "s"}, "v": {"N": str(v)}, **extra}
+
+
+def _get(ddb: Any, table: str, pk: str) -> dict[str, Any] | None:
+    key = {"pk": {"S": pk}, "sk": {"S": "s"}}
+    item: dict[str, Any] | None = ddb.get_item(TableName=table, Key=key).get("Item")
+    return item
+
+
+def test_a_cancelled_transaction_leaves_every_item_and_index_as_it_was(aws: AWS) -> None:
+    ddb = aws.client("dynamodb")
+    table = aws.tables.queue
+    shard = {"ready_shard": {"S": "0"}, "ready_at": {"N": "1"}}
+    ddb.put_item(TableName=table, Item=_item("kept", 1))
+    ddb.put_item(TableName=table, Item=_item("doomed", 1, **shard))
+    ddb.put_item(TableName=table, Item=_item("guard", 1))
+    failing_check = {
+        "ConditionCheck": {
+            "TableName": table,
+            "Key": {"pk": {"S": "guard"}, "sk": {"S": "s"}},
+            "ConditionExpression": "v = :two",
+            "ExpressionAttributeValues": {":two": {"N": "2"}},
+        }
+    }
+    writes = [
+        {"Put": {"TableName": table, "Item": _item("new", 1, **shard)}},
+        {
+            "Update": {
+                "TableName": table,
+                "Key": {"pk": {"S": "kept"}, "sk": {"S": "s"}},
+                "UpdateExpression": "SET v = :nine",
+                "ExpressionAttributeValues": {":nine": {"N": "9"}},
+            }
+        },
+        {"Delete": {"TableName": table, "Key": {"pk": {"S": "doomed"}, "sk": {"S": "s"}}}},
+    ]
+    before = {pk: _get(ddb, table, pk) for pk in ("new", "kept", "doomed", "guard")}
+    # The failing check first and last: moto applies the writes around it, then must undo them.
+    for order in ([failing_check, *writes], [*writes, failing_check]):
+        try:
+            ddb.transact_write_items(TransactItems=order)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "TransactionCanceledException"
+        else:
+            raise AssertionError("the transaction should have been cancelled")
+        assert {pk: _get(ddb, table, pk) for pk in before} == before
+        ready = ddb.query(
+            TableName=table,
+            IndexName="ready-index",
+            KeyConditionExpression="ready_shard = :s",
+            ExpressionAttributeValues={":s": {"S": "0"}},
+        )["Items"]
+        assert [i["pk"]["S"] for i in ready] == ["doomed"]
+    # With the condition met, every write lands.
+    failing_check["ConditionCheck"]["ExpressionAttributeValues"] = {":two": {"N": "1"}}
+    ddb.transact_write_items(TransactItems=[failing_check, *writes])
+    assert _get(ddb, table, "new") == _item("new", 1, **shard)
+    assert _get(ddb, table, "kept") == _item("kept", 9)
+    assert _get(ddb, table, "doomed") is None
