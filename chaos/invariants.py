@@ -369,11 +369,20 @@ def read_audit(ddb: Any, table: str, keys: Iterable[str]) -> dict[str, list[Audi
     return {k: read_runlog(ddb, table, k, newest_first=False) for k in keys}
 
 
-def read_statuses(ddb: Any, table: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Every status item (parsed) and the raw items (for the secret search), by scan."""
+def read_statuses(
+    ddb: Any, table: str, *, fields: Sequence[str] = ()
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every status item (parsed) and the raw items (for the secret search), by scan.
+
+    ``fields`` limits the attributes read (a progress poll needs a few, the final check all).
+    """
     parsed: dict[str, Any] = {}
     raw: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    if fields:
+        names = {f"#a{i}": name for i, name in enumerate(("pk", "sk", *fields))}
+        kwargs["ProjectionExpression"] = ", ".join(names)
+        kwargs["ExpressionAttributeNames"] = names
     while True:
         resp = ddb.scan(**kwargs)
         for item in resp.get("Items", []):
