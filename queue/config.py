@@ -47,7 +47,9 @@ class QueueConfig:
 
     #: Partitions of the sparse ``ready-index`` (default 4). More shards spread hot ready rows
     #: over more index partitions; an idle worker's claim then queries more (empty) shards.
-    #: Shards may grow freely; shrinking strands rows in dropped shards until they are rewritten.
+    #: Shards may grow freely. After shrinking, waiting rows in dropped shards are found by
+    #: :meth:`~oab.queue.workqueue.WorkQueue.expire_stale_claims` (the leader's periodic sweep)
+    #: and rewritten into the remaining ones; in-flight rows move at their next write.
     shards: int = 4
     #: Seconds a claim stays valid without a heartbeat (default 60). Shorter recovers crashed
     #: workers sooner but demands more frequent heartbeats.

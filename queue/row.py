@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -84,6 +84,9 @@ class Row:
     version: int = 0
     write_id: str = ""
     updated_at: float = 0.0
+    #: Index shard the row is stored under (``None`` when unindexed or never stored). Written
+    #: from the writer's shard count, so it is only read back, never compared.
+    shard: int | None = field(default=None, compare=False)
 
     def claimable(self, now: float) -> bool:
         """Ready and due, or in flight with an expired claim."""
@@ -328,6 +331,14 @@ def pull_in(row: Row | None, *, key: AgentKey, version: int, now: float) -> Row 
     if row is None or row.state is not State.READY or row.version != version:
         return None
     return replace(row, ready_at=now)
+
+
+def reshard(row: Row | None, *, key: AgentKey, version: int) -> Row | None:
+    """Rewrite a waiting row unchanged so that it is indexed under the writer's shard count
+    (``None``: it changed meanwhile, and that write re-indexed it already)."""
+    if row is None or row.state is not State.READY or row.version != version:
+        return None
+    return row
 
 
 def retry(row: Row | None, *, key: AgentKey, now: float) -> Row:

@@ -173,6 +173,7 @@ def from_item(item: Mapping[str, Any]) -> Row:
         version=int(item["version"]["N"]),
         write_id=str(item["write_id"]["S"]),
         updated_at=float(item["updated_at"]["N"]),
+        shard=int(shard["S"]) if (shard := item.get("ready_shard")) is not None else None,
     )
 
 

@@ -504,7 +504,9 @@ class WorkQueue:
         outcome) for a whole ``visibility_timeout`` on its own monotonic clock, whatever its
         stored wall-clock deadline says, and make due now every waiting row whose due time lies
         further ahead than any delay this queue writes (backoff cap + visibility timeout: it was
-        written by a host whose clock runs ahead); returns the keys touched.
+        written by a host whose clock runs ahead); rewrite every waiting row indexed under a
+        shard this queue no longer queries (written before ``shards`` was lowered); returns the
+        keys touched.
 
         Claims are normally taken over through the index once their stored deadline passes. A
         worker whose wall clock ran ahead stores deadlines in everyone else's future; if it dies,
@@ -524,6 +526,8 @@ class WorkQueue:
                 change = self._pull_in
             elif row.state is State.IN_FLIGHT and self._stale_for_long_enough(row, mono):
                 change = self._expire
+            elif row.state is State.READY and (row.shard or 0) >= self.config.shards:
+                change = self._reshard
             else:
                 continue
             transition = functools.partial(change, key=row.key, version=row.version)
@@ -542,6 +546,12 @@ class WorkQueue:
         self, current: Row | None, now: float, *, key: AgentKey, version: int
     ) -> tuple[bool, Row | None]:
         new = rows.pull_in(current, key=key, version=version, now=now)
+        return new is not None, new
+
+    def _reshard(
+        self, current: Row | None, now: float, *, key: AgentKey, version: int
+    ) -> tuple[bool, Row | None]:
+        new = rows.reshard(current, key=key, version=version)
         return new is not None, new
 
     def _expire(
