@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import boto3
+import pytest
 from botocore.exceptions import ClientError
 
 from oab.controller.testing import AWS, wait_until
@@ -167,12 +168,9 @@ def test_a_cancelled_transaction_leaves_every_item_and_index_as_it_was(aws: AWS)
     before = {pk: _get(ddb, table, pk) for pk in ("new", "kept", "doomed", "guard")}
     # The failing check first and last: moto applies the writes around it, then must undo them.
     for order in ([failing_check, *writes], [*writes, failing_check]):
-        try:
+        with pytest.raises(ClientError) as info:
             ddb.transact_write_items(TransactItems=order)
-        except ClientError as exc:
-            assert exc.response["Error"]["Code"] == "TransactionCanceledException"
-        else:
-            raise AssertionError("the transaction should have been cancelled")
+        assert info.value.response["Error"]["Code"] == "TransactionCanceledException"
         assert {pk: _get(ddb, table, pk) for pk in before} == before
         ready = ddb.query(
             TableName=table,
