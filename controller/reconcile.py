@@ -174,6 +174,16 @@ def _foreign(service: Mapping[str, Any] | None, key: str) -> str | None:
     return owner if owner is not None and owner != key else None
 
 
+def _adopt(service: Mapping[str, Any] | None, status: AgentStatus, name: str, log: CallLog) -> bool:
+    """Record a service the status does not know as an adopted create (module doc, "Audit
+    completeness"): an earlier run created it and died before its commit. True if recorded."""
+    if service is None or status.service_arn:
+        return False
+    arn = str(service["serviceArn"])
+    log.add(AwsCall(action="ecs:CreateService", target=name, result=arn, adopted=True))
+    return True
+
+
 def _secret_failure(reason: str) -> bool:
     low = reason.lower()
     return any(m.lower() in low for m in _SECRET_FAILURE_MARKERS)
@@ -428,16 +438,7 @@ class Reconciler:
                 f"{req.key} and {rival} map to the same ECS name; delete or rename one of them",
                 reason="NameCollision",
             )
-        if service is not None and not status.service_arn:
-            # Created by an earlier run that died before its commit (no audit row has it).
-            log.add(
-                AwsCall(
-                    action="ecs:CreateService",
-                    target=name,
-                    result=str(service["serviceArn"]),
-                    adopted=True,
-                )
-            )
+        _adopt(service, status, name, log)
 
         base = replace(
             status,
@@ -655,15 +656,7 @@ class Reconciler:
             # Same ECS name, another agent's resources: remove only what is ours by path.
             span.set_attribute("oab.service.owner", rival)
             service = None
-        if service is not None and not status.service_arn:
-            log.add(  # see "Audit completeness" in the module doc
-                AwsCall(
-                    action="ecs:CreateService",
-                    target=service_name,
-                    result=str(service["serviceArn"]),
-                    adopted=True,
-                )
-            )
+        if service is not None and _adopt(service, status, service_name, log):
             terminating = replace(terminating, service_arn=str(service["serviceArn"]))
         if service is not None:
             if int(service.get("desiredCount", 0)) != 0:
