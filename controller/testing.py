@@ -5,6 +5,8 @@
 - :class:`SequentialIds` - deterministic id generator (``prefix-000001``, ...).
 - :func:`local_aws` - start the serialized emulator (see :mod:`oab.controller.localaws`).
 - :func:`wait_until` - poll a condition with a deadline (no sleep-and-hope in tests).
+- :func:`spawn_parent` / :func:`process_exited` - a parent process that starts a child (to be
+  killed without clean-up), and whether a pid has exited (zombies count).
 - :func:`oabctl` - run the CLI in process (``cli.main``) and capture exit code, stdout, stderr.
 - :func:`agent_manifest` - an ``OABService`` manifest for one agent (name, namespace, image tag,
   its SSM secret and the few options tests vary).
@@ -26,6 +28,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -56,8 +60,10 @@ __all__ = [
     "local_aws",
     "oabctl",
     "prepare_plane",
+    "process_exited",
     "replica_settings",
     "running_replica",
+    "spawn_parent",
     "wait_until",
 ]
 
@@ -93,6 +99,27 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         """Sleeping on a fake clock advances it instead of blocking."""
         self.advance(max(0.0, seconds))
+
+
+def spawn_parent(script: str) -> tuple[subprocess.Popen[str], int]:
+    """Run ``python -c script``; the script starts a child and prints its pid as its first line.
+
+    Returns the parent process and the child's pid, so a test can SIGKILL the parent (no clean-up
+    code runs) and check that the child does not outlive it.
+    """
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    return parent, int(parent.stdout.readline())
+
+
+def process_exited(pid: int) -> bool:
+    """Whether ``pid`` has exited: gone, or a zombie whose reaping is all that is left."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    return state == "Z"
 
 
 class SequentialIds:

@@ -15,7 +15,7 @@ import pytest
 from oab.controller import cli, daemon
 from oab.controller.cluster import ClusterConfig, LocalCluster
 from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
-from oab.controller.testing import AWS, wait_until
+from oab.controller.testing import AWS, process_exited, spawn_parent, wait_until
 
 
 def test_settings_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
@@ -106,24 +106,16 @@ def test_a_local_replica_never_outlives_its_killed_harness(aws: AWS, tmp_path: P
     """LocalCluster sets OAB_EXIT_WITH_PARENT: SIGKILL the harness, the replica shuts down."""
     code = cli.main(["init"], stdout=io.StringIO(), stderr=io.StringIO(), env=aws.emulator.env())
     assert code == 0
-    harness = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from pathlib import Path\n"
-            "from oab.controller.cluster import ClusterConfig, LocalCluster\n"
-            f"c = LocalCluster({aws.emulator.endpoint!r}, log_dir=Path({str(tmp_path)!r}),"
-            " config=ClusterConfig(replicas=1))\n"
-            "(r,) = c.start()\n"
-            "print(r.pid, flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    harness, replica = spawn_parent(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from oab.controller.cluster import ClusterConfig, LocalCluster\n"
+        f"c = LocalCluster({aws.emulator.endpoint!r}, log_dir=Path({str(tmp_path)!r}),"
+        " config=ClusterConfig(replicas=1))\n"
+        "(r,) = c.start()\n"
+        "print(r.pid, flush=True)\n"
+        "time.sleep(600)\n"
     )
-    assert harness.stdout is not None
-    replica = int(harness.stdout.readline())
     wait_until(
         lambda: '"msg": "replica started"' in (tmp_path / "replica-1.log").read_text(),
         timeout=30,
@@ -131,19 +123,11 @@ def test_a_local_replica_never_outlives_its_killed_harness(aws: AWS, tmp_path: P
     )
     harness.send_signal(signal.SIGKILL)  # no clean-up code runs in the harness
     harness.wait()
-
-    def gone() -> bool:
-        try:
-            os.kill(replica, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            state = Path(f"/proc/{replica}/stat").read_text().split(") ")[1][0]
-        except FileNotFoundError:
-            return True
-        return state == "Z"  # exited; only the reaping is left
-
-    wait_until(gone, timeout=40, message="replica exits after its harness died")
+    wait_until(
+        lambda: process_exited(replica),
+        timeout=40,
+        message="replica exits after its harness died",
+    )
     log = (tmp_path / "replica-1.log").read_text()
     assert "the process that started this replica is gone" in log
     assert '"msg": "stopped"' in log

@@ -5,15 +5,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller.testing import AWS, wait_until
+from oab.controller.testing import AWS, process_exited, spawn_parent, wait_until
 
 
 def _hammer(endpoint: str, table: str, worker: int, rounds: int, out: Any) -> None:
@@ -96,36 +94,18 @@ def test_concurrent_transactions_lose_no_update(aws: AWS) -> None:
     assert sorted(versions) == [f"{v:08d}" for v in range(1, total + 1)]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by init) counts as gone.
-    stat = f"/proc/{pid}/stat"
-    return not (os.path.exists(stat) and open(stat).read().split(") ")[1].startswith("Z"))
-
-
 def test_emulator_never_outlives_a_killed_parent() -> None:
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from oab.controller.localaws import start\n"
-            "h = start()\n"
-            "print(h.process.pid, flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    parent, child = spawn_parent(
+        "import sys, time\n"
+        "from oab.controller.localaws import start\n"
+        "h = start()\n"
+        "print(h.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
     )
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
-    assert _alive(child)
+    assert not process_exited(child)
     parent.send_signal(signal.SIGKILL)  # no cleanup code runs
     parent.wait()
-    wait_until(lambda: not _alive(child), timeout=30, message="emulator exits with its parent")
+    wait_until(lambda: process_exited(child), timeout=30, message="emulator exits with its parent")
 
 
 def _item(pk: str, v: int, **extra: dict[str, str]) -> dict[str, Any]:
