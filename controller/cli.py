@@ -450,13 +450,13 @@ def _configure_apply(p: argparse.ArgumentParser) -> None:
 )
 def _apply(ctx: Context) -> int:
     from oab.controller.api import OABFleet, expand_fleet
-    from oab.controller.manifests import ManifestError, ManifestIssue
+    from oab.controller.manifests import LoadedDocument, ManifestError
     from oab.controller.store import NameCollisionError, OwnershipError, desired_from
 
     docs = _load(ctx)  # validates every document of every file before anything is written
     store = ctx.store()
     plans: list[tuple[Any, list[Any]]] = []
-    origin: dict[str, tuple[Any, str]] = {}  # object key -> (document, field path)
+    origin: dict[str, tuple[LoadedDocument, str]] = {}  # object key -> (document, field path)
     for doc in docs:
         desired = desired_from(doc.obj)
         children = (
@@ -473,10 +473,7 @@ def _apply(ctx: Context) -> int:
     except (OwnershipError, NameCollisionError) as exc:
         # Name the file and field the refused object came from, like any other input error.
         doc, path = origin[exc.key]
-        issue = ManifestIssue(
-            file=doc.source, document=doc.index, line=doc.line, path=path, message=str(exc)
-        )
-        raise ManifestError([issue]) from exc
+        raise ManifestError([doc.issue(path, str(exc))]) from exc
     suffix = " (dry run)" if ctx.args.dry_run else ""
     for desired, children in plans:
         if desired.kind == "OABFleet":

@@ -91,6 +91,17 @@ class LoadedDocument:
     obj: OABService | OABFleet
     raw: dict[str, Any]
 
+    def issue(self, path: str, message: str, hint: str | None = None) -> ManifestIssue:
+        """A problem with this whole document (found after loading), at field ``path``."""
+        return ManifestIssue(
+            file=self.source,
+            document=self.index,
+            line=self.line,
+            path=path,
+            message=message,
+            hint=hint,
+        )
+
 
 def load_paths(paths: Sequence[str], *, stdin: TextIO | None = None) -> list[LoadedDocument]:
     """Load files, directories (``*.yaml``/``*.yml``, sorted) and ``-`` (stdin), all or nothing.
@@ -268,12 +279,6 @@ def _line_of(node: yaml.Node, path: Sequence[str | int]) -> int:
     return line
 
 
-def _issue_at(doc: LoadedDocument, path: str, message: str, hint: str) -> ManifestIssue:
-    return ManifestIssue(
-        file=doc.source, document=doc.index, line=doc.line, path=path, message=message, hint=hint
-    )
-
-
 def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
     """The same object twice, or two agents with one ECS name, across every loaded document."""
     issues: list[ManifestIssue] = []
@@ -292,7 +297,7 @@ def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
                     f"(document {first.index})"
                 )
                 hint = "define each object once per apply"
-                issues.append(_issue_at(doc, path, message, hint))
+                issues.append(doc.issue(path, message, hint))
                 continue
             seen[(obj.kind, obj.key)] = doc
             if not isinstance(obj, OABService):
@@ -305,5 +310,5 @@ def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
                     f"document {rival_doc.index}) both map to the ECS name {name!r}"
                 )
                 hint = "ECS names join namespace and name with '-'; rename one of them"
-                issues.append(_issue_at(doc, path, message, hint))
+                issues.append(doc.issue(path, message, hint))
     return issues

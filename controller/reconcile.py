@@ -174,14 +174,14 @@ def _foreign(service: Mapping[str, Any] | None, key: str) -> str | None:
     return owner if owner is not None and owner != key else None
 
 
-def _adopt(service: Mapping[str, Any] | None, status: AgentStatus, name: str, log: CallLog) -> bool:
+def _adopt(service: Mapping[str, Any] | None, status: AgentStatus, name: str, log: CallLog) -> str:
     """Record a service the status does not know as an adopted create (module doc, "Audit
-    completeness"): an earlier run created it and died before its commit. True if recorded."""
+    completeness"): an earlier run created it and died before its commit. Its ARN, or ""."""
     if service is None or status.service_arn:
-        return False
+        return ""
     arn = str(service["serviceArn"])
     log.add(AwsCall(action="ecs:CreateService", target=name, result=arn, adopted=True))
-    return True
+    return arn
 
 
 def _secret_failure(reason: str) -> bool:
@@ -656,8 +656,8 @@ class Reconciler:
             # Same ECS name, another agent's resources: remove only what is ours by path.
             span.set_attribute("oab.service.owner", rival)
             service = None
-        if service is not None and _adopt(service, status, service_name, log):
-            terminating = replace(terminating, service_arn=str(service["serviceArn"]))
+        if adopted := _adopt(service, status, service_name, log):
+            terminating = replace(terminating, service_arn=adopted)
         if service is not None:
             if int(service.get("desiredCount", 0)) != 0:
                 with step("delete.scale_down", {"oab.service": service_name}):
