@@ -141,10 +141,10 @@ class QueueMachine(RuleBasedStateMachine):
         assert c.took_over == (m.claim if m.state == "in_flight" else None)
         if m.state == "in_flight":
             type(self).takeovers += 1
-        if self.observe and m.state == "in_flight":
-            # Taken over only after the row sat unchanged for a visibility timeout past its
-            # deadline: a claim seen stale can only have been judged so after the deadline.
-            assert self.now() - max(m.deadline, m.written) >= VIS - 0.002
+            if self.observe:
+                # Taken over only after the row sat unchanged for a visibility timeout past its
+                # deadline: a claim seen stale can only have been judged so after the deadline.
+                assert self.now() - max(m.deadline, m.written) >= VIS - 0.002
         m.state, m.claim, m.deadline = "in_flight", c.claim_token, self.now() + VIS
         m.attempts += 1
         m.dirty, m.claimed_gen = False, m.gen
