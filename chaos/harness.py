@@ -189,7 +189,7 @@ class Harness:
             **self.emulator.env(),
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{slot.proxy.port}",
             "OAB_CHAOS": "1",
-            "OAB_EXIT_WITH_PARENT": "1",  # never outlive the harness, even a SIGKILLed one
+            "OAB_EXIT_WITH_PARENT": str(os.getpid()),  # never outlive the harness, even if killed
             "OAB_CHAOS_CLOCK_OFFSET_S": str(clock_offset_s),
             "OAB_CHAOS_CLOCK_RATE": str(clock_rate),
             "OAB_CONTROLLER_CONFIG": "",

@@ -109,7 +109,7 @@ class ClusterConfig:
             "OAB_BUCKET": self.bucket,
             "OAB_TABLE_PREFIX": self.table_prefix,
             "OAB_CLUSTER": self.cluster,
-            "OAB_EXIT_WITH_PARENT": "1",  # never outlive the harness, even a SIGKILLed one
+            "OAB_EXIT_WITH_PARENT": str(os.getpid()),  # never outlive the harness, even if killed
             "OAB_WORKERS": str(self.workers),
             "OAB_LEASE_DURATION_S": str(self.lease_duration_s),
             "OAB_RENEW_DEADLINE_S": str(self.renew_deadline_s),

@@ -33,7 +33,8 @@ from typing import Any
 from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from oab.controller.errors import OabError
 
-#: Set to ``1`` by local harnesses: the replica shuts down when the process that started it dies.
+#: Set by local harnesses to their own pid: the replica shuts down once that process is no longer
+#: its parent (it died, even by SIGKILL, which runs no clean-up).
 EXIT_WITH_PARENT_ENV = "OAB_EXIT_WITH_PARENT"
 
 EXIT_OK = 0
@@ -149,9 +150,9 @@ def run(settings: DaemonSettings) -> int:
     replica.start()
     log.info("replica started", extra={"replica": settings.replica_id})
     beat = health_file()
-    # Local harnesses (LocalCluster, the chaos suite) set OAB_EXIT_WITH_PARENT=1: a replica whose
-    # starter died (even by SIGKILL, which runs no clean-up) shuts down instead of outliving it.
-    parent = os.getppid() if os.environ.get(EXIT_WITH_PARENT_ENV) == "1" else None
+    # Local harnesses (LocalCluster, the chaos suite) set OAB_EXIT_WITH_PARENT to their pid.
+    watched = os.environ.get(EXIT_WITH_PARENT_ENV, "")
+    parent = int(watched) if watched.isdigit() else None
     while not stop.wait(1.0):
         if parent is not None and os.getppid() != parent:
             log.warning("the process that started this replica is gone: shutting down")

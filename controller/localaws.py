@@ -198,11 +198,7 @@ class LocalAWS:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the emulator process (no-op for an emulator this handle did not start)."""
-        if self.process is None:
-            return
-        if self.process.poll() is not None:
-            if self.process.stdin is not None:
-                self.process.stdin.close()
+        if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
@@ -210,8 +206,6 @@ class LocalAWS:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=timeout)
-        if self.process.stdin is not None:
-            self.process.stdin.close()
 
     def __enter__(self) -> LocalAWS:
         return self
@@ -228,15 +222,12 @@ def start(*, port: int = 0, startup_timeout: float = 60.0, dataplane: bool = Fal
     """
     env = {**os.environ, **LOCAL_ENV}
     env.pop("AWS_ENDPOINT_URL", None)
-    argv = [
-        *(sys.executable, "-m", "oab.controller.localaws", "--port", str(port)),
-        "--exit-with-parent",
-    ]
+    argv = [sys.executable, "-m", "oab.controller.localaws", "--port", str(port)]
+    argv += ["--exit-with-parent", str(os.getpid())]
     if dataplane:
         argv.append("--dataplane")
     proc = subprocess.Popen(
         argv,
-        stdin=subprocess.PIPE,  # held open by this process only: see _exit_at_eof
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -279,25 +270,29 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--exit-with-parent",
-        action="store_true",
-        help="exit when standard input closes (set by start(): the parent died or stopped us)",
+        type=int,
+        metavar="PID",
+        help="exit once PID is no longer this process's parent (start() passes its own pid)",
     )
     args = parser.parse_args(argv)
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
-    if args.exit_with_parent:
-        threading.Thread(target=_exit_at_eof, daemon=True).start()
+    if args.exit_with_parent is not None:
+        threading.Thread(
+            target=_exit_when_orphaned, args=(args.exit_with_parent,), daemon=True
+        ).start()
     serve(args.host, args.port, dataplane=args.dataplane)
 
 
-def _exit_at_eof() -> None:
-    """Block on stdin (a pipe only the parent holds) and exit when it closes.
+def _exit_when_orphaned(parent: int) -> None:
+    """Exit once ``parent`` is no longer this process's parent.
 
-    A SIGKILLed parent (an interrupted test run) cannot clean up; its end of the pipe closes
-    with it, so the emulator never outlives it.
+    A SIGKILLed parent (an interrupted test run) cannot clean up; the emulator is then
+    re-parented and notices within half a second. The pid comes from the parent itself, so a
+    parent that died while the emulator was still starting is noticed too.
     """
-    while sys.stdin.buffer.read(4096):
-        pass
+    while os.getppid() == parent:
+        time.sleep(0.5)
     os._exit(0)
 
 
