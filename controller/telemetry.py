@@ -55,7 +55,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -85,6 +84,7 @@ from opentelemetry.util.types import Attributes
 from pydantic import BaseModel, ConfigDict, Field
 
 from oab.controller.errors import THROTTLING_CODES
+from oab.controller.redact import REDACTED, is_secret_key, register_secret, scrub
 
 __all__ = [
     "DEFAULT_TRACE_FILE",
@@ -110,7 +110,6 @@ log = logging.getLogger("oab.controller.telemetry")
 DEFAULT_TRACE_FILE = Path("~/.oab/traces.jsonl")
 #: The local trace file is rotated (to ``.1``) past this size, so it never grows without bound.
 TRACE_FILE_MAX_BYTES = 64 * 1024 * 1024
-REDACTED = "[REDACTED]"
 
 ServiceName = Literal["oab-controller", "oabctl"]
 ExporterName = Literal["otlp", "file", "console", "none"]
@@ -227,47 +226,14 @@ def build_resource(config: TelemetryConfig) -> Resource:
 
 # ------------------------------------------------------------------------------ scrubbing
 
-_SECRET_KEY = re.compile(
-    r"(?i)^(.*password.*|.*passwd.*|.*secret_?string.*|.*secret_?value.*|authorization"
-    r"|.*credentials?|.*private_?key.*|.*api_?key.*|.*session_?token|.*security_?token"
-    r"|.*bot_?token|.*access_?token|.*secret_?access_?key|cookie|set-cookie)$"
-)
-_SECRET_VALUE = re.compile(
-    r"(?:\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"  # AWS access key ids
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"  # bearer tokens
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
-    r"|\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}"  # Discord bot tokens
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWTs
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[^-]*(?:-----END [A-Z ]*PRIVATE KEY-----)?)"
-)
-_known: set[str] = set()
-_known_lock = threading.Lock()
-
-
-def register_secret(value: str) -> None:
-    """Redact ``value`` wherever it appears in a span (values of 6+ characters only)."""
-    if len(value) >= 6:
-        with _known_lock:
-            _known.add(value)
-
-
-def scrub_value(value: str) -> str:
-    """``value`` with every credential-looking or registered secret substring redacted."""
-    out = _SECRET_VALUE.sub(REDACTED, value)
-    with _known_lock:
-        known = list(_known)
-    for secret in known:
-        if secret in out:
-            out = out.replace(secret, REDACTED)
-    return out
+scrub_value = scrub  # the name spans and older callers use
 
 
 def _scrub_attributes(attrs: Attributes) -> tuple[dict[str, Any], bool]:
     out: dict[str, Any] = {}
     changed = False
     for key, value in (attrs or {}).items():
-        last = key.rsplit(".", 1)[-1]
-        if _SECRET_KEY.match(last):
+        if is_secret_key(key):
             out[key] = REDACTED
             changed = True
         elif isinstance(value, str):
