@@ -82,6 +82,7 @@ _NAME_PARAMS: Final = frozenset(
         "VersionId",
         "Prefix",
         "CopySource",
+        "Delete",  # DeleteObjects: the keys and versions, nothing else
         # ECS
         "cluster",
         "clusters",
