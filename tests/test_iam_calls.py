@@ -31,7 +31,7 @@ refused, a ``ListObjectsV2`` outside the granted prefix is allowed).
 Principals: ``oab-controller`` = ``ControllerTaskRole`` and ``oabctl`` = the ``OperatorPolicy``
 managed policy of control-plane.yaml; ``oab-agent`` = the agent's ``TaskRole`` of
 agent-roles.yaml. What ECS does with the execution role (secrets, logs) is checked from the
-registered task definitions.
+task definitions the controller registered (:func:`execution_requests`).
 """
 
 from __future__ import annotations
@@ -622,6 +622,56 @@ def test_an_agent_execution_role_reads_only_its_own_secrets() -> None:
     )
 
 
+def execution_requests(td: Mapping[str, Any]) -> list[Request]:
+    """What ECS asks with a task definition's execution role: its secrets and its log streams."""
+    out: list[Request] = []
+    for c in td["containerDefinitions"]:
+        for secret in c.get("secrets", []):
+            ref = str(secret["valueFrom"])
+            if ref.startswith("arn:") and ":secretsmanager:" in ref:
+                # arn:aws:secretsmanager:region:account:secret:name-suffix[:json-key:stage:version]
+                arn = ":".join(ref.split(":")[:7])
+                out.append(Request("secretsmanager:GetSecretValue", arn))
+            else:
+                name = ref.split(":parameter", 1)[1] if ref.startswith("arn:") else ref
+                out.append(Request("ssm:GetParameters", _parameter_arn(name)))
+        logs = c.get("logConfiguration", {})
+        if logs.get("logDriver") == "awslogs":
+            opts = logs["options"]
+            stream = f"{opts['awslogs-stream-prefix']}/{c['name']}/0123456789abcdef"
+            group = _logs_group(opts["awslogs-group"])
+            for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+                out.append(Request(action, f"{group}:log-stream:{stream}"))
+    return out
+
+
+def test_execution_requests_of_a_task_definition() -> None:
+    sm = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:oab/team/a/key-AbCdEf"
+    td = {
+        "containerDefinitions": [
+            {
+                "name": "openab",
+                "secrets": [
+                    {"name": "A", "valueFrom": "/oab/team/a/token"},
+                    {"name": "B", "valueFrom": f"{sm}:apiKey::"},
+                ],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {"awslogs-group": "/oab/agents", "awslogs-stream-prefix": "team/a"},
+                },
+            }
+        ]
+    }
+    reqs = execution_requests(td)
+    assert [str(r) for r in reqs[:2]] == [
+        f"ssm:GetParameters on {_parameter_arn('/oab/team/a/token')}",
+        f"secretsmanager:GetSecretValue on {sm}",
+    ]
+    execution = agent_roles("team", "a").statements("ExecutionRole")
+    assert all(allowed(execution, r) for r in reqs)
+    assert not any(allowed(agent_roles("team", "b").statements("ExecutionRole"), r) for r in reqs)
+
+
 # ------------------------------------------------------------------------ the recorded run
 
 
@@ -648,13 +698,18 @@ class Run:
         session = boto3.Session(region_name=REGION)
         return session.client(service, endpoint_url=self.emulator.endpoint)
 
+    def task_definition(self, namespace: str, name: str) -> dict[str, Any]:
+        """The agent's current task definition, as the controller registered it."""
+        status = all_statuses(self.client("dynamodb"), f"{PREFIX}-state")[f"{namespace}/{name}"]
+        td: dict[str, Any] = self.client("ecs").describe_task_definition(
+            taskDefinition=status.task_definition_arn
+        )["taskDefinition"]
+        return td
+
     def agent_env(self, namespace: str, name: str, container: str) -> dict[str, str]:
         """The environment ECS would give ``container`` of the agent's current task definition,
         plus what a container on AWS gets from the platform (credentials, region)."""
-        status = all_statuses(self.client("dynamodb"), f"{PREFIX}-state")[f"{namespace}/{name}"]
-        td = self.client("ecs").describe_task_definition(taskDefinition=status.task_definition_arn)[
-            "taskDefinition"
-        ]
+        td = self.task_definition(namespace, name)
         [c] = [c for c in td["containerDefinitions"] if c["name"] == container]
         base = {k: v for k, v in os.environ.items() if not k.startswith(("OAB_", "AWS_"))}
         return {
@@ -821,6 +876,17 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         _snapshot_via_sidecar(r, "bot")
+
+        # What ECS does for each agent with the roles the controller passed: the roles are that
+        # agent's own stack's, and its execution role resolves every secret and log stream.
+        for name in ("bot", "crew-a", "crew-b"):
+            td = r.task_definition("team", name)
+            role = f"arn:aws:iam::{ACCOUNT}:role/oab-agent-%s-team-{name}"
+            assert (td["executionRoleArn"], td["taskRoleArn"]) == (role % "exec", role % "task")
+            execution = agent_roles("team", name).statements("ExecutionRole")
+            refused = [str(q) for q in execution_requests(td) if not allowed(execution, q)]
+            assert refused == [], (name, refused)
+            assert any(q.action == "ssm:GetParameters" for q in execution_requests(td))
 
         # A rotation: the resync sees the new secret version and restarts the agent.
         sm.put_secret_value(SecretId=arn, SecretString="planted-sm-2")
