@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from oab.controller.aws import make_client, make_session
 
-    s3 = make_client(make_session(), "s3")
+    s3 = make_client(make_session(principal="oab-agent"), "s3")
     try:
         if args.command == "init":
             run_init(s3, init_config_from_env(os.environ))

@@ -189,7 +189,10 @@ class Context:
 
             if "session" not in self._clients:
                 self._clients["session"] = make_session(
-                    region=self.settings.region, profile=self.settings.aws_profile
+                    region=self.settings.region,
+                    profile=self.settings.aws_profile,
+                    principal="oabctl",
+                    env=self.env,
                 )
             self._clients[service] = make_client(
                 self._clients["session"], service, endpoint_url=self.settings.endpoint

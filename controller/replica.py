@@ -82,7 +82,7 @@ class Replica:
         )
         self._on_event = on_event or (lambda _kind, _data: None)
         s = settings
-        session = make_session(region=s.region, profile=s.aws_profile)
+        session = make_session(region=s.region, profile=s.aws_profile, principal="oab-controller")
         opts = ClientOptions()
         self.dynamodb = make_client(session, "dynamodb", endpoint_url=s.endpoint, options=opts)
         self.s3 = make_client(session, "s3", endpoint_url=s.endpoint, options=opts)
@@ -180,7 +180,8 @@ class Replica:
         account = s.account or (profile.account if profile else None)
         if account is None:
             # Role ARNs need the account: ask STS (the emulator answers with its fixed one).
-            sts = make_client(make_session(region=s.region), "sts", endpoint_url=s.endpoint)
+            session = make_session(region=s.region, principal="oab-controller")
+            sts = make_client(session, "sts", endpoint_url=s.endpoint)
             account = str(sts.get_caller_identity()["Account"])
         return bootstrap.render_context(s, profile, account=account)
 

@@ -117,6 +117,14 @@ def ensure_tables(
     """Create missing tables (idempotent) and enable TTL. Returns ``{name: "created"|"exists"}``."""
     result: dict[str, str] = {}
     for name, definition in table_definitions(names).items():
+        # Read first: against tables a stack created, init then needs no dynamodb:CreateTable.
+        try:
+            dynamodb.describe_table(TableName=name)
+            result[name] = "exists"
+            continue
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
         try:
             dynamodb.create_table(**definition, DeletionProtectionEnabled=True)
             result[name] = "created"

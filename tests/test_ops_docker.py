@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "ops" / "docker"
@@ -58,3 +59,15 @@ def test_build_context_ships_the_packages_and_nothing_else() -> None:
         assert f"!{needed}" in ignore
     copied = {r.split()[0] for w, r in _instructions() if w == "COPY" and "--from" not in r}
     assert copied == {"pyproject.toml", "controller/", "leader/", "queue/"}
+
+
+def test_the_volume_the_template_mounts_is_owned_by_the_image_user() -> None:
+    """ECS copies a VOLUME's ownership into the task volume mounted at the same path."""
+    ins = _instructions()
+    runtime = ins[max(i for i, (w, _) in enumerate(ins) if w == "FROM") :]
+    [user] = [r for w, r in runtime if w == "USER"]
+    [volume] = [r for w, r in runtime if w == "VOLUME"]
+    [path] = yaml.safe_load(volume)
+    assert any(w == "RUN" and f"chown {user} {path}" in r for w, r in runtime), runtime
+    template = (ROOT / "ops" / "cloudformation" / "control-plane.yaml").read_text()
+    assert f"ContainerPath: {path}\n" in template
