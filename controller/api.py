@@ -118,22 +118,24 @@ def _fargate_table() -> dict[int, tuple[int, ...]]:
 #: Valid Fargate task sizes: cpu units -> allowed memory (MiB).
 FARGATE_MEMORY: dict[int, tuple[int, ...]] = _fargate_table()
 
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-_SSM_NAME_RE = re.compile(r"^(/[A-Za-z0-9_.\-]+)+$|^[A-Za-z0-9_.\-]+$")
+# Every validation pattern below is applied with ``fullmatch`` (never ``match`` with ``$``, which
+# also accepts a trailing newline: ``bot\n`` would become the ECS service ``oab-team-bot\n``).
+_DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_SSM_NAME_RE = re.compile(r"(?:/[A-Za-z0-9_.\-]+)+|[A-Za-z0-9_.\-]+")
 _SSM_ARN_RE = re.compile(
-    r"^arn:aws[a-z\-]*:ssm:[a-z0-9\-]+:\d{12}:parameter/[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$"
+    r"arn:aws[a-z\-]*:ssm:[a-z0-9\-]+:\d{12}:parameter/[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*"
 )
 # Optional ECS suffix: `:json-key:version-stage:version-id` (each part may be empty).
 _SM_ARN_RE = re.compile(
-    r"^arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[A-Za-z0-9/_+=.@\-]+"
-    r"(:[^:\s]*:[^:\s]*:[^:\s]*)?$"
+    r"arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[A-Za-z0-9/_+=.@\-]+"
+    r"(?::[^:\s]*:[^:\s]*:[^:\s]*)?"
 )
-_ROLE_RE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$|^[\w+=,.@\-]{1,64}$")
-_S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+$")
-_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_SG_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_IMAGE_RE = re.compile(r"^[a-z0-9][A-Za-z0-9._\-/:@]*$")
+_ROLE_RE = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+|[\w+=,.@\-]{1,64}")
+_S3_URI_RE = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
+_SUBNET_RE = re.compile(r"subnet-[0-9a-f]{8,17}")
+_SG_RE = re.compile(r"sg-[0-9a-f]{8,17}")
+_IMAGE_RE = re.compile(r"[a-z0-9][A-Za-z0-9._\-/:@]*")
 
 
 def _error(kind: str, message: str, hint: str | None = None, *, path: str = "") -> Exception:
@@ -147,7 +149,7 @@ def _error(kind: str, message: str, hint: str | None = None, *, path: str = "") 
 
 def _pattern(regex: re.Pattern[str], what: str, hint: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not regex.match(value):
+        if regex.fullmatch(value) is None:
             raise _error("format", f"{value!r} is not {what}", hint)
         return value
 
@@ -170,7 +172,7 @@ DnsLabel = Annotated[StrictStr, AfterValidator(_dns_label)]
 
 def is_dns_label(value: str) -> bool:
     """Whether ``value`` is a valid ``metadata.name`` / ``metadata.namespace``."""
-    return len(value) <= 63 and _DNS_LABEL_RE.match(value) is not None
+    return len(value) <= 63 and _DNS_LABEL_RE.fullmatch(value) is not None
 
 
 def ecs_name(namespace: str, name: str) -> str:
@@ -248,7 +250,7 @@ class SsmSecret(_Model):
 
 
 def _ssm_path(value: str) -> str:
-    if not (_SSM_NAME_RE.match(value) or _SSM_ARN_RE.match(value)):
+    if _SSM_NAME_RE.fullmatch(value) is None and _SSM_ARN_RE.fullmatch(value) is None:
         raise _error(
             "format",
             f"{value!r} is not an SSM parameter name or ARN",
@@ -358,7 +360,7 @@ def _fargate_cpu(value: int) -> int:
 
 
 def _s3_uri(value: str) -> str:
-    if not _S3_URI_RE.match(value):
+    if _S3_URI_RE.fullmatch(value) is None:
         raise _error(
             "format",
             f"{value!r} is not an s3:// URI",
@@ -370,7 +372,7 @@ def _s3_uri(value: str) -> str:
 
 def _env_names(value: dict[str, str]) -> dict[str, str]:
     for key in value:
-        if not _ENV_NAME_RE.match(key):
+        if _ENV_NAME_RE.fullmatch(key) is None:
             raise _error(
                 "env_name",
                 f"{key!r} is not an environment variable name",

@@ -50,6 +50,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from oab.controller import cronexpr
+
 __all__ = [
     "PLACEHOLDER_RE",
     "PRESETS",
@@ -73,12 +75,13 @@ __all__ = [
 
 #: OpenAB's own substitution pattern (``\$\{(\w+)\}`` in its config loader).
 PLACEHOLDER_RE = re.compile(r"\$\{(\w+)\}")
-_WHOLE_PLACEHOLDER_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DISCORD_ID_RE = re.compile(r"^[0-9]{17,20}$")
+# Validation patterns are applied with ``fullmatch``: ``match`` with ``$`` also accepts a trailing
+# newline, and ``${TOKEN}\n`` would put a newline into the substituted config.toml.
+_WHOLE_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DISCORD_ID_RE = re.compile(r"[0-9]{17,20}")
 # Slack ids: U/W (users), B (bots), C/G/D (channels); uppercase letters and digits.
-_SLACK_ID_RE = re.compile(r"^[A-Z][A-Z0-9]{2,}$")
-_CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_SLACK_ID_RE = re.compile(r"[A-Z][A-Z0-9]{2,}")
 
 Preset = Literal["kiro", "claude", "codex", "gemini", "copilot", "opencode"]
 
@@ -136,7 +139,7 @@ def _not_a_number(value: object) -> object:
 
 
 def _discord_id(value: str) -> str:
-    if not _DISCORD_ID_RE.match(value):
+    if _DISCORD_ID_RE.fullmatch(value) is None:
         raise _error(
             "discord_id",
             f"{value!r} is not a Discord id",
@@ -146,7 +149,7 @@ def _discord_id(value: str) -> str:
 
 
 def _slack_id(value: str) -> str:
-    if not _SLACK_ID_RE.match(value):
+    if _SLACK_ID_RE.fullmatch(value) is None:
         raise _error(
             "slack_id",
             f"{value!r} is not a Slack id",
@@ -161,7 +164,7 @@ SlackId = Annotated[StrictStr, BeforeValidator(_not_a_number), AfterValidator(_s
 
 
 def _token_placeholder(value: str) -> str:
-    if not _WHOLE_PLACEHOLDER_RE.match(value):
+    if _WHOLE_PLACEHOLDER_RE.fullmatch(value) is None:
         # Never echo the value: it may be a real token.
         raise _error(
             "literal_secret",
@@ -176,7 +179,7 @@ TokenPlaceholder = Annotated[StrictStr, AfterValidator(_token_placeholder)]
 
 
 def _env_name(value: str) -> str:
-    if not _ENV_NAME_RE.match(value):
+    if _ENV_NAME_RE.fullmatch(value) is None:
         raise _error(
             "env_name",
             f"{value!r} is not an environment variable name",
@@ -452,14 +455,19 @@ class SttConfig(_Table):
 
 
 def _cron_schedule(value: str) -> str:
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
-        raise _error(
-            "cron_schedule",
-            f"{value!r} is not a 5-field cron expression",
-            "write minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'",
-        )
+    try:
+        cronexpr.parse_cron(value)
+    except cronexpr.CronError as exc:
+        message = f"not a cron expression OpenAB accepts: {exc}"
+        raise _error("cron_schedule", message, exc.hint) from None
     return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        return cronexpr.check_timezone(value)
+    except cronexpr.CronError as exc:
+        raise _error("timezone", str(exc), exc.hint) from None
 
 
 class CronJob(_Table):
@@ -472,7 +480,9 @@ class CronJob(_Table):
     platform: Literal["discord", "slack", "gateway"] | None = None
     sender_name: StrictStr | None = None
     thread_id: Annotated[StrictStr, BeforeValidator(_not_a_number)] | None = None
-    timezone: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$")
+    timezone: Annotated[StrictStr, AfterValidator(_timezone)] | None = Field(
+        default=None, description="IANA time zone of the schedule (OpenAB's default: UTC)."
+    )
 
 
 class CronConfig(_Table):

@@ -100,14 +100,17 @@ DEFAULT_LOG_GROUP: Final = "/oab/agents"
 #: ECS caps ``clientToken`` at 36 ASCII characters in the range 33-126.
 CLIENT_TOKEN_MAX: Final = 36
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_LOG_GROUP_RE = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_SG_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+# Applied with ``fullmatch`` (``match`` with ``$`` would accept a trailing newline).
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CLUSTER_RE = re.compile(
+    r"[A-Za-z0-9_-]{1,255}|arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}"
+)
+_LOG_GROUP_RE = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
+_SUBNET_RE = re.compile(r"subnet-[0-9a-f]{8,17}")
+_SG_RE = re.compile(r"sg-[0-9a-f]{8,17}")
+_ROLE_ARN_RE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+_ROLE_NAME_RE = re.compile(r"[\w+=,.@-]{1,64}")
 _TEMPLATE_FIELDS = ("account", "namespace", "name")
 
 
@@ -179,28 +182,28 @@ class RenderContext(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION_RE.match(value):
+        if _REGION_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an AWS region (e.g. eu-west-1)")
         return value
 
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_RE.match(value):
+        if _BUCKET_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an S3 bucket name")
         return value
 
     @field_validator("cluster")
     @classmethod
     def _cluster(cls, value: str) -> str:
-        if not (_CLUSTER_RE.match(value) or value.startswith("arn:")):
+        if _CLUSTER_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an ECS cluster name or ARN")
         return value
 
     @field_validator("log_group")
     @classmethod
     def _log_group(cls, value: str) -> str:
-        if not _LOG_GROUP_RE.match(value):
+        if _LOG_GROUP_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not a CloudWatch log group name")
         return value
 
@@ -219,7 +222,7 @@ class RenderContext(BaseModel):
     @classmethod
     def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if not _SUBNET_RE.match(item):
+            if _SUBNET_RE.fullmatch(item) is None:
                 raise ValueError(f"{item!r} is not a subnet id")
         return value
 
@@ -227,7 +230,7 @@ class RenderContext(BaseModel):
     @classmethod
     def _security_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if not _SG_RE.match(item):
+            if _SG_RE.fullmatch(item) is None:
                 raise ValueError(f"{item!r} is not a security group id")
         return value
 
@@ -312,10 +315,10 @@ def _format_role(template: str, ctx: RenderContext, svc: OABService, field: str)
 
 def _role_arn(value: str, ctx: RenderContext, field: str) -> str:
     if value.startswith("arn:"):
-        if not _ROLE_ARN_RE.match(value):
+        if _ROLE_ARN_RE.fullmatch(value) is None:
             raise RenderError(f"{value!r} is not an IAM role ARN", field=field)
         return value
-    if not _ROLE_NAME_RE.match(value):
+    if _ROLE_NAME_RE.fullmatch(value) is None:
         raise RenderError(f"{value!r} is not an IAM role name or ARN", field=field)
     if ctx.account_id is None:
         return value
