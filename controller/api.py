@@ -14,6 +14,8 @@ Invariants (checked at validation time, before anything is stored or rendered)
       under ECS's 255).
     - ``spec.replicas`` is 1: one bot token is one connection.
     - ``spec.cpu``/``spec.memory`` are a valid Fargate pair.
+    - Every integer is bounded: generations by :data:`MAX_GENERATION`, status counters by
+      :data:`MAX_COUNT`, the rest by their own rules (``replicas`` 1, Fargate cpu/memory).
     - ``spec.secrets`` names are unique env-var names; SSM paths and Secrets Manager ARNs are
       well formed. ``spec.env`` names do not collide with secrets nor with the variables the
       controller sets itself (``CONFIG_ARTIFACT_PATH``, ``BOOTSTRAP_FROM``).
@@ -61,6 +63,8 @@ __all__ = [
     "API_VERSION",
     "FARGATE_MEMORY",
     "FLEET_LABEL",
+    "MAX_COUNT",
+    "MAX_GENERATION",
     "RESERVED_ENV",
     "AgentKey",
     "Condition",
@@ -95,6 +99,11 @@ API_VERSION: Final = "oab.dev/v1"
 FLEET_LABEL = "oab.dev/fleet"
 #: Container variables the controller sets itself; manifests may not declare them.
 RESERVED_ENV = frozenset({"CONFIG_ARTIFACT_PATH", "BOOTSTRAP_FROM"})
+
+#: Largest ``metadata.generation`` (and observed generation): exact in JSON for every client.
+MAX_GENERATION: Final = 2**53 - 1
+#: Bounds of counters in ``status`` (task counts).
+MAX_COUNT: Final = 1_000_000
 
 #: ``"{namespace}/{name}"``: the identity of one agent everywhere in the control plane.
 AgentKey = NewType("AgentKey", str)
@@ -224,7 +233,10 @@ class ObjectMeta(_Model):
     name: DnsLabel
     namespace: DnsLabel = "default"
     generation: StrictInt | None = Field(
-        default=None, ge=1, description="Bumped by oabctl apply when the spec changes."
+        default=None,
+        ge=1,
+        le=MAX_GENERATION,
+        description="Bumped by oabctl apply when the spec changes.",
     )
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
@@ -338,11 +350,17 @@ class EffectiveEcs:
     networking: Networking | None
 
 
+def _shown(value: int) -> str:
+    # A hostile manifest may hold a number thousands of digits long: never echo it whole.
+    text = str(value)
+    return text if len(text) <= 20 else f"a {len(text)}-digit number"
+
+
 def _replicas(value: int) -> int:
     if value != 1:
         raise _error(
             "replicas",
-            f"replicas: {value} is not supported; only 1 is valid",
+            f"replicas: {_shown(value)} is not supported; only 1 is valid",
             "one bot token holds one connection: scale out with more agents (an OABFleet), "
             "each with its own token",
         )
@@ -353,7 +371,7 @@ def _fargate_cpu(value: int) -> int:
     if value not in FARGATE_MEMORY:
         raise _error(
             "fargate_cpu",
-            f"{value} is not a Fargate CPU value",
+            f"{_shown(value)} is not a Fargate CPU value",
             "use one of " + ", ".join(str(c) for c in FARGATE_MEMORY),
         )
     return value
@@ -392,9 +410,10 @@ def _env_names(value: dict[str, str]) -> dict[str, str]:
 class OABServiceSpec(_Model):
     """``spec`` of an OABService: one agent, one ECS service."""
 
+    # Bounded by their rules: replicas is 1, cpu a Fargate value, memory a Fargate size for cpu.
     replicas: Annotated[StrictInt, AfterValidator(_replicas)] = 1
     cpu: Annotated[StrictInt, AfterValidator(_fargate_cpu)]
-    memory: StrictInt
+    memory: StrictInt = Field(description="MiB; a Fargate size for cpu.")
     task_definition: TaskDefinitionSpec
     bootstrap_from: Annotated[StrictStr, AfterValidator(_s3_uri)] | None = None
     secrets: list[SecretRef] = Field(default_factory=list)
@@ -412,7 +431,7 @@ class OABServiceSpec(_Model):
         if allowed is not None and self.memory not in allowed:
             raise _error(
                 "fargate_memory",
-                f"{self.memory} is not a valid Fargate memory size for cpu {self.cpu}",
+                f"{_shown(self.memory)} is not a valid Fargate memory size for cpu {self.cpu}",
                 f"with cpu {self.cpu} use memory {_describe(allowed)}",
                 path="memory",
             )
@@ -503,15 +522,15 @@ class ServiceStatus(_Model):
     """``status``: what the controller last observed (written by the controller only)."""
 
     phase: Phase | None = None
-    observed_generation: StrictInt | None = None
+    observed_generation: StrictInt | None = Field(default=None, ge=0, le=MAX_GENERATION)
     task_arns: list[StrictStr] = Field(default_factory=list)
     last_reconciled: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
     task_definition_arn: StrictStr | None = None
     service_arn: StrictStr | None = None
     rollout_state: StrictStr | None = None
-    running_count: StrictInt | None = None
-    pending_count: StrictInt | None = None
+    running_count: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
+    pending_count: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
     message: StrictStr | None = None
 
 
@@ -550,6 +569,7 @@ def _digest(data: Any) -> str:
 class FleetDefaults(_Model):
     """``spec.defaults``: what every agent of a fleet starts from."""
 
+    # Bounded through the children, which are each validated (errors blamed on this field).
     cpu: StrictInt | None = None
     memory: StrictInt | None = None
     task_definition: TaskDefinitionSpec | None = None
@@ -569,6 +589,7 @@ class FleetAgent(_Model):
 
     name: DnsLabel
     config: dict[StrictStr, Any] = Field(default_factory=dict)
+    # Bounded through the children, which are each validated (errors blamed on this field).
     cpu: StrictInt | None = None
     memory: StrictInt | None = None
     image: StrictStr | None = Field(default=None, description="Shortcut for taskDefinition.image.")

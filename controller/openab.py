@@ -20,6 +20,10 @@ Invariants
       OpenAB substitutes placeholders from its environment before parsing; whether every
       placeholder has a provider is checked one level up (``OABServiceSpec``), where
       ``spec.secrets`` and ``spec.env`` are known.
+    - Every integer has a documented range well inside the Rust type OpenAB reads it into (TOML
+      integers are i64; an out-of-range value would stop the agent at start-up).
+    - Cron schedules and time zones are valid for OpenAB's cron crate and chrono-tz
+      (``oab.controller.cronexpr``).
     - ``to_toml_dict`` is the single rendering entry point; the renderer feeds its result to
       tomli-w unchanged.
 
@@ -298,8 +302,8 @@ class _ChatTable(_Table):
     allow_user_messages: AllowUserMessages | None = None
     max_bot_turns: StrictInt | None = Field(default=None, ge=1, le=1000)
     message_processing_mode: ProcessingMode | None = None
-    max_buffered_messages: StrictInt | None = Field(default=None, gt=0)
-    max_batch_tokens: StrictInt | None = Field(default=None, gt=0)
+    max_buffered_messages: StrictInt | None = Field(default=None, ge=1, le=10_000)
+    max_batch_tokens: StrictInt | None = Field(default=None, ge=1, le=10_000_000)
 
 
 _BotId = Annotated[
@@ -389,12 +393,16 @@ class GatewayConfig(_Table):
 class PoolConfig(_Table):
     """``[pool]``: agent sessions kept alive per bot."""
 
-    max_sessions: StrictInt | None = Field(default=None, ge=1, description="Default 10.")
-    session_ttl_hours: StrictInt | None = Field(default=None, ge=1, description="Default 4.")
-    prompt_hard_timeout_secs: StrictInt | None = Field(
-        default=None, ge=1, description="Default 1800."
+    max_sessions: StrictInt | None = Field(default=None, ge=1, le=1000, description="Default 10.")
+    session_ttl_hours: StrictInt | None = Field(
+        default=None, ge=1, le=8760, description="Default 4 (at most a year)."
     )
-    liveness_check_secs: StrictInt | None = Field(default=None, gt=0, description="Default 30.")
+    prompt_hard_timeout_secs: StrictInt | None = Field(
+        default=None, ge=1, le=86_400, description="Default 1800 (at most a day)."
+    )
+    liveness_check_secs: StrictInt | None = Field(
+        default=None, ge=1, le=3600, description="Default 30."
+    )
 
 
 class ReactionEmojis(_Table):
@@ -409,14 +417,18 @@ class ReactionEmojis(_Table):
     error: StrictStr | None = None
 
 
-class ReactionTiming(_Table):
-    """``[reactions.timing]``: milliseconds."""
+#: Upper bound of every ``[reactions.timing]`` value.
+_HOUR_MS = 3_600_000
 
-    debounce_ms: StrictInt | None = Field(default=None, ge=0)
-    stall_soft_ms: StrictInt | None = Field(default=None, ge=0)
-    stall_hard_ms: StrictInt | None = Field(default=None, ge=0)
-    done_hold_ms: StrictInt | None = Field(default=None, ge=0)
-    error_hold_ms: StrictInt | None = Field(default=None, ge=0)
+
+class ReactionTiming(_Table):
+    """``[reactions.timing]``: milliseconds, each at most an hour."""
+
+    debounce_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    stall_soft_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    stall_hard_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    done_hold_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    error_hold_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
 
     @model_validator(mode="after")
     def _soft_before_hard(self) -> ReactionTiming:
