@@ -57,7 +57,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from oab.controller.openab import OpenABConfig
+from oab.controller.openab import TOKEN_FIELDS, OpenABConfig
+from oab.controller.redact import secret_kind
 
 __all__ = [
     "API_VERSION",
@@ -92,6 +93,7 @@ __all__ = [
     "is_dns_label",
     "issues_from_validation_error",
     "parse_document",
+    "secret_literal_issues",
 ]
 
 API_VERSION: Final = "oab.dev/v1"
@@ -460,16 +462,8 @@ class OABServiceSpec(_Model):
                     "keep it only in secrets",
                     path=f"env.{key}",
                 )
-        provided = seen | set(self.env)
         for path, var in self.config.placeholder_uses():
-            if var not in provided:
-                raise _error(
-                    "missing_secret",
-                    f"${{{var}}} is not provided",
-                    f"add a secret named {var} to spec.secrets (e.g. source: ssm, path: "
-                    f"/oab/NAMESPACE/NAME/...) or declare it in spec.env",
-                    path="config" + _render_path(path),
-                )
+            _check_placeholder(path, var, secrets=seen, env=self.env)
         return self
 
     def effective_ecs(self) -> EffectiveEcs:
@@ -489,6 +483,72 @@ class OABServiceSpec(_Model):
     def config_toml_dict(self) -> dict[str, Any]:
         """``config.toml`` content for this agent (``OpenABConfig.to_toml_dict``)."""
         return self.config.to_toml_dict(self.container_env_names())
+
+
+#: Characters a plain value substituted into config.toml's text may not hold: they would end the
+#: TOML string and rewrite the file (OpenAB substitutes before parsing).
+_TOML_UNSAFE: Final = {'"': "a double quote", "\\": "a backslash"}
+
+
+def _toml_unsafe(value: str) -> str | None:
+    """What in ``value`` would change config.toml if substituted into one of its strings."""
+    for char in value:
+        if char in _TOML_UNSAFE:
+            return _TOML_UNSAFE[char]
+        if char in "\n\r":
+            return "a line break"
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return "a control character"
+    return None
+
+
+def _check_placeholder(
+    path: tuple[str | int, ...], var: str, *, secrets: set[str], env: Mapping[str, str]
+) -> None:
+    """Rules for one ``${VAR}`` of spec.config (see README, "Security model")."""
+    where = "config" + _render_path(path)
+    token_field = len(path) == 2 and (path[0], path[1]) in TOKEN_FIELDS
+    if var in secrets:
+        if not token_field:
+            raise _error(
+                "secret_placeholder",
+                f"${{{var}}} is a secret (spec.secrets) and may appear only in a token field; "
+                f"OpenAB would substitute its value into {where}, where it is printed or "
+                "passed on",
+                "remove the placeholder: a secret the agent CLI needs reaches it through "
+                "[agent].inherit_env, which is added for you (token fields: "
+                + ", ".join(sorted(".".join(f) for f in TOKEN_FIELDS))
+                + ")",
+                path=where,
+            )
+        return
+    if var not in env:
+        raise _error(
+            "missing_secret",
+            f"${{{var}}} is not provided",
+            f"add a secret named {var} to spec.secrets (e.g. source: ssm, path: "
+            f"/oab/NAMESPACE/NAME/...) or declare it in spec.env",
+            path=where,
+        )
+    if token_field:
+        raise _error(
+            "token_from_env",
+            f"{where} refers to ${{{var}}}, a plain spec.env value; a token must come from "
+            "spec.secrets",
+            f"store the token in SSM or Secrets Manager, declare it in spec.secrets as {var} "
+            "and remove it from spec.env",
+            path=where,
+        )
+    unsafe = _toml_unsafe(env[var])
+    if unsafe is not None:
+        raise _error(
+            "toml_unsafe",
+            f"{var} is substituted into config.toml (at {where}) and its value contains {unsafe}",
+            "OpenAB substitutes ${VAR} into the file's text before parsing it, so quotes, "
+            "backslashes, line breaks and control characters would rewrite config.toml: "
+            "remove them from the value",
+            path=f"env.{var}",
+        )
 
 
 def _describe(values: Sequence[int]) -> str:
@@ -898,13 +958,58 @@ def parse_document(data: object) -> OABService | OABFleet:
                 )
             ]
         )
+    literals = secret_literal_issues(data)
     try:
         obj = model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidDocument(issues_from_validation_error(exc, data)) from exc
+        # A field holding a secret-shaped literal is reported once, as that (a token field would
+        # also say "not a placeholder").
+        flagged = {issue.path for issue in literals}
+        issues = [i for i in issues_from_validation_error(exc, data) if i.path not in flagged]
+        raise InvalidDocument(literals + issues) from exc
+    if literals:
+        raise InvalidDocument(literals)
     if isinstance(obj, OABFleet):
         expand_fleet(obj)
     return obj
+
+
+_LITERAL_HINT = (
+    "secrets never go in a manifest: store the value in SSM Parameter Store or Secrets Manager "
+    "under /oab/NAMESPACE/NAME/ (oab/NAMESPACE/NAME/ for Secrets Manager), declare it in "
+    "spec.secrets and refer to it as ${NAME}"
+)
+
+
+def secret_literal_issues(data: Mapping[Any, Any]) -> list[FieldIssue]:
+    """An issue for every string (value or key) of a document that looks like a credential.
+
+    Shapes come from :func:`oab.controller.redact.secret_kind` (the one list of them); an issue
+    names the field path and the shape, never the value. A key that looks like a credential is
+    reported at its parent's path, since the key itself would be part of the path. ``status``
+    (written by the controller) is skipped. Iterative, so depth is never a recursion problem.
+    """
+    issues: list[FieldIssue] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [
+        ((key if isinstance(key, str | int) else str(key),), value)
+        for key, value in reversed(list(data.items()))
+        if key != "status"
+    ]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            kind = secret_kind(value)
+            if kind is not None:
+                issues.append(FieldIssue(path, f"holds what looks like {kind}", _LITERAL_HINT))
+        elif isinstance(value, Mapping):
+            for key, item in reversed(list(value.items())):
+                if isinstance(key, str) and (kind := secret_kind(key)) is not None:
+                    issues.append(FieldIssue(path, f"a key looks like {kind}", _LITERAL_HINT))
+                    continue
+                stack.append(((*path, key if isinstance(key, str | int) else str(key)), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in reversed(list(enumerate(value))))
+    return issues
 
 
 def _type_name(value: object) -> str:

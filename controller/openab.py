@@ -15,11 +15,13 @@ Invariants
       ``[discord]``, ``[slack]``, ``[gateway]`` are present.
     - Discord/Slack ids are strings. A YAML number where an id is expected is rejected with a hint
       to quote it: YAML turns long numbers into floats and silently loses digits.
-    - Token fields (``discord.bot_token``, ``slack.bot_token``, ``slack.app_token``,
-      ``gateway.token``, ``stt.api_key``) hold only a ``${VAR}`` placeholder, never a secret.
-      OpenAB substitutes placeholders from its environment before parsing; whether every
-      placeholder has a provider is checked one level up (``OABServiceSpec``), where
-      ``spec.secrets`` and ``spec.env`` are known.
+    - Token fields (:data:`TOKEN_FIELDS`: ``discord.bot_token``, ``slack.bot_token``,
+      ``slack.app_token``, ``gateway.token``, ``stt.api_key``) hold only a ``${VAR}``
+      placeholder, never a secret. OpenAB substitutes placeholders from its environment in the
+      file's text before parsing it; what each placeholder may refer to (secrets only in token
+      fields, plain values only elsewhere and without characters that would rewrite the TOML) is
+      checked one level up (``OABServiceSpec``), where ``spec.secrets`` and ``spec.env`` are
+      known.
     - Every integer has a documented range well inside the Rust type OpenAB reads it into (TOML
       integers are i64; an out-of-range value would stop the agent at start-up).
     - Cron schedules and time zones are valid for OpenAB's cron crate and chrono-tz
@@ -59,6 +61,7 @@ from oab.controller import cronexpr
 __all__ = [
     "PLACEHOLDER_RE",
     "PRESETS",
+    "TOKEN_FIELDS",
     "AgentConfig",
     "AgentPreset",
     "CronConfig",
@@ -77,8 +80,20 @@ __all__ = [
     "placeholders_in",
 ]
 
-#: OpenAB's own substitution pattern (``\$\{(\w+)\}`` in its config loader).
+#: OpenAB's own substitution pattern (``\$\{(\w+)\}`` in its config loader), applied to the
+#: file's *text* before it is parsed as TOML.
 PLACEHOLDER_RE = re.compile(r"\$\{(\w+)\}")
+#: The fields that hold a credential: each is a whole ``${VAR}`` placeholder, and only these may
+#: name a secret of ``spec.secrets`` (any other field would print or pass the value on).
+TOKEN_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("discord", "bot_token"),
+        ("slack", "bot_token"),
+        ("slack", "app_token"),
+        ("gateway", "token"),
+        ("stt", "api_key"),
+    }
+)
 # Validation patterns are applied with ``fullmatch``: ``match`` with ``$`` also accepts a trailing
 # newline, and ``${TOKEN}\n`` would put a newline into the substituted config.toml.
 _WHOLE_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -273,7 +273,7 @@ def test_config_toml_round_trips(svc: OABService) -> None:
 def test_secrets_reach_config_only_as_placeholders() -> None:
     svc = _service(
         _manifest(
-            env={"SIGNING_HINT": FAKE_TOKEN},
+            env={"SIGNING_HINT": "plain-value"},
             secrets=[
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/default/bot/token"},
                 {
@@ -287,7 +287,7 @@ def test_secrets_reach_config_only_as_placeholders() -> None:
     text = render_config_toml(svc)
     data = tomllib.loads(text)
     assert data["discord"]["bot_token"] == "${DISCORD_BOT_TOKEN}"
-    assert FAKE_TOKEN not in text
+    assert "plain-value" not in text
     assert "/oab/default/bot/token" not in text
     assert "sk-FAKE" not in text
     # The agent CLI needs its API key (its environment is cleared) but not the bot token.
@@ -302,8 +302,12 @@ def test_secrets_reach_config_only_as_placeholders() -> None:
 def test_a_literal_token_never_gets_to_the_renderer() -> None:
     doc = _manifest()
     doc["spec"]["config"]["discord"]["bot_token"] = FAKE_TOKEN
-    with pytest.raises(ValueError, match="placeholder") as info:
+    with pytest.raises(ValueError, match="looks like a Slack token") as info:
         parse_document(doc)
+    assert FAKE_TOKEN not in str(info.value)
+    # Nor in plain env, where it used to reach the task definition in plaintext.
+    with pytest.raises(ValueError, match=r"spec\.env\.SIGNING_HINT") as info:
+        parse_document(_manifest(env={"SIGNING_HINT": FAKE_TOKEN}))
     assert FAKE_TOKEN not in str(info.value)
 
 
