@@ -87,12 +87,14 @@ __all__ = [
     "ServiceStatus",
     "SsmSecret",
     "TaskDefinitionSpec",
+    "blame_fleet_issue",
     "ecs_name",
     "ecs_name_rivals",
     "expand_fleet",
     "is_dns_label",
     "issues_from_validation_error",
     "parse_document",
+    "parse_field_path",
     "secret_literal_issues",
 ]
 
@@ -836,9 +838,23 @@ _AGENT_KEYS = {
 }
 
 
+def blame_fleet_issue(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldIssue:
+    """Map an issue of fleet child ``index`` onto the fleet field that produced the value.
+
+    For issues found after expansion (``oabctl apply`` rendering each child): a child's
+    ``spec.X`` is blamed on ``spec.agents[index].X`` or ``spec.defaults.X``, its
+    ``metadata.name`` on the agent's ``name`` and its ``metadata.namespace`` on the fleet's.
+    """
+    return _blame_fleet_field(fleet, index, issue)
+
+
 def _blame_fleet_field(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldIssue:
     """Map an issue of a child (``spec.X``) onto the fleet field that produced the value."""
     path = issue.path
+    if path[:2] == ("metadata", "name"):
+        return FieldIssue(("spec", "agents", index, "name"), issue.message, issue.hint)
+    if path[:1] == ("metadata",):
+        return issue
     if len(path) < 2 or path[0] != "spec":
         return FieldIssue(("spec", "agents", index, *path), issue.message, issue.hint)
     top = str(path[1])
@@ -1070,6 +1086,11 @@ def issues_from_validation_error(exc: ValidationError, data: object) -> list[Fie
         seen.add(key)
         issues.append(FieldIssue(loc, message, str(hint) if hint else None))
     return issues
+
+
+def parse_field_path(text: str) -> tuple[str | int, ...]:
+    """``spec.secrets[0].path`` -> ``("spec", "secrets", 0, "path")`` (the inverse of dotted)."""
+    return _parse_path(text)
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from oab.controller.errors import OabError
-from oab.controller.settings import ENV_VARS, Settings
+from oab.controller.settings import ENV_VARS, LIST_FIELDS, Settings
 
 CONFIG_ENV = "OAB_CONTROLLER_CONFIG"
 
@@ -176,8 +176,8 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         for key in keys:
             if env.get(key):
                 raw = env[key]
-                if name in ("subnets", "security_groups"):
-                    out[name] = tuple(v for v in raw.split(",") if v)
+                if name in LIST_FIELDS:
+                    out[name] = tuple(v.strip() for v in raw.split(",") if v.strip())
                 else:
                     out[name] = raw
                 break

@@ -63,6 +63,13 @@ CTX = RenderContext(
     account_id="123456789012",
     default_subnets=("subnet-0ddd0000", "subnet-0ccc0000"),
     default_security_groups=("sg-0eee0000",),
+    # The fixtures' shared roles and secret (tests/test_model_tenancy.py covers the boundary).
+    role_allowlist=(
+        "arn:aws:iam::{account}:role/custom-exec",
+        "arn:aws:iam::210987654321:role/custom-task",
+        "arn:aws:iam::{account}:role/other-task",
+    ),
+    secret_allowlist=("arn:aws:secretsmanager:{region}:{account}:secret:oab/gw-*",),
 )
 
 FAKE_TOKEN = "xoxb-000000000000-FAKE-SECRET-do-not-leak"
@@ -279,7 +286,8 @@ def test_secrets_reach_config_only_as_placeholders() -> None:
                 {
                     "name": "ANTHROPIC_API_KEY",
                     "source": "secretsmanager",
-                    "arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sk-FAKE-AbCdEf",
+                    "arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+                    "oab/default/bot/sk-FAKE-AbCdEf",
                 },
             ],
         )
