@@ -14,6 +14,7 @@ local emulator would accept it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import tomllib
@@ -375,7 +376,18 @@ def test_task_definition_follows_the_startup_design() -> None:
     assert tags["oab.dev/namespace"] == "default"
     assert tags["oab.dev/name"] == "bot"
     assert tags["oab.dev/generation"] == "3"
-    assert tags[CONTENT_HASH_TAG] == task_definition_hash(td)
+
+    # The content-hash tag is the sha256 of exactly what is registered apart from the tags,
+    # computed here independently of the renderer (canonical JSON: sorted keys, no spaces).
+    def canonical_sha256(request: dict[str, Any]) -> str:
+        body = {k: v for k, v in request.items() if k != "tags"}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert tags[CONTENT_HASH_TAG] == canonical_sha256(td)
+    changed = copy.deepcopy(td)
+    changed["containerDefinitions"][2]["environment"].append({"name": "X", "value": "1"})
+    assert canonical_sha256(changed) != tags[CONTENT_HASH_TAG]
 
 
 def test_no_bootstrap_means_no_bootstrap_variable() -> None:
