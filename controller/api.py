@@ -19,7 +19,17 @@ Invariants (checked at validation time, before anything is stored or rendered)
     - ``spec.secrets`` names are unique env-var names; SSM paths and Secrets Manager ARNs are
       well formed. ``spec.env`` names do not collide with secrets nor with the variables the
       controller sets itself (``CONFIG_ARTIFACT_PATH``, ``BOOTSTRAP_FROM``).
-    - Every ``${VAR}`` in ``spec.config`` is provided by ``spec.secrets`` or ``spec.env``.
+    - Every ``${VAR}`` in ``spec.config`` is provided by ``spec.secrets`` or ``spec.env``. A
+      secret may appear only as a token field (``openab.TOKEN_FIELDS``), never where OpenAB
+      would print or pass it on (args, env, cron messages, URLs); a token field may name only a
+      secret; a plain ``spec.env`` value that OpenAB substitutes into config.toml's *text* holds
+      no quote, backslash, line break or control character (it would rewrite the file).
+    - No string (value or key) anywhere in the document looks like a credential
+      (``oab.controller.redact.secret_kind``, the one list of shapes); the issue names the field
+      path and the shape, never the value.
+    - Which roles, secrets and ``bootstrapFrom`` an agent may use depends on the platform's
+      settings, so it is checked where those are known: by the renderer
+      (``oab.controller.tenancy``), at ``oabctl apply`` and at every reconcile.
     - An ``OABFleet`` is valid only if every child it expands to is a valid ``OABService``.
 
 Errors
@@ -464,8 +474,20 @@ class OABServiceSpec(_Model):
                     "keep it only in secrets",
                     path=f"env.{key}",
                 )
+        tokens: set[str] = set()
         for path, var in self.config.placeholder_uses():
             _check_placeholder(path, var, secrets=seen, env=self.env)
+            if len(path) == 2 and (path[0], path[1]) in TOKEN_FIELDS:
+                tokens.add(var)
+        for i, name in enumerate(self.config.agent.inherit_env):
+            if name in tokens:
+                raise _error(
+                    "token_inherited",
+                    f"{name} holds a token of a token field and may not be passed to the agent",
+                    "the agent runs arbitrary tools: remove it from inherit_env (give the agent "
+                    "its own secret if it needs a credential)",
+                    path=f"config.agent.inherit_env[{i}]",
+                )
         return self
 
     def effective_ecs(self) -> EffectiveEcs:

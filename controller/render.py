@@ -28,20 +28,26 @@ Invariants
     - Rules real ECS enforces but the local emulator does not (``local-aws.md``) are checked here
       before anything is returned (:func:`check_task_definition`, :func:`check_service_request`):
       Fargate means ``awsvpc``; cpu/memory is a valid Fargate pair; an execution role exists
-      whenever secrets or awslogs need one; never a ``launchType`` together with a capacity
-      provider strategy; at most one copy of a bot (``maximumPercent`` 100); client tokens of at
-      most 36 printable ASCII characters.
+      whenever secrets or awslogs need one; a registration is at most 64 KiB as JSON; never a
+      ``launchType`` together with a capacity provider strategy; at most one copy of a bot
+      (``maximumPercent`` 100); client tokens of at most 36 printable ASCII characters.
     - :func:`task_definition_hash` covers everything of a registration except its tags, so two
       requests with the same hash register identical containers; the hash is also written as the
       ``oab.dev/content-hash`` tag so the controller can skip a registration ECS already holds.
 
-Roles
+Roles and the tenant boundary
     ``RenderContext.execution_role_arn`` / ``task_role_arn`` are templates formatted per agent
-    with ``{account}``, ``{namespace}`` and ``{name}`` (IAM is per agent); the manifest's
-    ``spec.platform.ecs.executionRole`` / ``taskRole`` override them verbatim. Either may be a
-    full role ARN or a bare role name: a name becomes ``arn:{partition}:iam::{account}:role/NAME``
-    when the context knows the account, and is passed through unchanged otherwise (ECS accepts a
-    short name for the task role; prefer ARNs or set ``account_id``).
+    with ``{account}``, ``{namespace}`` and ``{name}`` (IAM is per agent): the agent's *own*
+    roles. The manifest's ``spec.platform.ecs.executionRole`` / ``taskRole`` may override them
+    only with the own role of the same slot or a role on ``role_allowlist``; secrets must be the
+    agent's own or on ``secret_allowlist``; ``bootstrapFrom`` may not point under a control-plane
+    prefix (:mod:`oab.controller.tenancy`). A refusal is a :class:`RenderError` with reason
+    ``PolicyViolation``: ``oabctl apply`` reports it (:func:`preflight`) and the controller parks
+    the agent. Either role may be a full ARN or a bare name: a name becomes
+    ``arn:{partition}:iam::{account}:role/NAME`` when the context knows the account, and is
+    passed through unchanged otherwise (ECS accepts a short name for the task role; prefer ARNs
+    or set ``account_id``). Role names longer than IAM's 64 characters (typically a long
+    namespace and name in a template) are refused, as is a registration over ECS's 64 KiB.
 
 Time model
     None: rendering reads no clock. The generation comes from the manifest (an unapplied manifest

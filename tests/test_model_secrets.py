@@ -284,3 +284,10 @@ def test_fleet_token_from_env_is_blamed_on_the_fleet_field() -> None:
     }
     found = _issues(fleet)
     assert "a token must come from spec.secrets" in found["spec.defaults.config.discord.bot_token"]
+
+
+def test_a_token_may_not_be_handed_to_the_agent_through_inherit_env() -> None:
+    doc = _doc()
+    _config(doc)["agent"]["inherit_env"] = ["HOME_EXTRA", "DISCORD_BOT_TOKEN"]
+    found = _issues(doc)
+    assert "may not be passed to the agent" in found["spec.config.agent.inherit_env[1]"]
