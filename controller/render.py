@@ -424,12 +424,17 @@ def _role(
     field: str,
     slot: str,
 ) -> str:
-    # The agent's own role (the template's) is resolved even when overridden: the override is
-    # accepted only if it is that role or on the platform's allow-list (tenancy).
-    own = _role_arn(_format_role(template, ctx, svc, setting), ctx, setting, template=setting)
+    own_text = _format_role(template, ctx, svc, setting)
     if override is None:
-        return own
+        return _role_arn(own_text, ctx, setting, template=setting)
     role = _role_arn(override, ctx, field)
+    # The agent's own role (the template's) is resolved even when overridden: the override is
+    # accepted only if it is that role or on the platform's allow-list (tenancy). An agent whose
+    # template name exceeds IAM's limit has no own role in this slot, only allow-listed ones.
+    try:
+        own: str | None = _role_arn(own_text, ctx, setting, template=setting)
+    except RenderError:
+        own = None
     meta = svc.metadata
     refusal = ctx.policy.role_refusal(
         role, own=own, slot=slot, namespace=meta.namespace, name=meta.name

@@ -219,22 +219,24 @@ class TenantPolicy:
         return False
 
     def role_refusal(
-        self, role: str, *, own: str, slot: str, namespace: str, name: str
+        self, role: str, *, own: str | None, slot: str, namespace: str, name: str
     ) -> Refusal | None:
         """Why ``role`` (a resolved role ARN or name) may not be this agent's ``slot`` role.
 
-        ``own`` is what the settings' template yields for the agent in that slot.
+        ``own`` is what the settings' template yields for the agent in that slot (``None`` when
+        that name is not a valid IAM role name, e.g. too long: then only the allow-list counts).
         """
-        same = role == own
-        if not same and self.account is None:
+        same = own is not None and role == own
+        if not same and own is not None and self.account is None:
             same = _mask_account(role) == _mask_account(own)
         if same or self._allowed(role, self.role_allowlist, namespace, name):
             return None
+        mine = f"this agent's own role ({own})" if own else "this agent's own role (it has none)"
+        fix = f"remove the override to use {own}, or ask" if own else "ask"
         return Refusal(
-            f"{slot} role {role} is neither this agent's own role ({own}) nor allowed by the "
-            "platform's role_allowlist",
-            f"remove the override to use {own}, or ask the platform team to add the role to "
-            "role_allowlist (another agent's role would give this agent its secrets or its HOME)",
+            f"{slot} role {role} is neither {mine} nor allowed by the platform's role_allowlist",
+            f"{fix} the platform team to add the role to role_allowlist (another agent's role "
+            "would give this agent its secrets or its HOME)",
         )
 
     def secret_refusal(

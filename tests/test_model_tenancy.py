@@ -179,8 +179,15 @@ def test_role_names_over_64_characters_are_refused() -> None:
     ctx = CTX.model_copy(update={"role_allowlist": ("arn:aws:iam::{account}:role/*",)})
     err = _refused(_svc(platform={"ecs": {"taskRole": long_override}}), ctx)
     assert err.field == "spec.platform.ecs.taskRole"
-    # 47 + 16 = 63: the longest name pair the shipped templates allow still renders.
-    render_task_definition(_svc(name="m" * 23, namespace="n" * 24), CTX)
+    # 48 + 16 = 64: the longest name pair the shipped templates allow still renders.
+    render_task_definition(_svc(name="m" * 24, namespace="n" * 24), CTX)
+    # An agent whose template names are too long may still run with allow-listed roles.
+    shared = {"executionRole": _role("shared-exec"), "taskRole": _role("shared-task")}
+    ctx = CTX.model_copy(update={"role_allowlist": ("arn:aws:iam::{account}:role/shared-*",)})
+    td = render_task_definition(_svc(name=name, namespace=namespace, platform={"ecs": shared}), ctx)
+    assert td["taskRoleArn"] == _role("shared-task")
+    err = _refused(_svc(name=name, namespace=namespace, platform={"ecs": shared}))
+    assert "(it has none)" in err.problem
 
 
 def test_parse_role_arn_is_whole_string() -> None:
