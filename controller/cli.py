@@ -698,12 +698,12 @@ def _unified(old: str, new: str, *, old_name: str, new_name: str) -> str:
     return "".join(lines).rstrip("\n")
 
 
-def _render_context(ctx: Context, *, use_bucket: bool, warn: bool = True) -> Any:
+def _render_context(ctx: Context, *, use_bucket: bool) -> Any:
     """Renderer settings: oabctl settings, then (``use_bucket``) the profile ``init`` stored.
 
     Without a known account (no ``account`` setting, no profile read, not the local emulator)
     role ARNs use a stand-in account, which the tenant checks then do not compare (the
-    controller, which knows its account, does); ``warn`` says so on stderr.
+    controller, which knows its account, does), as a warning on stderr says.
     """
     from oab.controller.bootstrap import read_cluster_profile, render_context
 
@@ -715,7 +715,7 @@ def _render_context(ctx: Context, *, use_bucket: bool, warn: bool = True) -> Any
         # The local emulator's account is fixed; elsewhere say that the ARNs are placeholders.
         account = "123456789012"
         known = settings.is_local
-        if not known and warn:
+        if not known:
             ctx.progress(
                 "warning: AWS account unknown (set `account` in the profile or OAB_ACCOUNT); "
                 f"role ARNs use {account} and their account is checked only by the controller"
