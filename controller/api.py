@@ -14,10 +14,22 @@ Invariants (checked at validation time, before anything is stored or rendered)
       under ECS's 255).
     - ``spec.replicas`` is 1: one bot token is one connection.
     - ``spec.cpu``/``spec.memory`` are a valid Fargate pair.
+    - Every integer is bounded: generations by :data:`MAX_GENERATION`, status counters by
+      :data:`MAX_COUNT`, the rest by their own rules (``replicas`` 1, Fargate cpu/memory).
     - ``spec.secrets`` names are unique env-var names; SSM paths and Secrets Manager ARNs are
       well formed. ``spec.env`` names do not collide with secrets nor with the variables the
       controller sets itself (``CONFIG_ARTIFACT_PATH``, ``BOOTSTRAP_FROM``).
-    - Every ``${VAR}`` in ``spec.config`` is provided by ``spec.secrets`` or ``spec.env``.
+    - Every ``${VAR}`` in ``spec.config`` is provided by ``spec.secrets`` or ``spec.env``. A
+      secret may appear only as a token field (``openab.TOKEN_FIELDS``), never where OpenAB
+      would print or pass it on (args, env, cron messages, URLs); a token field may name only a
+      secret; a plain ``spec.env`` value that OpenAB substitutes into config.toml's *text* holds
+      no quote, backslash, line break or control character (it would rewrite the file).
+    - No string (value or key) anywhere in the document looks like a credential
+      (``oab.controller.redact.secret_kind``, the one list of shapes); the issue names the field
+      path and the shape, never the value.
+    - Which roles, secrets and ``bootstrapFrom`` an agent may use depends on the platform's
+      settings, so it is checked where those are known: by the renderer
+      (``oab.controller.tenancy``), at ``oabctl apply`` and at every reconcile.
     - An ``OABFleet`` is valid only if every child it expands to is a valid ``OABService``.
 
 Errors
@@ -55,12 +67,15 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from oab.controller.openab import OpenABConfig
+from oab.controller.openab import TOKEN_FIELDS, OpenABConfig
+from oab.controller.redact import secret_kind
 
 __all__ = [
     "API_VERSION",
     "FARGATE_MEMORY",
     "FLEET_LABEL",
+    "MAX_COUNT",
+    "MAX_GENERATION",
     "RESERVED_ENV",
     "AgentKey",
     "Condition",
@@ -82,12 +97,15 @@ __all__ = [
     "ServiceStatus",
     "SsmSecret",
     "TaskDefinitionSpec",
+    "blame_fleet_issue",
     "ecs_name",
     "ecs_name_rivals",
     "expand_fleet",
     "is_dns_label",
     "issues_from_validation_error",
     "parse_document",
+    "parse_field_path",
+    "secret_literal_issues",
 ]
 
 API_VERSION: Final = "oab.dev/v1"
@@ -95,6 +113,11 @@ API_VERSION: Final = "oab.dev/v1"
 FLEET_LABEL = "oab.dev/fleet"
 #: Container variables the controller sets itself; manifests may not declare them.
 RESERVED_ENV = frozenset({"CONFIG_ARTIFACT_PATH", "BOOTSTRAP_FROM"})
+
+#: Largest ``metadata.generation`` (and observed generation): exact in JSON for every client.
+MAX_GENERATION: Final = 2**53 - 1
+#: Bounds of counters in ``status`` (task counts).
+MAX_COUNT: Final = 1_000_000
 
 #: ``"{namespace}/{name}"``: the identity of one agent everywhere in the control plane.
 AgentKey = NewType("AgentKey", str)
@@ -118,22 +141,24 @@ def _fargate_table() -> dict[int, tuple[int, ...]]:
 #: Valid Fargate task sizes: cpu units -> allowed memory (MiB).
 FARGATE_MEMORY: dict[int, tuple[int, ...]] = _fargate_table()
 
-_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-_SSM_NAME_RE = re.compile(r"^(/[A-Za-z0-9_.\-]+)+$|^[A-Za-z0-9_.\-]+$")
+# Every validation pattern below is applied with ``fullmatch`` (never ``match`` with ``$``, which
+# also accepts a trailing newline: ``bot\n`` would become the ECS service ``oab-team-bot\n``).
+_DNS_LABEL_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_SSM_NAME_RE = re.compile(r"(?:/[A-Za-z0-9_.\-]+)+|[A-Za-z0-9_.\-]+")
 _SSM_ARN_RE = re.compile(
-    r"^arn:aws[a-z\-]*:ssm:[a-z0-9\-]+:\d{12}:parameter/[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$"
+    r"arn:aws[a-z\-]*:ssm:[a-z0-9\-]+:\d{12}:parameter/[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*"
 )
 # Optional ECS suffix: `:json-key:version-stage:version-id` (each part may be empty).
 _SM_ARN_RE = re.compile(
-    r"^arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[A-Za-z0-9/_+=.@\-]+"
-    r"(:[^:\s]*:[^:\s]*:[^:\s]*)?$"
+    r"arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[A-Za-z0-9/_+=.@\-]+"
+    r"(?::[^:\s]*:[^:\s]*:[^:\s]*)?"
 )
-_ROLE_RE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$|^[\w+=,.@\-]{1,64}$")
-_S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+$")
-_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_SG_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_IMAGE_RE = re.compile(r"^[a-z0-9][A-Za-z0-9._\-/:@]*$")
+_ROLE_RE = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+|[\w+=,.@\-]{1,64}")
+_S3_URI_RE = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
+_SUBNET_RE = re.compile(r"subnet-[0-9a-f]{8,17}")
+_SG_RE = re.compile(r"sg-[0-9a-f]{8,17}")
+_IMAGE_RE = re.compile(r"[a-z0-9][A-Za-z0-9._\-/:@]*")
 
 
 def _error(kind: str, message: str, hint: str | None = None, *, path: str = "") -> Exception:
@@ -147,7 +172,7 @@ def _error(kind: str, message: str, hint: str | None = None, *, path: str = "") 
 
 def _pattern(regex: re.Pattern[str], what: str, hint: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not regex.match(value):
+        if regex.fullmatch(value) is None:
             raise _error("format", f"{value!r} is not {what}", hint)
         return value
 
@@ -170,7 +195,7 @@ DnsLabel = Annotated[StrictStr, AfterValidator(_dns_label)]
 
 def is_dns_label(value: str) -> bool:
     """Whether ``value`` is a valid ``metadata.name`` / ``metadata.namespace``."""
-    return len(value) <= 63 and _DNS_LABEL_RE.match(value) is not None
+    return len(value) <= 63 and _DNS_LABEL_RE.fullmatch(value) is not None
 
 
 def ecs_name(namespace: str, name: str) -> str:
@@ -222,7 +247,10 @@ class ObjectMeta(_Model):
     name: DnsLabel
     namespace: DnsLabel = "default"
     generation: StrictInt | None = Field(
-        default=None, ge=1, description="Bumped by oabctl apply when the spec changes."
+        default=None,
+        ge=1,
+        le=MAX_GENERATION,
+        description="Bumped by oabctl apply when the spec changes.",
     )
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
@@ -248,7 +276,7 @@ class SsmSecret(_Model):
 
 
 def _ssm_path(value: str) -> str:
-    if not (_SSM_NAME_RE.match(value) or _SSM_ARN_RE.match(value)):
+    if _SSM_NAME_RE.fullmatch(value) is None and _SSM_ARN_RE.fullmatch(value) is None:
         raise _error(
             "format",
             f"{value!r} is not an SSM parameter name or ARN",
@@ -336,11 +364,17 @@ class EffectiveEcs:
     networking: Networking | None
 
 
+def _shown(value: int) -> str:
+    # A hostile manifest may hold a number thousands of digits long: never echo it whole.
+    text = str(value)
+    return text if len(text) <= 20 else f"a {len(text)}-digit number"
+
+
 def _replicas(value: int) -> int:
     if value != 1:
         raise _error(
             "replicas",
-            f"replicas: {value} is not supported; only 1 is valid",
+            f"replicas: {_shown(value)} is not supported; only 1 is valid",
             "one bot token holds one connection: scale out with more agents (an OABFleet), "
             "each with its own token",
         )
@@ -351,14 +385,14 @@ def _fargate_cpu(value: int) -> int:
     if value not in FARGATE_MEMORY:
         raise _error(
             "fargate_cpu",
-            f"{value} is not a Fargate CPU value",
+            f"{_shown(value)} is not a Fargate CPU value",
             "use one of " + ", ".join(str(c) for c in FARGATE_MEMORY),
         )
     return value
 
 
 def _s3_uri(value: str) -> str:
-    if not _S3_URI_RE.match(value):
+    if _S3_URI_RE.fullmatch(value) is None:
         raise _error(
             "format",
             f"{value!r} is not an s3:// URI",
@@ -370,7 +404,7 @@ def _s3_uri(value: str) -> str:
 
 def _env_names(value: dict[str, str]) -> dict[str, str]:
     for key in value:
-        if not _ENV_NAME_RE.match(key):
+        if _ENV_NAME_RE.fullmatch(key) is None:
             raise _error(
                 "env_name",
                 f"{key!r} is not an environment variable name",
@@ -390,9 +424,10 @@ def _env_names(value: dict[str, str]) -> dict[str, str]:
 class OABServiceSpec(_Model):
     """``spec`` of an OABService: one agent, one ECS service."""
 
+    # Bounded by their rules: replicas is 1, cpu a Fargate value, memory a Fargate size for cpu.
     replicas: Annotated[StrictInt, AfterValidator(_replicas)] = 1
     cpu: Annotated[StrictInt, AfterValidator(_fargate_cpu)]
-    memory: StrictInt
+    memory: StrictInt = Field(description="MiB; a Fargate size for cpu.")
     task_definition: TaskDefinitionSpec
     bootstrap_from: Annotated[StrictStr, AfterValidator(_s3_uri)] | None = None
     secrets: list[SecretRef] = Field(default_factory=list)
@@ -410,7 +445,7 @@ class OABServiceSpec(_Model):
         if allowed is not None and self.memory not in allowed:
             raise _error(
                 "fargate_memory",
-                f"{self.memory} is not a valid Fargate memory size for cpu {self.cpu}",
+                f"{_shown(self.memory)} is not a valid Fargate memory size for cpu {self.cpu}",
                 f"with cpu {self.cpu} use memory {_describe(allowed)}",
                 path="memory",
             )
@@ -439,15 +474,19 @@ class OABServiceSpec(_Model):
                     "keep it only in secrets",
                     path=f"env.{key}",
                 )
-        provided = seen | set(self.env)
+        tokens: set[str] = set()
         for path, var in self.config.placeholder_uses():
-            if var not in provided:
+            _check_placeholder(path, var, secrets=seen, env=self.env)
+            if len(path) == 2 and (path[0], path[1]) in TOKEN_FIELDS:
+                tokens.add(var)
+        for i, name in enumerate(self.config.agent.inherit_env):
+            if name in tokens:
                 raise _error(
-                    "missing_secret",
-                    f"${{{var}}} is not provided",
-                    f"add a secret named {var} to spec.secrets (e.g. source: ssm, path: "
-                    f"/oab/NAMESPACE/NAME/...) or declare it in spec.env",
-                    path="config" + _render_path(path),
+                    "token_inherited",
+                    f"{name} holds a token of a token field and may not be passed to the agent",
+                    "the agent runs arbitrary tools: remove it from inherit_env (give the agent "
+                    "its own secret if it needs a credential)",
+                    path=f"config.agent.inherit_env[{i}]",
                 )
         return self
 
@@ -468,6 +507,72 @@ class OABServiceSpec(_Model):
     def config_toml_dict(self) -> dict[str, Any]:
         """``config.toml`` content for this agent (``OpenABConfig.to_toml_dict``)."""
         return self.config.to_toml_dict(self.container_env_names())
+
+
+#: Characters a plain value substituted into config.toml's text may not hold: they would end the
+#: TOML string and rewrite the file (OpenAB substitutes before parsing).
+_TOML_UNSAFE: Final = {'"': "a double quote", "\\": "a backslash"}
+
+
+def _toml_unsafe(value: str) -> str | None:
+    """What in ``value`` would change config.toml if substituted into one of its strings."""
+    for char in value:
+        if char in _TOML_UNSAFE:
+            return _TOML_UNSAFE[char]
+        if char in "\n\r":
+            return "a line break"
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return "a control character"
+    return None
+
+
+def _check_placeholder(
+    path: tuple[str | int, ...], var: str, *, secrets: set[str], env: Mapping[str, str]
+) -> None:
+    """Rules for one ``${VAR}`` of spec.config (see README, "Security model")."""
+    where = "config" + _render_path(path)
+    token_field = len(path) == 2 and (path[0], path[1]) in TOKEN_FIELDS
+    if var in secrets:
+        if not token_field:
+            raise _error(
+                "secret_placeholder",
+                f"${{{var}}} is a secret (spec.secrets) and may appear only in a token field; "
+                f"OpenAB would substitute its value into {where}, where it is printed or "
+                "passed on",
+                "remove the placeholder: a secret the agent CLI needs reaches it through "
+                "[agent].inherit_env, which is added for you (token fields: "
+                + ", ".join(sorted(".".join(f) for f in TOKEN_FIELDS))
+                + ")",
+                path=where,
+            )
+        return
+    if var not in env:
+        raise _error(
+            "missing_secret",
+            f"${{{var}}} is not provided",
+            f"add a secret named {var} to spec.secrets (e.g. source: ssm, path: "
+            f"/oab/NAMESPACE/NAME/...) or declare it in spec.env",
+            path=where,
+        )
+    if token_field:
+        raise _error(
+            "token_from_env",
+            f"{where} refers to ${{{var}}}, a plain spec.env value; a token must come from "
+            "spec.secrets",
+            f"store the token in SSM or Secrets Manager, declare it in spec.secrets as {var} "
+            "and remove it from spec.env",
+            path=where,
+        )
+    unsafe = _toml_unsafe(env[var])
+    if unsafe is not None:
+        raise _error(
+            "toml_unsafe",
+            f"{var} is substituted into config.toml (at {where}) and its value contains {unsafe}",
+            "OpenAB substitutes ${VAR} into the file's text before parsing it, so quotes, "
+            "backslashes, line breaks and control characters would rewrite config.toml: "
+            "remove them from the value",
+            path=f"env.{var}",
+        )
 
 
 def _describe(values: Sequence[int]) -> str:
@@ -501,15 +606,15 @@ class ServiceStatus(_Model):
     """``status``: what the controller last observed (written by the controller only)."""
 
     phase: Phase | None = None
-    observed_generation: StrictInt | None = None
+    observed_generation: StrictInt | None = Field(default=None, ge=0, le=MAX_GENERATION)
     task_arns: list[StrictStr] = Field(default_factory=list)
     last_reconciled: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
     task_definition_arn: StrictStr | None = None
     service_arn: StrictStr | None = None
     rollout_state: StrictStr | None = None
-    running_count: StrictInt | None = None
-    pending_count: StrictInt | None = None
+    running_count: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
+    pending_count: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
     message: StrictStr | None = None
 
 
@@ -548,6 +653,7 @@ def _digest(data: Any) -> str:
 class FleetDefaults(_Model):
     """``spec.defaults``: what every agent of a fleet starts from."""
 
+    # Bounded through the children, which are each validated (errors blamed on this field).
     cpu: StrictInt | None = None
     memory: StrictInt | None = None
     task_definition: TaskDefinitionSpec | None = None
@@ -567,6 +673,7 @@ class FleetAgent(_Model):
 
     name: DnsLabel
     config: dict[StrictStr, Any] = Field(default_factory=dict)
+    # Bounded through the children, which are each validated (errors blamed on this field).
     cpu: StrictInt | None = None
     memory: StrictInt | None = None
     image: StrictStr | None = Field(default=None, description="Shortcut for taskDefinition.image.")
@@ -753,9 +860,23 @@ _AGENT_KEYS = {
 }
 
 
+def blame_fleet_issue(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldIssue:
+    """Map an issue of fleet child ``index`` onto the fleet field that produced the value.
+
+    For issues found after expansion (``oabctl apply`` rendering each child): a child's
+    ``spec.X`` is blamed on ``spec.agents[index].X`` or ``spec.defaults.X``, its
+    ``metadata.name`` on the agent's ``name`` and its ``metadata.namespace`` on the fleet's.
+    """
+    return _blame_fleet_field(fleet, index, issue)
+
+
 def _blame_fleet_field(fleet: OABFleet, index: int, issue: FieldIssue) -> FieldIssue:
     """Map an issue of a child (``spec.X``) onto the fleet field that produced the value."""
     path = issue.path
+    if path[:2] == ("metadata", "name"):
+        return FieldIssue(("spec", "agents", index, "name"), issue.message, issue.hint)
+    if path[:1] == ("metadata",):
+        return issue
     if len(path) < 2 or path[0] != "spec":
         return FieldIssue(("spec", "agents", index, *path), issue.message, issue.hint)
     top = str(path[1])
@@ -875,13 +996,58 @@ def parse_document(data: object) -> OABService | OABFleet:
                 )
             ]
         )
+    literals = secret_literal_issues(data)
     try:
         obj = model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidDocument(issues_from_validation_error(exc, data)) from exc
+        # A field holding a secret-shaped literal is reported once, as that (a token field would
+        # also say "not a placeholder").
+        flagged = {issue.path for issue in literals}
+        issues = [i for i in issues_from_validation_error(exc, data) if i.path not in flagged]
+        raise InvalidDocument(literals + issues) from exc
+    if literals:
+        raise InvalidDocument(literals)
     if isinstance(obj, OABFleet):
         expand_fleet(obj)
     return obj
+
+
+_LITERAL_HINT = (
+    "secrets never go in a manifest: store the value in SSM Parameter Store or Secrets Manager "
+    "under /oab/NAMESPACE/NAME/ (oab/NAMESPACE/NAME/ for Secrets Manager), declare it in "
+    "spec.secrets and refer to it as ${NAME}"
+)
+
+
+def secret_literal_issues(data: Mapping[Any, Any]) -> list[FieldIssue]:
+    """An issue for every string (value or key) of a document that looks like a credential.
+
+    Shapes come from :func:`oab.controller.redact.secret_kind` (the one list of them); an issue
+    names the field path and the shape, never the value. A key that looks like a credential is
+    reported at its parent's path, since the key itself would be part of the path. ``status``
+    (written by the controller) is skipped. Iterative, so depth is never a recursion problem.
+    """
+    issues: list[FieldIssue] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [
+        ((key if isinstance(key, str | int) else str(key),), value)
+        for key, value in reversed(list(data.items()))
+        if key != "status"
+    ]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            kind = secret_kind(value)
+            if kind is not None:
+                issues.append(FieldIssue(path, f"holds what looks like {kind}", _LITERAL_HINT))
+        elif isinstance(value, Mapping):
+            for key, item in reversed(list(value.items())):
+                if isinstance(key, str) and (kind := secret_kind(key)) is not None:
+                    issues.append(FieldIssue(path, f"a key looks like {kind}", _LITERAL_HINT))
+                    continue
+                stack.append(((*path, key if isinstance(key, str | int) else str(key)), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in reversed(list(enumerate(value))))
+    return issues
 
 
 def _type_name(value: object) -> str:
@@ -942,6 +1108,11 @@ def issues_from_validation_error(exc: ValidationError, data: object) -> list[Fie
         seen.add(key)
         issues.append(FieldIssue(loc, message, str(hint) if hint else None))
     return issues
+
+
+def parse_field_path(text: str) -> tuple[str | int, ...]:
+    """``spec.secrets[0].path`` -> ``("spec", "secrets", 0, "path")`` (the inverse of dotted)."""
+    return _parse_path(text)
 
 
 def _parse_path(text: str) -> tuple[str | int, ...]:

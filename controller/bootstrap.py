@@ -283,9 +283,14 @@ def read_cluster_profile(s3: Any, bucket: str) -> ClusterProfile | None:
 
 
 def render_context(
-    settings: Settings, profile: ClusterProfile | None, *, account: str
+    settings: Settings, profile: ClusterProfile | None, *, account: str, account_known: bool = True
 ) -> RenderContext:
-    """The renderer's context: settings first, then the cluster profile ``init`` stored."""
+    """The renderer's context: settings first, then the cluster profile ``init`` stored.
+
+    The tenant boundary comes from the settings' ``role_allowlist`` and ``secret_allowlist``.
+    ``account_known`` ``False`` says ``account`` is a stand-in (``oabctl`` without the ``account``
+    setting): ARNs are rendered with it but their account is not compared by the tenant checks.
+    """
     return RenderContext(
         region=settings.region,
         bucket=settings.bucket,
@@ -298,6 +303,9 @@ def render_context(
         default_subnets=settings.subnets or (profile.subnets if profile else ()),
         default_security_groups=settings.security_groups
         or (profile.security_groups if profile else ()),
+        role_allowlist=settings.role_allowlist,
+        secret_allowlist=settings.secret_allowlist,
+        account_known=account_known,
     )
 
 

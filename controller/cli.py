@@ -457,6 +457,11 @@ def _apply(ctx: Context) -> int:
     from oab.controller.store import NameCollisionError, OwnershipError, desired_from
 
     docs = _load(ctx)  # validates every document of every file before anything is written
+    # Then renders every agent as the controller will (no AWS call): all or nothing.
+    rctx = _render_context(ctx, use_bucket=False)
+    refused = [issue for doc in docs for issue in _preflight_issues(doc, rctx)]
+    if refused:
+        raise ManifestError(refused)
     store = ctx.store()
     plans: list[tuple[Any, list[Any]]] = []
     origin: dict[str, tuple[LoadedDocument, str]] = {}  # object key -> (document, field path)
@@ -697,21 +702,60 @@ def _unified(old: str, new: str, *, old_name: str, new_name: str) -> str:
 
 
 def _render_context(ctx: Context, *, use_bucket: bool) -> Any:
-    """Renderer settings: oabctl settings, then (``use_bucket``) the profile ``init`` stored."""
+    """Renderer settings: oabctl settings, then (``use_bucket``) the profile ``init`` stored.
+
+    Without a known account (no ``account`` setting, no profile read, not the local emulator)
+    role ARNs use a stand-in account, which the tenant checks then do not compare (the
+    controller, which knows its account, does), as a warning on stderr says.
+    """
     from oab.controller.bootstrap import read_cluster_profile, render_context
 
     settings = ctx.settings
     profile = read_cluster_profile(ctx.client("s3"), settings.bucket) if use_bucket else None
     account = settings.account or (profile.account if profile else None)
+    known = True
     if account is None:
         # The local emulator's account is fixed; elsewhere say that the ARNs are placeholders.
         account = "123456789012"
-        if not settings.is_local:
+        known = settings.is_local
+        if not known:
             ctx.progress(
                 "warning: AWS account unknown (set `account` in the profile or OAB_ACCOUNT); "
-                f"role ARNs below use {account}"
+                f"role ARNs use {account} and their account is checked only by the controller"
             )
-    return render_context(settings, profile, account=account)
+    return render_context(settings, profile, account=account, account_known=known)
+
+
+def _preflight_issues(doc: Any, rctx: Any) -> list[Any]:
+    """Render every agent of one loaded document as the controller will; one issue per refusal.
+
+    Roles (IAM limits and the tenant boundary), secrets, ``bootstrapFrom`` and the task
+    definition's size are checked here, at apply, and again by the controller at every reconcile
+    (a stored manifest that breaks them parks its agent with the same message).
+    """
+    from oab.controller.api import (
+        FieldIssue,
+        OABFleet,
+        blame_fleet_issue,
+        expand_fleet,
+        parse_field_path,
+    )
+    from oab.controller.render import RenderError, preflight
+
+    issues: list[Any] = []
+    children = expand_fleet(doc.obj) if isinstance(doc.obj, OABFleet) else [doc.obj]
+    for index, svc in enumerate(children):
+        try:
+            preflight(svc, rctx)
+        except RenderError as exc:
+            in_manifest = exc.field.split(".", 1)[0] in ("spec", "metadata")
+            path = parse_field_path(exc.field) if in_manifest else ("spec",)
+            message = exc.problem if in_manifest else f"{exc.field}: {exc.problem}"
+            issue = FieldIssue(path, message, exc.hint)
+            if isinstance(doc.obj, OABFleet):
+                issue = blame_fleet_issue(doc.obj, index, issue)
+            issues.append(doc.issue(issue.dotted, issue.message, issue.hint))
+    return issues
 
 
 def _rendered_texts(svc: Any, rctx: Any) -> dict[str, str]:

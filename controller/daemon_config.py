@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from oab.controller.errors import OabError
-from oab.controller.settings import ENV_VARS, Settings
+from oab.controller.settings import ENV_VARS, LIST_FIELDS, Settings
 
 CONFIG_ENV = "OAB_CONTROLLER_CONFIG"
 
@@ -48,8 +48,17 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{secrets.token_hex(3)}"
 
 
+_YEAR_S = 365 * 86_400.0
+
+
 class DaemonSettings(Settings):
-    """Everything one controller replica needs (see the module docstring for the sources)."""
+    """Everything one controller replica needs (see the module docstring for the sources).
+
+    Every number has a documented range (``le``/``ge`` below); ``inf`` and ``nan`` are refused, so
+    no value can disable a timeout or a lease (a lease of ``inf`` would never fail over).
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     replica_id: str = Field(
         default_factory=default_replica_id,
@@ -61,6 +70,7 @@ class DaemonSettings(Settings):
     lease_duration_s: float = Field(
         default=6.0,
         gt=0,
+        le=300,
         description="How long a standby waits on an unchanged lease before taking over. Crash "
         "failover <= lease + retry period (+ one call timeout). Lower fails over faster but "
         "tolerates shorter pauses and slower DynamoDB calls.",
@@ -68,30 +78,36 @@ class DaemonSettings(Settings):
     renew_deadline_s: float = Field(
         default=4.0,
         gt=0,
+        le=300,
         description="A leader that cannot renew within this stops leading (before anyone may "
         "take over). Must be < lease duration; the gap is the safety margin.",
     )
     retry_period_s: float = Field(
         default=1.0,
         gt=0,
+        le=60,
         description="Renew / campaign period. Graceful handoff takes about one period.",
     )
     workers: int = Field(default=4, ge=1, le=64, description="Reconcile threads per replica.")
     resync_period_s: float = Field(
-        default=300.0, gt=0, description="Full resync (drift detection) period, jittered +-10 %."
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Full resync (drift detection) period, jittered +-10 %.",
     )
     change_poll_s: float = Field(
-        default=0.5, gt=0, description="How often the leader reads change records."
+        default=0.5, gt=0, le=60, description="How often the leader reads change records."
     )
     idle_poll_s: float = Field(
-        default=0.5, gt=0, description="Worker sleep between empty claims (jittered)."
+        default=0.5, gt=0, le=60, description="Worker sleep between empty claims (jittered)."
     )
     progress_poll_s: float = Field(
-        default=2.0, gt=0, description="Requeue delay while a deployment is progressing."
+        default=2.0, gt=0, le=600, description="Requeue delay while a deployment is progressing."
     )
     claim_visibility_s: float = Field(
         default=20.0,
         gt=0,
+        le=3600,
         description="Claim deadline; heartbeats extend it every third. A crashed worker's unit "
         "is taken over once the deadline passed and another replica saw the claim unchanged "
         "for this long on its own clock: recovery <= 2 x this.",
@@ -100,25 +116,36 @@ class DaemonSettings(Settings):
     clock_skew_allowance_s: float = Field(
         default=900.0,
         ge=0,
+        le=86_400,
         description="Work that is ready at once is stamped ready this far in the past, so "
         "replicas whose wall clocks lag by up to this much still claim it at once.",
     )
-    backoff_base_s: float = Field(default=1.0, gt=0, description="Failure backoff base.")
-    backoff_cap_s: float = Field(default=300.0, gt=0, description="Failure backoff cap.")
+    backoff_base_s: float = Field(default=1.0, gt=0, le=3600, description="Failure backoff base.")
+    backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400, description="Failure backoff cap.")
     shutdown_timeout_s: float = Field(
         default=25.0,
         gt=0,
+        le=600,
         description="SIGTERM budget: finish or release in-flight claims, hand the lease over. "
         "Keep below the ECS stopTimeout (ops/ uses 60 s).",
     )
-    ecs_read_rate: float = Field(default=20.0, gt=0, description="ECS describe/list calls/s.")
-    ecs_mutate_rate: float = Field(default=5.0, gt=0, description="ECS create/update/delete/s.")
-    ecs_register_rate: float = Field(default=1.0, gt=0, description="Task definition writes/s.")
+    ecs_read_rate: float = Field(
+        default=20.0, gt=0, le=10_000, description="ECS describe/list calls/s."
+    )
+    ecs_mutate_rate: float = Field(
+        default=5.0, gt=0, le=10_000, description="ECS create/update/delete/s."
+    )
+    ecs_register_rate: float = Field(
+        default=1.0, gt=0, le=10_000, description="Task definition writes/s."
+    )
     chaos_clock_offset_s: float = Field(
-        default=0.0, description="Chaos only: add this to the wall clock."
+        default=0.0,
+        ge=-_YEAR_S,
+        le=_YEAR_S,
+        description="Chaos only: add this to the wall clock.",
     )
     chaos_clock_rate: float = Field(
-        default=1.0, gt=0, description="Chaos only: monotonic clock rate multiplier."
+        default=1.0, ge=0.01, le=100, description="Chaos only: monotonic clock rate multiplier."
     )
 
     @model_validator(mode="after")
@@ -149,8 +176,8 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
         for key in keys:
             if env.get(key):
                 raw = env[key]
-                if name in ("subnets", "security_groups"):
-                    out[name] = tuple(v for v in raw.split(",") if v)
+                if name in LIST_FIELDS:
+                    out[name] = tuple(v.strip() for v in raw.split(",") if v.strip())
                 else:
                     out[name] = raw
                 break

@@ -15,11 +15,17 @@ Invariants
       ``[discord]``, ``[slack]``, ``[gateway]`` are present.
     - Discord/Slack ids are strings. A YAML number where an id is expected is rejected with a hint
       to quote it: YAML turns long numbers into floats and silently loses digits.
-    - Token fields (``discord.bot_token``, ``slack.bot_token``, ``slack.app_token``,
-      ``gateway.token``, ``stt.api_key``) hold only a ``${VAR}`` placeholder, never a secret.
-      OpenAB substitutes placeholders from its environment before parsing; whether every
-      placeholder has a provider is checked one level up (``OABServiceSpec``), where
-      ``spec.secrets`` and ``spec.env`` are known.
+    - Token fields (:data:`TOKEN_FIELDS`: ``discord.bot_token``, ``slack.bot_token``,
+      ``slack.app_token``, ``gateway.token``, ``stt.api_key``) hold only a ``${VAR}``
+      placeholder, never a secret. OpenAB substitutes placeholders from its environment in the
+      file's text before parsing it; what each placeholder may refer to (secrets only in token
+      fields, plain values only elsewhere and without characters that would rewrite the TOML) is
+      checked one level up (``OABServiceSpec``), where ``spec.secrets`` and ``spec.env`` are
+      known.
+    - Every integer has a documented range well inside the Rust type OpenAB reads it into (TOML
+      integers are i64; an out-of-range value would stop the agent at start-up).
+    - Cron schedules and time zones are valid for OpenAB's cron crate and chrono-tz
+      (``oab.controller.cronexpr``).
     - ``to_toml_dict`` is the single rendering entry point; the renderer feeds its result to
       tomli-w unchanged.
 
@@ -50,9 +56,12 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from oab.controller import cronexpr
+
 __all__ = [
     "PLACEHOLDER_RE",
     "PRESETS",
+    "TOKEN_FIELDS",
     "AgentConfig",
     "AgentPreset",
     "CronConfig",
@@ -71,14 +80,27 @@ __all__ = [
     "placeholders_in",
 ]
 
-#: OpenAB's own substitution pattern (``\$\{(\w+)\}`` in its config loader).
+#: OpenAB's own substitution pattern (``\$\{(\w+)\}`` in its config loader), applied to the
+#: file's *text* before it is parsed as TOML.
 PLACEHOLDER_RE = re.compile(r"\$\{(\w+)\}")
-_WHOLE_PLACEHOLDER_RE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DISCORD_ID_RE = re.compile(r"^[0-9]{17,20}$")
+#: The fields that hold a credential: each is a whole ``${VAR}`` placeholder, and only these may
+#: name a secret of ``spec.secrets`` (any other field would print or pass the value on).
+TOKEN_FIELDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("discord", "bot_token"),
+        ("slack", "bot_token"),
+        ("slack", "app_token"),
+        ("gateway", "token"),
+        ("stt", "api_key"),
+    }
+)
+# Validation patterns are applied with ``fullmatch``: ``match`` with ``$`` also accepts a trailing
+# newline, and ``${TOKEN}\n`` would put a newline into the substituted config.toml.
+_WHOLE_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DISCORD_ID_RE = re.compile(r"[0-9]{17,20}")
 # Slack ids: U/W (users), B (bots), C/G/D (channels); uppercase letters and digits.
-_SLACK_ID_RE = re.compile(r"^[A-Z][A-Z0-9]{2,}$")
-_CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+_SLACK_ID_RE = re.compile(r"[A-Z][A-Z0-9]{2,}")
 
 Preset = Literal["kiro", "claude", "codex", "gemini", "copilot", "opencode"]
 
@@ -136,7 +158,7 @@ def _not_a_number(value: object) -> object:
 
 
 def _discord_id(value: str) -> str:
-    if not _DISCORD_ID_RE.match(value):
+    if _DISCORD_ID_RE.fullmatch(value) is None:
         raise _error(
             "discord_id",
             f"{value!r} is not a Discord id",
@@ -146,7 +168,7 @@ def _discord_id(value: str) -> str:
 
 
 def _slack_id(value: str) -> str:
-    if not _SLACK_ID_RE.match(value):
+    if _SLACK_ID_RE.fullmatch(value) is None:
         raise _error(
             "slack_id",
             f"{value!r} is not a Slack id",
@@ -161,7 +183,7 @@ SlackId = Annotated[StrictStr, BeforeValidator(_not_a_number), AfterValidator(_s
 
 
 def _token_placeholder(value: str) -> str:
-    if not _WHOLE_PLACEHOLDER_RE.match(value):
+    if _WHOLE_PLACEHOLDER_RE.fullmatch(value) is None:
         # Never echo the value: it may be a real token.
         raise _error(
             "literal_secret",
@@ -176,7 +198,7 @@ TokenPlaceholder = Annotated[StrictStr, AfterValidator(_token_placeholder)]
 
 
 def _env_name(value: str) -> str:
-    if not _ENV_NAME_RE.match(value):
+    if _ENV_NAME_RE.fullmatch(value) is None:
         raise _error(
             "env_name",
             f"{value!r} is not an environment variable name",
@@ -295,8 +317,8 @@ class _ChatTable(_Table):
     allow_user_messages: AllowUserMessages | None = None
     max_bot_turns: StrictInt | None = Field(default=None, ge=1, le=1000)
     message_processing_mode: ProcessingMode | None = None
-    max_buffered_messages: StrictInt | None = Field(default=None, gt=0)
-    max_batch_tokens: StrictInt | None = Field(default=None, gt=0)
+    max_buffered_messages: StrictInt | None = Field(default=None, ge=1, le=10_000)
+    max_batch_tokens: StrictInt | None = Field(default=None, ge=1, le=10_000_000)
 
 
 _BotId = Annotated[
@@ -386,12 +408,16 @@ class GatewayConfig(_Table):
 class PoolConfig(_Table):
     """``[pool]``: agent sessions kept alive per bot."""
 
-    max_sessions: StrictInt | None = Field(default=None, ge=1, description="Default 10.")
-    session_ttl_hours: StrictInt | None = Field(default=None, ge=1, description="Default 4.")
-    prompt_hard_timeout_secs: StrictInt | None = Field(
-        default=None, ge=1, description="Default 1800."
+    max_sessions: StrictInt | None = Field(default=None, ge=1, le=1000, description="Default 10.")
+    session_ttl_hours: StrictInt | None = Field(
+        default=None, ge=1, le=8760, description="Default 4 (at most a year)."
     )
-    liveness_check_secs: StrictInt | None = Field(default=None, gt=0, description="Default 30.")
+    prompt_hard_timeout_secs: StrictInt | None = Field(
+        default=None, ge=1, le=86_400, description="Default 1800 (at most a day)."
+    )
+    liveness_check_secs: StrictInt | None = Field(
+        default=None, ge=1, le=3600, description="Default 30."
+    )
 
 
 class ReactionEmojis(_Table):
@@ -406,14 +432,18 @@ class ReactionEmojis(_Table):
     error: StrictStr | None = None
 
 
-class ReactionTiming(_Table):
-    """``[reactions.timing]``: milliseconds."""
+#: Upper bound of every ``[reactions.timing]`` value.
+_HOUR_MS = 3_600_000
 
-    debounce_ms: StrictInt | None = Field(default=None, ge=0)
-    stall_soft_ms: StrictInt | None = Field(default=None, ge=0)
-    stall_hard_ms: StrictInt | None = Field(default=None, ge=0)
-    done_hold_ms: StrictInt | None = Field(default=None, ge=0)
-    error_hold_ms: StrictInt | None = Field(default=None, ge=0)
+
+class ReactionTiming(_Table):
+    """``[reactions.timing]``: milliseconds, each at most an hour."""
+
+    debounce_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    stall_soft_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    stall_hard_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    done_hold_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
+    error_hold_ms: StrictInt | None = Field(default=None, ge=0, le=_HOUR_MS)
 
     @model_validator(mode="after")
     def _soft_before_hard(self) -> ReactionTiming:
@@ -452,14 +482,19 @@ class SttConfig(_Table):
 
 
 def _cron_schedule(value: str) -> str:
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
-        raise _error(
-            "cron_schedule",
-            f"{value!r} is not a 5-field cron expression",
-            "write minute hour day-of-month month day-of-week, e.g. '0 9 * * 1-5'",
-        )
+    try:
+        cronexpr.parse_cron(value)
+    except cronexpr.CronError as exc:
+        message = f"not a cron expression OpenAB accepts: {exc}"
+        raise _error("cron_schedule", message, exc.hint) from None
     return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        return cronexpr.check_timezone(value)
+    except cronexpr.CronError as exc:
+        raise _error("timezone", str(exc), exc.hint) from None
 
 
 class CronJob(_Table):
@@ -472,7 +507,9 @@ class CronJob(_Table):
     platform: Literal["discord", "slack", "gateway"] | None = None
     sender_name: StrictStr | None = None
     thread_id: Annotated[StrictStr, BeforeValidator(_not_a_number)] | None = None
-    timezone: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$")
+    timezone: Annotated[StrictStr, AfterValidator(_timezone)] | None = Field(
+        default=None, description="IANA time zone of the schedule (OpenAB's default: UTC)."
+    )
 
 
 class CronConfig(_Table):

@@ -28,20 +28,26 @@ Invariants
     - Rules real ECS enforces but the local emulator does not (``local-aws.md``) are checked here
       before anything is returned (:func:`check_task_definition`, :func:`check_service_request`):
       Fargate means ``awsvpc``; cpu/memory is a valid Fargate pair; an execution role exists
-      whenever secrets or awslogs need one; never a ``launchType`` together with a capacity
-      provider strategy; at most one copy of a bot (``maximumPercent`` 100); client tokens of at
-      most 36 printable ASCII characters.
+      whenever secrets or awslogs need one; a registration is at most 64 KiB as JSON; never a
+      ``launchType`` together with a capacity provider strategy; at most one copy of a bot
+      (``maximumPercent`` 100); client tokens of at most 36 printable ASCII characters.
     - :func:`task_definition_hash` covers everything of a registration except its tags, so two
       requests with the same hash register identical containers; the hash is also written as the
       ``oab.dev/content-hash`` tag so the controller can skip a registration ECS already holds.
 
-Roles
+Roles and the tenant boundary
     ``RenderContext.execution_role_arn`` / ``task_role_arn`` are templates formatted per agent
-    with ``{account}``, ``{namespace}`` and ``{name}`` (IAM is per agent); the manifest's
-    ``spec.platform.ecs.executionRole`` / ``taskRole`` override them verbatim. Either may be a
-    full role ARN or a bare role name: a name becomes ``arn:{partition}:iam::{account}:role/NAME``
-    when the context knows the account, and is passed through unchanged otherwise (ECS accepts a
-    short name for the task role; prefer ARNs or set ``account_id``).
+    with ``{account}``, ``{namespace}`` and ``{name}`` (IAM is per agent): the agent's *own*
+    roles. The manifest's ``spec.platform.ecs.executionRole`` / ``taskRole`` may override them
+    only with the own role of the same slot or a role on ``role_allowlist``; secrets must be the
+    agent's own or on ``secret_allowlist``; ``bootstrapFrom`` may not point under a control-plane
+    prefix (:mod:`oab.controller.tenancy`). A refusal is a :class:`RenderError` with reason
+    ``PolicyViolation``: ``oabctl apply`` reports it (:func:`preflight`) and the controller parks
+    the agent. Either role may be a full ARN or a bare name: a name becomes
+    ``arn:{partition}:iam::{account}:role/NAME`` when the context knows the account, and is
+    passed through unchanged otherwise (ECS accepts a short name for the task role; prefer ARNs
+    or set ``account_id``). Role names longer than IAM's 64 characters (typically a long
+    namespace and name in a template) are refused, as is a registration over ECS's 64 KiB.
 
 Time model
     None: rendering reads no clock. The generation comes from the manifest (an unapplied manifest
@@ -62,13 +68,15 @@ from typing import Any, Final, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from oab.controller import agent
+from oab.controller import agent, tenancy
 from oab.controller.api import FARGATE_MEMORY, AgentKey, OABService, SsmSecret, ecs_name
 from oab.controller.errors import TerminalError
 
 __all__ = [
     "CONTENT_HASH_TAG",
     "DEFAULT_LOG_GROUP",
+    "POLICY_VIOLATION",
+    "TASK_DEFINITION_MAX_BYTES",
     "RenderContext",
     "RenderError",
     "RenderedAgent",
@@ -78,6 +86,7 @@ __all__ = [
     "check_task_definition",
     "example_client_token",
     "family",
+    "preflight",
     "render_agent",
     "render_config_toml",
     "render_create_service",
@@ -100,28 +109,48 @@ DEFAULT_LOG_GROUP: Final = "/oab/agents"
 #: ECS caps ``clientToken`` at 36 ASCII characters in the range 33-126.
 CLIENT_TOKEN_MAX: Final = 36
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_LOG_GROUP_RE = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_SG_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_ROLE_NAME_RE = re.compile(r"^[\w+=,.@-]{1,64}$")
+# Applied with ``fullmatch`` (``match`` with ``$`` would accept a trailing newline).
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CLUSTER_RE = re.compile(
+    r"[A-Za-z0-9_-]{1,255}|arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:cluster/[A-Za-z0-9_-]{1,255}"
+)
+_LOG_GROUP_RE = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
+_SUBNET_RE = re.compile(r"subnet-[0-9a-f]{8,17}")
+_SG_RE = re.compile(r"sg-[0-9a-f]{8,17}")
 _TEMPLATE_FIELDS = ("account", "namespace", "name")
+_ROLE_NAME_CHARS = re.compile(r"[\w+=,.@-]+")
 
 
 class RenderError(TerminalError):
     """The service cannot be rendered into a request ECS would accept. Not retryable.
 
-    ``field`` names what is wrong (a request field path or a context/manifest field).
+    ``field`` names what is wrong: a manifest field path (``spec.platform.ecs.taskRole``,
+    ``metadata.name``) when the manifest can fix it, else a request or context field. ``hint``
+    says what to write instead. ``reason`` is ``RenderFailed``, or ``PolicyViolation`` when the
+    manifest reaches outside its tenant boundary (:mod:`oab.controller.tenancy`).
     """
 
     reason = "RenderFailed"
 
-    def __init__(self, message: str, *, field: str = "") -> None:
-        super().__init__(f"{field}: {message}" if field else message)
+    def __init__(
+        self, message: str, *, field: str = "", hint: str | None = None, reason: str | None = None
+    ) -> None:
+        text = f"{field}: {message}" if field else message
+        super().__init__(f"{text}; {hint}" if hint else text, reason=reason)
         self.field = field
+        self.problem = message
+        self.hint = hint
+
+
+#: The reason of a :class:`RenderError` raised for a tenant-boundary refusal.
+POLICY_VIOLATION: Final = "PolicyViolation"
+#: ECS refuses a ``RegisterTaskDefinition`` request larger than this (bytes of its JSON).
+TASK_DEFINITION_MAX_BYTES: Final = 64 * 1024
+
+
+def _policy_error(refusal: tenancy.Refusal, field: str) -> RenderError:
+    return RenderError(refusal.message, field=field, hint=refusal.hint, reason=POLICY_VIOLATION)
 
 
 class RenderContext(BaseModel):
@@ -175,32 +204,46 @@ class RenderContext(BaseModel):
     cpu_architecture: Literal["X86_64", "ARM64"] = Field(
         default="X86_64", description="runtimePlatform.cpuArchitecture; images must match."
     )
+    role_allowlist: tuple[str, ...] = Field(
+        default=(),
+        description="ARN globs of roles any agent may name in platform.ecs.executionRole/taskRole "
+        "besides its own (see oab.controller.tenancy); empty = only its own.",
+    )
+    secret_allowlist: tuple[str, ...] = Field(
+        default=(),
+        description="ARN globs of secrets any agent may reference besides its own paths.",
+    )
+    account_known: bool = Field(
+        default=True,
+        description="False when account_id is a stand-in (oabctl without the account setting): "
+        "ARNs are then rendered with it but their account is not compared by the tenant checks.",
+    )
 
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION_RE.match(value):
+        if _REGION_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an AWS region (e.g. eu-west-1)")
         return value
 
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not _BUCKET_RE.match(value):
+        if _BUCKET_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an S3 bucket name")
         return value
 
     @field_validator("cluster")
     @classmethod
     def _cluster(cls, value: str) -> str:
-        if not (_CLUSTER_RE.match(value) or value.startswith("arn:")):
+        if _CLUSTER_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not an ECS cluster name or ARN")
         return value
 
     @field_validator("log_group")
     @classmethod
     def _log_group(cls, value: str) -> str:
-        if not _LOG_GROUP_RE.match(value):
+        if _LOG_GROUP_RE.fullmatch(value) is None:
             raise ValueError(f"{value!r} is not a CloudWatch log group name")
         return value
 
@@ -215,11 +258,21 @@ class RenderContext(BaseModel):
             ) from exc
         return value
 
+    @field_validator("role_allowlist")
+    @classmethod
+    def _role_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tenancy.check_allowlist("role", value)
+
+    @field_validator("secret_allowlist")
+    @classmethod
+    def _secret_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tenancy.check_allowlist("secret", value)
+
     @field_validator("default_subnets")
     @classmethod
     def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if not _SUBNET_RE.match(item):
+            if _SUBNET_RE.fullmatch(item) is None:
                 raise ValueError(f"{item!r} is not a subnet id")
         return value
 
@@ -227,7 +280,7 @@ class RenderContext(BaseModel):
     @classmethod
     def _security_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            if not _SG_RE.match(item):
+            if _SG_RE.fullmatch(item) is None:
                 raise ValueError(f"{item!r} is not a security group id")
         return value
 
@@ -239,6 +292,18 @@ class RenderContext(BaseModel):
         if self.region.startswith("us-gov-"):
             return "aws-us-gov"
         return "aws"
+
+    @property
+    def policy(self) -> tenancy.TenantPolicy:
+        """The tenant boundary these settings draw (:mod:`oab.controller.tenancy`)."""
+        return tenancy.TenantPolicy(
+            partition=self.partition,
+            region=self.region,
+            account=self.account_id if self.account_known else None,
+            bucket=self.bucket,
+            role_allowlist=self.role_allowlist,
+            secret_allowlist=self.secret_allowlist,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,30 +375,95 @@ def _format_role(template: str, ctx: RenderContext, svc: OABService, field: str)
     )
 
 
-def _role_arn(value: str, ctx: RenderContext, field: str) -> str:
+def _role_arn(value: str, ctx: RenderContext, field: str, *, template: str = "") -> str:
+    """``value`` (an ARN or a bare name) as the role ARN to send, checking IAM's limits.
+
+    ``template`` names the context template ``value`` came from (empty for a manifest value).
+    """
     if value.startswith("arn:"):
-        if not _ROLE_ARN_RE.match(value):
+        role = tenancy.parse_role_arn(value)
+        if role is None:
             raise RenderError(f"{value!r} is not an IAM role ARN", field=field)
-        return value
-    if not _ROLE_NAME_RE.match(value):
-        raise RenderError(f"{value!r} is not an IAM role name or ARN", field=field)
-    if ctx.account_id is None:
+        name, path = role.name, role.path
+    else:
+        name, path = value, "/"
+        if _ROLE_NAME_CHARS.fullmatch(value) is None:
+            raise RenderError(f"{value!r} is not an IAM role name or ARN", field=field)
+    if len(name) > tenancy.ROLE_NAME_MAX:
+        setting = template.removesuffix("_arn")
+        origin = f" (from the {setting} template)" if template else ""
+        hint = (
+            "shorten metadata.namespace and metadata.name together, or ask the platform team "
+            f"for a shorter {setting} template"
+            if template
+            else "IAM role names are at most 64 characters: name a shorter role"
+        )
+        raise RenderError(
+            f"IAM role name {name!r}{origin} is {len(name)} characters; IAM allows at most "
+            f"{tenancy.ROLE_NAME_MAX}",
+            field="metadata.name" if template else field,
+            hint=hint,
+        )
+    if len(path) > tenancy.ROLE_PATH_MAX:
+        raise RenderError(
+            f"the IAM role path of {value!r} is longer than {tenancy.ROLE_PATH_MAX} characters",
+            field=field,
+        )
+    if value.startswith("arn:") or ctx.account_id is None:
         return value
     return f"arn:{ctx.partition}:iam::{ctx.account_id}:role/{value}"
 
 
+def _role(
+    override: str | None,
+    template: str,
+    *,
+    svc: OABService,
+    ctx: RenderContext,
+    setting: str,
+    field: str,
+    slot: str,
+) -> str:
+    own_text = _format_role(template, ctx, svc, setting)
+    if override is None:
+        return _role_arn(own_text, ctx, setting, template=setting)
+    role = _role_arn(override, ctx, field)
+    # The agent's own role (the template's) is resolved even when overridden: the override is
+    # accepted only if it is that role or on the platform's allow-list (tenancy). An agent whose
+    # template name exceeds IAM's limit has no own role in this slot, only allow-listed ones.
+    try:
+        own: str | None = _role_arn(own_text, ctx, setting, template=setting)
+    except RenderError:
+        own = None
+    meta = svc.metadata
+    refusal = ctx.policy.role_refusal(
+        role, own=own, slot=slot, namespace=meta.namespace, name=meta.name
+    )
+    if refusal is not None:
+        raise _policy_error(refusal, field)
+    return role
+
+
 def _roles(svc: OABService, ctx: RenderContext) -> tuple[str, str]:
     ecs = svc.spec.effective_ecs()
-    if ecs.execution_role is not None:
-        execution = _role_arn(ecs.execution_role, ctx, "spec.platform.ecs.executionRole")
-    else:
-        raw = _format_role(ctx.execution_role_arn, ctx, svc, "execution_role_arn")
-        execution = _role_arn(raw, ctx, "execution_role_arn")
-    if ecs.task_role is not None:
-        task = _role_arn(ecs.task_role, ctx, "spec.platform.ecs.taskRole")
-    else:
-        raw = _format_role(ctx.task_role_arn, ctx, svc, "task_role_arn")
-        task = _role_arn(raw, ctx, "task_role_arn")
+    execution = _role(
+        ecs.execution_role,
+        ctx.execution_role_arn,
+        svc=svc,
+        ctx=ctx,
+        setting="execution_role_arn",
+        field="spec.platform.ecs.executionRole",
+        slot="execution",
+    )
+    task = _role(
+        ecs.task_role,
+        ctx.task_role_arn,
+        svc=svc,
+        ctx=ctx,
+        setting="task_role_arn",
+        field="spec.platform.ecs.taskRole",
+        slot="task",
+    )
     return execution, task
 
 
@@ -358,6 +488,25 @@ def _mount() -> list[dict[str, Any]]:
     return [
         {"sourceVolume": agent.SHARED_VOLUME, "containerPath": agent.SHARED_DIR, "readOnly": False}
     ]
+
+
+def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
+    """Refuse secrets outside the agent's own paths and a bootstrapFrom in the control plane."""
+    policy, meta, spec = ctx.policy, svc.metadata, svc.spec
+    for i, secret in enumerate(spec.secrets):
+        if isinstance(secret, SsmSecret):
+            source, reference, key = "ssm", secret.path, "path"
+        else:
+            source, reference, key = "secretsmanager", secret.arn, "arn"
+        refusal = policy.secret_refusal(
+            source=source, reference=reference, namespace=meta.namespace, name=meta.name
+        )
+        if refusal is not None:
+            raise _policy_error(refusal, f"spec.secrets[{i}].{key}")
+    if spec.bootstrap_from is not None:
+        refusal = policy.bootstrap_refusal(spec.bootstrap_from)
+        if refusal is not None:
+            raise _policy_error(refusal, "spec.bootstrapFrom")
 
 
 def _secrets(svc: OABService) -> list[dict[str, str]]:
@@ -451,6 +600,7 @@ def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any
     Raises :class:`RenderError` if a role cannot be resolved or a rule ECS enforces would fail.
     """
     spec, meta = svc.spec, svc.metadata
+    _check_tenancy(svc, ctx)
     execution, task = _roles(svc, ctx)
     request: dict[str, Any] = {
         "family": family(meta.namespace, meta.name),
@@ -481,8 +631,17 @@ def check_task_definition(request: Mapping[str, Any]) -> None:
     """Refuse a ``RegisterTaskDefinition`` request real ECS would reject but the emulator takes.
 
     Fargate needs ``awsvpc`` and a valid cpu/memory pair; ``secrets`` and the ``awslogs`` driver
-    need an execution role.
+    need an execution role; the request is at most :data:`TASK_DEFINITION_MAX_BYTES` as JSON.
     """
+    size = len(json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > TASK_DEFINITION_MAX_BYTES:
+        raise RenderError(
+            f"the task definition is {size} bytes as JSON; ECS accepts at most "
+            f"{TASK_DEFINITION_MAX_BYTES}",
+            field="spec",
+            hint="shorten spec.env values and the secret list (large data belongs in the "
+            "bootstrap archive, not in the task definition)",
+        )
     if "FARGATE" in request.get("requiresCompatibilities", []):
         if request.get("networkMode") != "awsvpc":
             raise RenderError("Fargate tasks need networkMode awsvpc", field="networkMode")
@@ -737,3 +896,15 @@ def render_agent(svc: OABService, ctx: RenderContext) -> RenderedAgent:
         create_service=create,
         update_service=update,
     )
+
+
+def preflight(svc: OABService, ctx: RenderContext) -> None:
+    """Everything ``oabctl apply`` can check of ``svc`` without AWS; raises :class:`RenderError`.
+
+    Renders the task definition (roles and their IAM limits, the tenant boundary of roles,
+    secrets and ``bootstrapFrom``, the 64 KiB limit, botocore's ECS model) and ``config.toml``,
+    exactly as the controller will. Service requests are left out: their default networking comes
+    from the cluster profile, which ``apply`` does not read (the controller checks them).
+    """
+    validate_request("RegisterTaskDefinition", render_task_definition(svc, ctx))
+    render_config_toml(svc)

@@ -22,6 +22,7 @@ The file holds named profiles and optionally which one is the default::
     cluster = "oab"
     subnets = ["subnet-0abc"]
     security_groups = ["sg-0abc"]
+    role_allowlist = ["arn:aws:iam::{account}:role/oab/{namespace}/shared-exec"]
 
 The profile is chosen by ``--profile`` > ``OAB_PROFILE`` > ``default_profile`` > ``"default"``;
 a profile that is named explicitly but missing from the file is an error, the implicit
@@ -44,10 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from oab.controller.errors import OabError
 from oab.controller.tables import TableNames
+from oab.controller.tenancy import check_allowlist
 
 __all__ = [
     "CONFIG_ENV",
     "ENV_VARS",
+    "LIST_FIELDS",
     "Settings",
     "SettingsError",
     "config_path",
@@ -72,9 +75,12 @@ ENV_VARS: Mapping[str, tuple[str, ...]] = {
     "security_groups": ("OAB_SECURITY_GROUPS",),
     "account": ("OAB_ACCOUNT",),
     "agent_log_group": ("OAB_AGENT_LOG_GROUP",),
+    "role_allowlist": ("OAB_ROLE_ALLOWLIST",),
+    "secret_allowlist": ("OAB_SECRET_ALLOWLIST",),
 }
 
-_LIST_FIELDS = frozenset({"subnets", "security_groups"})
+#: Settings that are lists; in the environment they are comma-separated.
+LIST_FIELDS = frozenset({"subnets", "security_groups", "role_allowlist", "secret_allowlist"})
 
 
 class SettingsError(OabError):
@@ -145,6 +151,17 @@ class Settings(BaseModel):
     security_groups: tuple[str, ...] = Field(
         default=(), description="Default security groups; empty = those recorded by init."
     )
+    role_allowlist: tuple[str, ...] = Field(
+        default=(),
+        description="ARN globs of shared roles a manifest may name in platform.ecs.executionRole/"
+        "taskRole besides the agent's own; {partition} {region} {account} {namespace} {name}. "
+        "Empty = only the agent's own roles (the tenant boundary, README 'Security model').",
+    )
+    secret_allowlist: tuple[str, ...] = Field(
+        default=(),
+        description="ARN globs of shared secrets a manifest may reference besides the agent's own "
+        "/oab/{ns}/{name}/ (SSM) and oab/{ns}/{name}/ (Secrets Manager) paths; same placeholders.",
+    )
 
     @field_validator("execution_role", "task_role")
     @classmethod
@@ -156,6 +173,16 @@ class Settings(BaseModel):
                 f"only {{account}}, {{namespace}} and {{name}} may appear in a role template: {exc}"
             ) from exc
         return value
+
+    @field_validator("role_allowlist")
+    @classmethod
+    def _role_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_allowlist("role", value)
+
+    @field_validator("secret_allowlist")
+    @classmethod
+    def _secret_allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_allowlist("secret", value)
 
     @property
     def tables(self) -> TableNames:
@@ -210,7 +237,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             if raw:
                 values[field_name] = (
                     tuple(p.strip() for p in raw.split(",") if p.strip())
-                    if field_name in _LIST_FIELDS
+                    if field_name in LIST_FIELDS
                     else raw
                 )
                 break

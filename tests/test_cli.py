@@ -126,6 +126,12 @@ def test_invalid_file_writes_nothing_and_names_file_and_field(
 def test_agent_whose_ecs_name_is_taken_is_refused_with_file_and_field(
     aws: AWS, ready: dict[str, str], tmp_path: Path
 ) -> None:
+    # The example's secrets belong to default/kiro-reviewer: let the renamed copies use them.
+    shared = (
+        "arn:aws:ssm:*:*:parameter/oab/default/kiro-reviewer/*,"
+        "arn:aws:secretsmanager:*:*:secret:oab/default/kiro-reviewer/*"
+    )
+    ready = {**ready, "OAB_SECRET_ALLOWLIST": shared}
     first = _kiro() | {"metadata": {"name": "b-c", "namespace": "a"}}
     assert oabctl("apply", "-f", "-", stdin=yaml.safe_dump(first), env=ready).code == 0
     rival = _kiro() | {"metadata": {"name": "c", "namespace": "a-b"}}

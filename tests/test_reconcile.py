@@ -287,6 +287,7 @@ def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
     # Two creations that raced past the store's check: a-b/c is stored next to a/b-c.
     body = s3.get_object(Bucket="oab-control-plane", Key="manifests/a/b-c.yaml")["Body"].read()
     rival_body = body.replace(b"name: b-c", b"name: c").replace(b"namespace: a", b"namespace: a-b")
+    rival_body = rival_body.replace(b"/oab/a/b-c/", b"/oab/a-b/c/")  # its own secret path
     s3.put_object(Bucket="oab-control-plane", Key="manifests/a-b/c.yaml", Body=rival_body)
     rival_req = replace(owner_req, key=AgentKey("a-b/c"), token="t-rival", run_id="r2")
     log = CallLog()

@@ -14,6 +14,7 @@ local emulator would accept it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import tomllib
@@ -63,6 +64,13 @@ CTX = RenderContext(
     account_id="123456789012",
     default_subnets=("subnet-0ddd0000", "subnet-0ccc0000"),
     default_security_groups=("sg-0eee0000",),
+    # The fixtures' shared roles and secret (tests/test_model_tenancy.py covers the boundary).
+    role_allowlist=(
+        "arn:aws:iam::{account}:role/custom-exec",
+        "arn:aws:iam::210987654321:role/custom-task",
+        "arn:aws:iam::{account}:role/other-task",
+    ),
+    secret_allowlist=("arn:aws:secretsmanager:{region}:{account}:secret:oab/gw-*",),
 )
 
 FAKE_TOKEN = "xoxb-000000000000-FAKE-SECRET-do-not-leak"
@@ -273,13 +281,14 @@ def test_config_toml_round_trips(svc: OABService) -> None:
 def test_secrets_reach_config_only_as_placeholders() -> None:
     svc = _service(
         _manifest(
-            env={"SIGNING_HINT": FAKE_TOKEN},
+            env={"SIGNING_HINT": "plain-value"},
             secrets=[
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/default/bot/token"},
                 {
                     "name": "ANTHROPIC_API_KEY",
                     "source": "secretsmanager",
-                    "arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:sk-FAKE-AbCdEf",
+                    "arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+                    "oab/default/bot/sk-FAKE-AbCdEf",
                 },
             ],
         )
@@ -287,7 +296,7 @@ def test_secrets_reach_config_only_as_placeholders() -> None:
     text = render_config_toml(svc)
     data = tomllib.loads(text)
     assert data["discord"]["bot_token"] == "${DISCORD_BOT_TOKEN}"
-    assert FAKE_TOKEN not in text
+    assert "plain-value" not in text
     assert "/oab/default/bot/token" not in text
     assert "sk-FAKE" not in text
     # The agent CLI needs its API key (its environment is cleared) but not the bot token.
@@ -302,8 +311,12 @@ def test_secrets_reach_config_only_as_placeholders() -> None:
 def test_a_literal_token_never_gets_to_the_renderer() -> None:
     doc = _manifest()
     doc["spec"]["config"]["discord"]["bot_token"] = FAKE_TOKEN
-    with pytest.raises(ValueError, match="placeholder") as info:
+    with pytest.raises(ValueError, match="looks like a Slack token") as info:
         parse_document(doc)
+    assert FAKE_TOKEN not in str(info.value)
+    # Nor in plain env, where it used to reach the task definition in plaintext.
+    with pytest.raises(ValueError, match=r"spec\.env\.SIGNING_HINT") as info:
+        parse_document(_manifest(env={"SIGNING_HINT": FAKE_TOKEN}))
     assert FAKE_TOKEN not in str(info.value)
 
 
@@ -363,7 +376,18 @@ def test_task_definition_follows_the_startup_design() -> None:
     assert tags["oab.dev/namespace"] == "default"
     assert tags["oab.dev/name"] == "bot"
     assert tags["oab.dev/generation"] == "3"
-    assert tags[CONTENT_HASH_TAG] == task_definition_hash(td)
+
+    # The content-hash tag is the sha256 of exactly what is registered apart from the tags,
+    # computed here independently of the renderer (canonical JSON: sorted keys, no spaces).
+    def canonical_sha256(request: dict[str, Any]) -> str:
+        body = {k: v for k, v in request.items() if k != "tags"}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert tags[CONTENT_HASH_TAG] == canonical_sha256(td)
+    changed = copy.deepcopy(td)
+    changed["containerDefinitions"][2]["environment"].append({"name": "X", "value": "1"})
+    assert canonical_sha256(changed) != tags[CONTENT_HASH_TAG]
 
 
 def test_no_bootstrap_means_no_bootstrap_variable() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
 from oab.controller.settings import Settings, SettingsError, config_path, load_settings
 
 FILE = """
@@ -122,3 +123,35 @@ def test_role_templates_are_validated_and_formatted() -> None:
 def test_remote_endpoint_is_not_local() -> None:
     assert not Settings(endpoint="https://s3.example.com").is_local
     assert not Settings().is_local
+
+
+ROLE_GLOB = "arn:aws:iam::{account}:role/oab/{namespace}/shared-*"
+SECRET_GLOB = "arn:aws:ssm:{region}:{account}:parameter/oab/shared/*"
+
+
+def test_allow_lists_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(f'[profiles.default]\nrole_allowlist = ["{ROLE_GLOB}"]\n')
+    assert load_settings(env={}, path=path).role_allowlist == (ROLE_GLOB,)
+    env = {"OAB_ROLE_ALLOWLIST": f" {ROLE_GLOB} , ", "OAB_SECRET_ALLOWLIST": SECRET_GLOB}
+    s = load_settings(env=env, path=tmp_path / "none")
+    assert (s.role_allowlist, s.secret_allowlist) == ((ROLE_GLOB,), (SECRET_GLOB,))
+    daemon = load_daemon_settings(env=env)
+    assert (daemon.role_allowlist, daemon.secret_allowlist) == ((ROLE_GLOB,), (SECRET_GLOB,))
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("OAB_ROLE_ALLOWLIST", "*"),
+        ("OAB_ROLE_ALLOWLIST", SECRET_GLOB),
+        ("OAB_SECRET_ALLOWLIST", ROLE_GLOB),
+        ("OAB_ROLE_ALLOWLIST", "arn:aws:iam::{acct}:role/x"),
+    ],
+)
+def test_bad_allow_list_entries_name_the_setting(tmp_path: Path, var: str, value: str) -> None:
+    field = var.removeprefix("OAB_").lower()
+    with pytest.raises(SettingsError, match=field):
+        load_settings(env={var: value}, path=tmp_path / "none")
+    with pytest.raises(DaemonSettingsError, match=field):
+        load_daemon_settings(env={var: value})
