@@ -70,6 +70,7 @@ __all__ = [
     "Cursor",
     "agent_key_of",
     "current_trace_context",
+    "is_agent_key",
     "shard_of",
 ]
 
@@ -99,6 +100,11 @@ class ChangeLogError(OabError):
 def shard_of(key: str, *, shards: int = SHARDS) -> int:
     """Stable shard of an object key (crc32, not ``hash()``, which differs per process)."""
     return zlib.crc32(key.encode()) % shards
+
+
+def is_agent_key(key: str) -> bool:
+    """Whether ``key`` is ``{namespace}/{name}`` of DNS labels (the only keys of a work unit)."""
+    return agent_key_of(f"manifests/{key}.yaml") is not None
 
 
 def agent_key_of(object_key: str) -> str | None:
