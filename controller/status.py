@@ -261,6 +261,17 @@ class AgentStatus:
         }
 
 
+def unreadable_json(key: str, problem: UnreadableItem) -> dict[str, Any]:
+    """What ``oabctl`` shows for a status item that does not decode: phase ``Unknown``, reason
+    ``CorruptStatus`` and the problem, in the shape of :meth:`AgentStatus.to_json`."""
+    return {
+        **AgentStatus(key=key).to_json(),
+        "phase": "Unknown",
+        "reason": problem.reason,
+        "lastError": str(problem),
+    }
+
+
 def status_key(key: str) -> dict[str, dict[str, str]]:
     """DynamoDB key of an agent's status item."""
     return {"pk": {"S": f"agent#{key}"}, "sk": {"S": "status"}}

@@ -164,11 +164,20 @@ class UnreadableRow:
     guard: Mapping[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The operator view (``oabctl queue -o json``): state ``corrupt`` and the problem."""
+        """The operator view (``oabctl queue -o json``, the keys of :meth:`Row.as_json`): state
+        ``corrupt`` and the problem as the last error."""
         return {
             "key": self.key,
             "state": "corrupt",
             "generation": self.generation,
+            "token": None,
+            "reason": None,
+            "attempts": None,
+            "ready_at": None,
+            "owner": None,
+            "claim_deadline": None,
+            "dirty": False,
+            "completed_generation": None,
             "last_error": f"CorruptRow: {self.problem}",
         }
 
