@@ -47,6 +47,7 @@ left to the full resync.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import zlib
@@ -59,6 +60,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.errors import OabError
 from oab.controller.stored import TRACE_CONTEXT_BYTES, Attributes, UnreadableItem
+from oab.controller.telemetry import instruments
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LOOKBACK_MS",
@@ -168,7 +172,10 @@ class ChangeLog:
         wall_clock: Callable[[], float] = time.time,
         retention_seconds: int = RETENTION_SECONDS,
         lookback_ms: int = LOOKBACK_MS,
+        on_unreadable: Callable[[UnreadableItem], None] | None = None,
     ) -> None:
+        """``on_unreadable`` receives each record that does not decode (default: logged and
+        counted in ``oab.poison.items{oab.table=state, oab.kind=change}``)."""
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self._ddb = dynamodb
@@ -177,6 +184,7 @@ class ChangeLog:
         self._clock = wall_clock
         self._retention = retention_seconds
         self._lookback = lookback_ms
+        self._on_unreadable = on_unreadable or report_unreadable
 
     @property
     def shards(self) -> int:
@@ -221,16 +229,11 @@ class ChangeLog:
             raise ChangeLogError(f"cannot record change of {key}: {exc}") from exc
         return change
 
-    def read_since(
-        self,
-        cursor: Cursor | None = None,
-        *,
-        on_unreadable: Callable[[UnreadableItem], None] | None = None,
-    ) -> tuple[list[Change], Cursor]:
+    def read_since(self, cursor: Cursor | None = None) -> tuple[list[Change], Cursor]:
         """Every change after ``cursor`` over all shards, oldest first, and the next cursor.
 
         ``None`` reads everything still retained. A record that does not decode is left out and
-        passed to ``on_unreadable`` once (the cursor remembers it like a returned one).
+        reported once (the log's ``on_unreadable``; the cursor remembers it like a returned one).
         """
         cursor = cursor or Cursor()
         changes: list[Change] = []
@@ -247,8 +250,7 @@ class ChangeLog:
                     continue
                 if isinstance(found, UnreadableItem):
                     bad.add(sk)
-                    if on_unreadable is not None:
-                        on_unreadable(found)
+                    self._on_unreadable(found)
                 else:
                     fresh.append(found)
             changes.extend(fresh)
@@ -288,6 +290,12 @@ class ChangeLog:
                 kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise ChangeLogError(f"cannot read change shard {shard}: {exc}") from exc
+
+
+def report_unreadable(exc: UnreadableItem) -> None:
+    """The default report of an unreadable change record: a warning and the poison counter."""
+    instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "change"})
+    log.warning("skipped an unreadable change record: %s", exc)
 
 
 def _stamp_of(sort_key: str) -> int:

@@ -211,7 +211,7 @@ class Scheduler:
         skipped (the others go on); a retryable failure ends the poll, and the same changes
         are read again next time (enqueue is idempotent).
         """
-        found, nxt = self._changes.read_since(cursor, on_unreadable=self._unreadable_change)
+        found, nxt = self._changes.read_since(cursor)  # unreadable records: reported by the log
         for change in found:
             key = agent_key_of(change.key)
             if key is None:
@@ -226,11 +226,6 @@ class Scheduler:
                 carrier=change.trace_context,
             )
         return nxt
-
-    @staticmethod
-    def _unreadable_change(exc: UnreadableItem) -> None:
-        instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "change"})
-        log.warning("skipped an unreadable change record: %s", exc)
 
     def _enqueue_or_skip(
         self,
