@@ -280,7 +280,7 @@ class ChangeLog:
             while True:
                 resp = self._ddb.query(**kwargs)
                 for item in resp.get("Items", []):
-                    sk = str(item.get("sk", {}).get("S", ""))
+                    sk = _key_text(item, "sk")
                     try:
                         out.append((sk, _from_item(item)))
                     except UnreadableItem as exc:
@@ -290,6 +290,13 @@ class ChangeLog:
                 kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise ChangeLogError(f"cannot read change shard {shard}: {exc}") from exc
+
+
+def _key_text(item: Mapping[str, Any], name: str) -> str:
+    """A key attribute's string (DynamoDB enforces its type; "" if it were ever otherwise)."""
+    value = item.get(name)
+    text = value.get("S") if isinstance(value, Mapping) else None
+    return text if isinstance(text, str) else ""
 
 
 def report_unreadable(exc: UnreadableItem) -> None:
@@ -306,11 +313,10 @@ def _stamp_of(sort_key: str) -> int:
 
 def _from_item(item: Mapping[str, Any]) -> Change:
     """Decode one record; raises :class:`UnreadableItem` (reason ``CorruptChangeRecord``)."""
-    sk = item.get("sk", {})
     a = Attributes(
         item,
         table="state",
-        item=f"changes/{sk.get('S', '?') if isinstance(sk, Mapping) else '?'}",
+        item=f"changes/{_key_text(item, 'sk') or '?'}",
         reason="CorruptChangeRecord",
     )
     key = a.s("key", required=True, budget=512)

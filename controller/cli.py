@@ -519,7 +519,8 @@ def _read_units(ctx: Context, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]
         while request:
             resp = ddb.batch_get_item(RequestItems=request)
             for item in resp.get("Responses", {}).get(tables.state, []):
-                key = by_pk.get(str(item.get("pk", {}).get("S", "")))
+                pk = item.get("pk")
+                key = by_pk.get(str(pk.get("S", ""))) if isinstance(pk, Mapping) else None
                 if key is None:
                     continue
                 try:

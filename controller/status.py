@@ -403,8 +403,9 @@ def scan_statuses(
             except UnreadableItem as exc:
                 if on_unreadable is None:
                     raise
-                pk = item.get("pk", {}).get("S", "")
-                on_unreadable(str(pk).removeprefix("agent#") if isinstance(pk, str) else "", exc)
+                pk = item.get("pk")
+                name = pk.get("S") if isinstance(pk, Mapping) else None
+                on_unreadable(name.removeprefix("agent#") if isinstance(name, str) else "", exc)
                 continue
             out[status.key] = status
         if "LastEvaluatedKey" not in resp:
@@ -531,7 +532,7 @@ class AuditRecord:
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> AuditRecord:
         """Parse a stored run-log row; raises :class:`UnreadableItem` (``CorruptAuditRow``)."""
-        pk, seq = item.get("pk", {}), item.get("seq", {})
+        pk, seq = item.get("pk"), item.get("seq")
         a = Attributes(
             item,
             table="runlog",
@@ -549,7 +550,7 @@ class AuditRecord:
             if phase is not None and phase not in PHASES:
                 raise a.error(name, f"{phase!r} is not one of {', '.join(PHASES)}")
         calls: list[AwsCall] = []
-        for raw in a.objects("calls"):
+        for raw in a.objects("calls", budget=AUDIT_CALLS_BYTES):
             fields = {f: raw.get(f, "") for f in ("action", "target", "result", "requestId")}
             if not all(isinstance(v, str) for v in fields.values()):
                 raise a.error("calls", "a call field is not a string")

@@ -260,9 +260,9 @@ class Attributes:
             raise self.error(name, "expected a JSON object of strings")
         return {clip(k, budget): clip(v, budget) for k, v in value.items()}
 
-    def objects(self, name: str) -> list[dict[str, Any]]:
-        """A JSON list of objects."""
-        value = self.json(name, default=[])
+    def objects(self, name: str, *, budget: int = STATUS_JSON_BYTES) -> list[dict[str, Any]]:
+        """A JSON list of objects (of at most ``budget`` bytes)."""
+        value = self.json(name, default=[], budget=budget)
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise self.error(name, "expected a JSON list of objects")
         return value

@@ -475,7 +475,8 @@ class DynamoStore:
             for item in resp.get("Items", []):
                 # Every item under sort key "unit" is a work unit: one without a state is an
                 # unreadable one, not someone else's item.
-                if item.get("sk", {}).get("S") == SORT_KEY:
+                sk = item.get("sk")
+                if isinstance(sk, Mapping) and sk.get("S") == SORT_KEY:
                     yield decode(item)
             if "LastEvaluatedKey" not in resp:
                 return
