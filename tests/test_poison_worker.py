@@ -293,7 +293,7 @@ def test_a_corrupt_status_is_parked_shown_and_repaired_by_deleting_it(
     assert after.audit_seq > before.audit_seq
 
 
-def test_a_corrupt_queue_row_is_quarantined_by_a_claim_shown_and_retried(
+def test_a_corrupt_queue_row_is_quarantined_shown_and_retried(
     env: dict[str, str], reader: InMemoryMetricReader
 ) -> None:
     settings = replica_settings(env["AWS_ENDPOINT_URL"], bucket=env["OAB_BUCKET"])
