@@ -589,22 +589,23 @@ def _leader(ctx: Context) -> int:
         ctx.args.lease,
         clock=_WallClock(ctx.wall_clock),
     )
+    # ``.get``: a lease item that does not decode is described with fewer fields, not a crash.
     columns = [
-        out.Column("LEASE", lambda i: i["lease"]),
-        out.Column("HOLDER", lambda i: i["holder"]),
-        out.Column("EPOCH", lambda i: i["epoch"]),
+        out.Column("LEASE", lambda i: i.get("lease")),
+        out.Column("HOLDER", lambda i: i.get("holder")),
+        out.Column("EPOCH", lambda i: i.get("epoch")),
         out.Column(
             "RENEWED",
-            lambda i: None if i["renewed_age_s"] is None else f"{i['renewed_age_s']:.1f}s ago",
+            lambda i: None if i.get("renewed_age_s") is None else f"{i['renewed_age_s']:.1f}s ago",
         ),
         out.Column(
             "DURATION",
-            lambda i: None if i["lease_duration_s"] is None else f"{i['lease_duration_s']:g}s",
+            lambda i: None if i.get("lease_duration_s") is None else f"{i['lease_duration_s']:g}s",
         ),
-        out.Column("RENEWED-AT", lambda i: i["renewed_at"], wide_only=True),
-        out.Column("ACQUIRED-AT", lambda i: i["acquired_at"], wide_only=True),
-        out.Column("TRANSITIONS", lambda i: i["transitions"], wide_only=True),
-        out.Column("REVISION", lambda i: i["revision"], wide_only=True),
+        out.Column("RENEWED-AT", lambda i: i.get("renewed_at"), wide_only=True),
+        out.Column("ACQUIRED-AT", lambda i: i.get("acquired_at"), wide_only=True),
+        out.Column("TRANSITIONS", lambda i: i.get("transitions"), wide_only=True),
+        out.Column("REVISION", lambda i: i.get("revision"), wide_only=True),
     ]
     ctx.print(
         out.render_rows(
@@ -612,7 +613,7 @@ def _leader(ctx: Context) -> int:
             columns=columns,
             fmt=ctx.output,
             to_object=lambda i: i,
-            to_name=lambda i: f"lease/{i['lease']}",
+            to_name=lambda i: f"lease/{i.get('lease', ctx.args.lease)}",
             single=True,
         )
     )

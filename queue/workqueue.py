@@ -186,6 +186,9 @@ class WorkQueue:
         # In-flight rows past their stored deadline: key -> (version, first seen, monotonic).
         self._observed: dict[AgentKey, tuple[int, float]] = {}
         self._observed_lock = threading.Lock()
+        # Unreadable rows this queue could not replace yet, by key -> problem: counted once, not
+        # at every claim poll that meets them again.
+        self._unreplaced: dict[AgentKey, str] = {}
 
     def _now(self) -> float:
         # Stored times have millisecond precision; flooring "now" to it means a row made ready
@@ -603,7 +606,12 @@ class WorkQueue:
         docstring); returns the row written, or ``None`` when it could not be replaced (it
         changed meanwhile, or its guard values are too large to send back in a condition).
         Raises ``ExtraConditionFailed`` when the caller's extra item fails (the fence)."""
-        self.metrics.unreadable_row()
+        with self._observed_lock:
+            if self._unreplaced.get(found.key) != found.problem:
+                self.metrics.unreadable_row()
+                if len(self._unreplaced) > 4096:
+                    self._unreplaced.clear()
+                self._unreplaced[found.key] = found.problem
         if found.guard is None:
             return None
         now = self._now()
@@ -626,6 +634,8 @@ class WorkQueue:
             raise
         except QueueError:
             return None  # left for the next claim or sweep to try again
+        with self._observed_lock:
+            self._unreplaced.pop(found.key, None)
         return parked
 
     def _pull_in(
