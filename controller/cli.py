@@ -538,8 +538,6 @@ def _read_units(ctx: Context, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]
 def _attention(status: Any, unit: Any) -> str | None:
     """Why an agent needs a person, in one word: the unreadable item, the parked unit's reason
     or the status's Degraded reason (``-o wide`` REASON)."""
-    import re  # here, not at the top: this file's import block is shared by several owners
-
     from oab.controller.stored import UnreadableItem
     from oab.queue.row import State, UnreadableRow
 
@@ -550,10 +548,14 @@ def _attention(status: Any, unit: Any) -> str | None:
     degraded = status.condition("Degraded")
     degraded_reason = degraded.reason if degraded and degraded.status == "True" else None
     if unit is not None and unit.state is State.PARKED:
-        # A stored error that starts with its reason (``CorruptRow: ...``).
-        match = re.match(r"([A-Z][A-Za-z]{2,63}):", unit.last_error or "")
-        return match.group(1) if match else degraded_reason or "Parked"
+        # Parks that write no status say why in the row's error, which starts with the reason.
+        head = (unit.last_error or "").split(":", 1)[0]
+        return head if head in _ROW_REASONS else degraded_reason or "Parked"
     return degraded_reason
+
+
+#: Reasons of parks that leave the status untouched (bad data: see README).
+_ROW_REASONS = frozenset({"CorruptRow", "CorruptStatus", "CommitRejected", "InvalidKey"})
 
 
 def _work(unit: Any) -> str | None:
