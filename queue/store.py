@@ -13,6 +13,14 @@ millisecond rounding included) so tests of the algorithm see exactly what Dynamo
 Invariant of both stores: an item carries ``ready_shard``/``ready_at`` (and so appears in the
 sparse ``ready-index``) exactly when the row's ``ready_at`` is set, i.e. in states ready and
 in_flight.
+
+Stored items are untrusted when read: :func:`from_item` is total (any item that is not a valid
+row raises :class:`~oab.queue.errors.CorruptRow` carrying what could be read of it, never
+``KeyError``/``TypeError``), ``rows()`` yields such items as
+:class:`~oab.queue.row.UnreadableRow`, and ``overwrite`` replaces one conditionally on the raw
+``version`` and ``write_id`` that were read. Refusals are classified: DynamoDB refusing a
+request as invalid (:data:`REJECTED_CODES`) is :class:`~oab.queue.errors.QueueRejected` (never
+retryable as is), anything else :class:`~oab.queue.errors.QueueUnavailable`.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import random
 import threading
@@ -97,6 +98,8 @@ __all__ = [
     "WorkQueue",
     "idempotency_token",
 ]
+
+log = logging.getLogger("oab.queue")
 
 T = TypeVar("T")
 TraceContext = str | Mapping[str, str]
@@ -607,11 +610,19 @@ class WorkQueue:
         changed meanwhile, or its guard values are too large to send back in a condition).
         Raises ``ExtraConditionFailed`` when the caller's extra item fails (the fence)."""
         with self._observed_lock:
-            if self._unreplaced.get(found.key) != found.problem:
-                self.metrics.unreadable_row()
+            first = self._unreplaced.get(found.key) != found.problem
+            if first:
                 if len(self._unreplaced) > 4096:
                     self._unreplaced.clear()
                 self._unreplaced[found.key] = found.problem
+        if first:
+            self.metrics.unreadable_row()
+            log.warning(
+                "work unit %s is unreadable (%s): quarantining it as a parked row",
+                found.key,
+                found.problem,
+                extra={"key": str(found.key)},
+            )
         if found.guard is None:
             return None
         now = self._now()
