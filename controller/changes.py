@@ -27,6 +27,13 @@ Invariants and recovery
 - Readers dedupe: the same key may appear several times (several applies, or two writes in the
   same millisecond collapsing into one item); a reconcile is level-based, so reading a change
   twice is harmless.
+- Records are untrusted when read (anyone who can write the table can write one): decoding is
+  total and bounded (object keys must name an agent or fleet by DNS labels, a generation is a
+  bounded integer, the trace context is a small flat object of W3C headers). A record that does
+  not decode is *skipped and reported* once (``on_unreadable``), never fatal to the read: it is
+  only a hint, and the change it may have announced is found by the next resync, which compares
+  each manifest's ETag with its status. No unit is parked for it: parking a healthy agent
+  because of a bad hint would let the feed block good work.
 
 Time model
 ----------
@@ -40,6 +47,8 @@ left to the full resync.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -50,6 +59,10 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.errors import OabError
+from oab.controller.stored import TRACE_CONTEXT_BYTES, Attributes, UnreadableItem
+from oab.controller.telemetry import instruments
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LOOKBACK_MS",
@@ -61,6 +74,7 @@ __all__ = [
     "Cursor",
     "agent_key_of",
     "current_trace_context",
+    "is_agent_key",
     "shard_of",
 ]
 
@@ -72,6 +86,12 @@ SHARDS = 4
 RETENTION_SECONDS = 86_400
 #: How far behind its high-water mark a reader looks again (clock skew, late visibility).
 LOOKBACK_MS = 5_000
+
+_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+#: The object keys a change record may name: an agent's or a fleet's manifest.
+_OBJECT_KEY = re.compile(rf"(manifests|fleets)/{_LABEL}/{_LABEL}\.yaml")
+#: The only trace headers a change record carries on to the work unit.
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
 class ChangeLogError(OabError):
@@ -86,9 +106,16 @@ def shard_of(key: str, *, shards: int = SHARDS) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
+def is_agent_key(key: str) -> bool:
+    """Whether ``key`` is ``{namespace}/{name}`` of DNS labels (the only keys of a work unit)."""
+    return agent_key_of(f"manifests/{key}.yaml") is not None
+
+
 def agent_key_of(object_key: str) -> str | None:
-    """``manifests/{ns}/{name}.yaml`` -> ``{ns}/{name}``; None for fleets and other keys."""
-    if not (object_key.startswith("manifests/") and object_key.endswith(".yaml")):
+    """``manifests/{ns}/{name}.yaml`` -> ``{ns}/{name}``; None for fleets and any key that is
+    not an agent's manifest (namespace and name must be DNS labels)."""
+    match = _OBJECT_KEY.fullmatch(object_key)
+    if match is None or match.group(1) != "manifests":
         return None
     return object_key.removeprefix("manifests/").removesuffix(".yaml")
 
@@ -145,7 +172,10 @@ class ChangeLog:
         wall_clock: Callable[[], float] = time.time,
         retention_seconds: int = RETENTION_SECONDS,
         lookback_ms: int = LOOKBACK_MS,
+        on_unreadable: Callable[[UnreadableItem], None] | None = None,
     ) -> None:
+        """``on_unreadable`` receives each record that does not decode (default: logged and
+        counted in ``oab.poison.items{oab.table=state, oab.kind=change}``)."""
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self._ddb = dynamodb
@@ -154,6 +184,7 @@ class ChangeLog:
         self._clock = wall_clock
         self._retention = retention_seconds
         self._lookback = lookback_ms
+        self._on_unreadable = on_unreadable or report_unreadable
 
     @property
     def shards(self) -> int:
@@ -201,7 +232,8 @@ class ChangeLog:
     def read_since(self, cursor: Cursor | None = None) -> tuple[list[Change], Cursor]:
         """Every change after ``cursor`` over all shards, oldest first, and the next cursor.
 
-        ``None`` reads everything still retained.
+        ``None`` reads everything still retained. A record that does not decode is left out and
+        reported once (the log's ``on_unreadable``; the cursor remembers it like a returned one).
         """
         cursor = cursor or Cursor()
         changes: list[Change] = []
@@ -211,20 +243,30 @@ class ChangeLog:
             mark = cursor.high_water.get(shard, 0)
             already = cursor.seen.get(shard, frozenset())
             start = max(0, mark - self._lookback)
-            fresh = [c for c in self._query(shard, f"{start:013d}") if c.sort_key not in already]
+            fresh: list[Change] = []
+            bad: set[str] = set()
+            for sk, found in self._query(shard, f"{start:013d}"):
+                if sk in already:
+                    continue
+                if isinstance(found, UnreadableItem):
+                    bad.add(sk)
+                    self._on_unreadable(found)
+                else:
+                    fresh.append(found)
             changes.extend(fresh)
             new_mark = max([mark, *(c.epoch_ms for c in fresh)])
             floor = new_mark - self._lookback
             # Remember only what the next read can return again (inside its lookback window).
-            keep = {s for s in already if int(s[:13]) >= floor}
+            keep = {s for s in already if _stamp_of(s) >= floor}
             keep |= {c.sort_key for c in fresh if c.epoch_ms >= floor}
+            keep |= {s for s in bad if _stamp_of(s) >= floor}
             high[shard] = new_mark
             seen[shard] = frozenset(keep)
         changes.sort(key=lambda c: (c.epoch_ms, c.key, c.generation))
         return changes, Cursor(high_water=high, seen=seen)
 
-    def _query(self, shard: int, start_sk: str) -> list[Change]:
-        out: list[Change] = []
+    def _query(self, shard: int, start_sk: str) -> list[tuple[str, Change | UnreadableItem]]:
+        out: list[tuple[str, Change | UnreadableItem]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk >= :start",
@@ -237,7 +279,12 @@ class ChangeLog:
         try:
             while True:
                 resp = self._ddb.query(**kwargs)
-                out.extend(_from_item(i) for i in resp.get("Items", []))
+                for item in resp.get("Items", []):
+                    sk = _key_text(item, "sk")
+                    try:
+                        out.append((sk, _from_item(item)))
+                    except UnreadableItem as exc:
+                        out.append((sk, exc))
                 if "LastEvaluatedKey" not in resp:
                     return out
                 kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -245,16 +292,50 @@ class ChangeLog:
             raise ChangeLogError(f"cannot read change shard {shard}: {exc}") from exc
 
 
+def _key_text(item: Mapping[str, Any], name: str) -> str:
+    """A key attribute's string (DynamoDB enforces its type; "" if it were ever otherwise)."""
+    value = item.get(name)
+    text = value.get("S") if isinstance(value, Mapping) else None
+    return text if isinstance(text, str) else ""
+
+
+def report_unreadable(exc: UnreadableItem) -> None:
+    """The default report of an unreadable change record: a warning and the poison counter."""
+    instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "change"})
+    log.warning("skipped an unreadable change record: %s", exc)
+
+
+def _stamp_of(sort_key: str) -> int:
+    """The epoch ms a sort key starts with (0 for a key that does not: read once, then gone)."""
+    head = sort_key[:13]
+    return int(head) if head.isdigit() else 0
+
+
 def _from_item(item: Mapping[str, Any]) -> Change:
-    kind = item["kind"]["S"]
+    """Decode one record; raises :class:`UnreadableItem` (reason ``CorruptChangeRecord``)."""
+    a = Attributes(
+        item,
+        table="state",
+        item=f"changes/{_key_text(item, 'sk') or '?'}",
+        reason="CorruptChangeRecord",
+    )
+    key = a.s("key", required=True, budget=512)
+    if _OBJECT_KEY.fullmatch(key) is None:
+        raise a.error("key", "not manifests/{ns}/{name}.yaml or fleets/{ns}/{name}.yaml")
+    kind = a.s("kind", required=True, budget=16)
     if kind not in ("apply", "delete"):
-        raise ValueError(f"stored change kind {kind!r} is not apply|delete")
+        raise a.error("kind", f"{kind!r} is not apply|delete")
+    context = a.json("trace_context", default={}, budget=TRACE_CONTEXT_BYTES, depth=1)
+    if not isinstance(context, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
+    ):
+        raise a.error("trace_context", "expected a JSON object of strings")
     return Change(
-        key=item["key"]["S"],
-        generation=int(item["generation"]["N"]),
-        kind=kind,
-        version_id=item["version_id"]["S"],
-        at=item["at"]["S"],
-        epoch_ms=int(item["epoch_ms"]["N"]),
-        trace_context=json.loads(item.get("trace_context", {}).get("S", "{}")),
+        key=key,
+        generation=a.n("generation", required=True),
+        kind=kind,  # type: ignore[arg-type]
+        version_id=a.s("version_id", required=True, budget=1024),
+        at=a.s("at", budget=64),
+        epoch_ms=a.n("epoch_ms", required=True, high=10**13),
+        trace_context={k: v for k, v in context.items() if k in _TRACE_HEADERS},
     )

@@ -57,7 +57,7 @@ from oab.controller.cli_common import (
 )
 from oab.controller.errors import OabError
 from oab.controller.reconcile import RESTART_ANNOTATION  # the annotation reconcile watches
-from oab.controller.status import AuditRecord, read_runlog, read_status
+from oab.controller.status import AuditRecord, read_runlog, read_status, unreadable_json
 from oab.controller.store import (
     Blob,
     ConflictError,
@@ -71,6 +71,7 @@ from oab.controller.store import (
     VersionInfo,
     object_key,
 )
+from oab.controller.stored import UnreadableItem
 
 __all__ = [
     "CAS_ATTEMPTS",
@@ -149,11 +150,18 @@ def _metadata_summary(obj: StoredObject) -> dict[str, Any]:
 
 
 def _queue_row(ctx: Context, key: str) -> Any:
+    """The work unit of ``key`` (an ``UnreadableRow`` when it does not decode), or ``None``."""
+    from oab.queue.errors import CorruptRow
+
     try:
         with _queue_errors():
             return _work_queue(ctx).get(key)
     except NotFoundError:
         return None  # never enqueued yet, or removed with the agent
+    except WorkQueueError as exc:
+        if isinstance(exc.__cause__, CorruptRow):
+            return exc.__cause__.row  # shown as state "corrupt" with the problem
+        raise
 
 
 def _run_columns() -> list[out.Column]:
@@ -232,7 +240,7 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
     lines.append("Status:")
     lines += _fields(
         [
-            ("Phase", status["phase"]),
+            ("Phase", status["phase"] + (f" ({status['reason']})" if "reason" in status else "")),
             ("Observed Generation", status["observedGeneration"]),
             ("Last Reconciled", status["lastReconciled"]),
             ("Last Error", status["lastError"]),
@@ -274,6 +282,7 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
     lines.append("Recent Runs:" + ("" if runs else "  <none>"))
     if runs:
         lines += _indent(out.render_table(runs, _run_columns()), 2)
+    lines += [f"  (skipped an unreadable run: {p})" for p in doc.get("unreadableRuns", [])]
     return "\n".join(lines)
 
 
@@ -292,17 +301,33 @@ def _describe(ctx: Context) -> int:
     key = agent_key(ctx)
     obj = require_agent(ctx.store(), ctx.args.namespace, ctx.args.name)
     ddb, tables = ctx.client("dynamodb"), ctx.settings.tables
-    status = read_status(ddb, tables.state, key)
+    try:
+        status = read_status(ddb, tables.state, key).to_json()
+    except UnreadableItem as exc:
+        status = unreadable_json(key, exc)  # shown, with the problem, instead of failing
     row = _queue_row(ctx, key)
-    runs = list(reversed(read_runlog(ddb, tables.runlog, key, limit=DESCRIBE_RUNS)))
+    skipped: list[str] = []
+    runs = list(
+        reversed(
+            read_runlog(
+                ddb,
+                tables.runlog,
+                key,
+                limit=DESCRIBE_RUNS,
+                on_unreadable=lambda exc: skipped.append(str(exc)),
+            )
+        )
+    )
     doc: dict[str, Any] = {
         "kind": KIND,
         "metadata": _metadata_summary(obj),
         "spec": _spec_summary(obj.spec),
-        "status": status.to_json(),
+        "status": status,
         "queue": row.as_json() if row is not None else None,
         "recentRuns": [r.to_json() for r in runs],
     }
+    if skipped:
+        doc["unreadableRuns"] = skipped
     if ctx.output in (out.OutputFormat.JSON, out.OutputFormat.YAML):
         print_structured(ctx, doc)
     else:
@@ -329,10 +354,14 @@ def _history(ctx: Context) -> int:
         raise UsageError("--limit must be >= 1")
     key = agent_key(ctx)
     ddb, table = ctx.client("dynamodb"), ctx.settings.tables.runlog
+
+    def skip(exc: UnreadableItem) -> None:
+        ctx.stderr.write(f"warning: skipped an unreadable run: {exc}\n")
+
     if limit is None:
-        rows = read_runlog(ddb, table, key, newest_first=False)
+        rows = read_runlog(ddb, table, key, newest_first=False, on_unreadable=skip)
     else:
-        rows = list(reversed(read_runlog(ddb, table, key, limit=limit)))
+        rows = list(reversed(read_runlog(ddb, table, key, limit=limit, on_unreadable=skip)))
     if not rows:
         ctx.stderr.write(f"No runs recorded for {key}.\n")
         return EXIT_OK
@@ -560,22 +589,23 @@ def _leader(ctx: Context) -> int:
         ctx.args.lease,
         clock=_WallClock(ctx.wall_clock),
     )
+    # ``.get``: a lease item that does not decode is described with fewer fields, not a crash.
     columns = [
-        out.Column("LEASE", lambda i: i["lease"]),
-        out.Column("HOLDER", lambda i: i["holder"]),
-        out.Column("EPOCH", lambda i: i["epoch"]),
+        out.Column("LEASE", lambda i: i.get("lease")),
+        out.Column("HOLDER", lambda i: i.get("holder")),
+        out.Column("EPOCH", lambda i: i.get("epoch")),
         out.Column(
             "RENEWED",
-            lambda i: None if i["renewed_age_s"] is None else f"{i['renewed_age_s']:.1f}s ago",
+            lambda i: None if i.get("renewed_age_s") is None else f"{i['renewed_age_s']:.1f}s ago",
         ),
         out.Column(
             "DURATION",
-            lambda i: None if i["lease_duration_s"] is None else f"{i['lease_duration_s']:g}s",
+            lambda i: None if i.get("lease_duration_s") is None else f"{i['lease_duration_s']:g}s",
         ),
-        out.Column("RENEWED-AT", lambda i: i["renewed_at"], wide_only=True),
-        out.Column("ACQUIRED-AT", lambda i: i["acquired_at"], wide_only=True),
-        out.Column("TRANSITIONS", lambda i: i["transitions"], wide_only=True),
-        out.Column("REVISION", lambda i: i["revision"], wide_only=True),
+        out.Column("RENEWED-AT", lambda i: i.get("renewed_at"), wide_only=True),
+        out.Column("ACQUIRED-AT", lambda i: i.get("acquired_at"), wide_only=True),
+        out.Column("TRANSITIONS", lambda i: i.get("transitions"), wide_only=True),
+        out.Column("REVISION", lambda i: i.get("revision"), wide_only=True),
     ]
     ctx.print(
         out.render_rows(
@@ -583,7 +613,7 @@ def _leader(ctx: Context) -> int:
             columns=columns,
             fmt=ctx.output,
             to_object=lambda i: i,
-            to_name=lambda i: f"lease/{i['lease']}",
+            to_name=lambda i: f"lease/{i.get('lease', ctx.args.lease)}",
             single=True,
         )
     )
@@ -615,18 +645,20 @@ def _configure_queue(p: argparse.ArgumentParser) -> None:
 
 
 def _queue_columns(ctx: Context) -> list[out.Column]:
+    # Over the rows' operator views (``as_json``), which unreadable rows have too (state
+    # ``corrupt``, the problem as the last error).
     return [
-        out.Column("KEY", lambda r: r.key),
-        out.Column("STATE", lambda r: r.state.value + ("*" if r.dirty else "")),
-        out.Column("GEN", lambda r: r.generation),
-        out.Column("TOKEN", lambda r: r.token),
-        out.Column("ATTEMPTS", lambda r: r.attempts),
-        out.Column("READY-AT", lambda r: relative(ctx, r.ready_at)),
-        out.Column("OWNER", lambda r: r.owner),
-        out.Column("LAST-ERROR", lambda r: r.last_error),
-        out.Column("REASON", lambda r: r.reason, wide_only=True),
-        out.Column("CLAIM-DEADLINE", lambda r: iso_s(r.claim_deadline), wide_only=True),
-        out.Column("COMPLETED-GEN", lambda r: r.completed_generation, wide_only=True),
+        out.Column("KEY", lambda r: r["key"]),
+        out.Column("STATE", lambda r: r["state"] + ("*" if r["dirty"] else "")),
+        out.Column("GEN", lambda r: r["generation"]),
+        out.Column("TOKEN", lambda r: r["token"]),
+        out.Column("ATTEMPTS", lambda r: r["attempts"]),
+        out.Column("READY-AT", lambda r: relative(ctx, r["ready_at"])),
+        out.Column("OWNER", lambda r: r["owner"]),
+        out.Column("LAST-ERROR", lambda r: r["last_error"]),
+        out.Column("REASON", lambda r: r["reason"], wide_only=True),
+        out.Column("CLAIM-DEADLINE", lambda r: iso_s(r["claim_deadline"]), wide_only=True),
+        out.Column("COMPLETED-GEN", lambda r: r["completed_generation"], wide_only=True),
     ]
 
 
@@ -667,7 +699,7 @@ def _queue(ctx: Context) -> int:
     if words:
         raise UsageError(f"unknown queue action {words[0]!r}; use: oabctl queue [retry KEY]")
     with _queue_errors():
-        rows = queue.list_rows()
+        rows = [r.as_json() for r in queue.scan()]
     if not rows:
         ctx.stderr.write("No work units.\n")
         return EXIT_OK
@@ -676,8 +708,8 @@ def _queue(ctx: Context) -> int:
             rows,
             columns=_queue_columns(ctx),
             fmt=ctx.output,
-            to_object=lambda r: r.as_json(),
-            to_name=lambda r: f"workunit/{r.key}",
+            to_object=lambda r: r,
+            to_name=lambda r: f"workunit/{r['key']}",
         )
     )
     return EXIT_OK

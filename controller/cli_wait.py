@@ -42,6 +42,7 @@ from oab.controller.cli_common import (
 )
 from oab.controller.status import AgentStatus, read_status
 from oab.controller.store import StoredObject, object_key
+from oab.controller.stored import UnreadableItem
 
 __all__ = [
     "Observation",
@@ -92,10 +93,12 @@ def parse_wait_for(text: str) -> WaitTarget:
 
 @dataclass(frozen=True)
 class Observation:
-    """One poll: the manifest (None once removed) and the agent's status."""
+    """One poll: the manifest (None once removed) and the agent's status; ``unreadable`` says
+    why the status item could not be read (then ``status`` is empty)."""
 
     manifest: StoredObject | None
     status: AgentStatus
+    unreadable: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,9 @@ def evaluate(target: WaitTarget, obs: Observation) -> Verdict:
         return Verdict("failed", "the agent was deleted")
     if manifest.deleted:
         return Verdict("failed", "the agent is being deleted")
+    if obs.unreadable:
+        # Terminal until someone repairs the item: waiting longer cannot help.
+        return Verdict("failed", f"the status cannot be read: {obs.unreadable}")
     generation = manifest.generation
     if status.observed_generation != generation:
         return Verdict(
@@ -238,7 +244,11 @@ def _wait(ctx: Context) -> int:
         require_agent(store, namespace, name)  # a typo should fail now, not after the timeout
 
     def observe() -> Observation:
-        return Observation(store.get(manifest_key), read_status(ddb, state, key))
+        manifest = store.get(manifest_key)
+        try:
+            return Observation(manifest, read_status(ddb, state, key))
+        except UnreadableItem as exc:
+            return Observation(manifest, AgentStatus(key=key), unreadable=str(exc))
 
     verdict = wait_for(
         observe,

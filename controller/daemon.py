@@ -6,12 +6,16 @@ claiming, finishes or releases in-flight work, hands the lease over, and exits 0
 exits at once (status 130/143) without the handoff.
 
 Exit codes: 0 clean shutdown; 2 invalid settings or usage; 3 AWS unreachable at start;
-70 the elector's watchdog found the renew loop stuck (exits hard, by design).
+70 a control loop ended unexpectedly (a worker thread, the scheduler or the elector: a bug,
+since each contains every per-unit failure), or the elector's watchdog found the renew loop
+stuck (exits hard, by design). Either way ECS replaces the task.
 
 Health: while its elector and worker threads are alive, a running replica rewrites the health
 file (``OAB_HEALTH_FILE``, default ``/tmp/oab-controller.health``) every second;
 ``oab-controller healthcheck`` (the container health check) exits 0 when the file is fresher
-than ``OAB_HEALTH_MAX_AGE_S`` (default 15 s), 1 otherwise.
+than ``OAB_HEALTH_MAX_AGE_S`` (default 15 s), 1 otherwise. When a loop dies the file is removed
+at once (the health check fails at its next run, not after the max age), the replica shuts down
+as on SIGTERM (in-flight claims released, lease handed over) and the process exits 70.
 
 Structured logs go to stderr, one JSON object per line (``--log-format text`` for people).
 """
@@ -28,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from oab.controller.errors import OabError
@@ -41,6 +45,8 @@ EXIT_OK = 0
 EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+#: A control loop ended unexpectedly (sysexits' EX_SOFTWARE, as the elector's watchdog uses).
+EXIT_SOFTWARE = 70
 
 
 def health_file() -> Path:
@@ -123,7 +129,7 @@ def _setup_logging(fmt: str, level: str, replica: str) -> None:
 
 
 def run(settings: DaemonSettings) -> int:
-    """Run one replica until a signal; returns the exit code."""
+    """Run one replica until a signal (or a loop's death); returns the exit code."""
     from oab.controller.replica import Replica
 
     stop = threading.Event()
@@ -145,27 +151,68 @@ def run(settings: DaemonSettings) -> int:
             service_name="oab-controller", instance_id=settings.replica_id
         )
     )
-    replica = Replica(settings)
+    # A dying loop wakes the supervision loop at once (it also polls every second).
+    replica = Replica(settings, on_loop_died=lambda _name: stop.set())
     log = logging.getLogger("oab.controller")
     replica.start()
     log.info("replica started", extra={"replica": settings.replica_id})
-    beat = health_file()
     # Local harnesses (LocalCluster, the chaos suite) set OAB_EXIT_WITH_PARENT to their pid.
     watched = os.environ.get(EXIT_WITH_PARENT_ENV, "")
-    parent = int(watched) if watched.isdigit() else None
+    code = supervise(
+        replica,
+        stop=stop,
+        beat=health_file(),
+        parent=int(watched) if watched.isdigit() else None,
+        replica_id=settings.replica_id,
+    )
+    telemetry_handle.flush()
+    return code
+
+
+class _Supervised(Protocol):
+    """What :func:`supervise` needs of a replica."""
+
+    def alive(self) -> bool: ...
+    def dead_loops(self) -> list[str]: ...
+    def shutdown(self) -> bool: ...
+
+
+def supervise(
+    replica: _Supervised,
+    *,
+    stop: threading.Event,
+    beat: Path,
+    parent: int | None,
+    replica_id: str = "",
+) -> int:
+    """Report health every second until ``stop`` (a signal), the parent ``parent`` is gone, or a
+    loop of the replica dies; then shut the replica down. Returns the exit code: 0, or
+    :data:`EXIT_SOFTWARE` when a loop died (its health file is removed first)."""
+    log = logging.getLogger("oab.controller")
     while not stop.wait(1.0):
         if parent is not None and os.getppid() != parent:
             log.warning("the process that started this replica is gone: shutting down")
             break
-        if replica.alive():
-            try:
-                beat.write_text(f"{time.time():.3f}\n")
-            except OSError:
-                log.warning("cannot write health file", extra={"path": str(beat)})
-    log.info("shutting down", extra={"replica": settings.replica_id})
+        if not replica.alive():
+            break
+        try:
+            beat.write_text(f"{time.time():.3f}\n")
+        except OSError:
+            log.warning("cannot write health file", extra={"path": str(beat)})
+    if not replica.alive():
+        dead = replica.dead_loops() or ["elector or worker thread"]
+        log.critical(
+            "control loop(s) ended: %s; exiting %d so that this replica is replaced",
+            ", ".join(dead),
+            EXIT_SOFTWARE,
+            extra={"replica": replica_id},
+        )
+        beat.unlink(missing_ok=True)
+        replica.shutdown()
+        return EXIT_SOFTWARE
+    log.info("shutting down", extra={"replica": replica_id})
     drained = replica.shutdown()
-    telemetry_handle.flush()
-    log.info("stopped", extra={"replica": settings.replica_id, "drained": drained})
+    log.info("stopped", extra={"replica": replica_id, "drained": drained})
     return EXIT_OK
 
 

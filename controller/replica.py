@@ -12,6 +12,11 @@ Design
   what does not (its claim is given back, so another replica picks it up at once instead of
   after the visibility timeout); then hand the lease over (leader work drained first, lease
   released with the epoch kept) so a standby leads within about one retry period; exit 0.
+- Supervision: the worker loops and the scheduler contain every per-unit failure themselves, so
+  a loop that ends while the replica is not shutting down is a bug. It is recorded at once
+  (:meth:`Replica.dead_loops`, :meth:`Replica.alive` turns false) and reported through
+  ``on_loop_died``; the daemon then stops reporting health and exits non-zero, so ECS replaces
+  the task instead of leaving a replica that holds the lease (or claims) with a loop missing.
 
 Time model: the clocks are injected (``monotonic``, ``wall``) so that the chaos suite can skew
 them per replica (``chaos_clock_*``); production uses ``time.monotonic`` and ``time.time``.
@@ -19,6 +24,7 @@ them per replica (``chaos_clock_*``); production uses ``time.monotonic`` and ``t
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -75,8 +81,12 @@ class Replica:
         *,
         clock: SkewedClock | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_loop_died: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_loop_died = on_loop_died or (lambda _name: None)
+        self._dead: list[str] = []
+        self._dead_lock = threading.Lock()
         self.clock = clock or SkewedClock(
             offset=settings.chaos_clock_offset_s, rate=settings.chaos_clock_rate
         )
@@ -193,7 +203,35 @@ class Replica:
             fence = self.elector.fence()
         except Exception:
             return
-        self.scheduler.run(fence, stop)
+        try:
+            self.scheduler.run(fence, stop)
+        except BaseException:
+            # Still leading, nobody scheduling: the scheduler contains every expected failure,
+            # so this is a bug; the replica must go (and its lease with it).
+            self._loop_died("scheduler")
+            raise
+
+    def _loop_died(self, name: str) -> None:
+        log.critical(
+            "control loop %s ended unexpectedly", name, exc_info=True, extra={"loop": name}
+        )
+        with self._dead_lock:
+            self._dead.append(name)
+        self._on_loop_died(name)
+
+    def _supervised(self, name: str, loop: Callable[[], None]) -> Callable[[], None]:
+        """``loop`` run on a thread whose end outside a shutdown is recorded (see Supervision)."""
+
+        def run() -> None:
+            try:
+                loop()
+            except BaseException:
+                self._loop_died(name)
+                raise
+            if not self._stop_workers.is_set():
+                self._loop_died(name)
+
+        return run
 
     def _stopped(self) -> None:
         log.warning("stopped leading", extra={"replica": self.settings.replica_id})
@@ -207,15 +245,25 @@ class Replica:
         """Start the elector and the worker pool (returns at once)."""
         self.elector.start()
         for i in range(self.settings.workers):
-            t = threading.Thread(
-                target=self.worker.run, args=(self._stop_workers,), name=f"w{i}", daemon=True
-            )
+            name = f"w{i}"
+            run = functools.partial(self.worker.run, self._stop_workers)
+            t = threading.Thread(target=self._supervised(name, run), name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
+    def dead_loops(self) -> list[str]:
+        """Loops (``w0``, ``w1``, ..., ``scheduler``) that ended outside a shutdown."""
+        with self._dead_lock:
+            return list(self._dead)
+
     def alive(self) -> bool:
-        """True while the elector loop and every worker thread run (the health signal)."""
-        return self.elector.running and all(t.is_alive() for t in self._threads)
+        """True while the elector loop and every worker thread run and no loop has died (the
+        health signal)."""
+        return (
+            self.elector.running
+            and all(t.is_alive() for t in self._threads)
+            and not self.dead_loops()
+        )
 
     def shutdown(self) -> bool:
         """Graceful stop within ``shutdown_timeout_s``; True when everything drained."""

@@ -25,6 +25,15 @@ Design
   dead worker whose wall clock ran ahead stored deadlines in everyone else's future.
 - Each enqueue carries the trace context of the change (from ``oabctl apply``) plus the epoch,
   so the worker's reconcile span links to the apply and the audit row names the epoch.
+- Bad data never stops the loop (skip and report): a change record that does not decode is
+  skipped and counted (the resync finds the change it may have announced); a status item that
+  does not decode is left out of the resync's comparisons and its unit is parked (fenced) with
+  ``CorruptStatus: ...``, which ``oabctl get/describe/queue`` show; a manifest key that is not
+  ``manifests/{ns}/{name}.yaml`` of DNS labels is skipped; an unreadable queue row is
+  quarantined by the queue itself (enqueue, sweep). Each is counted in ``oab.poison.items``
+  (``oab.table``, ``oab.kind``) and logged. An enqueue refused for one key (a row that cannot be
+  repaired, a request DynamoDB refuses) is skipped; the others go on. Anything else that fails
+  an iteration is counted (``oab.loop.errors{oab.loop=scheduler}``) and retried with backoff.
 
 Time model: loop timing uses the injected monotonic clock and ``Event.wait``; change cursors use
 wall-clock milliseconds stamped by the writers (with a look-back window that tolerates skew
@@ -39,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -50,9 +59,10 @@ from oab.controller.ecs import EcsAdapter
 from oab.controller.errors import FencedOut
 from oab.controller.secretversions import SecretVersions
 from oab.controller.status import AgentStatus, scan_statuses
+from oab.controller.stored import UnreadableItem, clip
 from oab.controller.telemetry import instruments
 from oab.leader.fence import Fence
-from oab.queue.errors import ExtraConditionFailed
+from oab.queue.errors import ExtraConditionFailed, QueueError
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
 log = logging.getLogger("oab.controller.scheduler")
@@ -89,6 +99,10 @@ class ResyncReport:
     agents: int = 0
     enqueued: dict[str, str] = field(default_factory=dict)
     aws_requests: int = 0
+    #: Units parked because their status item does not decode: key -> the problem.
+    parked: dict[str, str] = field(default_factory=dict)
+    #: Object keys under ``manifests/`` that do not name an agent.
+    skipped_keys: list[str] = field(default_factory=list)
 
 
 def _carrier(extra: Mapping[str, str], epoch: int) -> dict[str, str]:
@@ -131,8 +145,9 @@ class Scheduler:
         self._round = 0
 
     # ------------------------------------------------------------------ loop
-    def run(self, fence: Fence, stop: threading.Event) -> None:
-        """Schedule until ``stop`` is set or the fence is rejected (a newer leader exists)."""
+    def run(self, fence: Fence, stop: threading.Event) -> Literal["stopped", "fenced"]:
+        """Schedule until ``stop`` is set (``"stopped"``) or the fence is rejected (``"fenced"``:
+        a newer leader exists). Nothing else ends it; an exception escaping it is a bug."""
         cursor = Cursor.starting_at(
             int((self._wall() - self.config.takeover_lookback_s) * 1000),
             shards=self._changes.shards,
@@ -169,6 +184,7 @@ class Scheduler:
                 except Exception:
                     # Leader-only work must outlive AWS hiccups: leaving this loop would keep the
                     # lease with nobody scheduling. Back off (capped) and try again.
+                    instruments.loop_errors.add(1, {"oab.loop": "scheduler"})
                     failures += 1
                     delay = min(30.0, self.config.change_poll_s * 2**failures)
                     log.warning(
@@ -185,16 +201,23 @@ class Scheduler:
             log.warning(
                 "fenced out: a newer leader exists; scheduler stops", extra=fence_extra(fence)
             )
+            return "fenced"
+        return "stopped"
 
     def poll_changes(self, fence: Fence, cursor: Cursor) -> Cursor:
-        """Enqueue every change recorded after ``cursor``; returns the next cursor."""
-        found, nxt = self._changes.read_since(cursor)
+        """Enqueue every change recorded after ``cursor``; returns the next cursor.
+
+        Unreadable records are skipped and reported; a key whose enqueue is refused for good is
+        skipped (the others go on); a retryable failure ends the poll, and the same changes
+        are read again next time (enqueue is idempotent).
+        """
+        found, nxt = self._changes.read_since(cursor)  # unreadable records: reported by the log
         for change in found:
             key = agent_key_of(change.key)
             if key is None:
                 continue  # a fleet object: its children have change records of their own
             token = idempotency_token(key, change.generation, change.version_id, change.kind)
-            self._enqueue(
+            self._enqueue_or_skip(
                 fence,
                 key=key,
                 generation=change.generation,
@@ -203,6 +226,27 @@ class Scheduler:
                 carrier=change.trace_context,
             )
         return nxt
+
+    def _enqueue_or_skip(
+        self,
+        fence: Fence,
+        *,
+        key: str,
+        generation: int,
+        reason: str,
+        token: str,
+        carrier: Mapping[str, str],
+    ) -> str | None:
+        """:meth:`_enqueue`, skipping (logged) a key whose enqueue can never succeed."""
+        try:
+            return self._enqueue(
+                fence, key=key, generation=generation, reason=reason, token=token, carrier=carrier
+            )
+        except QueueError as exc:
+            if exc.retryable:
+                raise
+            log.warning("enqueue of %s refused; skipped: %s", key, exc, extra=fence_extra(fence))
+            return None
 
     # --------------------------------------------------------------- enqueue
     def _enqueue(
@@ -260,8 +304,14 @@ class Scheduler:
             "scheduler.resync", attributes={"oab.epoch": fence.epoch, "oab.round": self._round}
         ) as span:
             etags = self._manifest_etags(report)
-            statuses = self._statuses(report)
-            keys = sorted(set(etags) | {k for k, s in statuses.items() if s.phase is not None})
+            unreadable: dict[str, UnreadableItem] = {}
+            statuses = self._statuses(report, unreadable)
+            for key, problem in sorted(unreadable.items()):
+                self._park_unreadable(fence, key, problem, report)
+            keys = sorted(
+                (set(etags) | {k for k, s in statuses.items() if s.phase is not None})
+                - set(unreadable)
+            )
             report.agents = len(keys)
             live = [k for k in keys if k in statuses and statuses[k].phase in ("Running", "Failed")]
             names = {k: render.service_name(*k.split("/", 1)) for k in live}
@@ -284,7 +334,7 @@ class Scheduler:
                 token = idempotency_token(
                     key, generation, etags.get(key, ""), f"resync:{self._round}"
                 )
-                self._enqueue(
+                done = self._enqueue_or_skip(
                     fence,
                     key=key,
                     generation=generation,
@@ -292,7 +342,8 @@ class Scheduler:
                     token=token,
                     carrier={},
                 )
-                report.enqueued[key] = reason
+                if done is not None:
+                    report.enqueued[key] = reason
             span.set_attribute("oab.resync.agents", report.agents)
             span.set_attribute("oab.resync.enqueued", len(report.enqueued))
             _census(statuses)
@@ -342,18 +393,58 @@ class Scheduler:
         for page in paginator.paginate(Bucket=self._bucket, Prefix=MANIFEST_PREFIX):
             report.aws_requests += 1
             for obj in page.get("Contents", []):
-                name = str(obj["Key"])
-                if not name.endswith(".yaml"):
+                name = str(obj.get("Key", ""))
+                key = agent_key_of(name)
+                if key is None:
+                    # Not an agent's manifest (written straight to the bucket): no unit to
+                    # reconcile, and a name like a/b/c would break the ECS calls of the rest.
+                    instruments.poison_items.add(1, {"oab.table": "bucket", "oab.kind": "key"})
+                    report.skipped_keys.append(clip(name, 256))
                     continue
-                key = name[len(MANIFEST_PREFIX) : -len(".yaml")]
-                out[key] = str(obj["ETag"])
+                out[key] = str(obj.get("ETag", ""))
+        if report.skipped_keys:
+            log.warning(
+                "skipped %d object(s) under %s that are not agent manifests: %s",
+                len(report.skipped_keys),
+                MANIFEST_PREFIX,
+                ", ".join(report.skipped_keys[:5]),
+            )
         return out
 
-    def _statuses(self, report: ResyncReport) -> dict[str, AgentStatus]:
+    def _statuses(
+        self, report: ResyncReport, unreadable: dict[str, UnreadableItem]
+    ) -> dict[str, AgentStatus]:
         def count() -> None:
             report.aws_requests += 1
 
-        return scan_statuses(self._ddb, self._state_table, on_page=count)
+        def skip(key: str, exc: UnreadableItem) -> None:
+            unreadable[key] = exc
+
+        return scan_statuses(self._ddb, self._state_table, on_page=count, on_unreadable=skip)
+
+    def _park_unreadable(
+        self, fence: Fence, key: str, problem: UnreadableItem, report: ResyncReport
+    ) -> None:
+        """Park the unit of an unreadable status item with the reason (fenced)."""
+        instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "status"})
+        log.warning(
+            "unreadable status item, parking %s: %s", key, problem, extra=fence_extra(fence)
+        )
+        report.parked[key] = str(problem)
+        error = (
+            f"CorruptStatus: {problem}; repair or delete the item, then `oabctl queue retry {key}`"
+        )
+        if agent_key_of(f"{MANIFEST_PREFIX}{key}.yaml") is None:
+            return  # not an agent's key: no unit to park (reported above)
+        try:
+            self._queue.park(key, error, extra_condition=fence.condition_check())
+        except ExtraConditionFailed as exc:
+            instruments.fenced_writes_rejected.add(1, {"oab.operation": "park"})
+            raise FencedOut(f"park of {key} rejected: epoch {fence.epoch} is stale") from exc
+        except QueueError as exc:
+            if exc.retryable:
+                raise
+            log.warning("parking %s refused: %s", key, exc, extra=fence_extra(fence))
 
     def _watched_versions(
         self, statuses: Mapping[str, AgentStatus], report: ResyncReport

@@ -19,6 +19,15 @@ Invariants
   with :class:`IllegalTransition` (a terminal error: a bug or a corrupted item, never retried).
 - A condition's ``lastTransitionTime`` changes only when its ``status`` changes.
 - Secret values never reach this module: messages are built from names, ARNs and versions only.
+- Every free text is bounded (:mod:`oab.controller.stored`): errors and condition messages are
+  cut to their budgets when a status, condition or call is *constructed*, so what is compared
+  in memory is what is stored; an audit row's call list is cut to its byte budget when stored.
+- Decoding is total: an item that does not decode raises
+  :class:`~oab.controller.stored.UnreadableItem` (reason ``CorruptStatus`` for a status,
+  ``CorruptAuditRow`` for a run-log row) naming the field; scans can skip such items and report
+  them instead (``on_unreadable``). An audit row's sequence follows the newest row of the run log
+  even when the status's stored sequence is behind it (a status item deleted or restored from an
+  older backup): never downwards, never a gap (``log_seq`` of :func:`transition_items`).
 
 Time model: wall-clock timestamps here are for display and retention (TTL); they are passed in by
 the caller (injected clock) and never compared across hosts.
@@ -31,6 +40,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from oab.controller.stored import (
+    AUDIT_CALLS_BYTES,
+    AUDIT_ERROR_BYTES,
+    CALL_FIELD_BYTES,
+    CALL_NAME_BYTES,
+    CONDITION_MESSAGE_BYTES,
+    CONDITION_REASON_BYTES,
+    ERROR_BYTES,
+    TASK_ARNS_MAX,
+    Attributes,
+    UnreadableItem,
+    clip,
+)
 
 Phase = Literal["Pending", "Running", "Failed", "Terminating"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -89,6 +112,12 @@ class Condition:
     message: str
     last_transition_time: str
 
+    def __post_init__(self) -> None:
+        # Bounded at construction, so a condition compares equal to its stored form.
+        object.__setattr__(self, "type", clip(self.type, CONDITION_REASON_BYTES))
+        object.__setattr__(self, "reason", clip(self.reason, CONDITION_REASON_BYTES))
+        object.__setattr__(self, "message", clip(self.message, CONDITION_MESSAGE_BYTES))
+
     def to_json(self) -> dict[str, str]:
         """The camelCase form stored and shown to users."""
         return {
@@ -100,17 +129,24 @@ class Condition:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, str]) -> Condition:
-        """Parse the stored camelCase form."""
-        status = data["status"]
+    def from_json(cls, data: Mapping[str, Any]) -> Condition:
+        """Parse the stored camelCase form; ``ValueError`` names what is wrong."""
+        fields = ("type", "status", "reason", "message", "lastTransitionTime")
+        values = {f: data.get(f, "") for f in fields}
+        bad = [f for f, v in values.items() if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"condition {bad[0]} is not a string")
+        status = values["status"]
         if status not in ("True", "False", "Unknown"):
-            raise ValueError(f"bad condition status {status!r}")
+            raise ValueError(f"bad condition status {clip(status, 32)!r}")
+        if not values["type"]:
+            raise ValueError("condition without a type")
         return cls(
-            type=data["type"],
-            status=status,  # type: ignore[arg-type]
-            reason=data.get("reason", ""),
-            message=data.get("message", ""),
-            last_transition_time=data.get("lastTransitionTime", ""),
+            type=values["type"],
+            status=status,
+            reason=values["reason"],
+            message=values["message"],
+            last_transition_time=values["lastTransitionTime"],
         )
 
 
@@ -181,6 +217,12 @@ class AgentStatus:
     #: Key of the newest snapshot record already in the audit log (``oab.controller.snapshots``).
     last_snapshot: str = ""
 
+    def __post_init__(self) -> None:
+        # Bounded at construction (see the module docstring).
+        object.__setattr__(self, "last_error", clip(self.last_error, ERROR_BYTES))
+        if len(self.task_arns) > TASK_ARNS_MAX:
+            object.__setattr__(self, "task_arns", tuple(self.task_arns[:TASK_ARNS_MAX]))
+
     def condition(self, type: str) -> Condition | None:
         """The condition of ``type``, if set."""
         return get_condition(self.conditions, type)
@@ -219,6 +261,17 @@ class AgentStatus:
         }
 
 
+def unreadable_json(key: str, problem: UnreadableItem) -> dict[str, Any]:
+    """What ``oabctl`` shows for a status item that does not decode: phase ``Unknown``, reason
+    ``CorruptStatus`` and the problem, in the shape of :meth:`AgentStatus.to_json`."""
+    return {
+        **AgentStatus(key=key).to_json(),
+        "phase": "Unknown",
+        "reason": problem.reason,
+        "lastError": str(problem),
+    }
+
+
 def status_key(key: str) -> dict[str, dict[str, str]]:
     """DynamoDB key of an agent's status item."""
     return {"pk": {"S": f"agent#{key}"}, "sk": {"S": "status"}}
@@ -230,21 +283,6 @@ def _s(value: str) -> dict[str, str]:
 
 def _n(value: int | float) -> dict[str, str]:
     return {"N": str(value)}
-
-
-@dataclass(frozen=True)
-class _ItemReader:
-    """Reads of a low-level DynamoDB item; a missing attribute reads as ``""`` or ``0``."""
-
-    item: Mapping[str, Any]
-
-    def s(self, name: str) -> str:
-        """The string attribute ``name``."""
-        return str(self.item.get(name, {}).get("S", ""))
-
-    def n(self, name: str) -> int:
-        """The number attribute ``name`` as an int."""
-        return int(self.item.get(name, {}).get("N", "0"))
 
 
 def to_item(status: AgentStatus) -> dict[str, Any]:
@@ -277,44 +315,76 @@ def to_item(status: AgentStatus) -> dict[str, Any]:
     return item
 
 
-def from_item(item: Mapping[str, Any]) -> AgentStatus:
-    """Parse a low-level DynamoDB status item."""
-    reader = _ItemReader(item)
-    s, n = reader.s, reader.n
-    phase = s("phase") or None
-    if phase is not None and phase not in PHASES:
-        raise ValueError(f"stored phase {phase!r} is not one of {PHASES}")
-    return AgentStatus(
-        key=s("key") or s("pk").removeprefix("agent#"),
-        phase=phase,
-        observed_generation=n("observed_generation"),
-        conditions=tuple(Condition.from_json(c) for c in json.loads(s("conditions") or "[]")),
-        task_arns=tuple(json.loads(s("task_arns") or "[]")),
-        service_arn=s("service_arn"),
-        task_definition_arn=s("task_definition_arn"),
-        task_definition_hash=s("task_definition_hash"),
-        last_reconciled=s("last_reconciled"),
-        last_error=s("last_error"),
-        attempts=n("attempts"),
-        last_run_id=s("last_run_id"),
-        trace_id=s("trace_id"),
-        secret_versions=json.loads(s("secret_versions") or "{}"),
-        watched_secrets=json.loads(s("watched_secrets") or "{}"),
-        restart_marker=s("restart_marker"),
-        finalizer_step=s("finalizer_step"),
-        manifest_etag=s("manifest_etag"),
-        failed_hash=s("failed_hash"),
-        audit_seq=n("audit_seq"),
-        last_snapshot=s("last_snapshot"),
+def _status_reader(item: Mapping[str, Any]) -> Attributes:
+    pk = item.get("pk")
+    name = pk.get("S") if isinstance(pk, Mapping) else None
+    return Attributes(
+        item,
+        table="state",
+        item=f"{name if isinstance(name, str) else '?'}/status",
+        reason="CorruptStatus",
     )
 
 
+def from_item(item: Mapping[str, Any]) -> AgentStatus:
+    """Parse a low-level DynamoDB status item; raises :class:`UnreadableItem` (reason
+    ``CorruptStatus``) naming the field when it does not decode. Absent optional attributes
+    read as their defaults (items written by older versions lack the newer ones)."""
+    a = _status_reader(item)
+    key = a.s("key") or a.s("pk", required=True).removeprefix("agent#")
+    phase = a.s("phase") or None
+    if phase is not None and phase not in PHASES:
+        raise a.error("phase", f"{phase!r} is not one of {', '.join(PHASES)}")
+    try:
+        conditions = tuple(Condition.from_json(c) for c in a.objects("conditions"))
+    except ValueError as exc:
+        raise a.error("conditions", str(exc)) from None
+    return AgentStatus(
+        key=key,
+        phase=phase,
+        observed_generation=a.n("observed_generation"),
+        conditions=conditions,
+        task_arns=tuple(a.strings("task_arns")),
+        service_arn=a.s("service_arn"),
+        task_definition_arn=a.s("task_definition_arn"),
+        task_definition_hash=a.s("task_definition_hash"),
+        last_reconciled=a.s("last_reconciled"),
+        last_error=a.s("last_error", budget=ERROR_BYTES),
+        attempts=a.n("attempts"),
+        last_run_id=a.s("last_run_id"),
+        trace_id=a.s("trace_id"),
+        secret_versions=a.string_map("secret_versions"),
+        watched_secrets=a.string_map("watched_secrets"),
+        restart_marker=a.s("restart_marker"),
+        finalizer_step=a.s("finalizer_step"),
+        manifest_etag=a.s("manifest_etag"),
+        failed_hash=a.s("failed_hash"),
+        audit_seq=a.n("audit_seq"),
+        last_snapshot=a.s("last_snapshot"),
+    )
+
+
+def stored_audit_seq(item: Mapping[str, Any]) -> int | None:
+    """The audit sequence of a status item that may not decode as a whole, if it is readable
+    (a repair must never move an agent's audit sequence downwards)."""
+    try:
+        return _status_reader(item).n("audit_seq")
+    except UnreadableItem:
+        return None
+
+
 def scan_statuses(
-    client: Any, table: str, *, on_page: Callable[[], None] | None = None
+    client: Any,
+    table: str,
+    *,
+    on_page: Callable[[], None] | None = None,
+    on_unreadable: Callable[[str, UnreadableItem], None] | None = None,
 ) -> dict[str, AgentStatus]:
     """Every agent's status in ``table``, by key (one consistent, paginated Scan).
 
     ``on_page`` is called once per request (the resync counts its AWS requests with it).
+    ``on_unreadable(key, error)`` receives each item that does not decode, which is then left
+    out; without it such an item raises :class:`UnreadableItem`.
     """
     out: dict[str, AgentStatus] = {}
     kwargs: dict[str, Any] = {
@@ -328,7 +398,15 @@ def scan_statuses(
         if on_page is not None:
             on_page()
         for item in resp.get("Items", []):
-            status = from_item(item)
+            try:
+                status = from_item(item)
+            except UnreadableItem as exc:
+                if on_unreadable is None:
+                    raise
+                pk = item.get("pk")
+                name = pk.get("S") if isinstance(pk, Mapping) else None
+                on_unreadable(name.removeprefix("agent#") if isinstance(name, str) else "", exc)
+                continue
             out[status.key] = status
         if "LastEvaluatedKey" not in resp:
             return out
@@ -336,7 +414,8 @@ def scan_statuses(
 
 
 def read_status(client: Any, table: str, key: str) -> AgentStatus:
-    """Consistent read of an agent's status; a missing item is an empty status."""
+    """Consistent read of an agent's status; a missing item is an empty status. Raises
+    :class:`UnreadableItem` (``CorruptStatus``) when the item does not decode."""
     resp = client.get_item(TableName=table, Key=status_key(key), ConsistentRead=True)
     item = resp.get("Item")
     return from_item(item) if item else AgentStatus(key=key)
@@ -357,6 +436,13 @@ class AwsCall:
     request_id: str = ""
     adopted: bool = False
 
+    def __post_init__(self) -> None:
+        # Bounded at construction: a result may hold an agent's or AWS's text.
+        object.__setattr__(self, "action", clip(self.action, CALL_NAME_BYTES))
+        object.__setattr__(self, "target", clip(self.target, CALL_FIELD_BYTES))
+        object.__setattr__(self, "result", clip(self.result, CALL_FIELD_BYTES))
+        object.__setattr__(self, "request_id", clip(self.request_id, CALL_NAME_BYTES))
+
     def to_json(self) -> dict[str, Any]:
         """Stored form (``adopted`` only when set)."""
         out: dict[str, Any] = {
@@ -368,6 +454,31 @@ class AwsCall:
         if self.adopted:
             out["adopted"] = True
         return out
+
+
+#: The call that stands for the calls an audit row's byte budget left out.
+OMITTED_CALLS_ACTION = "oab:OmittedCalls"
+
+
+def stored_calls(calls: Sequence[AwsCall], *, budget: int = AUDIT_CALLS_BYTES) -> str:
+    """The JSON of an audit row's call list within ``budget`` bytes: calls in order while they
+    fit, then one :data:`OMITTED_CALLS_ACTION` entry saying how many were left out."""
+    reserve = 200  # room for the omitted-calls entry
+    parts: list[str] = []
+    size = 2  # the brackets
+    for n, call in enumerate(calls):
+        text = json.dumps(call.to_json())
+        if size + len(text.encode()) + 1 > budget - reserve:
+            left = AwsCall(
+                action=OMITTED_CALLS_ACTION,
+                target="",
+                result=f"{len(calls) - n} more call(s) over the audit row's {budget}-byte budget",
+            )
+            parts.append(json.dumps(left.to_json()))
+            break
+        parts.append(text)
+        size += len(text.encode()) + 1
+    return "[" + ",".join(parts) + "]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -392,6 +503,9 @@ class AuditRecord:
     at: float
     event: str = "reconcile"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", clip(self.error, AUDIT_ERROR_BYTES))
+
     def to_item(self, *, retention_days: int = RUNLOG_RETENTION_DAYS) -> dict[str, Any]:
         """Low-level DynamoDB item with its TTL (``expires_at``)."""
         return {
@@ -407,7 +521,7 @@ class AuditRecord:
             "span_id": _s(self.span_id),
             "from_phase": _s(self.from_phase or ""),
             "to_phase": _s(self.to_phase or ""),
-            "calls": _s(json.dumps([c.to_json() for c in self.calls])),
+            "calls": _s(stored_calls(self.calls)),
             "outcome": _s(self.outcome),
             "error": _s(self.error),
             "duration_ms": _n(self.duration_ms),
@@ -417,37 +531,56 @@ class AuditRecord:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> AuditRecord:
-        """Parse a stored run-log row."""
-        reader = _ItemReader(item)
-        s, n = reader.s, reader.n
-        at = datetime.strptime(s("at"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-        return cls(
-            key=s("pk"),
-            seq=n("seq"),
-            run_id=s("run_id"),
-            generation=n("generation"),
-            token=s("token"),
-            replica=s("replica"),
-            epoch=n("epoch"),
-            trace_id=s("trace_id"),
-            span_id=s("span_id"),
-            from_phase=(s("from_phase") or None),  # type: ignore[arg-type]
-            to_phase=(s("to_phase") or None),  # type: ignore[arg-type]
-            calls=tuple(
+        """Parse a stored run-log row; raises :class:`UnreadableItem` (``CorruptAuditRow``)."""
+        pk, seq = item.get("pk"), item.get("seq")
+        a = Attributes(
+            item,
+            table="runlog",
+            item=f"{pk.get('S', '?') if isinstance(pk, Mapping) else '?'}#"
+            f"{seq.get('N', '?') if isinstance(seq, Mapping) else '?'}",
+            reason="CorruptAuditRow",
+        )
+        stamp = a.s("at", required=True)
+        try:
+            at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise a.error("at", "not an ISO-8601 UTC time") from None
+        phases = {p: a.s(p) or None for p in ("from_phase", "to_phase")}
+        for name, phase in phases.items():
+            if phase is not None and phase not in PHASES:
+                raise a.error(name, f"{phase!r} is not one of {', '.join(PHASES)}")
+        calls: list[AwsCall] = []
+        for raw in a.objects("calls", budget=AUDIT_CALLS_BYTES):
+            fields = {f: raw.get(f, "") for f in ("action", "target", "result", "requestId")}
+            if not all(isinstance(v, str) for v in fields.values()):
+                raise a.error("calls", "a call field is not a string")
+            calls.append(
                 AwsCall(
-                    action=c["action"],
-                    target=c["target"],
-                    result=c.get("result", ""),
-                    request_id=c.get("requestId", ""),
-                    adopted=bool(c.get("adopted", False)),
+                    action=fields["action"],
+                    target=fields["target"],
+                    result=fields["result"],
+                    request_id=fields["requestId"],
+                    adopted=raw.get("adopted") is True,
                 )
-                for c in json.loads(s("calls") or "[]")
-            ),
-            outcome=s("outcome"),
-            error=s("error"),
-            duration_ms=n("duration_ms"),
+            )
+        return cls(
+            key=a.s("pk", required=True),
+            seq=a.n("seq", required=True),
+            run_id=a.s("run_id"),
+            generation=a.n("generation"),
+            token=a.s("token"),
+            replica=a.s("replica"),
+            epoch=a.n("epoch"),
+            trace_id=a.s("trace_id"),
+            span_id=a.s("span_id"),
+            from_phase=phases["from_phase"],  # type: ignore[arg-type]
+            to_phase=phases["to_phase"],  # type: ignore[arg-type]
+            calls=tuple(calls),
+            outcome=a.s("outcome"),
+            error=a.s("error", budget=AUDIT_ERROR_BYTES),
+            duration_ms=a.n("duration_ms"),
             at=at,
-            event=s("event") or "reconcile",
+            event=a.s("event") or "reconcile",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -479,19 +612,24 @@ def transition_items(
     before: AgentStatus,
     after: AgentStatus,
     audit: AuditRecord,
+    log_seq: int | None = None,
 ) -> list[dict[str, Any]]:
     """The two TransactWriteItems actions of one status transition and its audit row.
 
-    ``after.audit_seq`` must be ``before.audit_seq + 1`` and equal ``audit.seq``; the status write
-    is conditional on the stored sequence still being ``before.audit_seq`` (nobody else wrote in
-    between), the audit put on its row being absent. Raises :class:`IllegalTransition`.
+    ``after.audit_seq`` must be one past the newest row, ``max(before.audit_seq, log_seq)``, and
+    equal ``audit.seq``; the status write is conditional on the stored sequence still being
+    ``before.audit_seq`` (nobody else wrote in between), the audit put on its row being absent.
+    ``log_seq`` is the run log's newest sequence when it is ahead of the status's (found after
+    the audit put failed on an existing row): the new row follows it, so the sequence never goes
+    down and has no gap. Raises :class:`IllegalTransition`.
     """
     if after.phase is not None:
         check_transition(before.phase, after.phase)
     elif before.phase not in (None, "Terminating"):
         raise IllegalTransition(before.phase, None)  # only a finished deletion clears status
-    if after.audit_seq != before.audit_seq + 1 or audit.seq != after.audit_seq:
-        raise ValueError("audit sequence must advance by exactly one")
+    newest = max(before.audit_seq, log_seq or 0)
+    if after.audit_seq != newest + 1 or audit.seq != after.audit_seq:
+        raise ValueError("audit sequence must advance by exactly one past the newest row")
     if before.audit_seq == 0:
         cond = "attribute_not_exists(pk) OR audit_seq = :prev"
     else:
@@ -533,10 +671,38 @@ def next_status(before: AgentStatus, **changes: Any) -> AgentStatus:
     return replace(before, audit_seq=before.audit_seq + 1, **changes)
 
 
+def newest_audit_seq(client: Any, table: str, key: str) -> int:
+    """The sequence of the newest row of an agent's run log (0 when it has none): one Query,
+    keys only."""
+    resp = client.query(
+        TableName=table,
+        KeyConditionExpression="pk = :k",
+        ExpressionAttributeValues={":k": _s(key)},
+        ScanIndexForward=False,
+        Limit=1,
+        ProjectionExpression="seq",
+        ConsistentRead=True,
+    )
+    items = resp.get("Items", [])
+    if not items:
+        return 0
+    return Attributes(items[0], table="runlog", item=key, reason="CorruptAuditRow").n("seq")
+
+
 def read_runlog(
-    client: Any, table: str, key: str, *, limit: int | None = None, newest_first: bool = True
+    client: Any,
+    table: str,
+    key: str,
+    *,
+    limit: int | None = None,
+    newest_first: bool = True,
+    on_unreadable: Callable[[UnreadableItem], None] | None = None,
 ) -> list[AuditRecord]:
-    """Rows of an agent's audit run log (newest first by default)."""
+    """Rows of an agent's audit run log (newest first by default).
+
+    ``on_unreadable`` receives each row that does not decode, which is then left out; without
+    it such a row raises :class:`UnreadableItem`.
+    """
     kwargs: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "pk = :k",
@@ -548,7 +714,13 @@ def read_runlog(
         if limit is not None:
             kwargs["Limit"] = max(1, limit - len(rows))
         resp = client.query(**kwargs)
-        rows += [AuditRecord.from_item(i) for i in resp.get("Items", [])]
+        for item in resp.get("Items", []):
+            try:
+                rows.append(AuditRecord.from_item(item))
+            except UnreadableItem as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(exc)
         if "LastEvaluatedKey" not in resp or (limit is not None and len(rows) >= limit):
             return rows
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

@@ -470,6 +470,18 @@ class Instruments:
             unit="{write}",
             description="Writes made on a leader's authority rejected by the fence (stale epoch).",
         )
+        # The work queue counts its unreadable rows under the same name (meter oab.queue).
+        self.poison_items = m.create_counter(
+            "oab.poison.items",
+            unit="{item}",
+            description="Unreadable or refused stored items met (skipped, parked or reported), "
+            "by oab.table and oab.kind.",
+        )
+        self.loop_errors = m.create_counter(
+            "oab.loop.errors",
+            unit="{error}",
+            description="Unexpected errors a control loop caught and survived, by oab.loop.",
+        )
         m.create_observable_gauge(
             "oab.agents",
             callbacks=[self._observe_phases],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from oab.queue.errors import InvalidQueueConfig
+from oab.queue.row import MAX_TEXT_BYTES
 
 
 class Clock(Protocol):
@@ -80,7 +81,9 @@ class QueueConfig:
     #: Compare-and-swap rounds before :class:`~oab.queue.errors.Contention` (default 8). Each
     #: round re-applies the transition to the row the failed write returned, without a read.
     max_conflict_retries: int = 8
-    #: ``last_error`` is cut to this many characters (default 1024) to bound the row size.
+    #: ``last_error`` is cut to this many UTF-8 bytes (default 1024; at most
+    #: :data:`~oab.queue.row.MAX_TEXT_BYTES`, what a reader accepts), with a marker, to bound the
+    #: row size.
     max_error_length: int = 1024
 
     def __post_init__(self) -> None:
@@ -98,5 +101,5 @@ class QueueConfig:
             raise InvalidQueueConfig(f"claim_scan must be in 1..100, got {self.claim_scan}")
         if self.max_conflict_retries < 1:
             raise InvalidQueueConfig("max_conflict_retries must be >= 1")
-        if self.max_error_length < 16:
-            raise InvalidQueueConfig("max_error_length must be >= 16")
+        if not 16 <= self.max_error_length <= MAX_TEXT_BYTES:
+            raise InvalidQueueConfig(f"max_error_length must be in 16..{MAX_TEXT_BYTES}")

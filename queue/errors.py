@@ -9,6 +9,11 @@ caller's extra transaction items failed and why.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oab.queue.row import UnreadableRow
+
 
 class QueueError(Exception):
     """Base class of every error raised by ``oab.queue``."""
@@ -25,9 +30,30 @@ class InvalidQueueConfig(QueueError, ValueError):
 
 
 class QueueUnavailable(QueueError):
-    """DynamoDB refused or failed the request for a reason other than a condition."""
+    """DynamoDB failed the request for a reason other than a condition, and the same request
+    may succeed later (throttling, 5xx, timeouts, a conflicting transaction)."""
 
     retryable = True
+
+
+class QueueRejected(QueueError):
+    """DynamoDB refused the request as invalid (``ValidationException``: an item over 400 KB, a
+    bad attribute value; or ``AccessDenied``): the same request can never succeed, so it must
+    not be retried as it is."""
+
+    retryable = False
+
+
+class CorruptRow(QueueError):
+    """A stored work-unit row cannot be decoded (wrong types, missing or out-of-range
+    attributes); ``row`` says which and what is wrong, and carries what is needed to replace it
+    conditionally. Never retryable as is: the queue quarantines the row (rewrites it as a parked
+    row with the reason) and goes on with the others."""
+
+    def __init__(self, row: UnreadableRow) -> None:
+        super().__init__(f"work unit {row.key} is unreadable: {row.problem}", code="CorruptRow")
+        self.row = row
+        self.key = row.key
 
 
 class Contention(QueueError):

@@ -55,6 +55,13 @@ class QueueMetrics:
         self.parked = m.create_counter(
             "oab.queue.parks", unit="{unit}", description="Rows parked by a terminal error."
         )
+        # One name for every unreadable stored item the control plane meets (the controller
+        # counts its own kinds under its meter): alert on any increase.
+        self.poison = m.create_counter(
+            "oab.poison.items",
+            unit="{item}",
+            description="Unreadable stored items met (skipped or quarantined), by table and kind.",
+        )
         m.create_observable_gauge(
             "oab.queue.depth",
             callbacks=[self._observe_depth],
@@ -73,6 +80,10 @@ class QueueMetrics:
             unit="s",
             description="Age of the longest-waiting due row at the last depth snapshot.",
         )
+
+    def unreadable_row(self) -> None:
+        """Count one unreadable work-unit row met (then quarantined, or left for the next try)."""
+        self.poison.add(1, {"oab.table": "queue", "oab.kind": "row"})
 
     def record_depth(self, depth: Mapping[str, int], *, oldest_ready_age: float | None) -> None:
         """Remember a depth snapshot for the gauges."""

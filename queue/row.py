@@ -12,6 +12,12 @@ index query), ``done`` and ``parked`` (absent from the ready index).
 
 Times passed in (``now``) are wall-clock epoch seconds: they are stored and compared by every
 host. Callers draw randomness (``jitter``) and ids (``claim_token``) and pass them in.
+
+Size: every free text a row stores is bounded. ``last_error`` is cut by the queue to its
+configured byte budget (:func:`clip_text`); any stored string over :data:`MAX_TEXT_BYTES` (or a
+trace context over :data:`MAX_TRACE_ENTRIES` entries) is refused by the decoder as corrupt, so
+one row can never grow towards DynamoDB's 400 KB item limit through the compare-and-swap loop,
+which rewrites the whole row on every write.
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ from enum import StrEnum
 from typing import Any, NewType
 
 from oab.queue.errors import ClaimLost, KeyNotFound, NotRetryable
+
+#: Largest stored string of a row a reader accepts (UTF-8 bytes): keys, tokens, reasons, owners
+#: and ``last_error`` (whose write budget, ``QueueConfig.max_error_length``, is at most this).
+MAX_TEXT_BYTES = 4096
+#: Largest trace context (W3C headers plus the enqueuing epoch) a reader accepts.
+MAX_TRACE_ENTRIES = 8
+#: Appended where :func:`clip_text` cut a text; ``{n}`` is the number of bytes removed.
+CLIP_MARKER = " [... {n} bytes cut]"
 
 AgentKey = NewType("AgentKey", str)
 """``{namespace}/{name}`` of an agent: the unit of work."""
@@ -111,6 +125,60 @@ class Row:
             "dirty": self.dirty,
             "completed_generation": self.completed_generation,
             "last_error": self.last_error,
+        }
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """``text`` as valid UTF-8 of at most ``max_bytes`` bytes, cut with :data:`CLIP_MARKER`.
+
+    Lone surrogates (which DynamoDB refuses) become ``?``; a cut never splits a character.
+    """
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return data.decode("utf-8")
+    cut = len(data) - max_bytes
+    kept, marker = "", ""
+    for _ in range(3):  # the marker's length depends on the count it names: settle it
+        marker = CLIP_MARKER.format(n=cut)[:max_bytes]
+        kept = data[: max(0, max_bytes - len(marker))].decode("utf-8", "ignore")
+        if len(data) - len(kept.encode()) == cut:
+            break
+        cut = len(data) - len(kept.encode())
+    return kept + marker
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnreadableRow:
+    """A stored item under a work-unit key that does not decode, as far as it could be read.
+
+    ``guard`` holds the raw stored values of ``version`` and ``write_id`` (``None`` where
+    absent): a replacement is written only while both are still what was read, so a concurrent
+    repair or a live writer wins. ``guard`` is ``None`` when those values are themselves too
+    large to send back in a condition (the row is then reported, never rewritten).
+    """
+
+    key: AgentKey
+    problem: str
+    generation: int = 0
+    version: int | None = None
+    guard: Mapping[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The operator view (``oabctl queue -o json``, the keys of :meth:`Row.as_json`): state
+        ``corrupt`` and the problem as the last error."""
+        return {
+            "key": self.key,
+            "state": "corrupt",
+            "generation": self.generation,
+            "token": None,
+            "reason": None,
+            "attempts": None,
+            "ready_at": None,
+            "owner": None,
+            "claim_deadline": None,
+            "dirty": False,
+            "completed_generation": None,
+            "last_error": f"CorruptRow: {self.problem}",
         }
 
 
@@ -339,6 +407,46 @@ def reshard(row: Row | None, *, key: AgentKey, version: int) -> Row | None:
     if row is None or row.state is not State.READY or row.version != version:
         return None
     return row
+
+
+def park(row: Row | None, *, key: AgentKey, error: str, now: float) -> Row | None:
+    """Park ``key`` with ``error`` on someone else's finding (the leader found its agent's
+    status unreadable); ``None``: nothing to write.
+
+    A missing row becomes a parked row of generation 0 (a newer generation or ``retry`` revives
+    it as usual); an in-flight row is left to its worker, which reads the same finding and
+    decides; a row already parked with the same error is not rewritten.
+    """
+    if row is None:
+        return Row(
+            key=key,
+            state=State.PARKED,
+            generation=0,
+            token=IdempotencyToken(""),
+            reason="park",
+            last_error=error,
+        )
+    if row.state is State.IN_FLIGHT:
+        return None
+    if row.state is State.PARKED and row.last_error == error:
+        return None
+    return replace(_released(row), state=State.PARKED, ready_at=None, dirty=False, last_error=error)
+
+
+def quarantine(*, key: AgentKey, generation: int, error: str) -> Row:
+    """The parked row that replaces an unreadable one (same key, the generation if readable).
+
+    Parked, not ready: the unreadable row may have been in flight, and nothing it said can be
+    trusted, so only a newer generation or an operator's ``retry`` makes it claimable again.
+    """
+    return Row(
+        key=key,
+        state=State.PARKED,
+        generation=generation,
+        token=IdempotencyToken(""),
+        reason="quarantine",
+        last_error=error,
+    )
 
 
 def retry(row: Row | None, *, key: AgentKey, now: float) -> Row:

@@ -26,6 +26,14 @@ Semantics (the contract, in the manner of client-go's ``workqueue/doc.go``):
   ``uniform(0, min(cap, base * 2**(attempts-1)))`` persisted on the row (it survives restarts and
   failover). ``fail(retryable=False)``: parked (visible) until a newer generation or ``retry``.
   ``release``: ready at once, the attempt not counted. A dirty row is always ready at once.
+- **Unreadable rows are quarantined, never fatal.** A stored row that does not decode (wrong
+  types, missing or out-of-range attributes) is rewritten, conditionally on the raw ``version``
+  and ``write_id`` that were read, as a *parked* row with ``last_error = "CorruptRow: ..."``,
+  by whichever operation meets it first (a claim, an enqueue, the leader's sweep, an operator's
+  retry), and counted (``oab.poison.items``). Parked, not ready: a row that cannot be read may
+  have been in flight. A newer generation or ``retry`` revives it as usual; a worker whose claim
+  row became unreadable is told its claim is lost. A shard whose index query fails does not
+  stop claims from the other shards.
 - **No ordering across keys.** Claims prefer older rows within a shard but shards are visited from
   a random start and candidates in a random order, to keep workers from colliding.
 
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import random
 import threading
@@ -58,7 +67,15 @@ from typing import Any, TypeVar
 
 from oab.queue import row as rows
 from oab.queue.config import Clock, QueueConfig, SystemClock
-from oab.queue.errors import ClaimLost, Contention, ExtraConditionFailed, KeyNotFound
+from oab.queue.errors import (
+    ClaimLost,
+    Contention,
+    CorruptRow,
+    ExtraConditionFailed,
+    KeyNotFound,
+    QueueError,
+    QueueUnavailable,
+)
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import (
     AgentKey,
@@ -67,6 +84,7 @@ from oab.queue.row import (
     IdempotencyToken,
     Row,
     State,
+    UnreadableRow,
     WorkerId,
 )
 from oab.queue.store import DynamoStore, QueueStore, RowConflict, TransactItem
@@ -80,6 +98,8 @@ __all__ = [
     "WorkQueue",
     "idempotency_token",
 ]
+
+log = logging.getLogger("oab.queue")
 
 T = TypeVar("T")
 TraceContext = str | Mapping[str, str]
@@ -169,6 +189,9 @@ class WorkQueue:
         # In-flight rows past their stored deadline: key -> (version, first seen, monotonic).
         self._observed: dict[AgentKey, tuple[int, float]] = {}
         self._observed_lock = threading.Lock()
+        # Unreadable rows this queue could not replace yet, by key -> problem: counted once, not
+        # at every claim poll that meets them again.
+        self._unreplaced: dict[AgentKey, str] = {}
 
     def _now(self) -> float:
         # Stored times have millisecond precision; flooring "now" to it means a row made ready
@@ -247,13 +270,17 @@ class WorkQueue:
                 now=now - self.config.clock_skew_allowance,
             )
 
+        extra = (extra_condition,) if extra_condition else ()
         # Optimistic first write for a new key (no read): a conflict hands us the row anyway.
-        outcome, stored = self._mutate(
-            agent,
-            transition,
-            seen=None,
-            extra_items=(extra_condition,) if extra_condition else (),
-        )
+        try:
+            outcome, stored = self._mutate(agent, transition, seen=None, extra_items=extra)
+        except CorruptRow as exc:
+            # Quarantine the unreadable row (with the caller's condition: the leader's fence),
+            # then apply this request to the parked row as to any other.
+            parked = self._quarantine(exc.row, extra_items=extra)
+            if parked is None:
+                raise
+            outcome, stored = self._mutate(agent, transition, seen=parked, extra_items=extra)
         self.metrics.adds.add(1, {"outcome": outcome.value})
         if outcome in (EnqueueOutcome.COALESCED, EnqueueOutcome.DIRTIED):
             self.metrics.coalesced.add(1, {"outcome": outcome.value})
@@ -274,9 +301,16 @@ class WorkQueue:
             if got is not None:
                 return got
         start = self._rng.randrange(self.config.shards)
+        failures: list[QueueError] = []
         for i in range(self.config.shards):
             shard = (start + i) % self.config.shards
-            keys = self._store.ready_keys(shard, now=self._now(), limit=self.config.claim_scan)
+            try:
+                keys = self._store.ready_keys(shard, now=self._now(), limit=self.config.claim_scan)
+            except QueueError as exc:
+                # One shard's index failing (a throttled partition, an entry the index cannot
+                # serve) must not keep the workers from the other shards' work.
+                failures.append(exc)
+                continue
             self._rng.shuffle(keys)
             for n, key in enumerate(keys):
                 got = self._try_claim(key, owner)
@@ -284,6 +318,8 @@ class WorkQueue:
                     with self._hints_lock:
                         self._hints = keys[n + 1 :]
                     return got
+        if len(failures) == self.config.shards:
+            raise failures[0]  # nothing was answered: the caller backs off as before
         return None
 
     def _pop_hint(self) -> AgentKey | None:
@@ -310,7 +346,11 @@ class WorkQueue:
             return mono - seen[1] >= self.config.visibility_timeout
 
     def _try_claim(self, key: AgentKey, owner: WorkerId) -> Claim | None:
-        current = self._store.get(key)
+        try:
+            current = self._store.get(key)
+        except CorruptRow as exc:
+            self._quarantine(exc.row)
+            return None  # parked now (or left for the sweep): try the next candidate
         if current is None:
             return None
         mono = self._clock.monotonic()
@@ -346,6 +386,9 @@ class WorkQueue:
             before, after = self._mutate(key, transition, seen=current)
         except Contention:
             return None  # other workers keep winning this row; try the next candidate
+        except CorruptRow as exc:
+            self._quarantine(exc.row)  # it became unreadable since we read it
+            return None
         if after is None or before is None or after.claim_token != claim_token:
             return None  # not due after all (stale index entry) or claimed by someone else
         took_over = before.claim_token if before.state is State.IN_FLIGHT else None
@@ -397,6 +440,17 @@ class WorkQueue:
         except ClaimLost:
             self.metrics.claims_lost.add(1, {"operation": result})
             raise
+        except CorruptRow as exc:
+            # Whatever the row says now cannot be read, so this claim cannot be shown to hold:
+            # the worker stops as for a lost claim; the next claim or sweep quarantines the row.
+            self.metrics.claims_lost.add(1, {"operation": result})
+            raise ClaimLost(
+                claim.key,
+                claim_token=claim.claim_token,
+                current_state="unreadable",
+                current_owner=None,
+                current_claim_token=None,
+            ) from exc
         if result != "heartbeat":
             self.metrics.work_duration.record(
                 max(0.0, self._clock.monotonic() - claim.claimed_at), {"result": result}
@@ -463,7 +517,7 @@ class WorkQueue:
         ``error`` is stored and shown to operators: never put secrets in it.
         """
         jitter = self._rng.random()
-        message = error[: self.config.max_error_length]
+        message = rows.clip_text(error, self.config.max_error_length)
         after = self._claim_write(
             claim,
             lambda row, now: rows.fail(
@@ -522,6 +576,10 @@ class WorkQueue:
         extra = [extra_condition] if extra_condition is not None else []
         touched: list[str] = []
         for row in list(self._store.rows()):
+            if isinstance(row, UnreadableRow):
+                if self._quarantine(row, extra_items=extra) is not None:
+                    touched.append(str(row.key))
+                continue
             if row.state is State.READY and row.ready_at is not None and row.ready_at > horizon:
                 change = self._pull_in
             elif row.state is State.IN_FLIGHT and self._stale_for_long_enough(row, mono):
@@ -533,14 +591,63 @@ class WorkQueue:
             transition = functools.partial(change, key=row.key, version=row.version)
             try:
                 wrote, _ = self._mutate(row.key, transition, seen=row, extra_items=extra)
-            except Contention:
-                continue  # the row is busy, so it is alive: nothing to give back
+            except (Contention, CorruptRow):
+                continue  # busy, so alive; or unreadable since the scan: the next sweep's
+            except QueueUnavailable:
+                continue  # one row's write failing must not stop the sweep of the others
             if not wrote:
                 continue  # it changed before we wrote: alive after all
             if row.state is State.IN_FLIGHT:
                 self.metrics.claim_expiries.add(1)
             touched.append(str(row.key))
         return touched
+
+    def _quarantine(
+        self, found: UnreadableRow, *, extra_items: Sequence[TransactItem] = ()
+    ) -> Row | None:
+        """Replace the unreadable row ``found`` with a parked row saying why (see the module
+        docstring); returns the row written, or ``None`` when it could not be replaced (it
+        changed meanwhile, or its guard values are too large to send back in a condition).
+        Raises ``ExtraConditionFailed`` when the caller's extra item fails (the fence)."""
+        with self._observed_lock:
+            first = self._unreplaced.get(found.key) != found.problem
+            if first:
+                if len(self._unreplaced) > 4096:
+                    self._unreplaced.clear()
+                self._unreplaced[found.key] = found.problem
+        if first:
+            self.metrics.unreadable_row()
+            log.warning(
+                "work unit %s is unreadable (%s): quarantining it as a parked row",
+                found.key,
+                found.problem,
+                extra={"key": str(found.key)},
+            )
+        if found.guard is None:
+            return None
+        now = self._now()
+        error = rows.clip_text(f"CorruptRow: {found.problem}", self.config.max_error_length)
+        parked = replace(
+            rows.quarantine(key=found.key, generation=found.generation, error=error),
+            # A live writer's compare-and-swap must never match the new row: continue an
+            # readable version, else start past any version a writer can hold (one per write).
+            version=(found.version + 1) if found.version is not None else int(now * 1000),
+            write_id=self._new_id(),
+            updated_at=now,
+        )
+        try:
+            self._store.overwrite(parked, guard=found.guard, extra_items=extra_items)
+        except RowConflict as conflict:
+            if conflict.extra_failed is not None:
+                raise conflict.extra_failed from conflict
+            return None  # repaired or rewritten meanwhile: whoever wrote it wins
+        except ExtraConditionFailed:
+            raise
+        except QueueError:
+            return None  # left for the next claim or sweep to try again
+        with self._observed_lock:
+            self._unreplaced.pop(found.key, None)
+        return parked
 
     def _pull_in(
         self, current: Row | None, now: float, *, key: AgentKey, version: int
@@ -564,35 +671,72 @@ class WorkQueue:
     # -- operators -----------------------------------------------------------------------------
 
     def retry(self, key: str) -> Row:
-        """Operator retry (``oabctl queue retry KEY``): make a parked or waiting row ready now."""
+        """Operator retry (``oabctl queue retry KEY``): make a parked or waiting row ready now
+        (an unreadable row is quarantined first, so the retry repairs it)."""
         agent = AgentKey(key)
 
         def transition(row: Row | None, now: float) -> tuple[None, Row | None]:
             return None, rows.retry(row, key=agent, now=now - self.config.clock_skew_allowance)
 
-        _, after = self._mutate(agent, transition)
+        try:
+            _, after = self._mutate(agent, transition)
+        except CorruptRow as exc:
+            parked = self._quarantine(exc.row)
+            if parked is None:
+                raise
+            _, after = self._mutate(agent, transition, seen=parked)
         assert after is not None
         return after
 
+    def park(
+        self, key: str, error: str, *, extra_condition: TransactItem | None = None
+    ) -> Row | None:
+        """Park ``key`` with ``error`` on a finding of the caller's (the leader found its
+        status unreadable); see :func:`oab.queue.row.park` for what is (not) written. Returns
+        the row as stored afterwards. ``extra_condition`` as for :meth:`enqueue`."""
+        agent = AgentKey(key)
+        message = rows.clip_text(error, self.config.max_error_length)
+
+        def transition(row: Row | None, now: float) -> tuple[bool, Row | None]:
+            new = rows.park(row, key=agent, error=message, now=now)
+            return new is not None, new
+
+        extra = (extra_condition,) if extra_condition else ()
+        try:
+            wrote, after = self._mutate(agent, transition, extra_items=extra)
+        except CorruptRow as exc:
+            return self._quarantine(exc.row, extra_items=extra)
+        if wrote:
+            self.metrics.parked.add(1)
+        return after
+
     def get(self, key: str) -> Row:
-        """The row of ``key``; raises ``KeyNotFound``."""
+        """The row of ``key``; raises ``KeyNotFound``, or ``CorruptRow`` when it is unreadable."""
         found = self._store.get(AgentKey(key))
         if found is None:
             raise KeyNotFound(key)
         return found
 
     def list_rows(self) -> list[Row]:
-        """Every row, sorted by key (``oabctl queue``; ``Row.as_json()`` for ``-o json``)."""
+        """Every readable row, sorted by key (``Row.as_json()`` for ``-o json``)."""
+        return [r for r in self.scan() if isinstance(r, Row)]
+
+    def scan(self) -> list[Row | UnreadableRow]:
+        """Every row, unreadable ones as what could be read of them, sorted by key
+        (``oabctl queue``)."""
         return sorted(self._store.rows(), key=lambda r: r.key)
 
     def depth_by_state(self) -> dict[str, int]:
         """Row counts by state, with waiting rows split into ``ready`` (due) and ``delayed``
-        (backoff or requeue); also refreshes the depth, parked and oldest-ready-age gauges."""
+        (backoff or requeue) and unreadable rows as ``corrupt``; also refreshes the depth,
+        parked and oldest-ready-age gauges."""
         now = self._now()
-        depth = {"ready": 0, "delayed": 0, "in_flight": 0, "done": 0, "parked": 0}
+        depth = {"ready": 0, "delayed": 0, "in_flight": 0, "done": 0, "parked": 0, "corrupt": 0}
         oldest: float | None = None
         for r in self._store.rows():
-            if r.state is State.READY:
+            if isinstance(r, UnreadableRow):
+                depth["corrupt"] += 1  # until the next sweep or claim quarantines it
+            elif r.state is State.READY:
                 assert r.ready_at is not None
                 if r.ready_at <= now:
                     depth["ready"] += 1

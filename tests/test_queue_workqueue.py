@@ -395,7 +395,7 @@ def test_list_rows_and_depth_by_state_show_the_operator_view() -> None:
     assert c is not None
     clock.advance(3.0)
     depth = q.depth_by_state()
-    assert depth == {"ready": 4, "delayed": 0, "in_flight": 1, "done": 0, "parked": 0}
+    assert depth == {"ready": 4, "delayed": 0, "in_flight": 1, "done": 0, "parked": 0, "corrupt": 0}
     listed = q.list_rows()
     assert [r.key for r in listed] == sorted(f"ns/a{i}" for i in range(5))
     view = next(r for r in listed if r.key == c.key).as_json()
@@ -429,14 +429,22 @@ def test_config_rejects_out_of_range_values(bad: dict[str, Any]) -> None:
         QueueConfig(**bad)
 
 
-def test_long_errors_are_cut_to_the_configured_length() -> None:
-    q, _, _ = make(max_error_length=32)
+def test_long_errors_are_cut_to_the_configured_length_in_bytes_with_a_marker() -> None:
+    q, clock, _ = make(max_error_length=32)
     q.enqueue("ns/a", 1, "spec", tok("ns/a", 1))
     c = q.claim("w")
     assert c is not None
     row = q.fail(c, "x" * 500, retryable=True)
-    assert row.last_error == "x" * 32
+    assert row.last_error == "xxxxxxxxxxxx [... 488 bytes cut]"
     assert AgentKey("ns/a") == row.key
+    clock.advance(120.0)  # past the backoff cap
+    c = q.claim("w")
+    assert c is not None
+    # Multi-byte characters count as bytes and are never split; lone surrogates are replaced.
+    row = q.fail(c, "\ud800" + "é" * 100, retryable=True)
+    assert row.last_error is not None
+    assert len(row.last_error.encode()) <= 32
+    assert row.last_error.startswith("?é")
 
 
 def test_a_host_whose_clock_runs_ahead_cannot_take_a_live_claim_over() -> None:

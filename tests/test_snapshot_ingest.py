@@ -112,4 +112,4 @@ def test_a_malformed_record_is_audited_as_failed_not_skipped(aws: AWS) -> None:
     s3.put_object(Bucket=CP, Key=record_key(good), Body=good.to_json())
     found = S3SnapshotRecords(s3, CP).after(KEY, marker="", limit=10)
     assert [f.record.status for f in found] == ["uploaded", "failed"]
-    assert found[1].record.error == "malformed snapshot record"
+    assert found[1].record.error == "unreadable snapshot record: record is not valid JSON"
