@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import fnmatch
 import gzip
 import lzma
 import os
@@ -63,37 +62,61 @@ from oab.controller.errors import OabError
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
 
-# Credential files that must never leave the task in a snapshot, in gitignore-like syntax (see
-# ``Denylist``). The list covers the agent CLIs OpenAB runs and the usual developer tool
-# credentials; operators extend it with ``OAB_SNAPSHOT_DENYLIST`` (ops/README.md).
-DEFAULT_DENYLIST: Final[tuple[str, ...]] = (
-    "/config.toml",
-    ".aws/credentials",
-    ".aws/sso/cache",
-    ".aws/cli/cache",
-    ".ssh/id_*",
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    ".netrc",
-    ".git-credentials",
-    ".npmrc",
-    ".pypirc",
-    ".docker/config.json",
-    ".kube/config",
-    ".gnupg",
-    ".config/gh/hosts.yml",
-    ".config/gcloud",
-    ".azure",
-    ".claude/.credentials.json",
-    ".codex/auth.json",
-    ".gemini/oauth_creds.json",
-    ".config/github-copilot/hosts.json",
-    ".config/github-copilot/apps.json",
-    ".local/share/opencode/auth.json",
-    ".env",
+# Credential stores that must never leave the task in a snapshot, with where each path comes
+# from (the agents OpenAB ships images for, then common tools). Gitignore-like syntax, matched
+# case-insensitively (see ``Denylist``); operators extend it, or keep a listed path on purpose
+# with a ``!pattern``, through ``OAB_SNAPSHOT_DENYLIST`` (ops/README.md).
+CREDENTIAL_STORES: Final[tuple[tuple[str, str], ...]] = (
+    # -- agents
+    (".claude/.credentials.json", "Claude Code: OAuth login on Linux (macOS uses the Keychain)"),
+    (".codex/auth.json", "Codex CLI: ChatGPT login or API key, in $CODEX_HOME (~/.codex)"),
+    (".gemini/oauth_creds.json", "Gemini CLI: Google OAuth login (core/config/storage.ts)"),
+    (".gemini/mcp-oauth-tokens.json", "Gemini CLI: MCP server OAuth tokens"),
+    (".gemini/a2a-oauth-tokens.json", "Gemini CLI: agent-to-agent OAuth tokens"),
+    (".gemini/gemini-credentials.json", "Gemini CLI: file keychain (services/fileKeychain.ts)"),
+    (".copilot/config.json", "Copilot CLI: the OAuth token, in plaintext without a keychain"),
+    (".config/github-copilot/hosts.json", "GitHub Copilot (editor plugins, older CLI): token"),
+    (".config/github-copilot/apps.json", "GitHub Copilot (editor plugins, older CLI): token"),
+    (".local/share/opencode/auth.json", "opencode: provider API keys and OAuth logins"),
+    (".local/share/opencode/mcp-auth.json", "opencode: MCP server OAuth tokens"),
+    (".config/cursor/auth.json", "Cursor CLI (cursor-agent): login, $XDG_CONFIG_HOME/cursor"),
+    (".cursor/auth.json", "Cursor CLI: the same file store outside XDG layouts"),
+    (".local/share/kiro-cli/data.sqlite3*", "Kiro CLI: login tokens (auth_kv table) and chats"),
+    (".local/share/amazon-q/data.sqlite3*", "Amazon Q Developer CLI (Kiro's predecessor): same"),
+    # -- cloud and developer tools
+    (".aws/credentials", "AWS CLI/SDKs: static access keys"),
+    (".aws/sso/cache", "AWS CLI: IAM Identity Center tokens (also Kiro's MCP OAuth tokens)"),
+    (".aws/cli/cache", "AWS CLI: cached assumed-role credentials"),
+    (".aws/login/cache", "AWS CLI: `aws login` session credentials"),
+    (".config/gh/hosts.yml", "GitHub CLI: OAuth token when no keyring is available"),
+    (".config/gcloud", "gcloud: credentials.db, access tokens, application default creds"),
+    (".azure", "Azure CLI: MSAL token cache"),
+    (".docker/config.json", "Docker: registry auths"),
+    (".kube/config", "kubectl: cluster tokens and client keys"),
+    (".vault-token", "HashiCorp Vault CLI: the default token helper's token"),
+    (".terraform.d/credentials.tfrc.json", "Terraform: `terraform login` API tokens"),
+    (".npmrc", "npm: registry _authToken"),
+    (".yarnrc.yml", "Yarn (berry): npmAuthToken"),
+    (".pypirc", "twine/PyPI: upload tokens"),
+    (".cargo/credentials.toml", "Cargo: crates.io token"),
+    (".cargo/credentials", "Cargo (older): crates.io token"),
+    (".gem/credentials", "RubyGems: API key"),
+    (".netrc", "curl, git, pip: machine passwords"),
+    ("_netrc", "curl, git on Windows-style setups: machine passwords"),
+    (".git-credentials", "git credential-store: default file"),
+    (".config/git/credentials", "git credential-store: XDG file"),
+    (".ssh/id_*", "OpenSSH: private keys under their default names"),
+    (".gnupg", "GnuPG: private keys and trust database"),
+    ("*.pem", "private keys and certificates anywhere"),
+    ("*.key", "private keys anywhere"),
+    ("*.p12", "PKCS#12 key stores anywhere"),
+    ("*.pfx", "PKCS#12 key stores anywhere"),
+    (".env", "dotenv files anywhere (Gemini CLI reads its API key from ~/.gemini/.env)"),
 )
+# The rendered config.toml lives outside HOME; a stale copy at HOME's root never leaves either,
+# and no ``!pattern`` can keep it.
+ALWAYS_DENIED: Final = "/config.toml"
+DEFAULT_DENYLIST: Final[tuple[str, ...]] = (ALWAYS_DENIED, *(p for p, _ in CREDENTIAL_STORES))
 
 
 class AgentError(OabError):
@@ -168,41 +191,92 @@ class ArchiveLimits:
             raise ValueError("ArchiveLimits.max_header_bytes must exceed max_path_bytes")
 
 
+# Bytes that may not appear in a member path or link target: C0 controls (NUL included: GNU
+# tar cuts a name at NUL, so "..\0/x" is ".." to it and something else to Python), DEL and C1
+# controls (a newline or an escape sequence in a name forges log lines and terminal output).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _glob_regex(glob: str) -> str:
+    """A shell glob as a regex where ``*`` and ``?`` stay within one path component."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        char = glob[i]
+        i += 1
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and (end := glob.find("]", i + (glob[i : i + 1] in ("!", "]")))) > 0:
+            body = glob[i:end].replace("\\", "\\\\").replace("[", "\\[")
+            if body.startswith("^"):
+                body = "\\" + body
+            elif body.startswith("!"):
+                body = "^" + body[1:]
+            out.append(f"[{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = []
+    for raw in patterns:
+        pattern = raw.rstrip("/")
+        if "/" in pattern:  # anchored at HOME; also denies everything below a match
+            part = f"^{_glob_regex(pattern.lstrip('/'))}(?:/|$)"
+        else:  # a name at any depth
+            part = f"(?:^|/){_glob_regex(pattern)}(?:/|$)"
+        try:
+            re.compile(part)
+        except re.error as exc:
+            raise ValueError(f"invalid denylist pattern {raw!r}: {exc}") from exc
+        parts.append(part)
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
 @dataclass(frozen=True)
 class Denylist:
     """Paths never written to a snapshot, in a gitignore-like syntax over HOME-relative paths.
 
     - a pattern with a ``/`` (other than a trailing one) is anchored at HOME (a leading ``/`` only
-      anchors); otherwise it matches the last component at any depth;
-    - ``*``, ``?`` and ``[...]`` are shell globs (``fnmatch``), matched case-sensitively;
-    - a pattern that matches a directory excludes everything below it.
+      anchors); otherwise it matches a name at any depth;
+    - ``*``, ``?`` and ``[...]`` are shell globs within one path component; matching ignores
+      case (``KEY.PEM`` is a ``*.pem``), so a credential cannot slip out by its spelling;
+    - a pattern that matches a directory excludes everything below it;
+    - ``!pattern`` keeps what it matches even when another pattern denies it (an operator's
+      deliberate choice, e.g. a Kiro login kept across restarts); it can never keep
+      :data:`ALWAYS_DENIED`.
     """
 
     patterns: tuple[str, ...] = DEFAULT_DENYLIST
+    _deny: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _keep: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for pattern in self.patterns:
-            if not pattern.strip("/") or ".." in pattern.split("/"):
+            body = pattern.removeprefix("!")
+            if not body.strip("/") or ".." in body.split("/") or _CONTROL.search(body):
                 raise ValueError(f"invalid denylist pattern {pattern!r}")
+        deny = [p for p in self.patterns if not p.startswith("!")]
+        keep = [p[1:] for p in self.patterns if p.startswith("!")]
+        object.__setattr__(self, "_deny", _compile(deny))
+        object.__setattr__(self, "_keep", _compile(keep))
 
     def with_extra(self, extra: Iterable[str]) -> Denylist:
-        """This list plus ``extra`` patterns (blank entries ignored)."""
+        """This list plus ``extra`` patterns (blank entries ignored; ``!`` keeps)."""
         added = tuple(p.strip() for p in extra if p.strip())
         return Denylist(self.patterns + added)
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` (normalized, HOME-relative) or one of its parents is denied."""
-        parts = path.split("/")
-        for i in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:i])
-            for raw in self.patterns:
-                pattern = raw.rstrip("/")
-                if "/" in pattern:
-                    if fnmatch.fnmatchcase(prefix, pattern.lstrip("/")):
-                        return True
-                elif fnmatch.fnmatchcase(parts[i - 1], pattern):
-                    return True
-        return False
+        if path.lower() == ALWAYS_DENIED.lstrip("/"):
+            return True
+        if self._deny is None or self._deny.search(path) is None:
+            return False
+        return self._keep is None or self._keep.search(path) is None
 
 
 @dataclass(frozen=True)
@@ -212,12 +286,6 @@ class ArchiveSummary:
     members: int
     total_bytes: int
     excluded: tuple[str, ...] = field(default=())
-
-
-# Bytes that may not appear in a member path or link target: C0 controls (NUL included: GNU
-# tar cuts a name at NUL, so "..\0/x" is ".." to it and something else to Python), DEL and C1
-# controls (a newline or an escape sequence in a name forges log lines and terminal output).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _check_name(name: str, *, what: str, member: str, limits: ArchiveLimits) -> None:
