@@ -38,7 +38,7 @@ def test_each_credential_store_is_denied_in_any_case(pattern: str) -> None:
 
 
 def test_the_default_list_is_the_config_plus_every_documented_store() -> None:
-    assert DEFAULT_DENYLIST == (ALWAYS_DENIED, *(p for p, _ in CREDENTIAL_STORES))
+    assert (ALWAYS_DENIED, *(p for p, _ in CREDENTIAL_STORES)) == DEFAULT_DENYLIST
     assert all(why.strip() for _, why in CREDENTIAL_STORES)
     names = {p for p, _ in CREDENTIAL_STORES}
     for issue_item in ("*.pem", ".vault-token", ".claude/.credentials.json", ".codex/auth.json"):
@@ -116,7 +116,8 @@ def test_sidecar_reads_kept_and_extra_patterns_from_env() -> None:
         agent.ENV_DENYLIST: "secrets/,!.local/share/kiro-cli/data.sqlite3*\n*.kdbx",
     }
     deny = agent.sidecar_config_from_env(env).denylist
-    assert deny.matches("secrets/x") and deny.matches("vault.KDBX")
+    assert deny.matches("secrets/x")
+    assert deny.matches("vault.KDBX")
     assert not deny.matches(".local/share/kiro-cli/data.sqlite3")
 
 
