@@ -55,6 +55,7 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from oab.controller import logscrub
 from oab.controller.agent_archive import (
     AgentError,
     ArchiveLimits,
@@ -65,6 +66,7 @@ from oab.controller.agent_archive import (
 from oab.controller.agent_sidecar import SidecarConfig, SnapshotSidecar, parse_s3_url
 from oab.controller.api import AgentKey
 from oab.controller.errors import classify_aws
+from oab.controller.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oab-agent", description=main.__doc__)
     parser.add_argument("command", choices=("init", "sidecar"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="oab-agent %(levelname)s %(message)s"
+    logscrub.install_root(
+        stream=sys.stderr, level=logging.INFO, fmt="oab-agent %(levelname)s %(message)s"
     )
     from oab.controller.aws import make_client, make_session
 
@@ -431,16 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sidecar.run(stop)
         return 0
     except (ValidationError, ValueError) as exc:
-        print(f"oab-agent {args.command}: invalid settings: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: invalid settings: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     except ArtifactError as exc:
-        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return EX_UNAVAILABLE
     except AgentError as exc:
-        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return EX_DATAERR
     except OSError as exc:
-        print(f"oab-agent {args.command}: local I/O error: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: local I/O error: {scrub(str(exc))}", file=sys.stderr)
         return EX_IOERR
 
 
