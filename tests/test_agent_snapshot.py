@@ -17,6 +17,7 @@ from oab.controller.agent_archive import Denylist, UnsafeArchiveError, create_ar
 from oab.controller.agent_sidecar import (
     SidecarConfig,
     SnapshotAlreadyRequested,
+    SnapshotError,
     SnapshotFailed,
     SnapshotRecord,
     SnapshotSidecar,
@@ -390,4 +391,53 @@ def test_shutdown_wait_is_bounded(s3: Any, tmp_path: Path, clock: FakeClock) -> 
     assert record.status == "failed"
     assert "no final archive within 20 s" in (record.error or "")
     assert 20 <= clock.monotonic() - start <= 22
+    assert audit == [record]
+
+
+# -- agent-written records are untrusted -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "malformed snapshot record"),
+        (b'{"agent": "team/bot"}', "bad fields: id"),
+        (
+            b'{"agent": "team/bot", "id": "x", "trigger": "shutdown", "status": "uploaded",'
+            b' "taken_at": "yesterday"}',
+            "bad fields: taken_at",
+        ),
+        (b'{"agent": "team/bot", "id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "malformed"),
+        (b'{"pad": "' + b"x" * 70_000 + b'"}', "larger than 65536 bytes"),
+    ],
+    ids=["not-json", "missing-fields", "wrong-type", "deep", "huge"],
+)
+def test_malformed_records_are_snapshot_errors(body: bytes, message: str) -> None:
+    with pytest.raises(SnapshotError, match=message):
+        SnapshotRecord.from_json(body)
+
+
+def test_wait_snapshot_reports_a_malformed_record_as_an_error(s3: Any, clock: FakeClock) -> None:
+    request = request_snapshot(s3, CP, KEY, clock=clock, new_id=SequentialIds("req"))
+    key = f"snapshots/team/bot/29991231T000000.000Z-{request.id}.json"
+    s3.put_object(Bucket=CP, Key=key, Body=b'{"agent": "team/bot", "id": 7}')
+    with pytest.raises(SnapshotError, match="malformed snapshot record"):
+        wait_snapshot(s3, CP, request, timeout=0, clock=clock)
+
+
+def test_failure_records_are_scrubbed_and_bounded(
+    s3: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    secret = "ghp" + "_" + "a1B2c3D4e5" * 4
+    sidecar, audit = _sidecar(s3, tmp_path, clock)
+    sidecar.outbox.mkdir(parents=True)
+    with tarfile.open(sidecar.outbox / "home.tar", "w") as tar:
+        info = tarfile.TarInfo(f"../{secret}/" + "d" * 3000)
+        tar.addfile(info, io.BytesIO(b""))
+    [record] = sidecar.process_outbox()
+    assert record.status == "failed"
+    assert record.error is not None
+    assert secret not in record.error
+    assert "[REDACTED]" in record.error
+    assert len(record.error) <= 2000
     assert audit == [record]
