@@ -108,6 +108,15 @@ class SnapshotError(AgentError):
     reason = "SnapshotFailed"
 
 
+class MalformedSnapshotRecord(SnapshotError, ValueError):
+    """A stored record is not a valid one (too large, not JSON, wrong fields or types).
+
+    Also a ``ValueError``: readers that skip unparsable records catch that.
+    """
+
+    reason = "MalformedSnapshotRecord"
+
+
 class SnapshotAlreadyRequested(SnapshotError):
     """Another on-demand request for this agent is still pending; ``pending`` is the winner."""
 
@@ -187,18 +196,20 @@ class SnapshotRecord:
 
     @classmethod
     def from_json(cls, body: bytes) -> SnapshotRecord:
-        """Parse a stored record; ``SnapshotError`` for anything that is not a valid one.
+        """Parse a stored record; ``MalformedSnapshotRecord`` for anything that is not one.
 
         Records are written by the agent's task (its role may write them), so they are
         untrusted: size-capped (:data:`MAX_RECORD_BYTES`), and every field type-checked.
         """
         if len(body) > MAX_RECORD_BYTES:
-            raise SnapshotError(f"snapshot record larger than {MAX_RECORD_BYTES} bytes")
+            raise MalformedSnapshotRecord(f"snapshot record larger than {MAX_RECORD_BYTES} bytes")
         try:
             return _RECORD.validate_json(body, strict=True)
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, e["loc"])) or "(record)" for e in exc.errors())
-            raise SnapshotError(f"malformed snapshot record (bad fields: {fields})") from None
+            raise MalformedSnapshotRecord(
+                f"malformed snapshot record (bad fields: {fields})"
+            ) from None
 
 
 SnapshotRecorder = Callable[[SnapshotRecord], None]
@@ -655,6 +666,7 @@ def _publish(path: Path, data: bytes) -> None:
 
 
 __all__ = [
+    "MalformedSnapshotRecord",
     "SidecarConfig",
     "SnapshotAlreadyRequested",
     "SnapshotError",
