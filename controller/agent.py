@@ -84,8 +84,9 @@ ENV_BOOTSTRAP_FROM: Final = "BOOTSTRAP_FROM"
 ENV_BUCKET: Final = "OAB_BUCKET"
 ENV_NAMESPACE: Final = "OAB_NAMESPACE"
 ENV_NAME: Final = "OAB_NAME"
-# Optional: extra snapshot denylist patterns (comma or newline separated) and the on-demand
-# request poll interval in seconds (0 disables on-demand snapshots).
+# Optional: extra snapshot denylist patterns (comma or newline separated; ``!pattern`` keeps a
+# path the defaults drop) and the on-demand request poll interval in seconds (0 disables
+# on-demand snapshots).
 ENV_DENYLIST: Final = "OAB_SNAPSHOT_DENYLIST"
 ENV_POLL_SECONDS: Final = "OAB_SNAPSHOT_POLL_SECONDS"
 

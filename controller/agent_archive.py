@@ -322,6 +322,9 @@ _PAX_TYPES: Final = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS
 # A global PAX header applies to every later member, and tarfile copies it into each one: keep
 # it small. (``git archive`` writes one of 52 bytes; GNU tar and bsdtar write none by default.)
 MAX_GLOBAL_HEADER_BYTES: Final = 4096
+# GNU sparse maps in PAX records ("<length> GNU.sparse.<key>=..."): tarfile would then read an
+# unbounded map, block by block.
+_PAX_SPARSE: Final = re.compile(rb"(?:^|\n)\d+ GNU\.sparse\.")
 _DECOMPRESSION_ERRORS: Final = (EOFError, OSError, zlib.error, lzma.LZMAError)
 # What may follow a tar's end marker and is still read, for the decompressor's trailer check:
 # writers pad to their record size (10 KiB for GNU tar and Python, more with a large -b).
@@ -379,7 +382,7 @@ class _HeaderGuard:
             if size < 0 or size > cap:
                 raise ArchiveLimitError("?", f"extended header larger than {cap} bytes")
             data = self._read(size)
-            if kind in _PAX_TYPES and b"GNU.sparse." in data:
+            if kind in _PAX_TYPES and _PAX_SPARSE.search(data):
                 raise UnsafeArchiveError(_pax_path(data), "GNU sparse file (not supported)")
             return data
         if size < 0 or size > cap:

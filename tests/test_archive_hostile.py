@@ -401,3 +401,8 @@ def test_filtered_agent_tars_drop_links_leaving_home_too(tmp_path: Path) -> None
     assert {"chain", "abs", "rel-out", "odd\nname"} <= set(summary.excluded)
     with tarfile.open(tmp_path / "clean.tar") as tar:
         assert {"chain", "abs", "rel-out"}.isdisjoint(tar.getnames())
+
+
+def test_a_file_merely_named_like_a_sparse_record_is_kept(tmp_path: Path) -> None:
+    src = build(tmp_path / "in.tar", [pax("docs/GNU.sparse.notes")], fmt=tarfile.PAX_FORMAT)
+    assert sanitize_archive(src, tmp_path / "out.tar").members == 1
