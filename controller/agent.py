@@ -4,10 +4,13 @@ Design: init container + minimal in-image step (see ops/README.md for the trade-
 task has three containers sharing one task volume mounted at ``SHARED_DIR`` (``/oab``):
 
 1. ``INIT_CONTAINER`` (controller image, ``essential: false``) runs ``init_command()``: downloads
-   ``CONFIG_ARTIFACT_PATH`` to ``/oab/config.toml`` and, when ``BOOTSTRAP_FROM`` is set, downloads
-   the bootstrap archive, validates it against hostile content and writes a sanitized re-packed
-   ``/oab/home.tar``. Any failure exits non-zero; the agent container depends on ``SUCCESS`` so the
-   task fails visibly and the deployment circuit breaker keeps the previous task.
+   ``CONFIG_ARTIFACT_PATH`` and checks it against ``CONFIG_SHA256`` (the digest the renderer put
+   in the task definition, so an artifact changed after it was written is noticed); when
+   ``BOOTSTRAP_FROM`` is set, downloads the bootstrap archive, validates it against hostile
+   content and writes a sanitized re-packed ``/oab/home.tar``; then writes ``/oab/config.toml``.
+   Any failure exits non-zero (see ``main`` for the codes); the agent container depends on
+   ``SUCCESS`` so the task fails visibly and the deployment circuit breaker keeps the previous
+   task.
 2. ``AGENT_CONTAINER`` (the stock image, unmodified) runs ``/bin/sh -c ENTRY_SCRIPT``: extracts
    ``/oab/home.tar`` into ``$HOME`` (adds or overwrites only: files the image ships stay),
    runs ``openab run -c /oab/config.toml``, answers on-demand snapshot requests dropped in
@@ -22,6 +25,8 @@ task has three containers sharing one task volume mounted at ``SHARED_DIR`` (``/
 Invariants:
 - ``config.toml`` lives outside HOME and is written last, atomically (temp + rename); it never
   enters a snapshot (the sidecar drops it again in case an older archive put one in HOME).
+- ``config.toml`` is written only if its sha256 equals ``CONFIG_SHA256`` when the task definition
+  carries one (task definitions rendered before the variable existed are trusted as before).
 - Nothing from an archive reaches HOME unless it passed validation (see ``agent_archive``).
 - Every file exchanged through the shared volume is published by rename, so a reader never sees a
   partial file.
@@ -33,8 +38,10 @@ monotonic clock for its bounded waits and wall time only for the stored snapshot
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -48,6 +55,7 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from oab.controller import logscrub
 from oab.controller.agent_archive import (
     AgentError,
     ArchiveLimits,
@@ -58,6 +66,7 @@ from oab.controller.agent_archive import (
 from oab.controller.agent_sidecar import SidecarConfig, SnapshotSidecar, parse_s3_url
 from oab.controller.api import AgentKey
 from oab.controller.errors import classify_aws
+from oab.controller.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +79,14 @@ SHARED_DIR: Final = "/oab"
 # Environment the renderer sets on the init and sidecar containers (the agent container only
 # needs its secrets: everything else reaches it through the shared volume).
 ENV_CONFIG_ARTIFACT: Final = "CONFIG_ARTIFACT_PATH"
+ENV_CONFIG_SHA256: Final = "CONFIG_SHA256"  # init container only: see ``config_sha256``
 ENV_BOOTSTRAP_FROM: Final = "BOOTSTRAP_FROM"
 ENV_BUCKET: Final = "OAB_BUCKET"
 ENV_NAMESPACE: Final = "OAB_NAMESPACE"
 ENV_NAME: Final = "OAB_NAME"
-# Optional: extra snapshot denylist patterns (comma or newline separated) and the on-demand
-# request poll interval in seconds (0 disables on-demand snapshots).
+# Optional: extra snapshot denylist patterns (comma or newline separated; ``!pattern`` keeps a
+# path the defaults drop) and the on-demand request poll interval in seconds (0 disables
+# on-demand snapshots).
 ENV_DENYLIST: Final = "OAB_SNAPSHOT_DENYLIST"
 ENV_POLL_SECONDS: Final = "OAB_SNAPSHOT_POLL_SECONDS"
 
@@ -168,6 +179,15 @@ done
 """
 
 
+def config_sha256(config_toml: str) -> str:
+    """The digest ``CONFIG_SHA256`` carries: sha256 (hex) of the artifact's UTF-8 bytes.
+
+    The renderer computes it from the text it renders and the reconciler uploads that same text
+    encoded as UTF-8, so the two sides agree by construction.
+    """
+    return hashlib.sha256(config_toml.encode("utf-8")).hexdigest()
+
+
 def init_command() -> list[str]:
     """Command of the init container (an ``oab-agent`` subcommand in the controller image)."""
     return ["oab-agent", "init"]
@@ -189,12 +209,26 @@ class ArtifactError(AgentError):
     reason = "ArtifactUnavailable"
 
 
+class ConfigMismatchError(AgentError):
+    """The config artifact is not the one the task definition was rendered with."""
+
+    reason = "ConfigArtifactMismatch"
+
+
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+
+
 class InitConfig(BaseModel):
     """Settings of the init container, validated once (from the container environment)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     config_artifact: str = Field(description="s3:// URL of this generation's config.toml.")
+    config_sha256: str | None = Field(
+        default=None,
+        description="Expected sha256 (hex) of the artifact. None (task definitions rendered "
+        "before the digest existed) skips the check.",
+    )
     bootstrap_from: str | None = Field(
         default=None,
         description="s3:// URL of the state archive. A missing object is not an error (the first "
@@ -211,6 +245,13 @@ class InitConfig(BaseModel):
     def _s3_url(cls, value: str | None) -> str | None:
         if value is not None:
             parse_s3_url(value)
+        return value
+
+    @field_validator("config_sha256")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_RE.fullmatch(value):
+            raise ValueError(f"{ENV_CONFIG_SHA256} must be 64 lowercase hex digits")
         return value
 
 
@@ -273,7 +314,8 @@ def _download_bootstrap(s3: Any, config: InitConfig) -> ArchiveSummary | None:
     return summary
 
 
-def _download_config(s3: Any, config: InitConfig) -> int:
+def _fetch_config(s3: Any, config: InitConfig) -> bytes:
+    """The artifact's bytes, size-capped and checked against ``config_sha256``."""
     url = config.config_artifact
     bucket, key = parse_s3_url(url)
     try:
@@ -285,6 +327,19 @@ def _download_config(s3: Any, config: InitConfig) -> int:
         raise _aws_error(exc, "GetObject", url) from exc
     if len(data) > config.max_config_bytes:
         raise AgentError(f"{url} is larger than {config.max_config_bytes} bytes")
+    if config.config_sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != config.config_sha256:
+            raise ConfigMismatchError(
+                f"{url} has sha256 {actual}, but the task definition was rendered for"
+                f" {config.config_sha256}: the artifact was changed after the controller wrote"
+                " it; refusing to start the agent with it (re-apply the manifest to write a new"
+                " generation, and find out who can write the artifacts prefix)"
+            )
+    return data
+
+
+def _write_config(config: InitConfig, data: bytes) -> None:
     target = config.shared_dir / "config.toml"
     tmp = target.with_name(".config.toml.tmp")
     tmp.write_bytes(data)
@@ -292,20 +347,23 @@ def _download_config(s3: Any, config: InitConfig) -> int:
     # lets the image's agent user read it.
     tmp.chmod(0o644)
     tmp.replace(target)
-    return len(data)
 
 
 def run_init(s3: Any, config: InitConfig) -> InitResult:
-    """The init container: restore-archive first, ``config.toml`` last (it must win).
+    """The init container: check the config artifact, restore the archive, write the config.
 
-    Raises ``UnsafeArchiveError``/``CorruptArchiveError`` for a hostile or broken archive and
-    ``ArtifactError`` when S3 refuses; the container then exits non-zero and the task fails.
+    The artifact is fetched and verified first (a tampered one fails before a large archive is
+    downloaded) and written last (it must win). Raises ``ConfigMismatchError`` for an artifact
+    that does not match ``CONFIG_SHA256``, ``UnsafeArchiveError``/``CorruptArchiveError`` for a
+    hostile or broken archive and ``ArtifactError`` when S3 refuses; the container then exits
+    non-zero and the task fails. Nothing is written to ``config.toml`` on any failure.
     """
     _prepare_shared(config.shared_dir)
+    data = _fetch_config(s3, config)
     restored = _download_bootstrap(s3, config) if config.bootstrap_from else None
-    size = _download_config(s3, config)
-    log.info("wrote %s (%d bytes)", config.shared_dir / "config.toml", size)
-    return InitResult(restored=restored, config_bytes=size)
+    _write_config(config, data)
+    log.info("wrote %s (%d bytes)", config.shared_dir / "config.toml", len(data))
+    return InitResult(restored=restored, config_bytes=len(data))
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -317,6 +375,7 @@ def init_config_from_env(env: Mapping[str, str]) -> InitConfig:
     """``InitConfig`` from the variables the task definition sets."""
     return InitConfig(
         config_artifact=env.get(ENV_CONFIG_ARTIFACT, ""),
+        config_sha256=_optional(env, ENV_CONFIG_SHA256),
         bootstrap_from=_optional(env, ENV_BOOTSTRAP_FROM),
         shared_dir=Path(env.get("OAB_SHARED_DIR", SHARED_DIR)),
     )
@@ -337,18 +396,25 @@ def sidecar_config_from_env(env: Mapping[str, str]) -> SidecarConfig:
 
 
 # sysexits.h codes, so `docker inspect`/ECS stoppedReason tell the failure classes apart.
-EX_DATAERR: Final = 65
-EX_UNAVAILABLE: Final = 69
-EX_CONFIG: Final = 78
+EX_DATAERR: Final = 65  # hostile or unreadable archive; config artifact not matching its digest
+EX_UNAVAILABLE: Final = 69  # S3 refused or lacks an object the task needs
+EX_IOERR: Final = 74  # the task's own disk failed (full volume, permissions)
+EX_CONFIG: Final = 78  # invalid settings in the container environment
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``oab-agent init|sidecar``: the controller image's side of the agent start-up contract."""
+    """``oab-agent init|sidecar``: the controller image's side of the agent start-up contract.
+
+    Exit codes: 0 done; 65 (``EX_DATAERR``) a hostile or unreadable archive, or a config artifact
+    that does not match ``CONFIG_SHA256``; 69 (``EX_UNAVAILABLE``) S3 refused; 74 (``EX_IOERR``)
+    a local disk error; 78 (``EX_CONFIG``) invalid settings. Each prints one line, never a
+    traceback.
+    """
     parser = argparse.ArgumentParser(prog="oab-agent", description=main.__doc__)
     parser.add_argument("command", choices=("init", "sidecar"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="oab-agent %(levelname)s %(message)s"
+    logscrub.install_root(
+        stream=sys.stderr, level=logging.INFO, fmt="oab-agent %(levelname)s %(message)s"
     )
     from oab.controller.aws import make_client, make_session
 
@@ -368,14 +434,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sidecar.run(stop)
         return 0
     except (ValidationError, ValueError) as exc:
-        print(f"oab-agent {args.command}: invalid settings: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: invalid settings: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     except ArtifactError as exc:
-        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return EX_UNAVAILABLE
     except AgentError as exc:
-        print(f"oab-agent {args.command}: {exc}", file=sys.stderr)
+        print(f"oab-agent {args.command}: {scrub(str(exc))}", file=sys.stderr)
         return EX_DATAERR
+    except OSError as exc:
+        print(f"oab-agent {args.command}: local I/O error: {scrub(str(exc))}", file=sys.stderr)
+        return EX_IOERR
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, NewType, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from oab.controller.agent_archive import (
     AgentError,
@@ -50,6 +50,7 @@ from oab.controller.agent_archive import (
 )
 from oab.controller.api import AgentKey
 from oab.controller.errors import classify_aws
+from oab.controller.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # wait_snapshot looks for records from a little before the request: the task's clock and the
 # requester's may disagree by this much.
 CLOCK_SKEW_ALLOWANCE: Final = 300.0
+# A record is a few hundred bytes; anything past this is not one (records are agent-written).
+MAX_RECORD_BYTES: Final = 64 * 1024
+# Failure texts kept in a record (scrubbed first): enough for any archive or AWS error.
+MAX_ERROR_CHARS: Final = 2000
 
 Trigger = Literal["on-demand", "shutdown"]
 Outcome = Literal["uploaded", "failed"]
@@ -101,6 +106,15 @@ class SnapshotError(AgentError):
     """A snapshot could not be requested, taken or found."""
 
     reason = "SnapshotFailed"
+
+
+class MalformedSnapshotRecord(SnapshotError, ValueError):
+    """A stored record is not a valid one (too large, not JSON, wrong fields or types).
+
+    Also a ``ValueError``: readers that skip unparsable records catch that.
+    """
+
+    reason = "MalformedSnapshotRecord"
 
 
 class SnapshotAlreadyRequested(SnapshotError):
@@ -182,12 +196,24 @@ class SnapshotRecord:
 
     @classmethod
     def from_json(cls, body: bytes) -> SnapshotRecord:
-        """Parse a stored record."""
-        raw = json.loads(body)
-        return cls(**raw)
+        """Parse a stored record; ``MalformedSnapshotRecord`` for anything that is not one.
+
+        Records are written by the agent's task (its role may write them), so they are
+        untrusted: size-capped (:data:`MAX_RECORD_BYTES`), and every field type-checked.
+        """
+        if len(body) > MAX_RECORD_BYTES:
+            raise MalformedSnapshotRecord(f"snapshot record larger than {MAX_RECORD_BYTES} bytes")
+        try:
+            return _RECORD.validate_json(body, strict=True)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) or "(record)" for e in exc.errors())
+            raise MalformedSnapshotRecord(
+                f"malformed snapshot record (bad fields: {fields})"
+            ) from None
 
 
 SnapshotRecorder = Callable[[SnapshotRecord], None]
+_RECORD: Final = TypeAdapter(SnapshotRecord)
 
 
 def _split_key(agent: str) -> tuple[str, str]:
@@ -286,8 +312,8 @@ def wait_snapshot(
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after):
                 for obj in page.get("Contents", []):
                     if obj["Key"].endswith(suffix):
-                        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                        record = SnapshotRecord.from_json(body)
+                        got = s3.get_object(Bucket=bucket, Key=obj["Key"])
+                        record = SnapshotRecord.from_json(got["Body"].read(MAX_RECORD_BYTES + 1))
                         if record.status != "uploaded":
                             raise SnapshotFailed(record)
                         return record
@@ -483,8 +509,11 @@ class SnapshotSidecar:
             summary = filter_archive(
                 path, clean, denylist=self._config.denylist, limits=self._config.limits
             )
-        except AgentError as exc:
+        except (AgentError, OSError) as exc:
+            # A hostile or broken archive, or a full volume: this snapshot fails, the sidecar
+            # goes on serving (the archive is dropped so that it cannot fill the volume again).
             path.unlink(missing_ok=True)
+            clean.unlink(missing_ok=True)
             return self._record_failure(snap_id, trigger, str(exc))
         try:
             with clean.open("rb") as body:
@@ -562,6 +591,7 @@ class SnapshotSidecar:
     # -- records ------------------------------------------------------------------------------
 
     def _record_failure(self, snap_id: SnapshotId, trigger: Trigger, error: str) -> SnapshotRecord:
+        error = scrub(error)[:MAX_ERROR_CHARS]
         log.error("snapshot %s (%s) failed: %s", snap_id, trigger, error)
         return self._record(
             SnapshotRecord(
@@ -636,8 +666,10 @@ def _publish(path: Path, data: bytes) -> None:
 
 
 __all__ = [
+    "MalformedSnapshotRecord",
     "SidecarConfig",
     "SnapshotAlreadyRequested",
+    "SnapshotError",
     "SnapshotFailed",
     "SnapshotRecord",
     "SnapshotRequest",

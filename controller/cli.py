@@ -334,6 +334,9 @@ def main(
 ) -> int:
     """Run ``oabctl`` with ``argv``; returns the exit code (the console script exits with it)."""
     o, e, i = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
+    from oab.controller.logscrub import install_root
+
+    install_root(stream=e)  # library warnings reach stderr as before, but scrubbed
     argv = list(sys.argv[1:] if argv is None else argv)
     ctx: Context | None = None
     debug = "--debug" in argv

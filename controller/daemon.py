@@ -34,8 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from oab.controller import logscrub
 from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from oab.controller.errors import OabError
+from oab.controller.logscrub import scrub_record
 
 #: Set by local harnesses to their own pid: the replica shuts down once that process is no longer
 #: its parent (it died, even by SIGKILL, which runs no clean-up).
@@ -68,9 +70,15 @@ _STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with the ``extra`` fields (replica, epoch, key, ...)."""
+    """One JSON object per record, with the ``extra`` fields (replica, epoch, key, ...).
+
+    Every record is scrubbed first (:func:`oab.controller.logscrub.scrub_record`: message,
+    ``extra`` fields by name and value, exception text), even on a handler that lacks the
+    filter, so a secret never reaches the JSON.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
+        scrub_record(record)
         data: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,
@@ -80,8 +88,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
                 data[key] = value if isinstance(value, int | float | bool | str) else str(value)
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = record.stack_info
         return json.dumps(data, sort_keys=True)
 
 
@@ -115,13 +125,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(fmt: str, level: str, replica: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # Both formats go through the one scrubber (logscrub): no secret in any log line.
+    handler = logscrub.install(logging.StreamHandler(sys.stderr))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s {replica} %(levelname)s %(name)s %(message)s")
         )
+    if logging.lastResort is not None:
+        logscrub.install(logging.lastResort)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

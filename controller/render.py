@@ -24,7 +24,8 @@ Invariants
       or a Secrets Manager ARN) and ``config.toml`` only as ``${VAR}`` placeholders; the renderer
       never sees a secret value.
     - ``CONFIG_ARTIFACT_PATH`` points at ``artifacts/{ns}/{name}/{generation}/config.toml``, the
-      write-once artifact of exactly this generation.
+      write-once artifact of exactly this generation; the init container's ``CONFIG_SHA256`` is
+      the sha256 of :func:`render_config_toml`'s text, so a changed artifact fails the task.
     - Rules real ECS enforces but the local emulator does not (``local-aws.md``) are checked here
       before anything is returned (:func:`check_task_definition`, :func:`check_service_request`):
       Fargate means ``awsvpc``; cpu/memory is a valid Fargate pair; an execution role exists
@@ -526,12 +527,14 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
     }
     bootstrap = {agent.ENV_BOOTSTRAP_FROM: spec.bootstrap_from} if spec.bootstrap_from else {}
     artifact = {agent.ENV_CONFIG_ARTIFACT: artifact_uri(ctx, svc)}
+    # The init container refuses an artifact whose bytes are not the ones rendered here.
+    digest = {agent.ENV_CONFIG_SHA256: agent.config_sha256(render_config_toml(svc))}
     init = {
         "name": agent.INIT_CONTAINER,
         "image": ctx.agent_image,
         "essential": False,
         "command": agent.init_command(),
-        "environment": _env({**identity, **artifact, **bootstrap}),
+        "environment": _env({**identity, **artifact, **digest, **bootstrap}),
         "mountPoints": _mount(),
         "logConfiguration": log,
     }

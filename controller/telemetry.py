@@ -38,9 +38,10 @@ Design
   acquire/release) carry their AWS calls as children.
 - **Secrets** never reach this module by design (the controller reads secret versions, never
   values). :class:`ScrubbingSpanProcessor` is defence in depth in front of every exporter: it
-  redacts attributes whose key names a credential and values that look like one (AWS access
-  keys, bearer tokens, Slack/Discord tokens, private keys, JWTs) and values registered with
-  :func:`register_secret`.
+  applies :func:`oab.controller.redact.scrub_data` to every attribute, event, link and status,
+  the same rules :mod:`oab.controller.logscrub` applies to log records (one list of credential
+  shapes, credential-named keys, ``name=value`` assignments in free text, values registered
+  with :func:`register_secret`).
 
 Invariants: :func:`setup` never raises for a bad exporter or detector (it logs); every exporter
 sits behind the scrubber; instruments are created at import with the API and bind to whatever
@@ -59,7 +60,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
@@ -84,10 +85,11 @@ from opentelemetry.util.types import Attributes
 from pydantic import BaseModel, ConfigDict, Field
 
 from oab.controller.errors import THROTTLING_CODES
-from oab.controller.redact import REDACTED, is_secret_key, register_secret, scrub
+from oab.controller.redact import REDACTED, register_secret, scrub, scrub_data
 
 __all__ = [
     "DEFAULT_TRACE_FILE",
+    "REDACTED",
     "Instruments",
     "JsonLinesSpanExporter",
     "OrphanAwsCallSampler",
@@ -233,17 +235,12 @@ def _scrub_attributes(attrs: Attributes) -> tuple[dict[str, Any], bool]:
     out: dict[str, Any] = {}
     changed = False
     for key, value in (attrs or {}).items():
-        if is_secret_key(key):
-            out[key] = REDACTED
-            changed = True
-        elif isinstance(value, str):
-            out[key] = scrub_value(value)
-            changed |= out[key] != value
-        elif isinstance(value, Sequence) and value and isinstance(value[0], str):
-            out[key] = [scrub_value(str(v)) for v in value]
-            changed |= list(out[key]) != list(value)
-        else:
-            out[key] = value
+        clean = scrub_data(value, key=key)
+        before: Any = value
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            before, clean = list(value), list(cast(Sequence[Any], clean))
+        out[key] = clean
+        changed |= clean != before
     return out, changed
 
 

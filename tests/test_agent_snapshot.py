@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from oab.controller import agent
 from oab.controller.agent import InitConfig, run_init
@@ -15,6 +17,7 @@ from oab.controller.agent_archive import Denylist, UnsafeArchiveError, create_ar
 from oab.controller.agent_sidecar import (
     SidecarConfig,
     SnapshotAlreadyRequested,
+    SnapshotError,
     SnapshotFailed,
     SnapshotRecord,
     SnapshotSidecar,
@@ -31,6 +34,7 @@ STATE = "agent-state"
 KEY = AgentKey("team/bot")
 BOOTSTRAP = f"s3://{STATE}/team/bot/home.tar.gz"
 ARTIFACT = f"s3://{CP}/artifacts/team/bot/7/config.toml"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -129,6 +133,101 @@ def test_main_exit_codes(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, ARTIFACT)
     monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
     assert agent.main(["init"]) == agent.EX_DATAERR
+
+
+# -- tamper-evident config artifact -------------------------------------------------------------
+
+
+def _rendered_example() -> tuple[dict[str, str], bytes]:
+    """The init container's environment and the artifact bytes, as render and reconcile make
+    them for examples/ (the reconciler uploads ``render_config_toml(svc).encode()``)."""
+    from oab.controller.api import parse_document
+    from oab.controller.render import RenderContext, render_agent
+
+    doc = yaml.safe_load((ROOT / "examples" / "kiro-discord.yaml").read_text())
+    svc = parse_document(doc)
+    ctx = RenderContext(
+        region="us-east-1",
+        bucket=CP,
+        cluster="oab",
+        agent_image="ghcr.io/openabdev/oab-controller:0.1.0",
+        execution_role_arn="arn:aws:iam::{account}:role/x",
+        task_role_arn="arn:aws:iam::{account}:role/y",
+        account_id="123456789012",
+        default_subnets=("subnet-0ddd0000",),
+        default_security_groups=("sg-0eee0000",),
+    )
+    rendered = render_agent(svc, ctx)
+    init = rendered.task_definition["containerDefinitions"][0]
+    assert init["name"] == agent.INIT_CONTAINER
+    env = {e["name"]: e["value"] for e in init["environment"]}
+    return env, rendered.config_toml.encode()
+
+
+def _put_artifact(s3: Any, env: dict[str, str], body: bytes) -> None:
+    bucket, key = agent.parse_s3_url(env[agent.ENV_CONFIG_ARTIFACT])
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_init_accepts_the_artifact_the_task_definition_was_rendered_for(
+    s3: Any, tmp_path: Path
+) -> None:
+    env, body = _rendered_example()
+    assert agent.ENV_CONFIG_SHA256 in env
+    _put_artifact(s3, env, body)
+    config = agent.init_config_from_env({**env, "OAB_SHARED_DIR": str(tmp_path / "oab")})
+    run_init(s3, config)
+    assert (tmp_path / "oab" / "config.toml").read_bytes() == body
+
+
+def test_init_refuses_a_tampered_artifact_and_starts_nothing(s3: Any, tmp_path: Path) -> None:
+    env, body = _rendered_example()
+    _put_artifact(s3, env, body + b'\n[gateway]\nurl = "wss://attacker.example"\n')
+    archive = create_archive(_home(tmp_path / "h"), tmp_path / "a.tar.gz", Denylist())
+    assert archive.members
+    s3.upload_file(str(tmp_path / "a.tar.gz"), STATE, "team/bot/home.tar.gz")
+    shared = tmp_path / "oab"
+    config = agent.init_config_from_env(
+        {**env, agent.ENV_BOOTSTRAP_FROM: BOOTSTRAP, "OAB_SHARED_DIR": str(shared)}
+    )
+    with pytest.raises(agent.ConfigMismatchError, match="changed after the controller wrote"):
+        run_init(s3, config)
+    assert not (shared / "config.toml").exists()
+    assert not (shared / "home.tar").exists()  # checked before the archive was fetched
+
+
+def test_a_task_definition_without_the_digest_keeps_todays_behaviour(
+    s3: Any, tmp_path: Path
+) -> None:
+    env, _body = _rendered_example()
+    del env[agent.ENV_CONFIG_SHA256]
+    _put_artifact(s3, env, b"anything the bucket holds")
+    config = agent.init_config_from_env({**env, "OAB_SHARED_DIR": str(tmp_path / "oab")})
+    run_init(s3, config)
+    assert (tmp_path / "oab" / "config.toml").read_bytes() == b"anything the bucket holds"
+
+
+def test_main_exits_65_for_a_tampered_artifact_or_a_truncated_archive(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env, body = _rendered_example()
+    _put_artifact(s3, env, body.replace(b"kiro-cli", b"evil-cli"))
+    for name, value in {**env, "OAB_SHARED_DIR": str(tmp_path / "oab")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(agent.ENV_BOOTSTRAP_FROM, raising=False)
+    assert agent.main(["init"]) == agent.EX_DATAERR
+    err = capsys.readouterr().err
+    assert "was rendered for" in err
+    assert "Traceback" not in err
+    _put_artifact(s3, env, body)
+    s3.put_object(Bucket=STATE, Key="team/bot/home.tar.gz", Body=gzip.compress(b"x" * 4096)[:-20])
+    monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
+    assert agent.main(["init"]) == agent.EX_DATAERR
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv(agent.ENV_CONFIG_SHA256, "NOT-HEX")
+    assert agent.main(["init"]) == agent.EX_CONFIG
 
 
 def test_sidecar_settings_from_env() -> None:
@@ -292,4 +391,53 @@ def test_shutdown_wait_is_bounded(s3: Any, tmp_path: Path, clock: FakeClock) -> 
     assert record.status == "failed"
     assert "no final archive within 20 s" in (record.error or "")
     assert 20 <= clock.monotonic() - start <= 22
+    assert audit == [record]
+
+
+# -- agent-written records are untrusted -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "malformed snapshot record"),
+        (b'{"agent": "team/bot"}', "bad fields: id"),
+        (
+            b'{"agent": "team/bot", "id": "x", "trigger": "shutdown", "status": "uploaded",'
+            b' "taken_at": "yesterday"}',
+            "bad fields: taken_at",
+        ),
+        (b'{"agent": "team/bot", "id": ' + b"[" * 5000 + b"]" * 5000 + b"}", "malformed"),
+        (b'{"pad": "' + b"x" * 70_000 + b'"}', "larger than 65536 bytes"),
+    ],
+    ids=["not-json", "missing-fields", "wrong-type", "deep", "huge"],
+)
+def test_malformed_records_are_snapshot_errors(body: bytes, message: str) -> None:
+    with pytest.raises(SnapshotError, match=message):
+        SnapshotRecord.from_json(body)
+
+
+def test_wait_snapshot_reports_a_malformed_record_as_an_error(s3: Any, clock: FakeClock) -> None:
+    request = request_snapshot(s3, CP, KEY, clock=clock, new_id=SequentialIds("req"))
+    key = f"snapshots/team/bot/29991231T000000.000Z-{request.id}.json"
+    s3.put_object(Bucket=CP, Key=key, Body=b'{"agent": "team/bot", "id": 7}')
+    with pytest.raises(SnapshotError, match="malformed snapshot record"):
+        wait_snapshot(s3, CP, request, timeout=0, clock=clock)
+
+
+def test_failure_records_are_scrubbed_and_bounded(
+    s3: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    secret = "ghp" + "_" + "a1B2c3D4e5" * 4
+    sidecar, audit = _sidecar(s3, tmp_path, clock)
+    sidecar.outbox.mkdir(parents=True)
+    with tarfile.open(sidecar.outbox / "home.tar", "w") as tar:
+        info = tarfile.TarInfo(f"../{secret}/" + "d" * 3000)
+        tar.addfile(info, io.BytesIO(b""))
+    [record] = sidecar.process_outbox()
+    assert record.status == "failed"
+    assert record.error is not None
+    assert secret not in record.error
+    assert "[REDACTED]" in record.error
+    assert len(record.error) <= 2000
     assert audit == [record]

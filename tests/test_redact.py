@@ -10,6 +10,7 @@ from oab.controller.redact import (
     looks_like_secret,
     register_secret,
     scrub,
+    scrub_data,
     secret_kind,
 )
 
@@ -110,3 +111,71 @@ def test_registered_values_are_redacted_and_short_ones_ignored() -> None:
     register_secret("plain-but-registered-1")
     register_secret("abc")
     assert scrub("x plain-but-registered-1 y abc") == f"x {REDACTED} y abc"
+
+
+MORE_SHAPES = {
+    "a GitLab token": "glpat" + "-" + "AbCdEfGhIjKlMnOpQrSt",
+    "a Hugging Face token": "hf" + "_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123",
+    "an npm token": "npm" + "_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+    "a Kiro API key": "ksk" + "_" + "AbCdEfGhIjKlMnOpQrSt12",
+    "an AWS session token": "IQoJb3JpZ2lu" + "X2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD" * 3,
+}
+
+
+@pytest.mark.parametrize(("kind", "value"), sorted(MORE_SHAPES.items()))
+def test_added_shapes(kind: str, value: str) -> None:
+    assert secret_kind(f"x {value} y") == kind
+    assert value not in scrub(f"x {value} y")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("token=plainvalue123 next", f"token={REDACTED} next"),
+        ('app_token="a quoted value" x', f'app_token="{REDACTED}" x'),
+        ("client_secret='it\\'s' tail", f"client_secret='{REDACTED}' tail"),
+        ('{"secret": "hunter2", "name": "bob"}', f'{{"secret": "{REDACTED}", "name": "bob"}}'),
+        (
+            "{'X-Amz-Security-Token': b'opaque-session-blob', 'Host': 'sqs'}",
+            f"{{'X-Amz-Security-Token': b'{REDACTED}', 'Host': 'sqs'}}",
+        ),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA== more", f"Authorization: {REDACTED} more"),
+        ("--token=abcdefg --other=1", f"--token={REDACTED} --other=1"),
+        ("password = s3cret!", f"password = {REDACTED}"),
+    ],
+)
+def test_values_assigned_to_secret_names_are_redacted(text: str, expected: str) -> None:
+    assert scrub(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: ${DB_PASSWORD}",
+        "secret: arn:aws:secretsmanager:us-east-1:123456789012:secret:bot",
+        "max_tokens=4096 total_tokens: 10 prompt_tokens=3",
+        "secret_arn=arn:aws:secretsmanager:us-east-1:1:secret:x",
+        "no assignment here, token is a word",
+        "key=value name=bot",
+    ],
+)
+def test_references_and_ordinary_assignments_are_kept(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_scrub_data_walks_structures_by_key_and_value() -> None:
+    value = {
+        "token": "anything",
+        "nested": {"password": 1, "list": [SAMPLES["a GitHub token"], 2, None]},
+        "tuple": ("ok", b"ghp_" + b"a1B2c3D4e5" * 4),
+        "n": 3,
+        "flag": True,
+    }
+    assert scrub_data(value) == {
+        "token": REDACTED,
+        "nested": {"password": REDACTED, "list": [REDACTED, 2, None]},
+        "tuple": ("ok", REDACTED),
+        "n": 3,
+        "flag": True,
+    }
+    assert scrub_data("plain", key="api_key") == REDACTED
