@@ -9,14 +9,32 @@ the next; :meth:`run` (or :meth:`start`, which runs it on a thread) does the wai
 
 Standby (candidate) step: read the lease. Acquire at once (epoch + 1, conditional on the revision
 just read) when it is absent, released, or still carries a revision this replica wrote itself;
-otherwise acquire only once the *same revision* has been seen for a full stored lease duration.
+otherwise acquire only once the *same revision* has been seen for a full stored lease duration
+(clamped to :data:`~oab.leader.record.MAX_LEASE_DURATION_MS`).
+
+An unreadable lease item (wrong types, missing attributes, garbage values; see
+:class:`~oab.leader.record.UnreadableLease`) is held by nobody once the *same item* (same
+fingerprint) has been seen for this replica's configured ``lease_duration``: a live leader would
+have rewritten it by then (its renewal either overwrites the item or fails and makes it step
+down), so waiting one lease duration is as safe as for a readable item. It is then replaced by an
+acquisition conditional on exactly the stored values read. The unreadable item and a clamped
+duration are each logged once per observed item version, with the lease name.
 
 Leader step: renew (new revision, same holder and epoch, conditional on the previous revision).
 
 Invariants
 ----------
-1. Epochs only grow: every acquisition writes ``epoch + 1`` conditionally on the revision read,
-   so at most one replica ever holds a given epoch.
+1. Epochs only grow: every acquisition writes ``max(stored epoch, highest epoch this replica has
+   seen) + 1`` conditionally on the revision read, so at most one replica ever holds a given
+   epoch. When the stored epoch is unreadable, the replacement continues from the highest epoch
+   this replica has seen. That cannot let a stale fenced write through, whatever epoch the
+   garbage hid: a fence matches only while the item holds *both* its holder and its epoch; the
+   replacement names this replica as holder with an epoch above every one it held before, so
+   no earlier fence of any replica matches it, and since every replica takes ``max`` with its
+   own history, no replica ever holds the same epoch twice (holder ids are unique per process
+   incarnation). Only the display property "epochs never repeat across replicas" depends on the
+   replacing replica having seen the latest epoch (it has, unless every replica that saw it
+   restarted while the item was unreadable).
 2. A leader stops acting (sets the ``stop`` event its work was started with, then calls
    ``on_stopped_leading``) no later than ``renew_deadline`` after *sending* its last successful
    renewal, whereas nobody can acquire before ``lease_duration`` after having *received* that
@@ -59,7 +77,15 @@ from oab.leader.config import ElectionConfig
 from oab.leader.errors import LeaderError, LeaseLost
 from oab.leader.fence import Fence
 from oab.leader.lease import LeaseStore
-from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
+from oab.leader.record import (
+    MAX_LEASE_DURATION_MS,
+    Epoch,
+    LeaseRecord,
+    ReplicaId,
+    Revision,
+    StoredLease,
+    UnreadableLease,
+)
 
 __all__ = ["EXIT_STUCK", "LeaderElector", "NotLeader"]
 
@@ -83,6 +109,15 @@ def _noop_stopped() -> None:
 
 def _noop_new_leader(_holder: str) -> None:
     return None
+
+
+def _version(stored: StoredLease | None) -> tuple[str, str] | None:
+    """What "unchanged" compares: a record's revision, an unreadable item's fingerprint."""
+    if stored is None:
+        return None
+    if isinstance(stored, UnreadableLease):
+        return ("unreadable", stored.fingerprint)
+    return ("revision", stored.revision)
 
 
 class LeaderElector:
@@ -125,7 +160,8 @@ class LeaderElector:
         self._stop: threading.Event | None = None  # stop token of the current term
         self._work: threading.Thread | None = None
         self._ended_epoch = Epoch(0)  # highest epoch this replica stepped down from
-        self._observed: LeaseRecord | None = None
+        self._epoch_floor = 0  # highest epoch this replica has seen stored or held
+        self._observed: StoredLease | None = None
         self._observed_at = 0.0  # monotonic receive time when _observed's revision was first seen
         self._vacant_since: float | None = None
         self._last_leader: str | None = None
@@ -270,7 +306,7 @@ class LeaderElector:
         except LeaseLost as exc:
             current = exc.current
             if (
-                current is not None
+                isinstance(current, LeaseRecord)
                 and current.holder == self.identity
                 and current.epoch == term.epoch
                 and current.revision in self._mine
@@ -318,35 +354,59 @@ class LeaderElector:
         if not self._may_acquire(current, now):
             if current is None:
                 return self.config.retry_period
-            expires = self._observed_at + current.lease_duration
+            expires = self._observed_at + self._wait_on(current)
             return max(0.0, min(self.config.retry_period, expires - now))
         return self._acquire(current)
 
-    def _may_acquire(self, current: LeaseRecord | None, now: float) -> bool:
+    def _wait_on(self, current: StoredLease) -> float:
+        """How long ``current`` must stay unchanged before it counts as held by nobody."""
+        if isinstance(current, UnreadableLease):
+            return self.config.lease_duration
+        return current.lease_duration  # the holder's promise, clamped
+
+    def _may_acquire(self, current: StoredLease | None, now: float) -> bool:
         if self._releasing:
             return False
-        if current is None or current.released:
+        if current is None:
             return True
-        if current.holder == self.identity and current.revision in self._mine:
-            # Nobody wrote since our own last write (e.g. we stepped down on a store hiccup).
-            return True
-        return now - self._observed_at >= current.lease_duration
+        if isinstance(current, LeaseRecord):
+            if current.released:
+                return True
+            if current.holder == self.identity and current.revision in self._mine:
+                # Nobody wrote since our own last write (e.g. we stepped down on a store hiccup).
+                return True
+        return now - self._observed_at >= self._wait_on(current)
 
-    def _acquire(self, expected: LeaseRecord | None) -> float:
+    def _acquire(self, expected: StoredLease | None) -> float:
         wall = self._clock.time()
+        stored_epoch = expected.epoch if expected is not None else 0
+        with self._lock:
+            # max(): see invariant 1 (an unreadable epoch, or a store that went backwards).
+            epoch = Epoch(max(stored_epoch or 0, self._epoch_floor) + 1)
+        known = expected.transitions if expected is not None else 0
+        # Unknown (unreadable): one acquisition per epoch is the usual history.
+        transitions = int(epoch) if known is None else known + 1
         new = LeaseRecord(
             name=self.config.lease_name,
             holder=self.identity,
-            epoch=Epoch((expected.epoch if expected else 0) + 1),
+            epoch=epoch,
             revision=self._revision(),
             lease_duration_ms=self.config.lease_duration_ms,
-            transitions=(expected.transitions if expected else 0) + 1,
+            transitions=transitions,
             acquired_at=wall,
             renewed_at=wall,
         )
+        expected_unreadable = isinstance(expected, UnreadableLease)
+        if expected_unreadable:
+            log.warning(
+                "replacing the unreadable lease item with epoch %d",
+                int(new.epoch),
+                extra=self._extra(),
+            )
         with telemetry.tracer.start_as_current_span("oab.leader.acquire") as span:
             span.set_attribute("oab.replica", self.identity)
             span.set_attribute("oab.leader.epoch", int(new.epoch))
+            span.set_attribute("oab.leader.replaces_unreadable", expected_unreadable)
             sent = self._sent(new.revision)
             try:
                 got = self._store.try_acquire(new, expected=expected)
@@ -390,7 +450,7 @@ class LeaderElector:
         except Exception:
             log.exception("on_started_leading failed", extra=self._extra())
 
-    def _step_down(self, reason: str, *, current: LeaseRecord | None = None) -> None:
+    def _step_down(self, reason: str, *, current: StoredLease | None = None) -> None:
         with self._lock:
             term, stop = self._term, self._stop
             if term is None:
@@ -412,7 +472,7 @@ class LeaderElector:
         log.warning(
             "stopped leading: %s",
             reason,
-            extra={**self._extra(), "epoch": int(term.epoch), "winner": current and current.holder},
+            extra={**self._extra(), "epoch": int(term.epoch), "winner": _holder(current)},
         )
         try:
             self._on_stopped()
@@ -450,26 +510,51 @@ class LeaderElector:
 
     # ------------------------------------------------------------------ helpers
 
-    def _observe(self, record: LeaseRecord | None, received_at: float) -> None:
+    def _observe(self, record: StoredLease | None, received_at: float) -> None:
         with self._lock:
             previous = self._observed
-            if previous is None or record is None or previous.revision != record.revision:
+            new_version = previous is None or _version(previous) != _version(record)
+            if new_version:
                 self._observed_at = received_at
             self._observed = record
-            vacant = record is None or record.released
-            if not vacant:
+            if record is not None and record.epoch is not None:
+                self._epoch_floor = max(self._epoch_floor, int(record.epoch))
+            holder = _holder(record)
+            # An unreadable item counts as "without a leader" (that is what it means for the
+            # fleet until it is replaced).
+            if holder is not None:
                 self._vacant_since = None
             elif self._vacant_since is None:
                 self._vacant_since = received_at
-            holder = record.holder if record is not None else None
             changed = holder is not None and holder != self._last_leader
             if holder is not None:
                 self._last_leader = holder
+        if new_version:
+            self._report_oddities(record)
         if changed and holder is not None:
             try:
                 self._on_new_leader(holder)
             except Exception:
                 log.exception("on_new_leader failed", extra=self._extra())
+
+    def _report_oddities(self, record: StoredLease | None) -> None:
+        """Log, once per observed item version, what makes the stored lease unusual."""
+        if isinstance(record, UnreadableLease):
+            log.warning(
+                "lease item is unreadable (%s); it counts as held by nobody once unchanged for "
+                "%.1f s, then it is replaced",
+                record.problem,
+                self.config.lease_duration,
+                extra={**self._extra(), "stored_epoch": record.epoch},
+            )
+        elif isinstance(record, LeaseRecord) and record.duration_clamped:
+            log.warning(
+                "stored lease duration %d ms exceeds the maximum %d ms; waiting %d ms instead",
+                record.lease_duration_ms,
+                MAX_LEASE_DURATION_MS,
+                MAX_LEASE_DURATION_MS,
+                extra=self._extra(),
+            )
 
     def _revision(self) -> Revision:
         return Revision(self._new_revision())
@@ -561,6 +646,11 @@ class LeaderElector:
             telemetry.SECONDS_SINCE_RENEW: since_renew,
             telemetry.SECONDS_WITHOUT_LEADER: without,
         }
+
+
+def _holder(stored: StoredLease | None) -> ReplicaId | None:
+    """The readable holder of ``stored`` (an unreadable item has none)."""
+    return stored.holder if isinstance(stored, LeaseRecord) else None
 
 
 class _Watchdog:

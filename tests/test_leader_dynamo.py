@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -14,7 +15,14 @@ from oab.leader.elector import LeaderElector
 from oab.leader.errors import FencedOut, LeaseLost, LeaseUnavailable
 from oab.leader.fence import Fence, fence_failed, raise_if_fenced
 from oab.leader.lease import DynamoLeaseStore
-from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
+from oab.leader.record import (
+    MAX_LEASE_DURATION_MS,
+    Epoch,
+    LeaseRecord,
+    ReplicaId,
+    Revision,
+    UnreadableLease,
+)
 from oab.leader.status import describe, render_text
 
 
@@ -164,7 +172,36 @@ def test_describe_reports_the_stored_lease(aws: AWS, store: DynamoLeaseStore) ->
     assert info["renewed_at"].startswith("2027-01-15T08:00:01.500")
     assert info["renewed_age_s"] == 2.5
     assert info["transitions"] == 1
+    assert info["readable"] is True
+    assert info["problem"] is None
     assert "holder:         a" in render_text(info)
+
+
+def test_describe_reports_an_unreadable_lease_instead_of_raising(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    secret = "ghp_" + "a" * 36
+    put_garbage(aws, {"revision": {"N": "1"}, "holder": {"S": secret}, "epoch": {"N": "41"}})
+    info = describe(client, aws.tables.lease, "controller")
+    assert info["readable"] is False
+    assert info["holder"] is None
+    assert info["epoch"] == 41
+    assert info["problem"] == "unreadable lease item: revision: expected type S, got N"
+    text = render_text(info)
+    assert "unreadable" in text
+    assert secret not in text
+    assert secret not in json.dumps(info)
+    put_garbage(aws, {"epoch": {"BOOL": False}})
+    assert describe(client, aws.tables.lease, "controller")["epoch"] is None
+
+
+def test_describe_shows_a_clamped_duration(aws: AWS) -> None:
+    put_garbage(aws, {"lease_duration_ms": {"N": "86400000"}})
+    info = describe(aws.client("dynamodb"), aws.tables.lease, "controller")
+    assert info["readable"] is True
+    assert info["holder"] == "other"
+    assert info["lease_duration_s"] == MAX_LEASE_DURATION_MS / 1000
+    assert "86400000 ms exceeds the maximum" in info["problem"]
+    assert "exceeds the maximum" in render_text(info)
 
 
 @pytest.mark.slow
@@ -203,3 +240,170 @@ def test_two_electors_on_real_time_hand_off_on_release(aws: AWS) -> None:
         assert leaders == [("a", 1), ("b", 2)]
     finally:
         b.stop()
+
+
+# ------------------------------------------------------------------------------ bad lease data
+
+GOOD: dict[str, Any] = record("other", 3, "r0").to_item()
+
+GARBAGE: dict[str, dict[str, Any]] = {
+    "epoch a string": {"epoch": {"S": "3"}},
+    "epoch a list": {"epoch": {"L": [{"N": "3"}]}},
+    "epoch a map": {"epoch": {"M": {"n": {"N": "3"}}}},
+    "epoch a number set": {"epoch": {"NS": ["3", "4"]}},
+    "epoch null": {"epoch": {"NULL": True}},
+    "epoch a boolean": {"epoch": {"BOOL": True}},
+    "epoch binary": {"epoch": {"B": b"\x00\x03"}},
+    "epoch not an integer": {"epoch": {"N": "3.5"}},
+    "holder a string set": {"holder": {"SS": ["a", "b"]}},
+    "revision missing": {"revision": None},
+    "duration zero": {"lease_duration_ms": {"N": "0"}},
+    "only the key": {k: None for k in GOOD if k not in ("pk", "sk")},
+}
+
+
+def put_garbage(aws: AWS, changes: dict[str, Any]) -> None:
+    item = {**GOOD, **changes}
+    item = {k: v for k, v in item.items() if v is not None}
+    aws.client("dynamodb").put_item(TableName=aws.tables.lease, Item=item)
+
+
+@pytest.mark.parametrize("changes", GARBAGE.values(), ids=GARBAGE.keys())
+def test_unreadable_item_is_reported_then_replaced_on_exactly_what_was_read(
+    aws: AWS, store: DynamoLeaseStore, changes: dict[str, Any]
+) -> None:
+    put_garbage(aws, changes)
+    seen = store.get()
+    assert isinstance(seen, UnreadableLease)
+    assert seen.fingerprint == store.get().fingerprint  # type: ignore[union-attr]
+    got = store.try_acquire(record("b", 4, "b1"), expected=seen)
+    assert store.get() == got
+
+
+REPAIRS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # garbage written first, then the repair that lands between the read and the replacement
+    "value changed, same type": ({"epoch": {"S": "3"}}, {"epoch": {"S": "4"}}),
+    "type changed": ({"epoch": {"S": "3"}}, {"epoch": {"N": "3"}, "revision": {"L": []}}),
+    "missing attribute added": ({"revision": None}, {}),
+    "attribute removed": ({"epoch": {"S": "3"}}, {"epoch": {"S": "3"}, "transitions": None}),
+    "other attribute changed": ({"epoch": {"S": "3"}}, {"epoch": {"S": "3"}, "holder": {"S": "x"}}),
+    "fixed by a valid record": ({"epoch": {"S": "3"}}, {"revision": {"S": "fixed"}}),
+}
+
+
+@pytest.mark.parametrize(("garbage", "repair"), REPAIRS.values(), ids=REPAIRS.keys())
+def test_replacing_an_unreadable_item_loses_to_any_change_since_it_was_read(
+    aws: AWS, store: DynamoLeaseStore, garbage: dict[str, Any], repair: dict[str, Any]
+) -> None:
+    put_garbage(aws, garbage)
+    seen = store.get()
+    assert isinstance(seen, UnreadableLease)
+    put_garbage(aws, repair)
+    with pytest.raises(LeaseLost) as lost:
+        store.try_acquire(record("b", 4, "b1"), expected=seen)
+    assert lost.value.current == store.get()
+    assert lost.value.current != seen
+
+
+def test_renewal_overwrites_garbage_its_condition_does_not_read(
+    aws: AWS, store: DynamoLeaseStore
+) -> None:
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    aws.client("dynamodb").put_item(
+        TableName=aws.tables.lease, Item={**first.to_item(), "transitions": {"S": "lots"}}
+    )
+    assert isinstance(store.get(), UnreadableLease)
+    renewed = store.renew(record("a", 1, "r2"), current=first)
+    assert store.get() == renewed
+
+
+def test_elector_replaces_an_unreadable_lease_after_one_lease_duration(aws: AWS) -> None:
+    put_garbage(aws, {"epoch": {"S": "3"}, "lease_duration_ms": {"N": str(10**12)}})
+    clock = FakeClock()
+    elector = LeaderElector(
+        ElectionConfig(identity=ReplicaId("b"), watchdog=False),
+        DynamoLeaseStore(aws.client("dynamodb"), aws.tables.lease, "controller"),
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+    )
+    try:
+        elector.step()
+        clock.advance(5.99)
+        elector.step()
+        assert not elector.is_leader
+        clock.advance(0.01)
+        elector.step()
+        assert elector.is_leader
+        assert elector.epoch == 1
+    finally:
+        elector.stop()
+
+
+def test_huge_stored_duration_is_clamped(aws: AWS, store: DynamoLeaseStore) -> None:
+    put_garbage(aws, {"lease_duration_ms": {"N": "9" * 38}})
+    got = store.get()
+    assert isinstance(got, LeaseRecord)
+    assert got.duration_clamped
+    assert got.lease_duration == MAX_LEASE_DURATION_MS / 1000
+
+
+# ------------------------------------------------------------------------------ no winner returned
+
+
+def drop_returned_item(client: Any) -> None:
+    """Make ``client`` behave like an implementation that ignores ReturnValuesOnCCF."""
+
+    def strip(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.pop("Item", None)
+
+    client.meta.events.register("after-call.dynamodb.PutItem", strip)
+
+
+def test_failed_condition_without_the_item_is_read_back(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    drop_returned_item(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    landed = store.renew(record("a", 1, "r2"), current=first)
+    # A retry still conditional on r1 fails; the winner is known only by reading it back.
+    with pytest.raises(LeaseLost) as lost:
+        store.renew(record("a", 1, "r3"), current=first)
+    assert lost.value.current == landed
+
+
+def test_failed_condition_without_the_item_leaves_an_elector_leading_on_its_own_late_write(
+    aws: AWS,
+) -> None:
+    client = aws.client("dynamodb")
+    drop_returned_item(client)
+    clock = FakeClock()
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    elector = LeaderElector(
+        ElectionConfig(identity=ReplicaId("a"), watchdog=False),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+    )
+    try:
+        elector.step()
+        assert elector.is_leader
+        # The next renewal is sent, times out, and lands late (a delayed request).
+        held: list[dict[str, Any]] = []
+
+        def delay(params: dict[str, Any], **_: Any) -> None:
+            if not held:
+                held.append(params)
+                raise ReadTimeoutError(endpoint_url="http://emulator")
+
+        client.meta.events.register("before-call.dynamodb.PutItem", delay)
+        clock.advance(1.0)
+        elector.step()
+        client.meta.events.unregister("before-call.dynamodb.PutItem", delay)
+        late = json.loads(held[0]["body"])
+        aws.client("dynamodb").put_item(TableName=late["TableName"], Item=late["Item"])
+        clock.advance(1.0)
+        elector.step()  # conditional on the old revision: fails, no item returned
+        assert elector.is_leader
+        assert elector.epoch == 1
+    finally:
+        elector.stop()
