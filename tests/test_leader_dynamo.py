@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -207,12 +208,15 @@ def test_describe_shows_a_clamped_duration(aws: AWS) -> None:
 @pytest.mark.slow
 def test_two_electors_on_real_time_hand_off_on_release(aws: AWS) -> None:
     leaders: list[tuple[str, int]] = []
+    # A lease far longer than a handoff takes, even on a loaded machine: taking over within it
+    # can only be the release path (expiry would need the whole lease duration).
+    lease = 30.0
 
     def make(name: str) -> LeaderElector:
         config = ElectionConfig(
             identity=ReplicaId(name),
-            lease_duration=3.0,
-            renew_deadline=2.0,
+            lease_duration=lease,
+            renew_deadline=20.0,
             retry_period=0.5,
             call_timeout=1.0,
         )
@@ -222,7 +226,7 @@ def test_two_electors_on_real_time_hand_off_on_release(aws: AWS) -> None:
 
         def lead(epoch: Epoch, stop: threading.Event) -> None:
             leaders.append((name, int(epoch)))
-            stop.wait(30)
+            stop.wait(60)
 
         return LeaderElector(
             config,
@@ -232,14 +236,78 @@ def test_two_electors_on_real_time_hand_off_on_release(aws: AWS) -> None:
 
     a, b = make("a"), make("b")
     a.start()
-    wait_until(lambda: a.is_leader, timeout=10, message="a leads")
+    wait_until(lambda: a.is_leader, timeout=lease, message="a leads")
     b.start()
     try:
+        wait_until(lambda: ("a", 1) in leaders, timeout=lease, message="a's work started")
         assert a.release(drain_timeout=2)
-        wait_until(lambda: b.is_leader, timeout=3, message="b takes over after release")
+        released_at = time.monotonic()
+        wait_until(lambda: b.is_leader, timeout=lease, message="b takes over after release")
+        assert time.monotonic() - released_at < lease, "took over by expiry, not by release"
+        wait_until(lambda: len(leaders) == 2, timeout=lease, message="b's work started")
         assert leaders == [("a", 1), ("b", 2)]
     finally:
         b.stop()
+
+
+# ------------------------------------------------------------------------------ guards
+
+
+def test_acquire_on_a_stale_revision_is_rejected(store: DynamoLeaseStore) -> None:
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    renewed = store.renew(record("a", 1, "r2"), current=first)
+    # A standby that last saw r1 and judged it expired must not win over the renewal r2.
+    with pytest.raises(LeaseLost) as lost:
+        store.try_acquire(record("b", 2, "b1"), expected=first)
+    assert lost.value.current == renewed
+    assert store.get() == renewed
+
+
+def test_two_standbys_racing_from_the_same_revision_have_exactly_one_winner(
+    aws: AWS, store: DynamoLeaseStore
+) -> None:
+    seen = store.try_acquire(record("old", 4, "r-old"), expected=None)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def standby(name: str) -> None:
+        own = DynamoLeaseStore(aws.client("dynamodb"), aws.tables.lease, "controller")
+        barrier.wait(10)
+        try:
+            own.try_acquire(record(name, 5, f"{name}-1"), expected=seen)
+            outcomes[name] = "won"
+        except LeaseLost:
+            outcomes[name] = "lost"
+
+    threads = [threading.Thread(target=standby, args=(n,)) for n in ("b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes.values()) == ["lost", "won"]
+    (winner,) = [n for n, o in outcomes.items() if o == "won"]
+    got = store.get()
+    assert isinstance(got, LeaseRecord)
+    assert (got.holder, got.epoch) == (winner, 5)
+
+
+def test_old_fence_of_the_same_holder_is_rejected_after_it_reacquires(
+    aws: AWS, store: DynamoLeaseStore
+) -> None:
+    client = aws.client("dynamodb")
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    old = Fence(
+        table=aws.tables.lease, lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(1)
+    )
+    # a steps down and takes the lease again (its own revision was still there): epoch 2.
+    store.try_acquire(record("a", 2, "r2"), expected=first)
+    new = Fence(
+        table=aws.tables.lease, lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(2)
+    )
+    client.transact_write_items(TransactItems=[new.condition_check()])
+    with pytest.raises(ClientError) as rejected:
+        client.transact_write_items(TransactItems=[old.condition_check()])
+    assert fence_failed(rejected.value, 0)
 
 
 # ------------------------------------------------------------------------------ bad lease data
