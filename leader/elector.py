@@ -62,12 +62,13 @@ and ``on_new_leader(holder)`` run on the elector's thread and must be quick.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import NoReturn
 
@@ -215,27 +216,36 @@ class LeaderElector:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
-        """Run the loop (and the watchdog, if configured) on daemon threads."""
-        if self._thread is not None:
-            raise RuntimeError("elector already started")
-        self._thread = threading.Thread(
-            target=self.run, args=(self._until,), name=f"elector-{self.identity}", daemon=True
-        )
-        self._thread.start()
-        if self.config.watchdog:
-            self._watchdog = _Watchdog(self)
-            self._watchdog.start()
+        """Run the loop (and the watchdog, if configured) on daemon threads.
+
+        After :meth:`release` or :meth:`stop` (a shutdown that arrived during start-up) this starts
+        nothing: the elector never campaigns once told to stop.
+        """
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("elector already started")
+            if self._until.is_set():
+                return
+            thread = threading.Thread(
+                target=self.run, args=(self._until,), name=f"elector-{self.identity}", daemon=True
+            )
+            watchdog = _Watchdog(self) if self.config.watchdog else None
+            self._thread, self._watchdog = thread, watchdog
+        # A release() racing with this sees threads that are not alive yet and does not join
+        # them; they then start, find ``_until`` set and end at once.
+        thread.start()
+        if watchdog is not None:
+            watchdog.start()
 
     def stop(self, *, timeout: float | None = None) -> None:
         """Stop campaigning without releasing: step down locally; the lease expires for others."""
         self._until.set()
-        if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self.config.lease_duration)
+        self._join_loop(timeout if timeout is not None else self.config.lease_duration)
         if self._watchdog is not None:
             self._watchdog.stop()
-        with self._step_lock:
+        with self._step_or_timeout() as owned:
             self._closed = True
-            self._step_down("elector stopped")
+            self._step_down("elector stopped" if owned else "elector stopped (step stuck)")
 
     def run(self, until: threading.Event) -> None:
         """Step until ``until`` is set. Errors never end the loop: they count as failed steps."""
@@ -277,18 +287,45 @@ class LeaderElector:
                 log.warning("leader work did not drain in time", extra=self._extra())
         self._until.set()
         released = False
-        with self._step_lock:
+        with self._step_or_timeout() as owned:
             self._closed = True
             term = self._term
-            if term is not None:
+            if term is not None and owned:
                 # Conditional on our revision, so harmless even if someone took over meanwhile.
                 released = self._release_term(term)
+            elif term is not None:
+                log.warning(
+                    "release: the elector step is stuck in a store call; not releasing "
+                    "(the lease expires for the standbys instead)",
+                    extra=self._extra(),
+                )
             self._step_down("released" if released else "closing")
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.config.lease_duration)
+        self._join_loop(self.config.lease_duration)
         if self._watchdog is not None:
             self._watchdog.stop()
         return released
+
+    @contextlib.contextmanager
+    def _step_or_timeout(self) -> Iterator[bool]:
+        """Hold the step lock, waiting at most the watchdog timeout; yields whether it is held.
+
+        A step that runs longer than that is stuck (the watchdog ends the process for it), and a
+        shutdown must not wait on it forever: the caller then proceeds without the lock, which
+        is safe because a step that finishes later finds the elector closed or releasing (see
+        :meth:`_acquire` and the stopped-term check in :meth:`_leader_step`).
+        """
+        owned = self._step_lock.acquire(timeout=self._watchdog_timeout)
+        try:
+            yield owned
+        finally:
+            if owned:
+                self._step_lock.release()
+
+    def _join_loop(self, timeout: float) -> None:
+        thread = self._thread
+        # Never join a thread that is not started yet (start() racing with a shutdown) or itself.
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # ------------------------------------------------------------------ steps
 
@@ -420,6 +457,11 @@ class LeaderElector:
                 log.info("acquire failed: %s", exc, extra=self._extra())
                 return self.config.retry_period
             span.set_attribute("oab.leader.outcome", "acquired")
+        if self._releasing:
+            # release() gave up waiting for this step (a stuck call) and returned: hand the lease
+            # straight back instead of leading with nobody left to release it.
+            self._release_term(got)
+            return self.config.retry_period
         self._start_leading(got, sent)
         return self._next_renew()
 

@@ -872,3 +872,66 @@ def test_failed_condition_without_the_winner_still_loses_to_a_real_winner(
     a.elector.step()
     assert not a.elector.is_leader
     assert a.leaders == ["a", "intruder"]
+
+
+# ----------------------------------------------------------------------------- shutdown
+
+
+def test_shutdown_during_start_up_starts_nothing(store: MemoryLeaseStore, clock: FakeClock) -> None:
+    # A SIGTERM handled before the elector started: release() first, then start() runs late.
+    elector = LeaderElector(
+        ElectionConfig(identity=ReplicaId("a")),  # with the watchdog thread
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+        exit_process=fake_exit,
+    )
+    before = set(threading.enumerate())
+    assert not elector.release(drain_timeout=1)
+    elector.start()
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()],
+        timeout=5,
+        message="no elector or watchdog thread left running",
+    )
+    assert not elector.running
+    assert store.record is None
+
+
+def test_release_does_not_wait_forever_on_a_step_stuck_in_a_store_call(clock: FakeClock) -> None:
+    entered, unblock = threading.Event(), threading.Event()
+
+    class Stuck(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.holder == "a" and new.epoch == 2:
+                entered.set()
+                unblock.wait(60)  # a call that outlives every timeout
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    stuck = Stuck("controller")
+    held_by(stuck, "other", epoch=1, rev="old")
+    elector = LeaderElector(
+        ElectionConfig(identity=ReplicaId("a"), watchdog=False),
+        stuck,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+        new_revision=SequentialIds("a-rev"),
+        watchdog_timeout=0.2,
+    )
+    elector.step()  # observes other's lease; it expires one lease duration later
+    clock.advance(LEASE)
+    stepper = threading.Thread(target=elector.step, daemon=True)
+    stepper.start()
+    assert entered.wait(5)
+    released: list[bool] = []
+    releaser = threading.Thread(target=lambda: released.append(elector.release(drain_timeout=0)))
+    releaser.start()
+    releaser.join(10)  # the call stays stuck meanwhile; release gives up after 0.2 s
+    unblock.set()
+    assert released == [False], "release() waited on the stuck step"
+    stepper.join(5)
+    # The acquisition that was in flight landed after release() returned: handed straight back.
+    assert not elector.is_leader
+    assert isinstance(stuck.record, LeaseRecord)
+    assert stuck.record.holder is None
+    assert stuck.record.epoch == 2
