@@ -160,7 +160,6 @@ class LeaderElector:
         self._renew_sent_at = 0.0  # monotonic send time of the last successful write
         self._stop: threading.Event | None = None  # stop token of the current term
         self._work: threading.Thread | None = None
-        self._ended_epoch = Epoch(0)  # highest epoch this replica stepped down from
         self._epoch_floor = 0  # highest epoch this replica has seen stored or held
         self._observed: StoredLease | None = None
         self._observed_at = 0.0  # monotonic receive time when _observed's revision was first seen
@@ -498,7 +497,6 @@ class LeaderElector:
             if term is None:
                 return
             self._term = None
-            self._ended_epoch = max(self._ended_epoch, term.epoch)
         if stop is not None:
             stop.set()
         with telemetry.tracer.start_as_current_span("oab.leader.step_down") as span:
@@ -613,10 +611,9 @@ class LeaderElector:
         return now - self._renew_sent_at >= self.config.renew_deadline
 
     def _next_renew(self) -> float:
-        now = self._clock.monotonic()
-        due = self._renew_sent_at + self.config.retry_period
-        deadline = self._renew_sent_at + self.config.renew_deadline
-        return max(0.0, min(due, deadline) - now)
+        # Due one retry period after the last successful send; always before the renew deadline
+        # (ElectionConfig enforces renew_deadline > 1.2 * retry_period).
+        return max(0.0, self._renew_sent_at + self.config.retry_period - self._clock.monotonic())
 
     def _count_transition(self, kind: str) -> None:
         telemetry.transitions.add(1, {**self.metric_attributes(), "oab.leader.transition": kind})
