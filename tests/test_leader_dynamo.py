@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from oab.controller.testing import AWS, FakeClock, wait_until
 from oab.leader.config import ElectionConfig
@@ -475,3 +475,126 @@ def test_failed_condition_without_the_item_leaves_an_elector_leading_on_its_own_
         assert elector.epoch == 1
     finally:
         elector.stop()
+
+
+# ------------------------------------------------------------------------------ guards (mutation)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [{"holder": {"S": "intruder"}}, {"epoch": {"N": "2"}}],
+    ids=["other holder", "other epoch"],
+)
+def test_renewal_condition_checks_holder_and_epoch_not_only_the_revision(
+    aws: AWS, store: DynamoLeaseStore, forged: dict[str, Any]
+) -> None:
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    aws.client("dynamodb").put_item(TableName=aws.tables.lease, Item={**first.to_item(), **forged})
+    with pytest.raises(LeaseLost):
+        store.renew(record("a", 1, "r2"), current=first)
+
+
+def count_calls(client: Any) -> list[str]:
+    """The names of the API calls ``client`` makes from now on."""
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    client.meta.events.register("before-parameter-build.dynamodb", count)
+    return calls
+
+
+def fail_once(client: Any, event: str, exc: Exception) -> None:
+    """Raise ``exc`` from the next ``event`` of ``client`` (before-call: never sent; after-call:
+    applied, then failed)."""
+
+    def fail(**_: Any) -> None:
+        client.meta.events.unregister(event, fail)
+        raise exc
+
+    client.meta.events.register(event, fail)
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutItem",
+    )
+
+
+def test_a_5xx_after_the_write_applied_resolves_to_success(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    fail_once(client, "after-call.dynamodb.PutItem", client_error("InternalServerError", 500))
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    got = store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert got.revision == "r1"
+
+
+def test_throttling_is_retryable_and_writes_nothing(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    code = "ProvisionedThroughputExceededException"
+    fail_once(client, "before-call.dynamodb.PutItem", client_error(code, 400))
+    calls = count_calls(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    with pytest.raises(LeaseUnavailable) as unavailable:
+        store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert unavailable.value.retryable
+    assert unavailable.value.code == code
+    assert calls == ["PutItem"]  # definitely not applied: nothing to read back
+    assert store.get() is None
+
+
+def test_a_request_that_never_left_is_not_read_back(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    unreachable = EndpointConnectionError(endpoint_url="http://emulator")
+    fail_once(client, "before-call.dynamodb.PutItem", unreachable)
+    calls = count_calls(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    with pytest.raises(LeaseUnavailable):
+        store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert calls == ["PutItem"]
+
+
+def test_a_failed_condition_that_returns_the_winner_needs_no_read_back(aws: AWS) -> None:
+    client = aws.client("dynamodb")
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    first = store.try_acquire(record("a", 1, "r1"), expected=None)
+    calls = count_calls(client)
+    with pytest.raises(LeaseLost) as lost:
+        store.try_acquire(record("b", 1, "b1"), expected=None)
+    assert lost.value.current == first
+    assert calls == ["PutItem"]
+
+
+def test_a_fence_from_before_an_unreadable_item_stays_rejected_at_an_equal_epoch(
+    aws: AWS, store: DynamoLeaseStore
+) -> None:
+    client = aws.client("dynamodb")
+    store.try_acquire(record("a", 1, "r1"), expected=None)
+    old = Fence(
+        table=aws.tables.lease, lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(1)
+    )
+    put_garbage(aws, {"epoch": {"S": "1"}})
+    seen = store.get()
+    # A replica that never saw epoch 1 replaces the garbage at epoch 1: only the holder differs.
+    store.try_acquire(record("b", 1, "b1"), expected=seen)
+    with pytest.raises(ClientError) as rejected:
+        client.transact_write_items(TransactItems=[old.condition_check()])
+    assert fence_failed(rejected.value, 0)
+
+
+def test_fence_failed_is_false_for_anything_but_a_cancelled_fence_item(
+    aws: AWS, store: DynamoLeaseStore
+) -> None:
+    client = aws.client("dynamodb")
+    store.try_acquire(record("a", 1, "r1"), expected=None)
+    stale = Fence(
+        table=aws.tables.lease, lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(9)
+    )
+    with pytest.raises(ClientError) as rejected:
+        client.transact_write_items(TransactItems=[stale.condition_check()])
+    assert fence_failed(rejected.value, 0)
+    assert not fence_failed(rejected.value, 1)  # no such item in the transaction
+    assert not fence_failed(ValueError("not from DynamoDB"), 0)
+    raise_if_fenced(ValueError("not from DynamoDB"), 0, stale)  # returns: not a fence failure

@@ -18,6 +18,7 @@ from oab.leader.record import (
     LeaseRecord,
     ReplicaId,
     Revision,
+    StoredLease,
     UnreadableLease,
 )
 from oab.leader.testing import Fault, MemoryLeaseStore
@@ -593,6 +594,8 @@ GARBAGE = {
     "epoch not an integer": {**GOOD, "epoch": {"N": "3.5"}},
     "epoch beyond int64": {**GOOD, "epoch": {"N": str(2**63)}},
     "epoch not a number": {**GOOD, "epoch": {"N": "three"}},
+    "epoch infinite": {**GOOD, "epoch": {"N": "Infinity"}},
+    "duration not a number": {**GOOD, "lease_duration_ms": {"N": "NaN"}},
     "revision missing": {k: v for k, v in GOOD.items() if k != "revision"},
     "revision empty": {**GOOD, "revision": {"S": ""}},
     "revision a list": {**GOOD, "revision": {"L": [{"S": "r0"}]}},
@@ -935,3 +938,289 @@ def test_release_does_not_wait_forever_on_a_step_stuck_in_a_store_call(clock: Fa
     assert isinstance(stuck.record, LeaseRecord)
     assert stuck.record.holder is None
     assert stuck.record.epoch == 2
+
+
+# ----------------------------------------------------------------------------- guards (mutation)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"holder": ReplicaId("intruder")},  # our revision, someone else's name
+        {"epoch": Epoch(2)},  # our revision and name, another epoch
+        {"revision": Revision("foreign")},  # our name and epoch, a revision we never wrote
+    ],
+    ids=["holder", "epoch", "revision"],
+)
+def test_a_record_that_differs_from_our_term_in_any_field_ends_the_term(
+    store: MemoryLeaseStore, clock: FakeClock, forged: dict[str, object]
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    assert isinstance(store.record, LeaseRecord)
+    store.record = LeaseRecord(**{**store.record.__dict__, **forged})
+    clock.advance(RETRY)
+    a.elector.step()
+    assert not a.elector.is_leader
+    assert a.stopped == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("revision", {"S": "foreign"}), ("holder", {"S": "intruder"}), ("epoch", {"N": "2"})],
+)
+def test_renewal_fails_on_garbage_whose_revision_holder_or_epoch_differ(
+    store: MemoryLeaseStore, clock: FakeClock, field: str, value: dict[str, str]
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    assert isinstance(store.record, LeaseRecord)
+    store.store_item({**store.record.to_item(), "transitions": {"S": "lots"}, field: value})
+    clock.advance(RETRY)
+    a.elector.step()
+    assert not a.elector.is_leader
+    assert isinstance(store.record, UnreadableLease)
+
+
+def test_renewal_condition_compares_a_garbage_items_numbers_by_value(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    assert isinstance(store.record, LeaseRecord)
+    # DynamoDB compares numbers by value: epoch "1.0" is epoch 1 for the condition.
+    store.store_item({**store.record.to_item(), "transitions": {"S": "x"}, "epoch": {"N": "1.0"}})
+    clock.advance(RETRY)
+    a.elector.step()
+    assert a.elector.is_leader
+    assert isinstance(store.record, LeaseRecord)
+
+
+def test_replacement_loses_to_other_garbage_written_after_the_read(
+    store: MemoryLeaseStore,
+) -> None:
+    store.store_item(GARBAGE["epoch of the wrong type"])
+    seen = store.get()
+    store.store_item(GARBAGE["revision missing"])
+    with pytest.raises(LeaseLost) as lost:
+        store.try_acquire(
+            LeaseRecord(
+                name="controller",
+                holder=ReplicaId("b"),
+                epoch=Epoch(1),
+                revision=Revision("b-1"),
+                lease_duration_ms=6000,
+                transitions=1,
+                acquired_at=0,
+                renewed_at=0,
+            ),
+            expected=seen,
+        )
+    assert isinstance(lost.value.current, UnreadableLease)
+    assert lost.value.current != seen
+
+
+def test_fingerprint_ignores_the_order_of_stored_sets() -> None:
+    one = UnreadableLease.of({"epoch": {"SS": ["a", "b"]}}, name="controller", problem="p")
+    two = UnreadableLease.of({"epoch": {"SS": ["b", "a"]}}, name="controller", problem="p")
+    other = UnreadableLease.of({"epoch": {"SS": ["a", "c"]}}, name="controller", problem="p")
+    assert one.fingerprint == two.fingerprint != other.fingerprint
+
+
+def test_release_refuses_a_record_that_still_names_a_holder(store: MemoryLeaseStore) -> None:
+    held_by(store, "a", epoch=1, rev="r1")
+    assert isinstance(store.record, LeaseRecord)
+    with pytest.raises(ValueError, match="no holder"):
+        store.release(store.record, current=store.record)
+
+
+def test_a_lease_naming_us_with_a_revision_we_never_wrote_is_waited_out(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    # e.g. a replica restarted under a fixed id: its predecessor may still be alive somewhere.
+    held_by(store, "a", epoch=3, rev="predecessor")
+    a = Replica("a", store, clock)
+    a.elector.step()
+    assert not a.elector.is_leader
+    clock.advance(LEASE)
+    a.elector.step()
+    assert a.elector.is_leader
+    assert a.elector.epoch == 4
+
+
+def test_our_revision_under_another_holder_is_waited_out(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    held_by(store, "intruder", epoch=2, rev="x")
+    clock.advance(RETRY)
+    a.elector.step()  # renewal a-rev-000002 lost: a is a standby that remembers that revision
+    assert not a.elector.is_leader
+    held_by(store, "intruder", epoch=2, rev="a-rev-000002")
+    a.elector.step()
+    assert not a.elector.is_leader  # not "ours" just because the revision is
+
+
+def test_leader_whose_loop_stalled_past_the_deadline_steps_down_instead_of_renewing(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    wait_until(lambda: a.stops, timeout=5, message="leader work started")
+    clock.advance(DEADLINE)  # e.g. a long GC pause: no step ran
+    assert a.elector.step() == 0.0
+    assert a.stopped == 1
+    assert a.stops[0].is_set()
+    a.elector.step()  # its own revision is still stored: a new term at once
+    assert a.elector.epoch == 2
+
+
+def test_renewal_that_returns_after_the_watchdog_stopped_the_term_does_not_resume_it(
+    clock: FakeClock,
+) -> None:
+    class Slow(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                clock.advance(DEADLINE)  # the renewal takes longer than the renew deadline
+                a.elector.watchdog_check()  # the watchdog stops the term's work meanwhile
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    slow = Slow("controller")
+    a = Replica("a", slow, clock)
+    a.elector.step()
+    wait_until(lambda: a.stops, timeout=5, message="leader work started")
+    clock.advance(RETRY)
+    a.elector.step()
+    assert a.stops[0].is_set()
+    assert a.stopped == 1  # stepped down in that very step, not one step later
+    assert not a.elector.is_leader
+
+
+def test_a_step_running_while_release_begins_does_not_acquire(clock: FakeClock) -> None:
+    reading, go_on = threading.Event(), threading.Event()
+
+    class Gated(MemoryLeaseStore):
+        def _read(self) -> StoredLease | None:
+            reading.set()
+            go_on.wait(30)
+            return super()._read()
+
+    gated = Gated("controller")
+    a = Replica("a", gated, clock)
+    stepper = threading.Thread(target=a.elector.step)
+    stepper.start()
+    assert reading.wait(5)
+    releaser = threading.Thread(target=a.elector.release, kwargs={"drain_timeout": 0})
+    releaser.start()
+    # release() has flagged itself and now waits for the step (a private flag, read only to sync).
+    wait_until(lambda: a.elector._releasing, timeout=5, message="release begun")
+    go_on.set()
+    stepper.join(5)
+    releaser.join(5)
+    assert gated.record is None  # never acquired (and so nothing to hand back)
+    assert gated.writes == 0
+
+
+def test_release_gives_up_without_writing_while_a_renewal_is_stuck(clock: FakeClock) -> None:
+    entered, unblock = threading.Event(), threading.Event()
+
+    class Stuck(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                entered.set()
+                unblock.wait(60)
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    stuck = Stuck("controller")
+    elector = LeaderElector(
+        ElectionConfig(identity=ReplicaId("a"), watchdog=False),
+        stuck,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+        new_revision=SequentialIds("a-rev"),
+        watchdog_timeout=0.2,
+    )
+    elector.step()
+    clock.advance(RETRY)
+    stepper = threading.Thread(target=elector.step, daemon=True)
+    stepper.start()
+    assert entered.wait(5)
+    released: list[bool] = []
+    releaser = threading.Thread(target=lambda: released.append(elector.release(drain_timeout=0)))
+    releaser.start()
+    releaser.join(10)
+    assert released == [False]
+    # The store client is what hangs: no second call on it; the lease expires for the standbys.
+    assert isinstance(stuck.record, LeaseRecord)
+    assert stuck.record.holder == "a"
+    unblock.set()
+    stepper.join(5)
+
+
+def test_fence_is_refused_once_the_renew_deadline_passed(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    a.elector.fence()
+    clock.advance(DEADLINE)  # no step ran: the term is still recorded, but over
+    with pytest.raises(NotLeader):
+        a.elector.fence()
+
+
+def test_a_stopped_elector_never_campaigns(store: MemoryLeaseStore, clock: FakeClock) -> None:
+    a = Replica("a", store, clock)
+    a.elector.stop(timeout=1)
+    a.elector.step()
+    assert store.record is None
+
+
+def test_failed_renewals_wake_exactly_at_the_renew_deadline(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = Replica("a", store, clock)
+    a.elector.step()
+    sent = clock.monotonic()
+    store.fail_writes(*[Fault.UNAVAILABLE] * 10)
+    clock.advance(RETRY / 2)  # out of phase with the retry period
+    waits = []
+    while a.elector.is_leader:
+        wait = a.elector.step()
+        waits.append(wait)
+        clock.advance(wait)
+    assert waits[-1] == pytest.approx(RETRY / 2)  # the last wait is cut to the deadline
+    assert clock.monotonic() - sent == pytest.approx(DEADLINE)
+
+
+def test_standby_wakes_exactly_when_the_lease_expires(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    held_by(store, "other")
+    b = Replica("b", store, clock)
+    b.elector.step()
+    clock.advance(LEASE - 0.3)
+    assert b.elector.step() == pytest.approx(0.3)
+
+
+def test_a_late_write_older_than_the_remembered_revisions_is_not_taken_for_ours(
+    store: MemoryLeaseStore, clock: FakeClock
+) -> None:
+    a = LeaderElector(
+        ElectionConfig(identity=ReplicaId("a"), watchdog=False, recent_revisions=1),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+        new_revision=SequentialIds("a-rev"),
+    )
+    a.step()
+    store.fail_writes(Fault.DEFERRED)
+    clock.advance(RETRY)
+    a.step()  # rev 2 held back
+    store.fail_writes(Fault.NOT_APPLIED)
+    clock.advance(RETRY)
+    a.step()  # rev 3 not applied: only rev 3 is remembered now
+    assert store.deliver_deferred() == 1  # rev 2 lands
+    clock.advance(RETRY)
+    a.step()
+    assert not a.is_leader  # a write it no longer remembers counts as someone else's
