@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from botocore.config import Config
 
-from oab.leader.record import ReplicaId
+from oab.leader.record import MAX_LEASE_DURATION_MS, ReplicaId
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,8 +36,10 @@ class ElectionConfig:
         lease_name: Which lease to contend for (item ``lease#{lease_name}``).
             Default ``"controller"``.
         lease_duration: Seconds a standby waits, after it last saw the revision change, before
-            taking over. Default 6.0. Longer = slower crash failover; shorter = less margin for
-            clock-rate drift and call latency.
+            taking over. Default 6.0, at most 60 (``MAX_LEASE_DURATION_MS``: standbys clamp
+            longer stored durations). Longer = slower crash failover; shorter = less margin for
+            clock-rate drift and call latency. Also how long an unreadable lease item must stay
+            unchanged before this replica replaces it.
         renew_deadline: Seconds after *sending* its last successful renewal by which the leader
             stops acting if no renewal succeeded. Default 4.0. Must be below ``lease_duration``;
             the difference is the safety margin. Shorter = more spurious step-downs on slow stores.
@@ -83,6 +85,12 @@ class ElectionConfig:
             raise ValueError(
                 f"call_timeout ({self.call_timeout}) must be at most renew_deadline / 2 "
                 f"({self.renew_deadline / 2})"
+            )
+        if self.lease_duration_ms > MAX_LEASE_DURATION_MS:
+            # Standbys clamp longer stored durations: a longer promise would be cut short.
+            raise ValueError(
+                f"lease_duration ({self.lease_duration}) must be at most "
+                f"{MAX_LEASE_DURATION_MS / 1000:g} s (the longest duration standbys honour)"
             )
         if self.recent_revisions < 1:
             raise ValueError("recent_revisions must be >= 1")

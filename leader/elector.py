@@ -9,14 +9,32 @@ the next; :meth:`run` (or :meth:`start`, which runs it on a thread) does the wai
 
 Standby (candidate) step: read the lease. Acquire at once (epoch + 1, conditional on the revision
 just read) when it is absent, released, or still carries a revision this replica wrote itself;
-otherwise acquire only once the *same revision* has been seen for a full stored lease duration.
+otherwise acquire only once the *same revision* has been seen for a full stored lease duration
+(clamped to :data:`~oab.leader.record.MAX_LEASE_DURATION_MS`).
+
+An unreadable lease item (wrong types, missing attributes, garbage values; see
+:class:`~oab.leader.record.UnreadableLease`) is held by nobody once the *same item* (same
+fingerprint) has been seen for this replica's configured ``lease_duration``: a live leader would
+have rewritten it by then (its renewal either overwrites the item or fails and makes it step
+down), so waiting one lease duration is as safe as for a readable item. It is then replaced by an
+acquisition conditional on exactly the stored values read. The unreadable item and a clamped
+duration are each logged once per observed item version, with the lease name.
 
 Leader step: renew (new revision, same holder and epoch, conditional on the previous revision).
 
 Invariants
 ----------
-1. Epochs only grow: every acquisition writes ``epoch + 1`` conditionally on the revision read,
-   so at most one replica ever holds a given epoch.
+1. Epochs only grow: every acquisition writes ``max(stored epoch, highest epoch this replica has
+   seen) + 1`` conditionally on the revision read, so at most one replica ever holds a given
+   epoch. When the stored epoch is unreadable, the replacement continues from the highest epoch
+   this replica has seen. That cannot let a stale fenced write through, whatever epoch the
+   garbage hid: a fence matches only while the item holds *both* its holder and its epoch; the
+   replacement names this replica as holder with an epoch above every one it held before, so
+   no earlier fence of any replica matches it, and since every replica takes ``max`` with its
+   own history, no replica ever holds the same epoch twice (holder ids are unique per process
+   incarnation). Only the display property "epochs never repeat across replicas" depends on the
+   replacing replica having seen the latest epoch (it has, unless every replica that saw it
+   restarted while the item was unreadable).
 2. A leader stops acting (sets the ``stop`` event its work was started with, then calls
    ``on_stopped_leading``) no later than ``renew_deadline`` after *sending* its last successful
    renewal, whereas nobody can acquire before ``lease_duration`` after having *received* that
@@ -44,12 +62,13 @@ and ``on_new_leader(holder)`` run on the elector's thread and must be quick.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import NoReturn
 
@@ -59,7 +78,15 @@ from oab.leader.config import ElectionConfig
 from oab.leader.errors import LeaderError, LeaseLost
 from oab.leader.fence import Fence
 from oab.leader.lease import LeaseStore
-from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
+from oab.leader.record import (
+    MAX_LEASE_DURATION_MS,
+    Epoch,
+    LeaseRecord,
+    ReplicaId,
+    Revision,
+    StoredLease,
+    UnreadableLease,
+)
 
 __all__ = ["EXIT_STUCK", "LeaderElector", "NotLeader"]
 
@@ -83,6 +110,15 @@ def _noop_stopped() -> None:
 
 def _noop_new_leader(_holder: str) -> None:
     return None
+
+
+def _version(stored: StoredLease | None) -> tuple[str, str] | None:
+    """What "unchanged" compares: a record's revision, an unreadable item's fingerprint."""
+    if stored is None:
+        return None
+    if isinstance(stored, UnreadableLease):
+        return ("unreadable", stored.fingerprint)
+    return ("revision", stored.revision)
 
 
 class LeaderElector:
@@ -124,8 +160,8 @@ class LeaderElector:
         self._renew_sent_at = 0.0  # monotonic send time of the last successful write
         self._stop: threading.Event | None = None  # stop token of the current term
         self._work: threading.Thread | None = None
-        self._ended_epoch = Epoch(0)  # highest epoch this replica stepped down from
-        self._observed: LeaseRecord | None = None
+        self._epoch_floor = 0  # highest epoch this replica has seen stored or held
+        self._observed: StoredLease | None = None
         self._observed_at = 0.0  # monotonic receive time when _observed's revision was first seen
         self._vacant_since: float | None = None
         self._last_leader: str | None = None
@@ -179,27 +215,36 @@ class LeaderElector:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
-        """Run the loop (and the watchdog, if configured) on daemon threads."""
-        if self._thread is not None:
-            raise RuntimeError("elector already started")
-        self._thread = threading.Thread(
-            target=self.run, args=(self._until,), name=f"elector-{self.identity}", daemon=True
-        )
-        self._thread.start()
-        if self.config.watchdog:
-            self._watchdog = _Watchdog(self)
-            self._watchdog.start()
+        """Run the loop (and the watchdog, if configured) on daemon threads.
+
+        After :meth:`release` or :meth:`stop` (a shutdown that arrived during start-up) this starts
+        nothing: the elector never campaigns once told to stop.
+        """
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("elector already started")
+            if self._until.is_set():
+                return
+            thread = threading.Thread(
+                target=self.run, args=(self._until,), name=f"elector-{self.identity}", daemon=True
+            )
+            watchdog = _Watchdog(self) if self.config.watchdog else None
+            self._thread, self._watchdog = thread, watchdog
+        # A release() racing with this sees threads that are not alive yet and does not join
+        # them; they then start, find ``_until`` set and end at once.
+        thread.start()
+        if watchdog is not None:
+            watchdog.start()
 
     def stop(self, *, timeout: float | None = None) -> None:
         """Stop campaigning without releasing: step down locally; the lease expires for others."""
         self._until.set()
-        if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self.config.lease_duration)
+        self._join_loop(timeout if timeout is not None else self.config.lease_duration)
         if self._watchdog is not None:
             self._watchdog.stop()
-        with self._step_lock:
+        with self._step_or_timeout() as owned:
             self._closed = True
-            self._step_down("elector stopped")
+            self._step_down("elector stopped" if owned else "elector stopped (step stuck)")
 
     def run(self, until: threading.Event) -> None:
         """Step until ``until`` is set. Errors never end the loop: they count as failed steps."""
@@ -241,18 +286,45 @@ class LeaderElector:
                 log.warning("leader work did not drain in time", extra=self._extra())
         self._until.set()
         released = False
-        with self._step_lock:
+        with self._step_or_timeout() as owned:
             self._closed = True
             term = self._term
-            if term is not None:
+            if term is not None and owned:
                 # Conditional on our revision, so harmless even if someone took over meanwhile.
                 released = self._release_term(term)
+            elif term is not None:
+                log.warning(
+                    "release: the elector step is stuck in a store call; not releasing "
+                    "(the lease expires for the standbys instead)",
+                    extra=self._extra(),
+                )
             self._step_down("released" if released else "closing")
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(self.config.lease_duration)
+        self._join_loop(self.config.lease_duration)
         if self._watchdog is not None:
             self._watchdog.stop()
         return released
+
+    @contextlib.contextmanager
+    def _step_or_timeout(self) -> Iterator[bool]:
+        """Hold the step lock, waiting at most the watchdog timeout; yields whether it is held.
+
+        A step that runs longer than that is stuck (the watchdog ends the process for it), and a
+        shutdown must not wait on it forever: the caller then proceeds without the lock, which
+        is safe because a step that finishes later finds the elector closed or releasing (see
+        :meth:`_acquire` and the stopped-term check in :meth:`_leader_step`).
+        """
+        owned = self._step_lock.acquire(timeout=self._watchdog_timeout)
+        try:
+            yield owned
+        finally:
+            if owned:
+                self._step_lock.release()
+
+    def _join_loop(self, timeout: float) -> None:
+        thread = self._thread
+        # Never join a thread that is not started yet (start() racing with a shutdown) or itself.
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # ------------------------------------------------------------------ steps
 
@@ -270,7 +342,7 @@ class LeaderElector:
         except LeaseLost as exc:
             current = exc.current
             if (
-                current is not None
+                isinstance(current, LeaseRecord)
                 and current.holder == self.identity
                 and current.epoch == term.epoch
                 and current.revision in self._mine
@@ -318,35 +390,59 @@ class LeaderElector:
         if not self._may_acquire(current, now):
             if current is None:
                 return self.config.retry_period
-            expires = self._observed_at + current.lease_duration
+            expires = self._observed_at + self._wait_on(current)
             return max(0.0, min(self.config.retry_period, expires - now))
         return self._acquire(current)
 
-    def _may_acquire(self, current: LeaseRecord | None, now: float) -> bool:
+    def _wait_on(self, current: StoredLease) -> float:
+        """How long ``current`` must stay unchanged before it counts as held by nobody."""
+        if isinstance(current, UnreadableLease):
+            return self.config.lease_duration
+        return current.lease_duration  # the holder's promise, clamped
+
+    def _may_acquire(self, current: StoredLease | None, now: float) -> bool:
         if self._releasing:
             return False
-        if current is None or current.released:
+        if current is None:
             return True
-        if current.holder == self.identity and current.revision in self._mine:
-            # Nobody wrote since our own last write (e.g. we stepped down on a store hiccup).
-            return True
-        return now - self._observed_at >= current.lease_duration
+        if isinstance(current, LeaseRecord):
+            if current.released:
+                return True
+            if current.holder == self.identity and current.revision in self._mine:
+                # Nobody wrote since our own last write (e.g. we stepped down on a store hiccup).
+                return True
+        return now - self._observed_at >= self._wait_on(current)
 
-    def _acquire(self, expected: LeaseRecord | None) -> float:
+    def _acquire(self, expected: StoredLease | None) -> float:
         wall = self._clock.time()
+        stored_epoch = expected.epoch if expected is not None else 0
+        with self._lock:
+            # max(): see invariant 1 (an unreadable epoch, or a store that went backwards).
+            epoch = Epoch(max(stored_epoch or 0, self._epoch_floor) + 1)
+        known = expected.transitions if expected is not None else 0
+        # Unknown (unreadable): one acquisition per epoch is the usual history.
+        transitions = int(epoch) if known is None else known + 1
         new = LeaseRecord(
             name=self.config.lease_name,
             holder=self.identity,
-            epoch=Epoch((expected.epoch if expected else 0) + 1),
+            epoch=epoch,
             revision=self._revision(),
             lease_duration_ms=self.config.lease_duration_ms,
-            transitions=(expected.transitions if expected else 0) + 1,
+            transitions=transitions,
             acquired_at=wall,
             renewed_at=wall,
         )
+        expected_unreadable = isinstance(expected, UnreadableLease)
+        if expected_unreadable:
+            log.warning(
+                "replacing the unreadable lease item with epoch %d",
+                int(new.epoch),
+                extra=self._extra(),
+            )
         with telemetry.tracer.start_as_current_span("oab.leader.acquire") as span:
             span.set_attribute("oab.replica", self.identity)
             span.set_attribute("oab.leader.epoch", int(new.epoch))
+            span.set_attribute("oab.leader.replaces_unreadable", expected_unreadable)
             sent = self._sent(new.revision)
             try:
                 got = self._store.try_acquire(new, expected=expected)
@@ -360,6 +456,11 @@ class LeaderElector:
                 log.info("acquire failed: %s", exc, extra=self._extra())
                 return self.config.retry_period
             span.set_attribute("oab.leader.outcome", "acquired")
+        if self._releasing:
+            # release() gave up waiting for this step (a stuck call) and returned: hand the lease
+            # straight back instead of leading with nobody left to release it.
+            self._release_term(got)
+            return self.config.retry_period
         self._start_leading(got, sent)
         return self._next_renew()
 
@@ -390,13 +491,12 @@ class LeaderElector:
         except Exception:
             log.exception("on_started_leading failed", extra=self._extra())
 
-    def _step_down(self, reason: str, *, current: LeaseRecord | None = None) -> None:
+    def _step_down(self, reason: str, *, current: StoredLease | None = None) -> None:
         with self._lock:
             term, stop = self._term, self._stop
             if term is None:
                 return
             self._term = None
-            self._ended_epoch = max(self._ended_epoch, term.epoch)
         if stop is not None:
             stop.set()
         with telemetry.tracer.start_as_current_span("oab.leader.step_down") as span:
@@ -412,7 +512,7 @@ class LeaderElector:
         log.warning(
             "stopped leading: %s",
             reason,
-            extra={**self._extra(), "epoch": int(term.epoch), "winner": current and current.holder},
+            extra={**self._extra(), "epoch": int(term.epoch), "winner": _holder(current)},
         )
         try:
             self._on_stopped()
@@ -450,26 +550,51 @@ class LeaderElector:
 
     # ------------------------------------------------------------------ helpers
 
-    def _observe(self, record: LeaseRecord | None, received_at: float) -> None:
+    def _observe(self, record: StoredLease | None, received_at: float) -> None:
         with self._lock:
             previous = self._observed
-            if previous is None or record is None or previous.revision != record.revision:
+            new_version = previous is None or _version(previous) != _version(record)
+            if new_version:
                 self._observed_at = received_at
             self._observed = record
-            vacant = record is None or record.released
-            if not vacant:
+            if record is not None and record.epoch is not None:
+                self._epoch_floor = max(self._epoch_floor, int(record.epoch))
+            holder = _holder(record)
+            # An unreadable item counts as "without a leader" (that is what it means for the
+            # fleet until it is replaced).
+            if holder is not None:
                 self._vacant_since = None
             elif self._vacant_since is None:
                 self._vacant_since = received_at
-            holder = record.holder if record is not None else None
             changed = holder is not None and holder != self._last_leader
             if holder is not None:
                 self._last_leader = holder
+        if new_version:
+            self._report_oddities(record)
         if changed and holder is not None:
             try:
                 self._on_new_leader(holder)
             except Exception:
                 log.exception("on_new_leader failed", extra=self._extra())
+
+    def _report_oddities(self, record: StoredLease | None) -> None:
+        """Log, once per observed item version, what makes the stored lease unusual."""
+        if isinstance(record, UnreadableLease):
+            log.warning(
+                "lease item is unreadable (%s); it counts as held by nobody once unchanged for "
+                "%.1f s, then it is replaced",
+                record.problem,
+                self.config.lease_duration,
+                extra={**self._extra(), "stored_epoch": record.epoch},
+            )
+        elif isinstance(record, LeaseRecord) and record.duration_clamped:
+            log.warning(
+                "stored lease duration %d ms exceeds the maximum %d ms; waiting %d ms instead",
+                record.lease_duration_ms,
+                MAX_LEASE_DURATION_MS,
+                MAX_LEASE_DURATION_MS,
+                extra=self._extra(),
+            )
 
     def _revision(self) -> Revision:
         return Revision(self._new_revision())
@@ -486,10 +611,9 @@ class LeaderElector:
         return now - self._renew_sent_at >= self.config.renew_deadline
 
     def _next_renew(self) -> float:
-        now = self._clock.monotonic()
-        due = self._renew_sent_at + self.config.retry_period
-        deadline = self._renew_sent_at + self.config.renew_deadline
-        return max(0.0, min(due, deadline) - now)
+        # Due one retry period after the last successful send; always before the renew deadline
+        # (ElectionConfig enforces renew_deadline > 1.2 * retry_period).
+        return max(0.0, self._renew_sent_at + self.config.retry_period - self._clock.monotonic())
 
     def _count_transition(self, kind: str) -> None:
         telemetry.transitions.add(1, {**self.metric_attributes(), "oab.leader.transition": kind})
@@ -561,6 +685,11 @@ class LeaderElector:
             telemetry.SECONDS_SINCE_RENEW: since_renew,
             telemetry.SECONDS_WITHOUT_LEADER: without,
         }
+
+
+def _holder(stored: StoredLease | None) -> ReplicaId | None:
+    """The readable holder of ``stored`` (an unreadable item has none)."""
+    return stored.holder if isinstance(stored, LeaseRecord) else None
 
 
 class _Watchdog:

@@ -6,10 +6,20 @@ Every lease write is a full-item conditional put; the condition is the only conc
 
 - acquire: the item is absent, or its ``revision`` is still the one the candidate watched expire
   (or saw released);
+- replace an unreadable item (see :class:`~oab.leader.record.UnreadableLease`): every one of
+  :data:`~oab.leader.record.LEASE_ATTRIBUTES` still holds exactly the raw value read (type
+  included), or is still absent. Any write in between, a repair by an operator or another
+  candidate's replacement, changes one of them, so the replacement loses to it;
 - renew / release: ``revision``, ``holder`` and ``epoch`` are still the caller's.
 
-A failed condition becomes :class:`~oab.leader.errors.LeaseLost` carrying the record that won
-(DynamoDB returns it with ``ReturnValuesOnConditionCheckFailure=ALL_OLD``).
+A failed condition becomes :class:`~oab.leader.errors.LeaseLost` carrying what won (DynamoDB
+returns it with ``ReturnValuesOnConditionCheckFailure=ALL_OLD``), decoded like a read: a record or
+an unreadable item. A failed condition that comes back *without* the stored item (an
+implementation that does not honour ``ReturnValuesOnConditionCheckFailure``, or an item that is
+gone) says nothing about the winner, so it is resolved like an ambiguous write, by reading back.
+
+Reads never raise on a garbage item: :meth:`LeaseStore.get` returns an ``UnreadableLease`` and the
+elector decides what to do with it.
 
 Ambiguous writes (read timeout, dropped connection, HTTP 5xx: the write may or may not have been
 applied) are resolved by reading the item back with a consistent read:
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from botocore.exceptions import (
@@ -39,7 +50,17 @@ from botocore.exceptions import (
 )
 
 from oab.leader.errors import LeaderError, LeaseLost, LeaseUnavailable
-from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision, lease_key
+from oab.leader.record import (
+    LEASE_ATTRIBUTES,
+    Epoch,
+    LeaseRecord,
+    ReplicaId,
+    Revision,
+    StoredLease,
+    UnreadableLease,
+    decode_item,
+    lease_key,
+)
 
 __all__ = [
     "AmbiguousWrite",
@@ -51,21 +72,47 @@ __all__ = [
 
 
 class AmbiguousWrite(LeaseUnavailable):
-    """A write whose outcome is unknown (raised by adapters, resolved by read-back)."""
+    """A write whose outcome or winner is unknown (raised by adapters, resolved by read-back).
+
+    Raised for timeouts and 5xx (it may have applied) and for a failed condition reported without
+    the stored item (it did not apply, but what won is unknown).
+    """
 
 
 @dataclass(frozen=True, kw_only=True)
 class Precondition:
-    """What must hold for a lease write to apply. ``revision is None`` means "item absent"."""
+    """What must hold for a lease write to apply.
+
+    ``unreadable`` set: the stored item is still exactly that unreadable item. Otherwise
+    ``revision is None`` means "item absent", else the stored record has that revision (and
+    ``holder`` / ``epoch`` when given).
+    """
 
     revision: Revision | None
     holder: ReplicaId | None = None
     epoch: Epoch | None = None
+    unreadable: UnreadableLease | None = None
 
-    def holds_for(self, record: LeaseRecord | None) -> bool:
+    def holds_for(self, record: StoredLease | None) -> bool:
         """Whether ``record`` satisfies this precondition (evaluated locally, for read-back)."""
+        if self.unreadable is not None:
+            return (
+                isinstance(record, UnreadableLease)
+                and record.fingerprint == self.unreadable.fingerprint
+            )
         if self.revision is None:
             return record is None
+        if isinstance(record, UnreadableLease):
+            # As DynamoDB evaluates it, on the stored values: garbage in other attributes does
+            # not fail a renewal's condition (the renewal then overwrites the garbage).
+            return (
+                _stored_equals(record, "revision", {"S": self.revision})
+                and (self.holder is None or _stored_equals(record, "holder", {"S": self.holder}))
+                and (
+                    self.epoch is None
+                    or _stored_equals(record, "epoch", {"N": str(int(self.epoch))})
+                )
+            )
         if record is None or record.revision != self.revision:
             return False
         if self.holder is not None and record.holder != self.holder:
@@ -86,11 +133,11 @@ class LeaseStore(Protocol):
         """The table holding the lease item (what fences name)."""
         ...
 
-    def get(self) -> LeaseRecord | None:
-        """The current record (consistent read), or ``None`` when there is no item."""
+    def get(self) -> StoredLease | None:
+        """The current item (consistent read), decoded; ``None`` when there is no item."""
         ...
 
-    def try_acquire(self, new: LeaseRecord, *, expected: LeaseRecord | None) -> LeaseRecord:
+    def try_acquire(self, new: LeaseRecord, *, expected: StoredLease | None) -> LeaseRecord:
         """Write ``new`` if the stored lease is still ``expected`` (``None``: no item)."""
         ...
 
@@ -125,18 +172,21 @@ class ConditionalLeaseStore(abc.ABC):
         return self._table
 
     @abc.abstractmethod
-    def _read(self) -> LeaseRecord | None: ...
+    def _read(self) -> StoredLease | None: ...
 
     @abc.abstractmethod
     def _put(self, new: LeaseRecord, pre: Precondition) -> None: ...
 
-    def get(self) -> LeaseRecord | None:
-        """The current record (consistent read), or ``None`` when there is no item."""
+    def get(self) -> StoredLease | None:
+        """The current item (consistent read), decoded; ``None`` when there is no item."""
         return self._read()
 
-    def try_acquire(self, new: LeaseRecord, *, expected: LeaseRecord | None) -> LeaseRecord:
+    def try_acquire(self, new: LeaseRecord, *, expected: StoredLease | None) -> LeaseRecord:
         """Write ``new`` if the stored lease is still ``expected`` (``None``: no item)."""
-        pre = Precondition(revision=None if expected is None else expected.revision)
+        if isinstance(expected, UnreadableLease):
+            pre = Precondition(revision=None, unreadable=expected)
+        else:
+            pre = Precondition(revision=None if expected is None else expected.revision)
         return self._write(new, pre)
 
     def renew(self, new: LeaseRecord, *, current: LeaseRecord) -> LeaseRecord:
@@ -165,7 +215,7 @@ class ConditionalLeaseStore(abc.ABC):
             raise LeaseUnavailable(
                 f"outcome of lease write unknown and read-back failed: {exc}", code=exc.code
             ) from cause
-        if current is not None and current.revision == new.revision:
+        if isinstance(current, LeaseRecord) and current.revision == new.revision:
             return current
         if pre.holds_for(current):
             raise LeaseUnavailable(
@@ -174,6 +224,19 @@ class ConditionalLeaseStore(abc.ABC):
         raise LeaseLost(
             "lease changed while our write's outcome was unknown", current=current, code=cause.code
         ) from cause
+
+
+def _stored_equals(record: UnreadableLease, attribute: str, expected: dict[str, str]) -> bool:
+    """DynamoDB's ``attribute = :value`` on an item as read (numbers compare by value)."""
+    stored = record.attributes.get(attribute)
+    if stored == expected:
+        return True
+    if not (isinstance(stored, dict) and set(stored) == {"N"} and "N" in expected):
+        return False
+    try:
+        return Decimal(str(stored["N"])) == Decimal(expected["N"])
+    except InvalidOperation:
+        return False
 
 
 def _exact(current: LeaseRecord) -> Precondition:
@@ -200,7 +263,7 @@ class DynamoLeaseStore(ConditionalLeaseStore):
         super().__init__(table, name)
         self._client = client
 
-    def _read(self) -> LeaseRecord | None:
+    def _read(self) -> StoredLease | None:
         try:
             resp = self._client.get_item(
                 TableName=self._table, Key=lease_key(self._name), ConsistentRead=True
@@ -211,12 +274,14 @@ class DynamoLeaseStore(ConditionalLeaseStore):
         except BotoCoreError as exc:
             raise LeaseUnavailable(f"reading lease {self._name} failed: {exc}") from exc
         item = resp.get("Item")
-        return LeaseRecord.from_item(item) if item else None
+        return decode_item(item, name=self._name) if item else None
 
     def _put(self, new: LeaseRecord, pre: Precondition) -> None:
         names: dict[str, str] = {}
-        values: dict[str, dict[str, str]] = {}
-        if pre.revision is None:
+        values: dict[str, Any] = {}
+        if pre.unreadable is not None:
+            condition = _unchanged(pre.unreadable, names, values)
+        elif pre.revision is None:
             condition = "attribute_not_exists(pk)"
         else:
             names["#rev"] = "revision"
@@ -239,6 +304,7 @@ class DynamoLeaseStore(ConditionalLeaseStore):
         }
         if names:
             kwargs["ExpressionAttributeNames"] = names
+        if values:  # DynamoDB rejects an empty map (an item with no lease attribute at all)
             kwargs["ExpressionAttributeValues"] = values
         try:
             self._client.put_item(**kwargs)
@@ -252,13 +318,31 @@ class DynamoLeaseStore(ConditionalLeaseStore):
             raise AmbiguousWrite(f"lease write outcome unknown: {exc}") from exc
 
 
+def _unchanged(expected: UnreadableLease, names: dict[str, str], values: dict[str, Any]) -> str:
+    """A condition that holds only while every lease attribute is exactly as ``expected`` read."""
+    clauses = ["attribute_exists(pk)"]
+    for i, attribute in enumerate(LEASE_ATTRIBUTES):
+        names[f"#a{i}"] = attribute
+        if attribute in expected.attributes:
+            values[f":a{i}"] = expected.attributes[attribute]
+            clauses.append(f"#a{i} = :a{i}")
+        else:
+            clauses.append(f"attribute_not_exists(#a{i})")
+    return " AND ".join(clauses)
+
+
 def _classify(exc: ClientError, name: str) -> LeaderError:
     error = exc.response.get("Error", {})
     code = error.get("Code")
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     if code == "ConditionalCheckFailedException":
         old = exc.response.get("Item")
-        current = LeaseRecord.from_item(old) if old else None
+        if not old:
+            # Not applied, but the winner is unknown: never conclude "lost" without reading it.
+            return AmbiguousWrite(
+                f"lease {name}: condition failed and the stored item was not returned", code=code
+            )
+        current = decode_item(old, name=name)
         return LeaseLost(f"lease {name} is no longer as expected", current=current, code=code)
     if code in _THROTTLED:
         return LeaseUnavailable(f"lease store throttled: {code}", code=code)

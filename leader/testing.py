@@ -10,7 +10,12 @@ Faults (queued per primitive, consumed one per call):
 - ``Fault.NOT_APPLIED``: the caller sees a timeout and the write does not apply;
 - ``Fault.DEFERRED``: the caller sees a timeout, the write is held back and applies (conditionally)
   on :meth:`MemoryLeaseStore.deliver_deferred`, like a delayed request;
-- ``Fault.UNAVAILABLE``: the call fails outright (reads: the read-back fails).
+- ``Fault.UNAVAILABLE``: the call fails outright (reads: the read-back fails);
+- ``Fault.NO_WINNER``: if the write's condition fails, the reply does not carry the stored item
+  (as an implementation that ignores ``ReturnValuesOnConditionCheckFailure``).
+
+:meth:`MemoryLeaseStore.store_item` writes any low-level item, garbage included, the way an
+operator or a foreign writer could; reads then decode it like the DynamoDB adapter does.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from oab.leader.errors import LeaseLost, LeaseUnavailable
 from oab.leader.lease import AmbiguousWrite, ConditionalLeaseStore, Precondition
-from oab.leader.record import LeaseRecord
+from oab.leader.record import LeaseRecord, StoredLease, decode_item, lease_key
 
 __all__ = ["Fault", "MemoryLeaseStore"]
 
@@ -33,6 +40,7 @@ class Fault(enum.Enum):
     NOT_APPLIED = "not_applied"
     DEFERRED = "deferred"
     UNAVAILABLE = "unavailable"
+    NO_WINNER = "no_winner"
 
 
 class MemoryLeaseStore(ConditionalLeaseStore):
@@ -41,7 +49,7 @@ class MemoryLeaseStore(ConditionalLeaseStore):
     def __init__(self, name: str = "controller", *, table: str = "memory-lease") -> None:
         super().__init__(table, name)
         self._lock = threading.Lock()
-        self.record: LeaseRecord | None = None
+        self.record: StoredLease | None = None
         self.writes = 0  # applied writes
         self._write_faults: deque[Fault] = deque()
         self._read_faults: deque[Fault | None] = deque()
@@ -56,6 +64,12 @@ class MemoryLeaseStore(ConditionalLeaseStore):
         """Queue faults for the next read calls (any fault fails the read; ``None`` skips one)."""
         with self._lock:
             self._read_faults.extend(faults)
+
+    def store_item(self, attributes: Mapping[str, Any]) -> None:
+        """Overwrite the item with ``attributes`` (low-level values; the key is added)."""
+        with self._lock:
+            self.record = decode_item({**attributes, **lease_key(self.name)}, name=self.name)
+            self.writes += 1
 
     def deliver_deferred(self) -> int:
         """Apply held-back writes whose condition still holds; returns how many applied."""
@@ -72,7 +86,7 @@ class MemoryLeaseStore(ConditionalLeaseStore):
         self.record = new
         self.writes += 1
 
-    def _read(self) -> LeaseRecord | None:
+    def _read(self) -> StoredLease | None:
         with self._lock:
             if self._read_faults and self._read_faults.popleft() is not None:
                 raise LeaseUnavailable("injected: read failed")
@@ -89,6 +103,8 @@ class MemoryLeaseStore(ConditionalLeaseStore):
                 self._deferred.append((new, pre))
                 raise AmbiguousWrite("injected: timeout, write delayed")
             if not pre.holds_for(self.record):
+                if fault is Fault.NO_WINNER:
+                    raise AmbiguousWrite("injected: condition failed, stored item not returned")
                 raise LeaseLost("condition failed", current=self.record)
             self._apply(new)
             if fault is Fault.LOST_REPLY:
