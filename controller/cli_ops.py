@@ -602,6 +602,8 @@ def _leader(ctx: Context) -> int:
             "DURATION",
             lambda i: None if i.get("lease_duration_s") is None else f"{i['lease_duration_s']:g}s",
         ),
+        # Only when the stored item is unreadable or its duration was clamped (leader/status.py).
+        *([out.Column("PROBLEM", lambda i: i.get("problem"))] if info.get("problem") else []),
         out.Column("RENEWED-AT", lambda i: i.get("renewed_at"), wide_only=True),
         out.Column("ACQUIRED-AT", lambda i: i.get("acquired_at"), wide_only=True),
         out.Column("TRANSITIONS", lambda i: i.get("transitions"), wide_only=True),

@@ -23,12 +23,13 @@ Structured logs go to stderr, one JSON object per line (``--log-format text`` fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,17 +142,57 @@ def _setup_logging(fmt: str, level: str, replica: str) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
+class Wakeup:
+    """A stop flag that a signal handler may set: no lock is taken on the way.
+
+    ``threading.Event.set`` takes the event's lock; a handler that runs while the main thread
+    is inside ``Event.wait`` (which holds that lock for a moment around the sleep) would wait
+    on itself forever. ``set`` here only stores a flag and writes one byte to a pipe, which
+    wakes :meth:`wait` (a ``select`` on the pipe); both are safe in a handler and from threads.
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        """Raise the flag and wake the waiter (signal- and thread-safe)."""
+        self._flag = True
+        # A full pipe means the waiter has wake bytes pending already.
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        """Whether :meth:`set` was called."""
+        return self._flag
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until set or ``timeout`` seconds passed; returns the flag."""
+        if not self._flag:
+            select.select([self._read], [], [], timeout)
+        return self._flag
+
+
+class _Stop(Protocol):
+    """What :func:`supervise` waits on: a :class:`Wakeup` or a ``threading.Event``."""
+
+    def wait(self, timeout: float) -> bool: ...
+    def is_set(self) -> bool: ...
+
+
 def run(settings: DaemonSettings) -> int:
     """Run one replica until a signal (or a loop's death); returns the exit code."""
     from oab.controller.replica import Replica
 
-    stop = threading.Event()
+    stop = Wakeup()
     signals = {"count": 0}
 
     def _on_signal(signum: int, _frame: object) -> None:
         signals["count"] += 1
         if signals["count"] > 1:
-            logging.getLogger("oab.controller").warning("second signal: exiting at once")
+            # No logging here: a handler must not take the locks the interrupted code may hold.
+            os.write(2, b'{"level": "WARNING", "msg": "second signal: exiting at once"}\n')
             raise SystemExit(128 + signum)
         stop.set()
 
@@ -193,7 +234,7 @@ class _Supervised(Protocol):
 def supervise(
     replica: _Supervised,
     *,
-    stop: threading.Event,
+    stop: _Stop,
     beat: Path,
     parent: int | None,
     replica_id: str = "",

@@ -70,7 +70,9 @@ class DaemonSettings(Settings):
     lease_duration_s: float = Field(
         default=6.0,
         gt=0,
-        le=300,
+        # The elector refuses more (oab.leader.record.MAX_LEASE_DURATION_MS): standbys clamp a
+        # stored duration to it, so a longer promise would be cut short by them.
+        le=60,
         description="How long a standby waits on an unchanged lease before taking over. Crash "
         "failover <= lease + retry period (+ one call timeout). Lower fails over faster but "
         "tolerates shorter pauses and slower DynamoDB calls.",
@@ -78,7 +80,7 @@ class DaemonSettings(Settings):
     renew_deadline_s: float = Field(
         default=4.0,
         gt=0,
-        le=300,
+        le=60,
         description="A leader that cannot renew within this stops leading (before anyone may "
         "take over). Must be < lease duration; the gap is the safety margin.",
     )

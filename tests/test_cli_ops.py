@@ -668,6 +668,23 @@ def test_leader_without_a_leader(aws: AWS, env: dict[str, str]) -> None:
     assert doc["epoch"] == 0
 
 
+def test_leader_describes_an_unreadable_lease_item(aws: AWS, env: dict[str, str]) -> None:
+    # Written straight to the table: an epoch of the wrong type, no revision.
+    aws.client("dynamodb").put_item(
+        TableName=aws.tables.lease,
+        Item={"pk": {"S": "lease#controller"}, "sk": {"S": "lease"}, "epoch": {"S": "seven"}},
+    )
+    run = oabctl("leader", env=env)
+    assert run.code == 0, run.err
+    header, row = run.out.splitlines()
+    assert header.split()[-1] == "PROBLEM"
+    assert "unreadable lease item" in row
+    doc = oabctl("leader", "-o", "json", env=env).json()
+    assert doc["readable"] is False
+    assert doc["holder"] is None
+    assert "revision: missing" in doc["problem"]
+
+
 def test_leader_shows_the_stored_lease(aws: AWS, env: dict[str, str]) -> None:
     import time
 
