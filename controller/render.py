@@ -23,9 +23,11 @@ Invariants
     - Secrets reach ECS only as references (``{name, valueFrom}``: an SSM parameter name or ARN,
       or a Secrets Manager ARN) and ``config.toml`` only as ``${VAR}`` placeholders; the renderer
       never sees a secret value.
-    - ``CONFIG_ARTIFACT_PATH`` points at ``artifacts/{ns}/{name}/{generation}/config.toml``, the
-      write-once artifact of exactly this generation; the init container's ``CONFIG_SHA256`` is
-      the sha256 of :func:`render_config_toml`'s text, so a changed artifact fails the task.
+    - ``CONFIG_ARTIFACT_PATH`` points at ``artifacts/{ns}/{name}/{gen}/{digest}/config.toml``,
+      the write-once artifact of exactly this generation and rendering; the init container's
+      ``CONFIG_SHA256`` is the sha256 of :func:`render_config_toml`'s text, so a changed
+      artifact fails the task, and a different rendering of one generation (a controller
+      upgrade) gets an object of its own instead of meeting the old bytes.
     - Rules real ECS enforces but the local emulator does not (``local-aws.md``) are checked here
       before anything is returned (:func:`check_task_definition`, :func:`check_service_request`):
       Fargate means ``awsvpc``; cpu/memory is a valid Fargate pair; an execution role exists
@@ -326,9 +328,16 @@ def _generation(svc: OABService) -> int:
 
 
 def artifact_key(svc: OABService) -> str:
-    """S3 key of this generation's write-once ``config.toml`` in the control-plane bucket."""
+    """S3 key of this generation's write-once ``config.toml`` in the control-plane bucket.
+
+    The key holds the first 16 hex digits of the config's sha256 besides the generation: the
+    object is write-once, so a controller upgrade that renders the same generation differently
+    must write a new object rather than find the old bytes (which the init container would
+    refuse against the new ``CONFIG_SHA256``).
+    """
     meta = svc.metadata
-    return f"artifacts/{meta.namespace}/{meta.name}/{_generation(svc)}/config.toml"
+    digest = agent.config_sha256(render_config_toml(svc))[:16]
+    return f"artifacts/{meta.namespace}/{meta.name}/{_generation(svc)}/{digest}/config.toml"
 
 
 def artifact_uri(ctx: RenderContext, svc: OABService) -> str:

@@ -349,8 +349,10 @@ def test_task_definition_follows_the_startup_design() -> None:
     ]
     # Fargate Spot gives 120 s: the agent archives HOME first, the sidecar uploads it after.
     assert main["stopTimeout"] < sidecar["stopTimeout"] == 120
-    uri = "s3://oab-control-plane/artifacts/default/bot/3/config.toml"
+    digest = hashlib.sha256(render_config_toml(svc).encode()).hexdigest()
+    uri = f"s3://oab-control-plane/artifacts/default/bot/3/{digest[:16]}/config.toml"
     assert artifact_uri(CTX, svc) == uri
+    assert {e["name"]: e["value"] for e in init["environment"]}["CONFIG_SHA256"] == digest
     init_env = {e["name"]: e["value"] for e in init["environment"]}
     assert init_env["CONFIG_ARTIFACT_PATH"] == uri
     assert init_env["BOOTSTRAP_FROM"] == "s3://agent-state/default/bot/home.tar.gz"
@@ -400,7 +402,20 @@ def test_unapplied_manifest_renders_as_generation_one() -> None:
     doc = _manifest()
     del doc["metadata"]["generation"]
     svc = _service(doc)
-    assert artifact_key(svc) == "artifacts/default/bot/1/config.toml"
+    assert artifact_key(svc).startswith("artifacts/default/bot/1/")
+
+
+def test_a_different_rendering_of_one_generation_gets_its_own_artifact() -> None:
+    # Artifacts are write-once: a controller upgrade that renders generation N differently must
+    # not meet the old bytes under the same key (the init container would refuse them).
+    svc = _service(_manifest())
+    doc = _manifest()
+    doc["spec"]["config"]["pool"] = {"max_sessions": 3}
+    other = _service(doc)
+    assert svc.metadata.generation == other.metadata.generation
+    assert render_config_toml(svc) != render_config_toml(other)
+    assert artifact_key(svc) != artifact_key(other)
+    assert artifact_key(svc) == artifact_key(_service(_manifest()))
 
 
 def test_output_is_sorted_whatever_the_manifest_order() -> None:
