@@ -441,8 +441,9 @@ def _describe_char(char: str) -> str:
 # ----------------------------------------------------------------------------- capped loading
 
 _TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _MERGE = f"{_TAG}str", f"{_TAG}int", f"{_TAG}float", f"{_TAG}merge"
-_SCALAR_TAGS: Final = frozenset({_STR, _INT, _FLOAT, f"{_TAG}bool", f"{_TAG}null"})
+_STR, _INT, _FLOAT, _BOOL = f"{_TAG}str", f"{_TAG}int", f"{_TAG}float", f"{_TAG}bool"
+_MERGE = f"{_TAG}merge"
+_SCALAR_TAGS: Final = frozenset({_STR, _INT, _FLOAT, _BOOL, f"{_TAG}null"})
 _COLLECTION_TAGS: Final[Mapping[type[yaml.Node], str]] = {
     yaml.SequenceNode: f"{_TAG}seq",
     yaml.MappingNode: f"{_TAG}map",
@@ -640,6 +641,9 @@ class _CappedComposer(Composer):
                 self.construct_yaml_float(node)
             except ValueError:
                 raise self._refuse(event.start_mark, "not a valid number", "quote it") from None
+        elif node.tag == _BOOL and node.value.lower() not in SafeConstructor.bool_values:
+            # Only an explicit !!bool can get here (the resolver picks bool for known words).
+            raise self._refuse(event.start_mark, "not a valid boolean", "write true or false")
 
     def _check_int(self, node: yaml.ScalarNode, event: yaml.Event) -> None:
         if len(node.value) > _MAX_INT_LITERAL:

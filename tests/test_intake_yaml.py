@@ -269,6 +269,9 @@ def test_bad_encodings_are_refused(data: bytes, message: str) -> None:
         ("9" * 5_000, "an integer outside the 64-bit range"),
         ("1" + ":1" * 5_000, "an integer outside the 64-bit range"),  # base 60, YAML 1.1
         ("0b_", "not a valid integer"),
+        ("!!bool maybe", "not a valid boolean"),
+        ("!!int twelve", "not a valid integer"),
+        ("!!float abc", "not a valid number"),
         ("0x_", "not a valid integer"),
     ],
 )
