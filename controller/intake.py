@@ -182,47 +182,6 @@ class YamlDocument(NamedTuple):
     data: Any
 
 
-def load_stored(body: bytes, *, source: str, limits: ManifestLimits = LIMITS) -> dict[str, Any]:
-    """One stored document as data, under the same caps as any manifest; ``ManifestError`` if not.
-
-    ``body`` is refused from its length alone when over ``limits.stored_bytes``. The document
-    must be a single mapping; it is not validated against the API (a tombstone, or a document
-    an upgrade no longer accepts, is still readable), and a duplicate key is an issue.
-    """
-    if len(body) > limits.stored_bytes:
-        raise ManifestError([_too_large(source, len(body), limits.stored_bytes, stored=True)])
-    text = decode(body, source=source)
-    issues: list[ManifestIssue] = []
-    found = list(documents(text, source=source, limits=limits, issues=issues))
-    if not issues and len(found) != 1:
-        message = (
-            "the stored object is empty" if not found else "a stored object holds one document"
-        )
-        issues.append(
-            ManifestIssue(file=source, document=None, line=None, path="", message=message)
-        )
-    elif not issues and not isinstance(found[0].data, dict):
-        issues.append(
-            ManifestIssue(
-                file=source,
-                document=found[0].number,
-                line=found[0].node.start_mark.line + 1,
-                path="",
-                message="a stored object must be a mapping",
-            )
-        )
-    if issues:
-        raise ManifestError(issues)
-    data: dict[str, Any] = found[0].data
-    return data
-
-
-def dump_document(document: Mapping[str, Any]) -> bytes:
-    """The stored form of a document (YAML, keys in the order given): what the store writes."""
-    text: str = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-    return text.encode()
-
-
 # ------------------------------------------------------------------------------- reading bytes
 
 
@@ -233,6 +192,9 @@ def read_sources(
     issues: list[ManifestIssue],
     limits: ManifestLimits,
 ) -> Iterator[tuple[str, bytes]]:
+    """``(source name, bytes)`` of files, directories (``*.yaml``/``*.yml``, sorted) and ``-``
+    (stdin), each read only up to its cap; what cannot be read or is too large goes to
+    ``issues`` instead, and reading stops at the load cap."""
     if not paths:
         issues.append(
             ManifestIssue(
@@ -790,6 +752,50 @@ def documents(
         )
     finally:
         loader.dispose()
+
+
+# ---------------------------------------------------------------------------- stored objects
+
+
+def load_stored(body: bytes, *, source: str, limits: ManifestLimits = LIMITS) -> dict[str, Any]:
+    """One stored document as data, under the same caps as any manifest; ``ManifestError`` if not.
+
+    ``body`` is refused from its length alone when over ``limits.stored_bytes``. The document
+    must be a single mapping; it is not validated against the API (a tombstone, or a document
+    an upgrade no longer accepts, is still readable), and a duplicate key is an issue.
+    """
+    if len(body) > limits.stored_bytes:
+        raise ManifestError([_too_large(source, len(body), limits.stored_bytes, stored=True)])
+    text = decode(body, source=source)
+    issues: list[ManifestIssue] = []
+    found = list(documents(text, source=source, limits=limits, issues=issues))
+    if not issues and len(found) != 1:
+        message = (
+            "the stored object is empty" if not found else "a stored object holds one document"
+        )
+        issues.append(
+            ManifestIssue(file=source, document=None, line=None, path="", message=message)
+        )
+    elif not issues and not isinstance(found[0].data, dict):
+        issues.append(
+            ManifestIssue(
+                file=source,
+                document=found[0].number,
+                line=found[0].node.start_mark.line + 1,
+                path="",
+                message="a stored object must be a mapping",
+            )
+        )
+    if issues:
+        raise ManifestError(issues)
+    data: dict[str, Any] = found[0].data
+    return data
+
+
+def dump_document(document: Mapping[str, Any]) -> bytes:
+    """The stored form of a document (YAML, keys in the order given): what the store writes."""
+    text: str = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return text.encode()
 
 
 # ---------------------------------------------------------------------------------- helpers
