@@ -106,13 +106,14 @@ class ManifestLimits:
     """The intake caps (defaults: the module constants above, which the README lists).
 
     - ``file_bytes`` (1 MiB): one file or stdin. Manifests are small (an agent ~2 KB, a fleet of
-      1,000 agents ~150 KB); the cap keeps a mistaken ``-f big.log`` from being read at all.
+      1,000 agents 20-200 KB); the cap keeps a mistaken ``-f big.log`` from being read at all.
     - ``load_bytes`` (16 MiB): all sources of one command (``-f DIR`` of many files).
     - ``stored_bytes`` (1 MiB): one stored object; every reader of the store refuses a larger
       object from its size alone, before reading its body.
     - ``nodes`` (100,000) / ``chars`` (2 MiB): one stream with every alias expanded. They bound
       what a small text can cost (an 800-byte alias bomb expands to millions of nodes) and what
-      the store would be asked to hold. Raising them costs memory: ~1 KB of peak RSS per node.
+      the store would be asked to hold. Raising them costs memory and time: composing costs
+      ~300 bytes and ~5 us per node (measured: 100,000 nodes, 31 MB, 0.5 s).
     - ``depth`` (64): nesting levels; deeper data is refused before anything recurses on it.
     """
 

@@ -376,7 +376,10 @@ def run(
             gc.freeze()  # the CLI, boto3 and its models stay: no collection walks them again
             for item in (case(seed, i) for i in indices):
                 began = time.monotonic()
+                known = len(report.findings)
                 rss, checks_rss = fuzz.run(item, report)
+                for finding in report.findings[known:]:
+                    progress(f"case {item.index} ({item.shape}): {json.dumps(finding)}")
                 report.shape_seconds[item.shape] += time.monotonic() - began
                 report.max_rss_checks = max(report.max_rss_checks, checks_rss)
                 report.inputs += 1
