@@ -1,14 +1,14 @@
 """Manifest fuzz: hostile documents through ``oabctl apply``, the store and the reconciler's read.
 
-``make fuzz`` runs ``python fuzz/manifest_fuzz.py --count 10000 --seed 1``. The script starts its
-own emulator (``oab.controller.localaws``), runs ``oabctl init``, then takes each case of
-``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
+``make fuzz`` runs ``python fuzz/manifest_fuzz.py --count 10000 --seed 1 --quick``. The script
+starts its own emulator (``oab.controller.localaws``), runs ``oabctl init``, then takes each case
+of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
 (``oab.controller.cli.main``: exactly what the ``oabctl`` console script runs):
 
 1. ``oabctl apply --dry-run -f CASE`` then ``oabctl apply -f CASE``. Checks: neither exits 70
    ("internal error": a traceback) nor raises; both exit 0 or 1 and agree; a rejection (and every
    dry run) leaves the bucket's versions and the state table exactly as they were; a rejection
-   names ``file:line`` or the file.
+   names its file (and line, where there is one).
 2. Accepted cases, further: ``oabctl diff -f CASE`` finds no difference (what was stored reads
    back the same), the reconciler's read (``StoreManifests.read``) of every stored agent returns
    it (an accepted manifest the controller would park is a wrong acceptance), ``oabctl render``
@@ -18,7 +18,8 @@ own emulator (``oab.controller.localaws``), runs ``oabctl init``, then takes eac
    returns a manifest or a ``TerminalError`` (parked), never anything else, and (one case in
    ten) ``oabctl get`` exits 0 or 1.
 
-``--quick`` (the test suite's subset) skips ``diff``, ``render`` and ``get``.
+``--quick`` (``make fuzz`` and the test suite) skips ``diff``, ``render`` and ``get``, which
+cost two clients and a full render each and triple the time of an accepted case.
 
 Peak RSS is measured per case (Linux: ``/proc/self/clear_refs`` resets the high-water mark,
 ``VmHWM`` reads it; elsewhere the process maximum), with the whole process (Python, boto3, the
