@@ -42,10 +42,11 @@ downloaded), then it is parsed by :func:`oab.controller.intake.load_stored` (the
 nodes and characters with aliases expanded, depth, JSON types) and its envelope is validated
 (:class:`_Envelope`: kind, identity matching its key, metadata types). An object that fails is
 :class:`InvalidStoredObject` (not retryable; the reconciler parks the agent with reason
-``InvalidManifest``). ``apply`` replaces such an object (its generation continues from the S3
-user metadata), so "apply a corrected manifest" is always a way out; ``list`` skips it and says
-so; ``delete`` refuses it (apply first). Writes are capped too (:class:`DocumentTooLarge`), so
-the store never writes what it could not read back.
+``InvalidManifest``). ``apply`` replaces such an object, so "apply a corrected manifest" is
+always a way out; its generation continues from the highest its newest versions' S3 metadata
+claim (the work queue ignores a generation older than one it has seen). ``list`` skips such an
+object and says so; ``delete`` refuses it (apply first). Writes are capped too
+(:class:`DocumentTooLarge`), so the store never writes what it could not read back.
 
 All-or-nothing
 --------------
@@ -1027,13 +1028,28 @@ class DesiredStateStore:
             return self.get(key)
         except InvalidStoredObject as exc:
             log.warning("replacing an unreadable object: %s", exc)
+            generation = max(exc.generation, self._last_generation(key))
             return StoredObject(
                 ObjectKey(key),
-                {"metadata": {"generation": exc.generation}},
+                {"metadata": {"generation": generation}},
                 exc.etag,
                 exc.version_id,
                 unreadable=True,
             )
+
+    def _last_generation(self, key: str) -> int:
+        """The highest generation the newest versions of ``key`` claim (metadata only).
+
+        A replacement must not go back in generations: the work queue ignores an older
+        generation than it has seen (it is superseded), so the repair would never be applied.
+        """
+        newest = self._objects.versions(key)[:_REPAIR_HISTORY]
+        claims = [
+            _claimed_generation(self._objects.read_version(key, v.version_id)[1])
+            for v in newest
+            if not v.is_delete_marker
+        ]
+        return max(claims, default=0)
 
     def _tombstone_child(self, fleet: Desired, child: str, *, dry_run: bool) -> ApplyResult | None:
         try:
@@ -1146,6 +1162,10 @@ def desired_from(obj: OABService | OABFleet) -> Desired:
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
     )
+
+
+#: Versions read to find the generation an unreadable object's replacement continues from.
+_REPAIR_HISTORY = 20
 
 
 def _claimed(current: StoredObject | None) -> TypeGuard[StoredObject]:

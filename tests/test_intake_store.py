@@ -173,6 +173,16 @@ def test_apply_replaces_an_unreadable_object_and_continues_its_generation(
     assert (stored.generation, stored.spec) == (8, {"cpu": 256, "memory": 512})
 
 
+def test_a_replacement_never_goes_back_in_generations(
+    objects: MemoryObjectStore, store: DesiredStateStore
+) -> None:
+    store.apply(svc())
+    store.apply(Desired(kind="OABService", namespace="team", name="bot", spec={"cpu": 512}))
+    plant(objects, KEY, BOMB)  # planted with no metadata: it claims nothing
+    result = store.apply(svc())
+    assert (result.outcome, result.generation) == ("configured", 3)
+
+
 def test_a_fleet_apply_replaces_its_unreadable_child(
     objects: MemoryObjectStore, store: DesiredStateStore
 ) -> None:
