@@ -802,15 +802,20 @@ def dump_document(document: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------------------------- helpers
 
 
+#: Longest key shown in a field path: a message never echoes a huge key back whole.
+_SHOWN_KEY = 64
+
+
 def dotted(path: Sequence[str | int]) -> str:
     """``spec.config.discord.allowed_channels[0]`` (the form of API field paths); ``""`` for
-    the document itself."""
+    the document itself. Keys longer than 64 characters are cut (``abc...``)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            continue
+        key = part if len(part) <= _SHOWN_KEY else part[: _SHOWN_KEY - 3] + "..."
+        out += f".{key}" if out else key
     return out
 
 

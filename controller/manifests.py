@@ -53,6 +53,7 @@ from oab.controller.intake import (
     ManifestLimits,
     decode,
     documents,
+    dotted,
     dump_document,
     format_size,
     read_sources,
@@ -177,7 +178,7 @@ def _locate(
             file=source,
             document=index,
             line=_line_of(node, issue.path),
-            path=issue.dotted if issue.path else "",
+            path=dotted(issue.path),  # the API's form, with huge keys cut
             message=issue.message,
             hint=issue.hint,
         )

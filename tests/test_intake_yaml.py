@@ -303,6 +303,15 @@ def test_mapping_keys_must_be_text(key: str, kind: str) -> None:
     assert issue.path == "spec.platform.k8s"
 
 
+def test_a_huge_key_is_never_echoed_back_whole() -> None:
+    key = "k" * 100_000
+    deep = refused(k8s(f"? {key}\n: {_nested(MAX_DEPTH)}\n"))  # refused by the intake
+    unknown = refused(HEAD + f"  ? {key}\n  : 1\n")  # refused by the API validation
+    for issue in (deep, unknown):
+        assert len(str(issue)) < 1_000
+        assert "k" * 61 + "..." in issue.path
+
+
 def test_collection_keys_are_refused() -> None:
     issue = refused(k8s("? [a, b]\n: x\n"))
     assert issue.message == "a mapping key must be text, not a list or a mapping"
