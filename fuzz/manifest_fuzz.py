@@ -8,7 +8,7 @@ of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in th
 1. ``oabctl apply --dry-run -f CASE`` then ``oabctl apply -f CASE``. Checks: neither exits 70
    ("internal error": a traceback) nor raises; both exit 0 or 1 and agree; a rejection (and every
    dry run) leaves the bucket's versions and the state table exactly as they were; a rejection
-   names its file (and line, where there is one).
+   names its file (and line, where there is one) in lines of at most 4 KiB.
 2. Accepted cases, further: ``oabctl diff -f CASE`` finds no difference (what was stored reads
    back the same), the reconciler's read (``StoreManifests.read``) of every stored agent returns
    it (an accepted manifest the controller would park is a wrong acceptance), ``oabctl render``
@@ -71,6 +71,8 @@ from oab.controller.testing import AWS
 
 MIB = 1 << 20
 RSS_BUDGET_MB = 200.0
+#: A rejection's message lines are bounded: input is never echoed back at length.
+MAX_ERROR_LINE = 4_096
 BUCKET = "oab-fuzz-control-plane"
 STORED_KEY = "manifests/fuzz/stored.yaml"
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -306,6 +308,9 @@ class Fuzz:
             report.rejected[reason_of(real[2])] += 1
             if real[0] == 1 and not real[2].startswith(f"error: {path}"):
                 report.find(item, "rejection without file and line", real[2])
+            longest = max((len(line) for line in real[2].splitlines()), default=0)
+            if longest > MAX_ERROR_LINE:
+                report.find(item, "error line too long", f"{longest:,} characters")
             if self.state() != self.baseline:
                 report.find(item, "write on rejection", real[2])
                 self.restore()
