@@ -678,7 +678,7 @@ if yaml.__with_libyaml__:  # pragma: no branch - the wheels ship libyaml
     from yaml._yaml import CParser as _CParser
 
     class _CLoader(_CappedComposer, _CParser, SafeConstructor, _Resolver):
-        """The capped loader on libyaml's parser (about 5x faster; same events and marks)."""
+        """The capped loader on libyaml's C parser (the composer, and so the caps, stay here)."""
 
         def __init__(self, text: str, limits: ManifestLimits) -> None:
             _CParser.__init__(self, text)
