@@ -268,6 +268,8 @@ def exit_code_for(exc: BaseException) -> int:
     from oab.controller.manifests import ManifestError
     from oab.controller.store import (
         ConflictError,
+        DocumentTooLarge,
+        InvalidStoredObject,
         NameCollisionError,
         NotFoundError,
         OwnershipError,
@@ -279,7 +281,8 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, UsageError):
         return EXIT_USAGE
     invalid = ManifestError | InvalidDocument | SettingsError | NotFoundError
-    if isinstance(exc, invalid | OwnershipError | NameCollisionError):
+    stored = InvalidStoredObject | DocumentTooLarge  # someone must replace or shrink it
+    if isinstance(exc, invalid | stored | OwnershipError | NameCollisionError):
         return EXIT_INVALID
     if isinstance(exc, ConflictError):
         return EXIT_CONFLICT

@@ -1,9 +1,18 @@
 """Desired state as reconcile sees it: the S3 store behind the ``Manifests`` protocol.
 
 The store (:mod:`oab.controller.store`) keeps documents; reconcile wants a validated
-:class:`~oab.controller.api.OABService`, its ETag and whether it is a tombstone. A stored document
-that no longer validates (for example after an upgrade tightened a rule) is a terminal error that
-names the object: retrying cannot fix it, a new ``oabctl apply`` can.
+:class:`~oab.controller.api.OABService`, its ETag and whether it is a tombstone.
+
+Outcomes of a read, and what the worker does with each:
+
+- absent: ``None`` (the agent is gone);
+- unreadable (over the stored-object cap, YAML beyond the manifest caps, a malformed envelope:
+  someone wrote the bucket behind ``oabctl``'s back) or no longer valid (an upgrade tightened a
+  rule): :class:`~oab.controller.errors.TerminalError` with reason ``InvalidManifest``, which
+  parks the unit. Retrying cannot fix it; a new ``oabctl apply`` can (the store replaces an
+  unreadable object). The read never costs more than the caps of
+  :mod:`oab.controller.intake`: an oversized object is refused from its size, unread;
+- any other failure (S3 unreachable, throttled, denied): retryable.
 """
 
 from __future__ import annotations
@@ -13,7 +22,12 @@ from typing import Any
 from oab.controller.api import AgentKey, InvalidDocument, OABService, parse_document
 from oab.controller.errors import RetryableError, TerminalError
 from oab.controller.reconcile import Manifest
-from oab.controller.store import ConflictError, DesiredStateStore, object_key
+from oab.controller.store import (
+    ConflictError,
+    DesiredStateStore,
+    InvalidStoredObject,
+    object_key,
+)
 
 
 def manifest_key(key: str) -> str:
@@ -32,6 +46,8 @@ class StoreManifests:
         """The stored manifest of ``key``, validated; ``None`` when absent."""
         try:
             obj = self._store.get(manifest_key(key))
+        except InvalidStoredObject as exc:
+            raise TerminalError(str(exc), reason="InvalidManifest") from exc
         except Exception as exc:
             raise RetryableError(f"cannot read manifest of {key}: {exc}") from exc
         if obj is None:
@@ -46,7 +62,9 @@ class StoreManifests:
                 reason="InvalidManifest",
             ) from exc
         if not isinstance(parsed, OABService):
-            raise TerminalError(f"{obj.key} holds a {parsed.kind}, not an OABService")
+            raise TerminalError(
+                f"{obj.key} holds a {parsed.kind}, not an OABService", reason="InvalidManifest"
+            )
         return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted)
 
     def remove(self, manifest: Manifest) -> None:

@@ -1,11 +1,14 @@
-"""Loading manifests: YAML files, directories and stdin into validated API objects.
+"""Loading manifests: files, directories and stdin into validated API objects.
 
 Design
-    Each YAML stream is composed node by node (PyYAML's composer) so every document keeps its
-    node tree; data is constructed from those nodes with the safe constructor, validated with
-    ``oab.controller.api.parse_document``, and each issue's field path is walked back through the
-    node tree to the line that holds it (the key's line, or the nearest existing parent when the
-    field is missing).
+    Bytes and YAML are read by :mod:`oab.controller.intake` under its caps (size, nodes and
+    characters with aliases expanded, depth, JSON types only); this module turns each checked
+    document into an API object with :func:`oab.controller.api.parse_document` and walks each
+    issue's field path back through the node tree to the line that holds it (the key's line, or
+    the nearest existing parent when the field is missing). Two more costs are checked here,
+    where the API's meaning is known: a fleet counts its ``spec.defaults`` once per agent
+    against the node cap (expansion copies them), and every object (fleet children included)
+    must fit one stored object once the store adds its metadata.
 
 Invariants
     - All or nothing: ``load_paths`` returns every document or raises ``ManifestError`` holding
@@ -25,11 +28,9 @@ There is no time in this module.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TextIO
 
 import yaml
 
@@ -42,43 +43,32 @@ from oab.controller.api import (
     expand_fleet,
     parse_document,
 )
+from oab.controller.intake import (
+    LIMITS,
+    STDIN,
+    STDIN_NAME,
+    STORED_METADATA_BYTES,
+    ManifestError,
+    ManifestIssue,
+    ManifestLimits,
+    decode,
+    documents,
+    dotted,
+    dump_document,
+    format_size,
+    read_sources,
+)
 
-__all__ = ["STDIN", "LoadedDocument", "ManifestError", "ManifestIssue", "load_paths", "load_text"]
-
-#: The path that means "read standard input".
-STDIN = "-"
-_STDIN_NAME = "<stdin>"
-_SUFFIXES = (".yaml", ".yml")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ManifestIssue:
-    """One problem in one document: where it is and how to fix it."""
-
-    file: str
-    document: int | None
-    line: int | None
-    path: str
-    message: str
-    hint: str | None = None
-
-    def __str__(self) -> str:
-        where = self.file + (f":{self.line}" if self.line is not None else "")
-        if self.document is not None:
-            where += f" (document {self.document})"
-        text = f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-        return f"{text}; {self.hint}" if self.hint else text
-
-
-@dataclass
-class ManifestError(ValueError):
-    """Manifests failed to load; ``issues`` lists every problem. Not retryable."""
-
-    issues: list[ManifestIssue] = field(default_factory=list)
-    retryable: bool = False
-
-    def __str__(self) -> str:
-        return "\n".join(str(issue) for issue in self.issues)
+__all__ = [
+    "STDIN",
+    "LoadedDocument",
+    "ManifestError",
+    "ManifestIssue",
+    "ManifestLimits",
+    "load_bytes",
+    "load_paths",
+    "load_text",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,16 +93,24 @@ class LoadedDocument:
         )
 
 
-def load_paths(paths: Sequence[str], *, stdin: TextIO | None = None) -> list[LoadedDocument]:
+# ------------------------------------------------------------------------------- entry points
+
+
+def load_paths(
+    paths: Sequence[str],
+    *,
+    stdin: TextIO | BinaryIO | None = None,
+    limits: ManifestLimits = LIMITS,
+) -> list[LoadedDocument]:
     """Load files, directories (``*.yaml``/``*.yml``, sorted) and ``-`` (stdin), all or nothing.
 
     Raises ``ManifestError`` listing every issue of every file.
     """
     docs: list[LoadedDocument] = []
     issues: list[ManifestIssue] = []
-    for source, text in _read_sources(paths, stdin=stdin, issues=issues):
+    for source, data in read_sources(paths, stdin=stdin, issues=issues, limits=limits):
         try:
-            docs.extend(load_text(text, source=source))
+            docs.extend(load_bytes(data, source=source, limits=limits))
         except ManifestError as exc:
             issues.extend(exc.issues)
     if not issues:
@@ -122,115 +120,54 @@ def load_paths(paths: Sequence[str], *, stdin: TextIO | None = None) -> list[Loa
     return docs
 
 
-def load_text(text: str, *, source: str = _STDIN_NAME) -> list[LoadedDocument]:
+def load_bytes(
+    data: bytes, *, source: str = STDIN_NAME, limits: ManifestLimits = LIMITS
+) -> list[LoadedDocument]:
+    """Decode (UTF-8, or UTF-16 with a BOM) and load one YAML stream; see :func:`load_text`."""
+    return load_text(decode(data, source=source), source=source, limits=limits)
+
+
+def load_text(
+    text: str, *, source: str = STDIN_NAME, limits: ManifestLimits = LIMITS
+) -> list[LoadedDocument]:
     """Load every document of one YAML stream; raises ``ManifestError`` on any issue."""
     docs: list[LoadedDocument] = []
     issues: list[ManifestIssue] = []
-    loader = yaml.SafeLoader(text)
-    index = 0
-    try:
-        while loader.check_node():
-            index += 1
-            node = loader.get_node()
-            if node is None or _is_empty(node):
-                continue
-            line = node.start_mark.line + 1
-            dupes = list(_duplicate_keys(node, ()))
-            if dupes:
-                for path, dup_line in dupes:
-                    issues.append(
-                        ManifestIssue(
-                            file=source,
-                            document=index,
-                            line=dup_line,
-                            path=FieldIssue(path, "").dotted,
-                            message="duplicate key",
-                            hint="a key may appear once per mapping; remove one of them",
-                        )
-                    )
-                continue
-            data = loader.construct_document(node)
-            try:
-                obj = parse_document(data)
-            except InvalidDocument as exc:
-                issues.extend(_locate(exc.issues, node, source=source, index=index))
-                continue
-            docs.append(LoadedDocument(source=source, index=index, line=line, obj=obj, raw=data))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        issues.append(
-            ManifestIssue(
-                file=source,
-                document=max(index, 1),
-                line=mark.line + 1 if mark is not None else None,
-                path="",
-                message=f"not valid YAML: {problem}",
-                hint="fix the YAML syntax (indentation, quoting, ':' after keys)",
+    for index, node, data in documents(text, source=source, limits=limits, issues=issues):
+        fleet_cost = _fleet_cost(data)
+        if fleet_cost > limits.nodes:
+            issues.append(
+                ManifestIssue(
+                    file=source,
+                    document=index,
+                    line=_line_of(node, ("spec", "agents")),
+                    path="spec.agents",
+                    message=(
+                        f"the fleet expands to {fleet_cost:,} YAML nodes (spec.defaults is "
+                        f"copied into every agent), over the {limits.nodes:,} limit"
+                    ),
+                    hint="split the fleet into several fleets, or shrink spec.defaults",
+                )
             )
-        )
-    finally:
-        loader.dispose()
+            continue
+        try:
+            obj = parse_document(data)
+        except InvalidDocument as exc:
+            issues.extend(_locate(exc.issues, node, source=source, index=index))
+            continue
+        line = node.start_mark.line + 1
+        doc = LoadedDocument(source=source, index=index, line=line, obj=obj, raw=data)
+        too_large = _storage_issues(doc, limits=limits)
+        if too_large:
+            issues.extend(too_large)
+            continue
+        docs.append(doc)
     if issues:
         raise ManifestError(issues)
     return docs
 
 
-def _read_sources(
-    paths: Sequence[str], *, stdin: TextIO | None, issues: list[ManifestIssue]
-) -> Iterable[tuple[str, str]]:
-    if not paths:
-        issues.append(
-            ManifestIssue(
-                file="", document=None, line=None, path="", message="no manifest paths given"
-            )
-        )
-    for raw in paths:
-        if raw == STDIN:
-            yield _STDIN_NAME, (stdin or sys.stdin).read()
-            continue
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
-            if not files:
-                issues.append(_file_issue(raw, "directory holds no *.yaml or *.yml files"))
-        elif path.is_file():
-            files = [path]
-        else:
-            issues.append(_file_issue(raw, "no such file or directory"))
-            continue
-        for file in files:
-            try:
-                yield str(file), file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                issues.append(_file_issue(str(file), f"cannot read: {exc}"))
-
-
-def _file_issue(file: str, message: str) -> ManifestIssue:
-    return ManifestIssue(file=file, document=None, line=None, path="", message=message)
-
-
-def _is_empty(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-def _duplicate_keys(
-    node: yaml.Node, path: tuple[str | int, ...]
-) -> Iterable[tuple[tuple[str | int, ...], int]]:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            if isinstance(key, str) and key != "<<":
-                if key in seen:
-                    yield (*path, key), key_node.start_mark.line + 1
-                seen.add(key)
-                yield from _duplicate_keys(value_node, (*path, key))
-            else:
-                yield from _duplicate_keys(value_node, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*path, i))
+# ------------------------------------------------------------------------------- documents
 
 
 def _locate(
@@ -241,7 +178,7 @@ def _locate(
             file=source,
             document=index,
             line=_line_of(node, issue.path),
-            path=issue.dotted if issue.path else "",
+            path=dotted(issue.path),  # the API's form, with huge keys cut
             message=issue.message,
             hint=issue.hint,
         )
@@ -279,17 +216,47 @@ def _line_of(node: yaml.Node, path: Sequence[str | int]) -> int:
     return line
 
 
+def _fleet_cost(data: object) -> int:
+    """Nodes of a fleet document once expanded: its defaults count once per agent, its agents
+    once. Zero for anything else (the API validation says what is wrong with it)."""
+    spec = data.get("spec") if isinstance(data, dict) and data.get("kind") == "OABFleet" else None
+    agents = spec.get("agents") if isinstance(spec, dict) else None
+    if not isinstance(agents, list):
+        return 0
+    defaults = spec.get("defaults") if isinstance(spec, dict) else None
+    return _node_count(defaults) * len(agents) + _node_count(agents)
+
+
+def _node_count(data: object) -> int:
+    """Nodes of constructed data, shared (aliased) parts counted at every use; iterative."""
+    count = 0
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, dict):
+            pending.extend(item.values())
+            count += len(item)  # the keys
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
+
+
+def _objects(doc: LoadedDocument) -> list[tuple[OABService | OABFleet, str]]:
+    """The document's object and, for a fleet, each child, with the field that defines it."""
+    objects: list[tuple[OABService | OABFleet, str]] = [(doc.obj, "metadata.name")]
+    if isinstance(doc.obj, OABFleet):
+        objects.extend((child, "spec.agents") for child in expand_fleet(doc.obj))
+    return objects
+
+
 def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
     """The same object twice, or two agents with one ECS name, across every loaded document."""
     issues: list[ManifestIssue] = []
     seen: dict[tuple[str, str], LoadedDocument] = {}
     ecs_names: dict[str, tuple[str, LoadedDocument]] = {}
     for doc in docs:
-        objects: list[OABService | OABFleet] = [doc.obj]
-        if isinstance(doc.obj, OABFleet):
-            objects.extend(expand_fleet(doc.obj))
-        for obj in objects:
-            path = "metadata.name" if obj is doc.obj else "spec.agents"
+        for obj, path in _objects(doc):
             first = seen.get((obj.kind, obj.key))
             if first is not None:
                 message = (
@@ -311,4 +278,22 @@ def _identity_clashes(docs: Sequence[LoadedDocument]) -> list[ManifestIssue]:
                 )
                 hint = "ECS names join namespace and name with '-'; rename one of them"
                 issues.append(doc.issue(path, message, hint))
+    return issues
+
+
+def _storage_issues(doc: LoadedDocument, *, limits: ManifestLimits) -> list[ManifestIssue]:
+    """Objects of ``doc`` whose stored form would not fit one stored object (so they are
+    refused before any write, not halfway through an apply)."""
+    issues: list[ManifestIssue] = []
+    for obj, path in _objects(doc):
+        size = len(dump_document(obj.to_manifest())) + STORED_METADATA_BYTES
+        if size > limits.stored_bytes:
+            issues.append(
+                doc.issue(
+                    path,
+                    f"{obj.kind} {obj.key} would be stored as about {size:,} bytes, over "
+                    f"the {format_size(limits.stored_bytes)} limit per stored object",
+                    "make it smaller (a fleet stores each agent and the fleet separately)",
+                )
+            )
     return issues

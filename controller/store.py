@@ -34,6 +34,20 @@ Invariants
   a failure there is logged and swallowed: the S3 write is the truth and the controller's
   periodic resync finds it.
 
+Untrusted bodies
+----------------
+Anyone who can write the bucket can plant an object, so a stored body is read like any manifest:
+its size is checked from ``ContentLength`` before the body is read (a larger object is never
+downloaded), then it is parsed by :func:`oab.controller.intake.load_stored` (the manifest caps:
+nodes and characters with aliases expanded, depth, JSON types) and its envelope is validated
+(:class:`_Envelope`: kind, identity matching its key, metadata types). An object that fails is
+:class:`InvalidStoredObject` (not retryable; the reconciler parks the agent with reason
+``InvalidManifest``). ``apply`` replaces such an object, so "apply a corrected manifest" is
+always a way out; its generation continues from the highest its newest versions' S3 metadata
+claim (the work queue ignores a generation older than one it has seen). ``list`` skips such an
+object and says so; ``delete`` refuses it (apply first). Writes are capped too
+(:class:`DocumentTooLarge`), so the store never writes what it could not read back.
+
 All-or-nothing
 --------------
 Validation is all-or-nothing (the CLI validates every document of every file before calling
@@ -63,14 +77,24 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType, Protocol
+from typing import Any, Literal, NewType, Protocol, TypeGuard
 
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from oab.controller.api import FLEET_LABEL, OABFleet, OABService, ecs_name, ecs_name_rivals
 from oab.controller.changes import ChangeKind, ChangeLog
 from oab.controller.errors import OabError, classify_aws
+from oab.controller.intake import (
+    INT_RANGE,
+    LIMITS,
+    MAX_STORED_BYTES,
+    ManifestError,
+    ManifestLimits,
+    dump_document,
+    format_size,
+    load_stored,
+)
 
 __all__ = [
     "API_VERSION",
@@ -81,6 +105,8 @@ __all__ = [
     "DeleteResult",
     "Desired",
     "DesiredStateStore",
+    "DocumentTooLarge",
+    "InvalidStoredObject",
     "MemoryObjectStore",
     "NameCollisionError",
     "NotFoundError",
@@ -189,6 +215,45 @@ class NotFoundError(StoreError):
         self.key = key
 
 
+class InvalidStoredObject(StoreError):
+    """A stored object cannot be read: over the size cap, not YAML within the manifest caps, or
+    not a well-formed document for its key. Not retryable: someone must replace it.
+
+    Carries what a replacement needs: the ETag and version read, and the generation its S3 user
+    metadata claims (0 when absent or not a number).
+    """
+
+    reason = "InvalidManifest"
+
+    def __init__(
+        self, key: str, *, detail: str, etag: str, version_id: str, generation: int
+    ) -> None:
+        super().__init__(
+            f"{key}: the stored object cannot be read: {detail}; apply a corrected manifest "
+            "with `oabctl apply` to replace it"
+        )
+        self.key = key
+        self.detail = detail
+        self.etag = etag
+        self.version_id = version_id
+        self.generation = generation
+
+
+class DocumentTooLarge(StoreError):
+    """A document would be stored over the stored-object cap: refused before writing."""
+
+    reason = "DocumentTooLarge"
+
+    def __init__(self, key: str, *, size: int, limit: int) -> None:
+        super().__init__(
+            f"{key}: the document would be stored as {size:,} bytes, over the "
+            f"{format_size(limit)} limit per stored object; make it smaller"
+        )
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
 class _PreconditionFailed(Exception):
     """Internal: an S3 condition did not hold (someone else wrote first)."""
 
@@ -198,11 +263,17 @@ class _PreconditionFailed(Exception):
 
 @dataclass(frozen=True)
 class Blob:
-    """One object version as read from the bucket."""
+    """One object version as read from the bucket.
+
+    ``oversize`` is the object's size when it exceeded the ``max_bytes`` of the read: its body
+    was not read (``body`` is empty). ``metadata`` is the S3 user metadata.
+    """
 
     body: bytes
     etag: str
     version_id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    oversize: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +290,8 @@ class ObjectStore(Protocol):
     """The few bucket operations the algorithm needs. Raise ``_PreconditionFailed`` on 412."""
 
     def read(self, key: str) -> Blob | None:
-        """The current version, or None if absent."""
+        """The current version, or None if absent; a body over the store's byte cap is not
+        read (:attr:`Blob.oversize`)."""
 
     def put(
         self,
@@ -241,7 +313,7 @@ class ObjectStore(Protocol):
         """Versions of exactly ``key``, newest first."""
 
     def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
-        """A specific version's body and user metadata."""
+        """A specific version's body (unread over the byte cap) and user metadata."""
 
 
 def _aws_error(exc: Exception) -> str:
@@ -254,11 +326,16 @@ _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict",
 
 
 class S3ObjectStore:
-    """:class:`ObjectStore` on one S3 bucket (boto3 client passed in)."""
+    """:class:`ObjectStore` on one S3 bucket (boto3 client passed in).
 
-    def __init__(self, s3: Any, bucket: str) -> None:
+    ``max_bytes`` (default :data:`~oab.controller.intake.MAX_STORED_BYTES`): a body larger than
+    this is never downloaded; its size comes from ``ContentLength``.
+    """
+
+    def __init__(self, s3: Any, bucket: str, *, max_bytes: int = MAX_STORED_BYTES) -> None:
         self._s3 = s3
         self.bucket = bucket
+        self._max_bytes = max_bytes
 
     def _fail(self, what: str, exc: Exception) -> StorageError:
         aws = classify_aws(exc, operation="s3")
@@ -269,13 +346,13 @@ class S3ObjectStore:
     def read(self, key: str) -> Blob | None:
         try:
             resp = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return _bounded_blob(resp, max_bytes=self._max_bytes, version_id="null")
         except ClientError as exc:
             if _aws_error(exc) in ("NoSuchKey", "404"):
                 return None
             raise self._fail(key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail(key, exc) from exc
-        return Blob(resp["Body"].read(), resp["ETag"], resp.get("VersionId", "null"))
 
     def put(
         self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
@@ -346,23 +423,51 @@ class S3ObjectStore:
     def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
         try:
             resp = self._s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            blob = _bounded_blob(resp, max_bytes=self._max_bytes, version_id=version_id)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"{key}?versionId={version_id}", exc) from exc
-        blob = Blob(resp["Body"].read(), resp["ETag"], resp.get("VersionId", version_id))
-        return blob, dict(resp.get("Metadata", {}))
+        return blob, blob.metadata
+
+
+def _bounded_blob(resp: Mapping[str, Any], *, max_bytes: int, version_id: str) -> Blob:
+    """A GetObject response as a :class:`Blob`, reading at most ``max_bytes`` of its body.
+
+    The size comes from ``ContentLength`` before anything is read; a body longer than it says
+    is still cut at ``max_bytes + 1``. Closing an unread body drops its connection, which is
+    cheaper than downloading what would be refused.
+    """
+    stream = resp["Body"]
+    etag, version = str(resp["ETag"]), str(resp.get("VersionId", version_id))
+    metadata = {str(k): str(v) for k, v in dict(resp.get("Metadata") or {}).items()}
+    try:
+        length = resp.get("ContentLength")
+        if isinstance(length, int) and length > max_bytes:
+            return Blob(b"", etag, version, metadata, oversize=length)
+        body: bytes = stream.read(max_bytes + 1)
+    finally:
+        stream.close()
+    if len(body) > max_bytes:
+        return Blob(b"", etag, version, metadata, oversize=len(body))
+    return Blob(body, etag, version, metadata)
 
 
 class MemoryObjectStore:
     """:class:`ObjectStore` in memory with S3's versioning and condition semantics (tests)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, max_bytes: int = MAX_STORED_BYTES
+    ) -> None:
         self._objects: dict[str, list[tuple[Blob, dict[str, str], datetime]]] = {}
         self._clock = clock
+        self._max_bytes = max_bytes
         self._n = 0
 
     def read(self, key: str) -> Blob | None:
         history = self._objects.get(key)
-        return history[-1][0] if history else None
+        if not history:
+            return None
+        blob, meta, _when = history[-1]
+        return _capped(blob, meta, self._max_bytes)
 
     def put(
         self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
@@ -373,7 +478,7 @@ class MemoryObjectStore:
         ):
             raise _PreconditionFailed(key)
         self._n += 1
-        blob = Blob(body, f'"{hashlib.md5(body).hexdigest()}"', f"v{self._n:08d}")
+        blob = Blob(body, f'"{hashlib.md5(body).hexdigest()}"', f"v{self._n:08d}", dict(metadata))
         when = datetime.fromtimestamp(self._clock(), tz=UTC)
         self._objects.setdefault(key, []).append((blob, dict(metadata), when))
         return blob
@@ -398,8 +503,14 @@ class MemoryObjectStore:
     def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
         for blob, meta, _when in self._objects.get(key, []):
             if blob.version_id == version_id:
-                return blob, meta
+                return _capped(blob, meta, self._max_bytes), meta
         raise StorageError(f"{key}?versionId={version_id}: NoSuchVersion", code="NoSuchVersion")
+
+
+def _capped(blob: Blob, metadata: Mapping[str, str], max_bytes: int) -> Blob:
+    if len(blob.body) > max_bytes:
+        return Blob(b"", blob.etag, blob.version_id, dict(metadata), oversize=len(blob.body))
+    return blob
 
 
 # ------------------------------------------------------------------------------ documents
@@ -448,12 +559,17 @@ class Desired:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """A document as stored, with the ETag and S3 version it was read at."""
+    """A document as stored, with the ETag and S3 version it was read at.
+
+    ``unreadable`` marks the stand-in for an :class:`InvalidStoredObject` that ``apply`` is
+    replacing: its document holds only the generation its S3 metadata claimed.
+    """
 
     key: ObjectKey
     document: Mapping[str, Any]
     etag: str
     version_id: str
+    unreadable: bool = False
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -552,11 +668,15 @@ class StoreConfig:
       at least one writer wins, so N concurrent writers of one key all finish within N rounds.
     - ``backoff_base`` (0.02 s) / ``backoff_cap`` (0.5 s): full-jitter backoff between rounds;
       small because rounds are cheap and conflicts are rare outside tests.
+    - ``limits`` (:data:`oab.controller.intake.LIMITS`): caps on stored bodies, read and
+      written; tests pass smaller ones.
     """
 
     max_attempts: int = 12
     backoff_base: float = 0.02
     backoff_cap: float = 0.5
+    #: The intake caps for every body read or written (``stored_bytes`` and the YAML caps).
+    limits: ManifestLimits = LIMITS
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -569,18 +689,72 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _dump(document: Mapping[str, Any]) -> bytes:
-    return yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False).encode()
+class _Metadata(BaseModel):
+    """``metadata`` of a stored document: the fields this module and its readers rely on."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: StrictStr
+    namespace: StrictStr
+    uid: StrictStr | None = None
+    generation: StrictInt = Field(ge=0, le=INT_RANGE[-1])
+    creation_timestamp: StrictStr | None = Field(None, alias="creationTimestamp")
+    deletion_timestamp: StrictStr | None = Field(None, alias="deletionTimestamp")
+    finalizers: list[StrictStr] | None = None
+    labels: dict[StrictStr, StrictStr] | None = None
+    annotations: dict[StrictStr, StrictStr] | None = None
 
 
-def _parse(key: str, blob: Blob) -> StoredObject:
+class _Envelope(BaseModel):
+    """A stored document's envelope; ``spec`` is the API's to validate (the reconciler does)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    api_version: StrictStr = Field(alias="apiVersion")
+    kind: Literal["OABService", "OABFleet"]
+    metadata: _Metadata
+    spec: dict[StrictStr, Any]
+
+
+def _parse(key: str, blob: Blob, *, limits: ManifestLimits) -> StoredObject:
+    """The document in ``blob``, checked as untrusted; :class:`InvalidStoredObject` if not."""
+
+    def invalid(detail: str) -> InvalidStoredObject:
+        return InvalidStoredObject(
+            key,
+            detail=detail,
+            etag=blob.etag,
+            version_id=blob.version_id,
+            generation=_claimed_generation(blob.metadata),
+        )
+
+    if blob.oversize is not None:
+        raise invalid(
+            f"it is {blob.oversize:,} bytes, over the {format_size(limits.stored_bytes)} limit"
+        )
     try:
-        doc = yaml.safe_load(blob.body)
-    except yaml.YAMLError as exc:
-        raise StoreError(f"{key}: stored object is not YAML: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
-        raise StoreError(f"{key}: stored object has no metadata mapping")
+        doc = load_stored(blob.body, source=key, limits=limits)
+    except ManifestError as exc:
+        first = exc.issues[0]
+        where = f"line {first.line}: " if first.line is not None else ""
+        path = f"{first.path}: " if first.path else ""
+        raise invalid(f"{where}{path}{first.message}") from exc
+    try:
+        envelope = _Envelope.model_validate(doc)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = ".".join(str(p) for p in error["loc"])
+        raise invalid(f"{path}: {error['msg']}") from exc
+    meta = envelope.metadata
+    if object_key(envelope.kind, meta.namespace, meta.name) != key:
+        raise invalid(f"it holds {envelope.kind} {meta.namespace}/{meta.name}, not this key's")
     return StoredObject(ObjectKey(key), doc, blob.etag, blob.version_id)
+
+
+def _claimed_generation(metadata: Mapping[str, str]) -> int:
+    """The ``generation`` S3 user metadata claims, or 0 when it is not a plausible number."""
+    text = metadata.get("generation", "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
 # ------------------------------------------------------------------------------- the store
@@ -611,21 +785,40 @@ class DesiredStateStore:
     # -- reads
 
     def get(self, key: str) -> StoredObject | None:
-        """The current document under ``key`` (tombstones included), or None."""
+        """The current document under ``key`` (tombstones included), or None.
+
+        Raises :class:`InvalidStoredObject` when the object cannot be read (see the module doc).
+        """
         blob = self._objects.read(key)
-        return _parse(key, blob) if blob else None
+        return _parse(key, blob, limits=self._config.limits) if blob else None
 
     def list(
-        self, namespace: str | None = None, *, kind: Kind = "OABService"
+        self,
+        namespace: str | None = None,
+        *,
+        kind: Kind = "OABService",
+        unreadable: builtins.list[InvalidStoredObject] | None = None,
     ) -> builtins.list[StoredObject]:
-        """Every stored object of ``kind`` in ``namespace`` (None = all namespaces), sorted."""
+        """Every stored object of ``kind`` in ``namespace`` (None = all namespaces), sorted.
+
+        An object that cannot be read never hides the others: it is appended to ``unreadable``
+        when given, and logged as a warning otherwise.
+        """
         prefix = f"{_PREFIX[kind]}/" + (f"{namespace}/" if namespace else "")
         out = []
         for key in self._objects.list_keys(prefix):
-            if key.endswith(".yaml"):
+            if not key.endswith(".yaml"):
+                continue
+            try:
                 obj = self.get(key)
-                if obj is not None:
-                    out.append(obj)
+            except InvalidStoredObject as exc:
+                if unreadable is None:
+                    log.warning("skipped: %s", exc)
+                else:
+                    unreadable.append(exc)
+                continue
+            if obj is not None:
+                out.append(obj)
         return sorted(out, key=lambda o: (o.namespace, o.name))
 
     def history(self, key: str) -> builtins.list[Revision]:
@@ -635,11 +828,12 @@ class DesiredStateStore:
             if v.is_delete_marker:
                 revisions.append(Revision(v.version_id, 0, v.last_modified, v.is_latest, True))
                 continue
+            # Only the metadata is wanted (a version over the cap is not downloaded at all).
             _blob, meta = self._objects.read_version(key, v.version_id)
             revisions.append(
                 Revision(
                     v.version_id,
-                    int(meta.get("generation", "0")),
+                    _claimed_generation(meta),
                     v.last_modified,
                     v.is_latest,
                     meta.get("deleted") == "true",
@@ -652,7 +846,7 @@ class DesiredStateStore:
         for rev in self.history(key):
             if rev.generation == generation and not rev.deleted:
                 blob, _meta = self._objects.read_version(key, rev.version_id)
-                return _parse(key, blob)
+                return _parse(key, blob, limits=self._config.limits)
         raise NotFoundError(f"{key}@generation={generation}")
 
     # -- writes
@@ -660,8 +854,8 @@ class DesiredStateStore:
     def preflight(self, items: Iterable[Desired]) -> None:
         """Check ownership and ECS names of every target before any write (all-or-nothing)."""
         for desired in items:
-            current = self.get(desired.key)
-            if current is not None and not current.deleted and current.owner != desired.owner:
+            current = self._current(desired.key)
+            if _claimed(current) and current.owner != desired.owner:
                 raise OwnershipError(desired.key, owner=current.owner, writer=desired.owner)
             if current is None:
                 self._check_ecs_name(desired)
@@ -690,8 +884,8 @@ class DesiredStateStore:
         """Create or update one document; retries lost conditional writes (see module doc)."""
         key = desired.key
         for attempt in range(1, self._config.max_attempts + 1):
-            current = self.get(key)
-            if current is not None and not current.deleted and current.owner != desired.owner:
+            current = self._current(key)
+            if _claimed(current) and current.owner != desired.owner:
                 raise OwnershipError(key, owner=current.owner, writer=desired.owner)
             if current is None:
                 self._check_ecs_name(desired)
@@ -780,7 +974,7 @@ class DesiredStateStore:
         self.preflight(labelled)
         wanted = {c.name for c in labelled}
         for attempt in range(1, self._config.max_attempts + 1):
-            before = self.get(fleet.key)
+            before = self._current(fleet.key)
             results = [self.apply(child, dry_run=dry_run) for child in labelled]
             previous = set(_agent_names(before)) if before and not before.deleted else set()
             for gone in sorted(previous - wanted):
@@ -821,10 +1015,41 @@ class DesiredStateStore:
                 )
             except NotFoundError:
                 continue  # an earlier, interrupted apply never wrote it
+            except InvalidStoredObject as exc:
+                log.warning("fleet %s/%s: child left in place: %s", namespace, name, exc)
         head = self.delete("OABFleet", namespace, name, dry_run=dry_run)
         return [head, *results]
 
     # -- internals
+
+    def _current(self, key: str) -> StoredObject | None:
+        """What a write replaces: the stored object, or a stand-in for an unreadable one."""
+        try:
+            return self.get(key)
+        except InvalidStoredObject as exc:
+            log.warning("replacing an unreadable object: %s", exc)
+            generation = max(exc.generation, self._last_generation(key))
+            return StoredObject(
+                ObjectKey(key),
+                {"metadata": {"generation": generation}},
+                exc.etag,
+                exc.version_id,
+                unreadable=True,
+            )
+
+    def _last_generation(self, key: str) -> int:
+        """The highest generation the newest versions of ``key`` claim (metadata only).
+
+        A replacement must not go back in generations: the work queue ignores an older
+        generation than it has seen (it is superseded), so the repair would never be applied.
+        """
+        newest = self._objects.versions(key)[:_REPAIR_HISTORY]
+        claims = [
+            _claimed_generation(self._objects.read_version(key, v.version_id)[1])
+            for v in newest
+            if not v.is_delete_marker
+        ]
+        return max(claims, default=0)
 
     def _tombstone_child(self, fleet: Desired, child: str, *, dry_run: bool) -> ApplyResult | None:
         try:
@@ -833,6 +1058,9 @@ class DesiredStateStore:
             )
         except (NotFoundError, OwnershipError):
             return None  # never written, or no longer ours: nothing to remove
+        except InvalidStoredObject as exc:
+            log.warning("fleet %s: removed agent left in place: %s", fleet.key, exc)
+            return None
         if result.outcome == "unchanged":
             return None
         return ApplyResult(result.key, "OABService", child, "configured", result.generation, None)
@@ -886,8 +1114,12 @@ class DesiredStateStore:
             "kind": str(document["kind"]),
             "deleted": "true" if meta.get("deletionTimestamp") else "false",
         }
+        body = dump_document(document)
+        limit = self._config.limits.stored_bytes
+        if len(body) > limit:
+            raise DocumentTooLarge(key, size=len(body), limit=limit)
         return self._objects.put(
-            key, _dump(document), if_match=current.etag if current else None, metadata=user_meta
+            key, body, if_match=current.etag if current else None, metadata=user_meta
         )
 
     def _record(self, key: str, generation: int, kind: ChangeKind, version_id: str) -> None:
@@ -930,6 +1162,16 @@ def desired_from(obj: OABService | OABFleet) -> Desired:
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
     )
+
+
+#: Versions read to find the generation an unreadable object's replacement continues from.
+_REPAIR_HISTORY = 20
+
+
+def _claimed(current: StoredObject | None) -> TypeGuard[StoredObject]:
+    """Whether ``current`` is a live object whose owner a writer must match (an unreadable
+    object has no owner anyone can know; replacing it is how it gets repaired)."""
+    return current is not None and not current.deleted and not current.unreadable
 
 
 def _deep_copy(value: Any) -> Any:
