@@ -249,14 +249,16 @@ def test_sparse_members_are_refused(
 
 # The child prints its own peak RSS (KiB on Linux) after the sanitizer refused the bomb.
 _MEASURE = """
-import resource, sys
+import sys
 from pathlib import Path
 from oab.controller.agent_archive import ArchiveLimitError, sanitize_archive
 try:
     sanitize_archive(Path(sys.argv[1]), Path(sys.argv[2]))
 except ArchiveLimitError as exc:
     print("refused:", exc)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this program's own peak: ru_maxrss would also count the pytest process it was
+# forked from (Linux keeps the maximum across exec), which grows over a whole suite.
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 

@@ -118,7 +118,8 @@ class Env:
                     for c in td["taskDefinition"]["containerDefinitions"]
                     for v in c.get("environment", [])
                 }
-                generation = int(env["CONFIG_ARTIFACT_PATH"].rsplit("/", 2)[1])
+                # .../artifacts/{ns}/{name}/{generation}/{digest}/config.toml
+                generation = int(env["CONFIG_ARTIFACT_PATH"].rsplit("/", 3)[1])
                 out.setdefault(generation, []).append(call.result)
         return out
 
