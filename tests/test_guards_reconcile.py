@@ -1,0 +1,288 @@
+"""Guards of the reconcile path, each pinned by an emulator test that fails with the guard removed.
+
+Issue 15 found these guards survived one-line mutations: the claim guard in front of every ECS
+mutation (``controller/ecs.py``), the ``clientToken`` of CreateService, task-definition reuse only
+of a revision carrying the same content-hash tag, and the Failed -> Terminating transition
+(deleting a Failed agent). Everything runs against the emulator with the real reconciler, worker,
+work queue and status store; time is a :class:`FakeClock` moved by a botocore hook at the AWS
+boundary, so "the claim expired between two calls" happens at an exact point of the run.
+``tests/test_mutants_ci.py`` re-applies those mutations and requires these tests to fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oab.controller.api import AgentKey
+from oab.controller.bootstrap import read_cluster_profile
+from oab.controller.changes import ChangeLog
+from oab.controller.desired import StoreManifests
+from oab.controller.ecs import CallLog, EcsAdapter
+from oab.controller.localdataplane import DataPlaneControl
+from oab.controller.ratelimit import RateLimiter
+from oab.controller.reconcile import (
+    HASH_TAG,
+    ReconcileConfig,
+    Reconciler,
+    Request,
+    Result,
+    client_token,
+)
+from oab.controller.render import RenderContext
+from oab.controller.secretversions import SecretVersions
+from oab.controller.status import (
+    AgentStatus,
+    AuditRecord,
+    next_status,
+    read_runlog,
+    read_status,
+    transition_items,
+)
+from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.worker import Worker
+from oab.queue.config import QueueConfig
+from oab.queue.row import State
+from oab.queue.workqueue import WorkQueue
+
+KEY = "team/bot"
+FAMILY = "oab-team-bot"
+BUCKET = "oab-control-plane"
+#: Long enough that no heartbeat (every third of it, in real time) runs during a test.
+VISIBILITY = 600.0
+
+
+@dataclass
+class Plane:
+    """The control plane on the emulator, with the clients the reconciler uses."""
+
+    aws: AWS
+    clock: FakeClock
+    reconciler: Reconciler
+    ecs: Any
+    s3: Any
+    ddb: Any
+    queue: WorkQueue
+    worker: Worker
+
+
+@pytest.fixture
+def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plane:
+    monkeypatch.setenv("OABCTL_CONFIG", str(tmp_path / "none.toml"))
+    for k, v in aws.emulator.env().items():
+        monkeypatch.setenv(k, v)
+    assert oabctl("init").code == 0
+    DataPlaneControl(aws.emulator.endpoint).configure(paused=True)
+    s3, ecs, ddb = aws.client("s3"), aws.client("ecs"), aws.client("dynamodb")
+    store = DesiredStateStore(S3ObjectStore(s3, BUCKET), changes=ChangeLog(ddb, aws.tables.state))
+    profile = read_cluster_profile(s3, BUCKET)
+    assert profile is not None
+    ctx = RenderContext(
+        region="us-east-1",
+        bucket=BUCKET,
+        cluster="oab",
+        agent_image="ghcr.io/openabdev/oab-controller:0.1.0",
+        execution_role_arn="arn:aws:iam::{account}:role/oab-agent-exec-{namespace}-{name}",
+        task_role_arn="arn:aws:iam::{account}:role/oab-agent-task-{namespace}-{name}",
+        account_id="123456789012",
+        default_subnets=profile.subnets,
+        default_security_groups=profile.security_groups,
+    )
+    limiter = RateLimiter({})
+    clock = FakeClock()
+    reconciler = Reconciler(
+        manifests=StoreManifests(store),
+        ecs=EcsAdapter(ecs, cluster="oab", limiter=limiter),
+        s3=s3,
+        bucket=BUCKET,
+        secrets=SecretVersions(
+            ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"), limiter=limiter
+        ),
+        context=ctx,
+        wall=clock.time,
+        config=ReconcileConfig(progress_poll_s=0.1),
+    )
+    queue = WorkQueue(
+        ddb, aws.tables.queue, config=QueueConfig(visibility_timeout=VISIBILITY), clock=clock
+    )
+    worker = Worker(
+        queue=queue,
+        reconciler=reconciler,
+        dynamodb=ddb,
+        tables=aws.tables,
+        replica_id="r1",
+        monotonic=clock.monotonic,
+        wall=clock.time,
+    )
+    aws.client("ssm").put_parameter(
+        Name="/oab/team/bot/discord-token", Value="planted-9f8e7d", Type="SecureString"
+    )
+    return Plane(aws, clock, reconciler, ecs, s3, ddb, queue, worker)
+
+
+def _apply(tag: str = "v1") -> None:
+    assert oabctl("apply", "-f", "-", stdin=agent_manifest(tag=tag)).code == 0
+
+
+def _reconcile(plane: Plane, status: AgentStatus, token: str) -> tuple[Result, CallLog]:
+    log = CallLog()
+    req = Request(key=AgentKey(KEY), generation=1, token=token, reason="t", attempt=1, run_id="r")
+    return plane.reconciler.reconcile(req, status=status, log=log), log
+
+
+def _ecs_calls(client: Any) -> list[str]:
+    """Every ECS operation ``client`` sends from now on, by name, in order."""
+    sent: list[str] = []
+    client.meta.events.register("before-call.ecs", lambda model, **_: sent.append(str(model.name)))
+    return sent
+
+
+def _process(plane: Plane, token: str, *, generation: int = 1, reason: str = "apply") -> Any:
+    plane.queue.enqueue(KEY, generation, reason, token)
+    plane.clock.advance(1.0)  # past any requeue delay of an earlier run
+    claim = plane.queue.claim("r1/w0")
+    assert claim is not None
+    return plane.worker.process(claim)
+
+
+# --------------------------------------------------------------------------- claim guard
+
+
+def test_a_claim_expiring_mid_reconcile_makes_no_ecs_call_after_it(plane: Plane) -> None:
+    _apply()
+    calls = _ecs_calls(plane.ecs)
+    expired_at: list[int] = []
+
+    def expire(**_: Any) -> None:
+        # The artifact write returned: the claim's local deadline passes right now, before the
+        # task definition is registered (its guard is the one in the ECS adapter).
+        plane.clock.advance(VISIBILITY + 1)
+        expired_at.append(len(calls))
+
+    plane.s3.meta.events.register("after-call.s3.PutObject", expire)
+    decision = _process(plane, "tok-1")
+    assert expired_at, "the run never wrote its artifact"
+    after = calls[expired_at[0] :]
+    assert not [c for c in after if not c.startswith(("Describe", "List"))], after
+    assert decision.kind == "drop"
+    # Nothing was committed for the void run: no status, no audit row.
+    assert read_status(plane.ddb, plane.aws.tables.state, KEY).phase is None
+    assert read_runlog(plane.ddb, plane.aws.tables.runlog, KEY) == []
+
+
+# ---------------------------------------------------------------------------- clientToken
+
+
+def test_create_service_carries_the_units_token(plane: Plane) -> None:
+    _apply()
+    sent: list[str] = []
+    plane.ecs.meta.events.register(
+        "provide-client-params.ecs.CreateService",
+        lambda params, **_: sent.append(params.get("clientToken", "")),
+    )
+    result, _ = _reconcile(plane, AgentStatus(key=KEY), "unit-token-a")
+    assert result.status.service_arn
+    # Derived from the work unit's idempotency token (the same in every retry of the unit),
+    # not from the run: a retry after a crash repeats the same create, which ECS answers
+    # idempotently instead of creating a second service.
+    assert sent == [client_token("unit-token-a")]
+
+
+# ------------------------------------------------------------- task-definition reuse by hash
+
+
+def _hash_of(ecs: Any, arn: str) -> str | None:
+    tags = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]).get("tags", [])
+    return next((t["value"] for t in tags if t["key"] == HASH_TAG), None)
+
+
+def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane) -> None:
+    _apply()
+    # A run registers a revision (and creates the service), then dies before its commit.
+    first, _ = _reconcile(plane, AgentStatus(key=KEY), "tok-a")
+    ours = first.status.task_definition_arn
+    content_hash = _hash_of(plane.ecs, ours)
+    assert content_hash
+    # Meanwhile a revision of other content became the family's newest (registered by hand,
+    # or by a controller that renders differently).
+    foreign = plane.ecs.register_task_definition(
+        family=FAMILY,
+        containerDefinitions=[{"name": "x", "image": "busybox", "memory": 64}],
+        tags=[{"key": HASH_TAG, "value": "f" * 64}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    # The next run finds the generation's artifact already written, so it looks for a revision
+    # to reuse: the newest one carries another hash, so it must register its own.
+    second, log = _reconcile(plane, AgentStatus(key=KEY), "tok-b")
+    used = second.status.task_definition_arn
+    assert used != foreign
+    assert _hash_of(plane.ecs, used) == content_hash
+    assert [c.action for c in log.snapshot()].count("ecs:RegisterTaskDefinition") == 1
+
+
+def test_a_stored_hash_skips_registration_only_for_the_same_content(plane: Plane) -> None:
+    _apply("v1")
+    first, _ = _reconcile(plane, AgentStatus(key=KEY), "tok-a")
+    _apply("v2")
+    log = CallLog()
+    req = Request(key=AgentKey(KEY), generation=2, token="tok-b", reason="t", attempt=1, run_id="r")
+    second = plane.reconciler.reconcile(req, status=first.status, log=log)
+    assert second.status.task_definition_arn != first.status.task_definition_arn
+    assert second.status.task_definition_hash != first.status.task_definition_hash
+    actions = [c.action for c in log.snapshot()]
+    assert actions.count("ecs:RegisterTaskDefinition") == 1
+    assert "ecs:UpdateService" in actions
+    # Same content again (a progress poll): nothing registered, the stored revision is used.
+    third, again = _reconcile(plane, replace(second.status), "tok-b")
+    assert third.status.task_definition_arn == second.status.task_definition_arn
+    assert "ecs:RegisterTaskDefinition" not in [c.action for c in again.snapshot()]
+
+
+# --------------------------------------------------------------------- deleting a Failed agent
+
+
+def test_deleting_a_failed_agent_starts_terminating(plane: Plane) -> None:
+    _apply()
+    assert _process(plane, "tok-create").kind in ("done", "requeue")
+    stored = read_status(plane.ddb, plane.aws.tables.state, KEY)
+    assert stored.service_arn
+    # The rollout failed (committed as it is in production: status and audit row together).
+    failed = next_status(stored, phase="Failed", last_error="circuit breaker rolled back")
+    row = AuditRecord(
+        key=KEY,
+        seq=failed.audit_seq,
+        run_id="run-failed",
+        generation=1,
+        token="tok-create",
+        replica="r1",
+        epoch=0,
+        trace_id="",
+        span_id="",
+        from_phase=stored.phase,
+        to_phase="Failed",
+        calls=(),
+        outcome="done",
+        error="circuit breaker rolled back",
+        duration_ms=1,
+        at=plane.clock.time(),
+    )
+    plane.ddb.transact_write_items(
+        TransactItems=transition_items(
+            state_table=plane.aws.tables.state,
+            runlog_table=plane.aws.tables.runlog,
+            before=stored,
+            after=failed,
+            audit=row,
+        )
+    )
+    assert oabctl("delete", "bot", "-n", "team").code == 0
+    decision = _process(plane, "tok-delete", reason="delete")
+    assert decision.kind == "requeue", decision  # scaling to 0: not parked as illegal
+    after = read_status(plane.ddb, plane.aws.tables.state, KEY)
+    assert after.phase == "Terminating"
+    last = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)[0]
+    assert (last.from_phase, last.to_phase) == ("Failed", "Terminating")
+    assert plane.queue.get(KEY).state is State.READY
