@@ -9,8 +9,10 @@ replica makes is seen, timed and classified at one place that the replica cannot
 The proxy parses just enough HTTP/1.1 (request line, headers, ``Content-Length`` bodies; chunked or
 close-delimited responses) to know, per request, the AWS service (``X-Amz-Target`` or the SigV4
 credential scope), the operation, and for DynamoDB / ECS the parts of the JSON body the invariant
-checker needs (table, item key, queue claim fields, lease holder and epoch, fence epoch, ECS
-service / family / client token / generation). Each request becomes one :class:`Event` with two
+checker needs (table, item key, queue claim fields with the row version written and the version
+its condition expects, audit row sequence, lease holder and epoch, fence epoch, ECS service /
+family / client token / generation), and the answer's AWS request id (so an ECS call can be found
+in the audit row that lists it). Each request becomes one :class:`Event` with two
 times on the runner's monotonic clock: ``t_fwd`` (sent upstream, or ``None`` when a fault answered
 it) and ``t_done`` (upstream answered). Because the emulator executes requests one at a time, an
 event whose ``t_done`` precedes another's ``t_fwd`` was *executed* before it: that is the only
@@ -97,6 +99,8 @@ class Event:
     error: str = ""
     fault: str = ""
     delivered: bool = False
+    #: The AWS request id of the answer (``x-amzn-RequestId``), "" when none came back.
+    request_id: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     secret_hits: list[str] = field(default_factory=list)
 
@@ -121,10 +125,29 @@ def _s(attr: Any) -> str | None:
 
 def _item_summary(table: str, item: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"table": table, "pk": _s(item.get("pk"))}
-    for name in ("state", "owner", "claim_token", "generation", "holder", "epoch", "token"):
+    for name in (
+        "state",
+        "owner",
+        "claim_token",
+        "generation",
+        "holder",
+        "epoch",
+        "token",
+        "version",
+        "seq",
+    ):
         value = _s(item.get(name))
         if value is not None:
             out[name] = value
+    return out
+
+
+def _put_summary(put: dict[str, Any]) -> dict[str, Any]:
+    """The item summary of one Put, with the version its condition expects (queue rows)."""
+    out = _item_summary(str(put.get("TableName")), put.get("Item") or {})
+    expected = (put.get("ExpressionAttributeValues") or {}).get(":v")
+    if expected is not None:
+        out["cond_version"] = _s(expected)
     return out
 
 
@@ -143,7 +166,7 @@ def parse_dynamodb(op: str, body: dict[str, Any]) -> dict[str, Any]:
     """The parts of a DynamoDB request the checker needs (writes only; reads by table)."""
     info: dict[str, Any] = {}
     if op == "PutItem":
-        info["puts"] = [_item_summary(str(body.get("TableName")), body.get("Item") or {})]
+        info["puts"] = [_put_summary(body)]
         cond_values = body.get("ExpressionAttributeValues") or {}
         if ":epoch" in cond_values:
             info["cond_epoch"] = _s(cond_values[":epoch"])
@@ -152,8 +175,7 @@ def parse_dynamodb(op: str, body: dict[str, Any]) -> dict[str, Any]:
         fences: list[dict[str, Any]] = []
         for action in body.get("TransactItems") or []:
             if "Put" in action:
-                put = action["Put"]
-                puts.append(_item_summary(str(put.get("TableName")), put.get("Item") or {}))
+                puts.append(_put_summary(action["Put"]))
             elif "ConditionCheck" in action:
                 fence = _fence_epoch(action["ConditionCheck"])
                 if fence is not None:
@@ -462,6 +484,7 @@ class FaultProxy:
                 resp_body = await up_reader.read()
             event.t_done = time.monotonic()
             event.status = int(status_line.split()[1])
+            event.request_id = resp_headers.get("x-amzn-requestid", "")
             event.error = error_code_of(event.status, resp_body)
             for planted in self._planted:
                 if planted in resp_body:

@@ -130,11 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--self-test", action="store_true", help="check the checker on planted bad evidence"
     )
+    p.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="BRANCH",
+        help="with --self-test: switch a checker branch off (it must then fail)",
+    )
     args = p.parse_args(argv)
     if args.self_test:
         import selftest
 
-        return selftest.main()
+        return selftest.main(disabled=args.disable)
     names = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or args.replicas < 2 or args.iterations < 1:
