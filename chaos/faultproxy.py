@@ -10,9 +10,10 @@ The proxy parses just enough HTTP/1.1 (request line, headers, ``Content-Length``
 close-delimited responses) to know, per request, the AWS service (``X-Amz-Target`` or the SigV4
 credential scope), the operation, and for DynamoDB / ECS the parts of the JSON body the invariant
 checker needs (table, item key, queue claim fields with the row version written and the version
-its condition expects, audit row sequence, lease holder and epoch, fence epoch, ECS service /
-family / client token / generation), and the answer's AWS request id (so an ECS call can be found
-in the audit row that lists it). Each request becomes one :class:`Event` with two
+its condition expects, audit row sequence, lease holder and epoch, fence epoch and position, ECS
+service / family / client token / generation), and of the answer the AWS request id (so an ECS
+call can be found in the audit row that lists it) and a cancelled transaction's per-item codes (so
+a fence rejection is told from a row conflict). Each request becomes one :class:`Event` with two
 times on the runner's monotonic clock: ``t_fwd`` (sent upstream, or ``None`` when a fault answered
 it) and ``t_done`` (upstream answered). Because the emulator executes requests one at a time, an
 event whose ``t_done`` precedes another's ``t_fwd`` was *executed* before it: that is the only
@@ -173,13 +174,13 @@ def parse_dynamodb(op: str, body: dict[str, Any]) -> dict[str, Any]:
     elif op == "TransactWriteItems":
         puts: list[dict[str, Any]] = []
         fences: list[dict[str, Any]] = []
-        for action in body.get("TransactItems") or []:
+        for index, action in enumerate(body.get("TransactItems") or []):
             if "Put" in action:
                 puts.append(_put_summary(action["Put"]))
             elif "ConditionCheck" in action:
                 fence = _fence_epoch(action["ConditionCheck"])
                 if fence is not None:
-                    fences.append(fence)
+                    fences.append({**fence, "index": index})
         info["puts"] = puts
         info["fences"] = fences
     elif "TableName" in body:
@@ -241,6 +242,16 @@ def error_code_of(status: int, body: bytes) -> str:
         pass
     match = re.search(rb"<Code>([^<]+)</Code>", body)
     return match.group(1).decode() if match else f"HTTP{status}"
+
+
+def cancellation_codes(body: bytes) -> list[str]:
+    """The per-item codes of a cancelled transaction (``CancellationReasons``), in item order."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    reasons = data.get("CancellationReasons") if isinstance(data, dict) else None
+    return [str(r.get("Code") or "None") for r in reasons or [] if isinstance(r, dict)]
 
 
 def canned_error(service: str, status: int, code: str) -> bytes:
@@ -486,6 +497,8 @@ class FaultProxy:
             event.status = int(status_line.split()[1])
             event.request_id = resp_headers.get("x-amzn-requestid", "")
             event.error = error_code_of(event.status, resp_body)
+            if event.error == "TransactionCanceledException":
+                event.info["cancellation"] = cancellation_codes(resp_body)
             for planted in self._planted:
                 if planted in resp_body:
                     event.secret_hits.append(planted.decode(errors="replace"))
