@@ -26,7 +26,8 @@ Design
   are a few functions of large modules) and the operator policy below.
 - **Mutants that cannot change behaviour are not run** (each rule is a reason, not a taste):
   mutations inside annotations (``from __future__ import annotations``: never evaluated), in
-  docstrings, and binary-operator swaps to exotic operators (``x + 1`` -> ``x >> 1``: the
+  docstrings, "operator" swaps of the bare ``*`` of a signature, and binary-operator swaps to
+  exotic operators (``x + 1`` -> ``x >> 1``: the
   ``+``/``-`` swap and ``*``/``/`` swap are kept; the other ten per operator find nothing the
   kept ones do not, and would multiply the run time).
 - **Reviewed equivalents**: ``mutation/equivalent.md`` lists surviving mutants judged equivalent
@@ -81,20 +82,32 @@ class Equivalent:
 
     module: str
     line: str
+    mutated: str
     operator: str
     reason: str
 
 
 def read_equivalents(path: Path = EQUIVALENT) -> list[Equivalent]:
-    """The table rows of ``equivalent.md``: ``| module | `line` | operator | reason |``."""
+    """The rows of ``equivalent.md``: ``| module | `line` | `mutated line` | operator | reason |``
+    (lines stripped; a ``|`` inside a line is written ``\\|``)."""
     out: list[Equivalent] = []
     for raw in path.read_text().splitlines():
-        cells = [c.strip() for c in raw.strip().strip("|").split("|")]
-        if len(cells) != 4 or not cells[0].endswith(".py"):
+        cells = [c.strip().replace("\x00", "|") for c in raw.replace("\\|", "\x00").split("|")]
+        cells = cells[1:-1] if raw.strip().startswith("|") else cells
+        if len(cells) != 5 or not cells[0].endswith(".py"):
             continue
-        line = cells[1].strip("`").replace("\\|", "|")
-        out.append(Equivalent(cells[0], line, cells[2], cells[3]))
+        line, mutated = (c.strip("`") for c in cells[1:3])
+        out.append(Equivalent(cells[0], line, mutated, cells[3], cells[4]))
     return out
+
+
+def mutated_line(source: str, operator: str, occurrence: int, row: int) -> str:
+    """Line ``row`` (1-based, stripped) of ``source`` with one cosmic-ray mutant applied."""
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    mutated = mutate_code(source, get_operator(operator)(), occurrence)
+    return mutated.splitlines()[row - 1].strip() if mutated else ""
 
 
 def _annotation_spans(tree: ast.AST) -> Iterator[tuple[int, int, int, int]]:
@@ -115,6 +128,14 @@ def _annotation_spans(tree: ast.AST) -> Iterator[tuple[int, int, int, int]]:
         for note in notes:
             if note is not None and note.end_lineno is not None and note.end_col_offset is not None:
                 yield note.lineno, note.col_offset, note.end_lineno, note.end_col_offset
+
+
+def _header_spans(tree: ast.AST) -> Iterator[tuple[int, int, int, int]]:
+    """Every ``def`` header: a bare ``*`` there (keyword-only marker) is no operator to swap."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            yield node.lineno, node.col_offset, first.lineno, first.col_offset
 
 
 def _function_spans(tree: ast.AST, names: Iterable[str]) -> list[tuple[int, int]]:
@@ -146,6 +167,7 @@ def classify(
     start: tuple[int, int],
     scope: Sequence[str],
     equivalents: Sequence[Equivalent],
+    occurrence: int = 0,
 ) -> str | None:
     """Why a mutant is not run (``"out-of-scope"``, ``"annotation"``, ``"operator"``,
     ``"equivalent"``), or ``None`` to run it. ``start`` is (1-based line, 0-based column)."""
@@ -158,9 +180,15 @@ def classify(
         return "out-of-scope"
     if any(_inside(start, span) for span in _annotation_spans(tree)):
         return "annotation"
+    if swap and any(_inside(start, span) for span in _header_spans(tree)):
+        return "signature"
     text = source.splitlines()[start[0] - 1].strip()
-    for eq in equivalents:
-        if eq.module == module and eq.line == text and eq.operator == name:
+    candidates = [
+        eq for eq in equivalents if (eq.module, eq.line, eq.operator) == (module, text, name)
+    ]
+    if candidates:
+        after = mutated_line(source, operator, occurrence, start[0])
+        if any(eq.mutated == after for eq in candidates):
             return "equivalent"
     return None
 
@@ -226,6 +254,7 @@ def mark_skipped(
                 start=tuple(mutation.start_pos),  # type: ignore[arg-type]
                 scope=scope,
                 equivalents=equivalents,
+                occurrence=mutation.occurrence,
             )
             if why is None and limit is not None and kept >= limit:
                 why = "limit"
@@ -298,12 +327,50 @@ def report(session: Path, out: Path, skipped: dict[str, int]) -> dict[str, Any]:
     return summary
 
 
-def _reset_survivors(session: Path) -> None:
-    """Forget the results of surviving mutants, so that ``exec`` runs them again."""
+def _reset_survivors(session: Path, tree: Path, skipped: dict[str, int]) -> None:
+    """Mark survivors now reviewed as equivalent, forget the other survivors' results so that
+    ``exec`` runs them again, and defer the mutants never run (restored by :func:`_undefer`)."""
+    import sqlite3
+
+    equivalents = read_equivalents()
+    with sqlite3.connect(session) as db:
+        db.execute(
+            "INSERT INTO work_results (job_id, worker_outcome, output) SELECT job_id, "
+            "'SKIPPED', 'deferred' FROM work_items WHERE job_id NOT IN "
+            "(SELECT job_id FROM work_results)"
+        )
+        survivors = db.execute(
+            "SELECT m.job_id, m.module_path, m.operator_name, m.occurrence, m.start_pos_row, "
+            "m.start_pos_col FROM work_results r JOIN mutation_specs m ON m.job_id = r.job_id "
+            "WHERE r.test_outcome = 'SURVIVED'"
+        ).fetchall()
+        for job, module, operator, occurrence, row, col in survivors:
+            why = classify(
+                module=module,
+                source=(tree / module).read_text(),
+                operator=operator,
+                start=(row, col),
+                scope=(),
+                equivalents=equivalents,
+                occurrence=occurrence,
+            )
+            if why in ("equivalent", "signature"):
+                db.execute(
+                    "UPDATE work_results SET worker_outcome = 'SKIPPED', test_outcome = NULL, "
+                    "output = ? WHERE job_id = ?",
+                    (why, job),
+                )
+                skipped[why] = skipped.get(why, 0) + 1
+                skipped["run"] = skipped.get("run", 0) - 1
+            else:
+                db.execute("DELETE FROM work_results WHERE job_id = ?", (job,))
+
+
+def _undefer(session: Path) -> None:
     import sqlite3
 
     with sqlite3.connect(session) as db:
-        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+        db.execute("DELETE FROM work_results WHERE output = 'deferred'")
 
 
 def run_package(
@@ -330,9 +397,14 @@ def run_package(
     if (rerun or resume) and session.exists():
         if rerun:
             # Survivors only, against the current tests (after a test was added to kill them).
-            _reset_survivors(session)
-        # A fresh copy of the tree: an interrupted run may have left a mutant on disk.
-        _cr(["exec", str(cfg), str(session)], cwd=tree, env=env)
+            skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
+            _reset_survivors(session, tree, skipped)
+            skipped_path.write_text(json.dumps(skipped))
+        try:
+            # A fresh copy of the tree: an interrupted run may have left a mutant on disk.
+            _cr(["exec", str(cfg), str(session)], cwd=tree, env=env)
+        finally:
+            _undefer(session)
     elif not report_only:
         import tomli_w
 
