@@ -17,7 +17,7 @@ its own few fast test files.
 Design
 ------
 - **Never in the worktree.** The tracked and untracked (not ignored) files are copied to
-  ``WORKDIR/tree``; ``WORKDIR/tree/.pp/oab/{controller,leader,queue}`` link to the copy's folders
+  ``WORKDIR/<package>/tree``; its ``.pp/oab/{controller,leader,queue}`` link to the copy's folders
   and go first on ``PYTHONPATH``, so the tests import the mutated copy (the editable install's
   finder comes after the path finder). Editing or testing the worktree meanwhile is safe.
 - **One configuration per package**: ``mutation/<package>.toml`` holds the cosmic-ray settings
@@ -440,11 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     workdir = Path(args.workdir).resolve()
-    tree = workdir / "tree"
-    if not args.report_only:
-        copy_tree(tree)
     failed = False
     for package in args.package or PACKAGES:
+        # One copy per package, so that runs of different packages may overlap.
+        tree = workdir / package / "tree"
+        if not args.report_only:
+            copy_tree(tree)
         summary = run_package(
             package,
             tree=tree,

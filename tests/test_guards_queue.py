@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 from oab.queue import row as rows
 from oab.queue.config import QueueConfig
-from oab.queue.errors import InvalidQueueConfig, QueueUnavailable
+from oab.queue.errors import ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import AgentKey, ClaimToken, IdempotencyToken, Row, State, WorkerId, shard_of
 from oab.queue.store import MemoryStore, RowConflict
@@ -332,3 +332,54 @@ def test_a_claim_that_changes_between_judgment_and_take_over_is_left_alone(aws: 
         WorkerId("owner/w0"),
         ClaimToken(claim.claim_token),
     )
+
+
+def test_only_due_ready_rows_and_expired_claims_are_claimable() -> None:
+    ready = _ready(1)  # due at 100.0
+    assert not ready.claimable(99.999)
+    assert ready.claimable(100.0)
+    assert (
+        rows.claim(
+            ready,
+            owner=WorkerId("w"),
+            claim_token=ClaimToken("c"),
+            now=99.0,
+            visibility_timeout=VIS,
+        )
+        is None
+    )
+    flying = rows.claim(
+        ready, owner=WorkerId("w"), claim_token=ClaimToken("c"), now=100.0, visibility_timeout=VIS
+    )
+    assert flying is not None
+    assert not flying.claimable(100.0 + VIS - 0.001)
+    assert flying.claimable(100.0 + VIS)
+    done = rows.complete(
+        flying, key=flying.key, claim_token=ClaimToken("c"), now=101.0, requeue_after=None
+    )
+    assert not done.claimable(1e12)
+
+
+def test_expire_leaves_anything_but_the_observed_in_flight_row_alone() -> None:
+    assert rows.expire(None, key=AgentKey("ns/a"), version=1, now=5.0) is None
+    ready = _ready(3)
+    assert rows.expire(ready, key=ready.key, version=3, now=5.0) is None
+
+
+def test_the_memory_store_names_the_first_failing_extra_item_as_dynamodb_does() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda index, _item: "ConditionalCheckFailed")
+    with pytest.raises(ExtraConditionFailed) as failed:
+        store.write(_ready(1), expected_version=None, extra_items=[{"a": 1}, {"b": 2}])
+    assert failed.value.index == 0
+
+
+def test_an_outcome_costs_one_write_and_no_read_when_nothing_changed() -> None:
+    store = MemoryStore(shards=4)
+    q = _queue(store=store)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    before = dict(store.requests)
+    q.complete(claim)
+    spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
+    assert {op: n for op, n in spent.items() if n} == {"write": 1}
