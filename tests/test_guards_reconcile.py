@@ -11,7 +11,7 @@ boundary, so "the claim expired between two calls" happens at an exact point of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,20 +225,30 @@ def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane) -> None:
 
 def test_a_stored_hash_skips_registration_only_for_the_same_content(plane: Plane) -> None:
     _apply("v1")
-    first, _ = _reconcile(plane, AgentStatus(key=KEY), "tok-a")
-    _apply("v2")
-    log = CallLog()
-    req = Request(key=AgentKey(KEY), generation=2, token="tok-b", reason="t", attempt=1, run_id="r")
-    second = plane.reconciler.reconcile(req, status=first.status, log=log)
-    assert second.status.task_definition_arn != first.status.task_definition_arn
-    assert second.status.task_definition_hash != first.status.task_definition_hash
-    actions = [c.action for c in log.snapshot()]
-    assert actions.count("ecs:RegisterTaskDefinition") == 1
-    assert "ecs:UpdateService" in actions
-    # Same content again (a progress poll): nothing registered, the stored revision is used.
-    third, again = _reconcile(plane, replace(second.status), "tok-b")
-    assert third.status.task_definition_arn == second.status.task_definition_arn
-    assert "ecs:RegisterTaskDefinition" not in [c.action for c in again.snapshot()]
+    status, _ = _reconcile(plane, AgentStatus(key=KEY), "tok-1")
+    stored_vs_new: list[tuple[str, str]] = []
+    for gen, tag in enumerate(("v2", "v3", "v4"), start=2):
+        _apply(tag)
+        log = CallLog()
+        req = Request(
+            key=AgentKey(KEY), generation=gen, token=f"tok-{gen}", reason="t", attempt=1, run_id="r"
+        )
+        after = plane.reconciler.reconcile(req, status=status.status, log=log)
+        stored_vs_new.append(
+            (status.status.task_definition_hash, after.status.task_definition_hash)
+        )
+        assert after.status.task_definition_arn != status.status.task_definition_arn, gen
+        actions = [c.action for c in log.snapshot()]
+        assert actions.count("ecs:RegisterTaskDefinition") == 1, gen
+        assert "ecs:UpdateService" in actions, gen
+        # Same content again (a progress poll): nothing registered, the stored revision is used.
+        again, poll = _reconcile(plane, after.status, f"tok-{gen}")
+        assert again.status.task_definition_arn == after.status.task_definition_arn
+        assert "ecs:RegisterTaskDefinition" not in [c.action for c in poll.snapshot()]
+        status = after
+    # The hashes met in both orders: a comparison other than equality would have skipped one.
+    assert any(old > new for old, new in stored_vs_new)
+    assert any(old < new for old, new in stored_vs_new)
 
 
 # --------------------------------------------------------------------- deleting a Failed agent
