@@ -314,9 +314,9 @@ class Checker:
 
         A claim's outcome (complete, fail) is written conditionally on the version the claim's
         own last write produced, so the outcome names its claim even though it clears the token.
-        An outcome committed with an audit row maps to that row's calls; one without a row
-        committed no call (a run that made a call always writes its row). ``None``: the claim's
-        outcome is not known (lost, taken over, still running).
+        Only outcomes committed with an audit row are used (that row lists every mutating call
+        of the run); an outcome without one may be a release at shutdown, whose run could have
+        made calls it never recorded. Claims missing here (``None`` from ``get``) are not judged.
         """
         token_of: dict[int, str] = {}
         for w in writes:
@@ -328,7 +328,7 @@ class Checker:
             if w.state == "in_flight" or w.cond_version is None:
                 continue
             token = token_of.get(w.cond_version)
-            if token is None:
+            if token is None or not w.audit_seqs:
                 continue
             ids: set[str] = set()
             for seq in w.audit_seqs:
