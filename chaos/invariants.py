@@ -217,6 +217,9 @@ class Checker:
         if unknown:
             raise ValueError(f"unknown checker branches {sorted(unknown)}")
         self.violations: list[Violation] = []
+        #: ECS calls checked against the audited run of their claim (evidence the claim-token
+        #: branch judged something in a real run, not only in the self-test).
+        self.attributed = 0
 
     def _v(self, branch: str, detail: str) -> None:
         if branch not in BRANCHES:
@@ -376,6 +379,7 @@ class Checker:
                 continue
             committed = runs.get(key, {}).get(w.claim_token or "")
             attributable = committed is not None and e.delivered and e.request_id
+            self.attributed += 1 if attributable else 0
             if attributable and e.request_id not in (committed or set()):
                 self._v(
                     "claims/ecs-call-outside-the-claims-run",

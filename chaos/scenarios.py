@@ -272,6 +272,7 @@ class Run:
         blobs.update(bucket_texts(h.s3, BUCKET))
         checker.check_secrets(blobs, sorted(h.logs.glob("*.log")))
         self.result.violations += checker.violations
+        self.result.figures["ecs_calls_attributed_to_their_claim"] = float(checker.attributed)
         self.result.figures["requests"] = float(len(events))
         self.result.figures["faulted_requests"] = float(sum(1 for e in events if e.fault))
 
