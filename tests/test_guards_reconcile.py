@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from oab.controller.api import AgentKey
 from oab.controller.bootstrap import read_cluster_profile
@@ -296,3 +297,22 @@ def test_deleting_a_failed_agent_starts_terminating(plane: Plane) -> None:
     last = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)[0]
     assert (last.from_phase, last.to_phase) == ("Failed", "Terminating")
     assert plane.queue.get(KEY).state is State.READY
+
+
+# ---------------------------------------------------------------- a failed run's audit row
+
+
+def test_a_failed_run_is_audited_under_the_claimed_generation(plane: Plane) -> None:
+    _apply()
+
+    def outage(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, "DescribeServices"
+        )
+
+    plane.ecs.meta.events.register("before-call.ecs.DescribeServices", outage)
+    decision = _process(plane, "tok-1")
+    assert decision.kind == "retry"
+    (row,) = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)
+    assert (row.generation, row.outcome, row.to_phase) == (1, "retry", "Pending")
+    assert "ServiceUnavailable" in row.error
