@@ -191,6 +191,9 @@ def test_create_service_carries_the_units_token(plane: Plane) -> None:
     # not from the run: a retry after a crash repeats the same create, which ECS answers
     # idempotently instead of creating a second service.
     assert sent == [client_token("unit-token-a")]
+    # The derivation is a stored contract: a controller upgraded between a crashed create and
+    # its retry must send the same token, so it is pinned, all 36 characters ECS allows.
+    assert client_token("unit-token-a") == "oab-f28bff38cc3935e92ce3bf7099e00f05"
 
 
 # ------------------------------------------------------------- task-definition reuse by hash
@@ -316,3 +319,26 @@ def test_a_failed_run_is_audited_under_the_claimed_generation(plane: Plane) -> N
     (row,) = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)
     assert (row.generation, row.outcome, row.to_phase) == (1, "retry", "Pending")
     assert "ServiceUnavailable" in row.error
+
+
+def test_a_retryable_failure_backs_off_and_a_terminal_one_parks(plane: Plane) -> None:
+    _apply()
+
+    def outage(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, "DescribeServices"
+        )
+
+    plane.ecs.meta.events.register("before-call.ecs.DescribeServices", outage)
+    assert _process(plane, "tok-1").kind == "retry"
+    waiting = plane.queue.get(KEY)
+    assert (waiting.state, waiting.attempts) == (State.READY, 1)
+    assert waiting.last_error
+    # A stored manifest that no longer validates: terminal, parked until a newer generation.
+    key = f"manifests/{KEY}.yaml"
+    stored = plane.s3.get_object(Bucket=BUCKET, Key=key)
+    body = stored["Body"].read().replace(b"memory: ", b"memory: -")
+    plane.s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=stored["Metadata"])
+    plane.clock.advance(3600)  # past any backoff
+    assert _process(plane, "tok-2").kind == "park"
+    assert plane.queue.get(KEY).state is State.PARKED

@@ -139,3 +139,17 @@ def test_a_writer_ahead_of_the_stored_sequence_is_refused(aws: AWS) -> None:
         _commit(aws, current, "Failed")
     assert st.read_status(ddb, aws.tables.state, KEY).audit_seq == 2
     assert [r.seq for r in st.read_runlog(ddb, aws.tables.runlog, KEY)] == [4, 3, 2, 1]
+
+
+def test_the_audit_row_must_carry_the_new_sequence() -> None:
+    before = st.AgentStatus(key=KEY, phase="Pending", audit_seq=3)
+    after = st.next_status(before, phase="Running")
+    for seq in (3, 5):  # behind and ahead of the status's new sequence (4)
+        with pytest.raises(ValueError, match="advance by exactly one"):
+            st.transition_items(
+                state_table="s",
+                runlog_table="r",
+                before=before,
+                after=after,
+                audit=_audit(seq, before="Pending", to="Running"),
+            )
