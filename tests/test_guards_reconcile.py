@@ -180,6 +180,7 @@ def test_a_claim_expiring_mid_reconcile_makes_no_ecs_call_after_it(plane: Plane)
 
 def test_create_service_carries_the_units_token(plane: Plane) -> None:
     _apply()
+    calls = _ecs_calls(plane.ecs)
     sent: list[str] = []
     plane.ecs.meta.events.register(
         "provide-client-params.ecs.CreateService",
@@ -194,6 +195,10 @@ def test_create_service_carries_the_units_token(plane: Plane) -> None:
     # The derivation is a stored contract: a controller upgraded between a crashed create and
     # its retry must send the same token, so it is pinned, all 36 characters ECS allows.
     assert client_token("unit-token-a") == "oab-f28bff38cc3935e92ce3bf7099e00f05"
+    # The generation's artifact was written fresh, which proves no earlier attempt registered a
+    # revision: nothing is looked up for reuse (one read fewer per create).
+    assert "DescribeTaskDefinition" not in calls
+    assert calls.count("RegisterTaskDefinition") == 1
 
 
 # ------------------------------------------------------------- task-definition reuse by hash
