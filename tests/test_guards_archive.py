@@ -60,3 +60,15 @@ def test_an_over_long_path_is_named_by_its_first_80_characters() -> None:
     with pytest.raises(ArchiveLimitError) as refused:
         normalize_member_path(name, limits=ArchiveLimits(max_path_bytes=100))
     assert refused.value.member == name[:80]
+
+
+@pytest.mark.parametrize(
+    "field", ["max_member_bytes", "max_total_bytes", "max_members", "max_path_bytes"]
+)
+def test_every_archive_limit_must_be_positive(field: str) -> None:
+    # (A total below the single-member cap is refused for another reason: lower that too.)
+    other = {"max_member_bytes": 1} if field == "max_total_bytes" else {}
+    assert getattr(ArchiveLimits(**{field: 1}, **other), field) == 1
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"{field} must be positive"):
+            ArchiveLimits(**{field: bad}, **other)
