@@ -72,3 +72,16 @@ def test_every_archive_limit_must_be_positive(field: str) -> None:
     for bad in (0, -1):
         with pytest.raises(ValueError, match=f"{field} must be positive"):
             ArchiveLimits(**{field: bad}, **other)
+
+
+def test_a_dotted_or_doubled_slash_target_is_still_walked_to_its_end(tmp_path: Path) -> None:
+    for target in ("./../home", "x//../../home"):
+        src = _archive(tmp_path / "a.tar", {"up": target}, dirs=("x",))
+        with pytest.raises(UnsafeArchiveError, match="escapes the root"):
+            sanitize_archive(src, tmp_path / "out.tar")
+
+
+def test_a_single_member_may_be_as_large_as_the_whole_archive() -> None:
+    assert ArchiveLimits(max_member_bytes=5, max_total_bytes=5).max_member_bytes == 5
+    with pytest.raises(ValueError, match="exceeds max_total_bytes"):
+        ArchiveLimits(max_member_bytes=6, max_total_bytes=5)
