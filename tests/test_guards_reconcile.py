@@ -23,6 +23,7 @@ from oab.controller.bootstrap import read_cluster_profile
 from oab.controller.changes import ChangeLog
 from oab.controller.desired import StoreManifests
 from oab.controller.ecs import CallLog, EcsAdapter
+from oab.controller.errors import TerminalError
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.ratelimit import RateLimiter
 from oab.controller.reconcile import (
@@ -347,3 +348,38 @@ def test_a_retryable_failure_backs_off_and_a_terminal_one_parks(plane: Plane) ->
     plane.clock.advance(3600)  # past any backoff
     assert _process(plane, "tok-2").kind == "park"
     assert plane.queue.get(KEY).state is State.PARKED
+
+
+# ------------------------------------------------------------------------- name collisions
+
+
+@pytest.mark.parametrize(
+    ("owner", "rival"),
+    [(("a", "b-c"), ("a-b", "c")), (("a-b", "c"), ("a", "b-c"))],
+    ids=["owner-sorts-first", "rival-sorts-first"],
+)
+def test_a_rival_never_touches_the_owners_service_whichever_name_sorts_first(
+    plane: Plane, owner: tuple[str, str], rival: tuple[str, str]
+) -> None:
+    (ons, oname), (rns, rname) = owner, rival
+    assert oabctl("apply", "-f", "-", stdin=agent_manifest(oname, namespace=ons)).code == 0
+    owner_req = Request(
+        key=AgentKey(f"{ons}/{oname}"),
+        generation=1,
+        token="t-own",
+        reason="t",
+        attempt=1,
+        run_id="r1",
+    )
+    plane.reconciler.reconcile(owner_req, status=AgentStatus(key=owner_req.key), log=CallLog())
+    # Two creations that raced past the store's check: the rival is stored beside the owner.
+    body = plane.s3.get_object(Bucket=BUCKET, Key=f"manifests/{ons}/{oname}.yaml")["Body"].read()
+    body = body.replace(f"name: {oname}\n".encode(), f"name: {rname}\n".encode())
+    body = body.replace(f"namespace: {ons}\n".encode(), f"namespace: {rns}\n".encode())
+    plane.s3.put_object(Bucket=BUCKET, Key=f"manifests/{rns}/{rname}.yaml", Body=body)
+    calls = _ecs_calls(plane.ecs)
+    rival_key = AgentKey(f"{rns}/{rname}")
+    req = Request(key=rival_key, generation=1, token="t-rival", reason="t", attempt=1, run_id="r2")
+    with pytest.raises(TerminalError, match=f"belongs to agent {ons}/{oname}"):
+        plane.reconciler.reconcile(req, status=AgentStatus(key=rival_key), log=CallLog())
+    assert [c for c in calls if not c.startswith(("Describe", "List"))] == []
