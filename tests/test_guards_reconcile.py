@@ -210,7 +210,8 @@ def _hash_of(ecs: Any, arn: str) -> str | None:
     return next((t["value"] for t in tags if t["key"] == HASH_TAG), None)
 
 
-def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane) -> None:
+@pytest.mark.parametrize("other", ["0" * 64, "f" * 64], ids=["sorts-before", "sorts-after"])
+def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane, other: str) -> None:
     _apply()
     # A run registers a revision (and creates the service), then dies before its commit.
     first, _ = _reconcile(plane, AgentStatus(key=KEY), "tok-a")
@@ -222,7 +223,7 @@ def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane) -> None:
     foreign = plane.ecs.register_task_definition(
         family=FAMILY,
         containerDefinitions=[{"name": "x", "image": "busybox", "memory": 64}],
-        tags=[{"key": HASH_TAG, "value": "f" * 64}],
+        tags=[{"key": HASH_TAG, "value": other}],
     )["taskDefinition"]["taskDefinitionArn"]
     # The next run finds the generation's artifact already written, so it looks for a revision
     # to reuse: the newest one carries another hash, so it must register its own.
