@@ -85,3 +85,10 @@ def test_a_single_member_may_be_as_large_as_the_whole_archive() -> None:
     assert ArchiveLimits(max_member_bytes=5, max_total_bytes=5).max_member_bytes == 5
     with pytest.raises(ValueError, match="exceeds max_total_bytes"):
         ArchiveLimits(max_member_bytes=6, max_total_bytes=5)
+
+
+def test_a_path_of_exactly_the_limit_is_accepted() -> None:
+    limits = ArchiveLimits(max_path_bytes=100)
+    assert normalize_member_path("x" * 100, limits=limits) == "x" * 100
+    with pytest.raises(ArchiveLimitError):
+        normalize_member_path("x" * 101, limits=limits)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 from botocore.exceptions import ClientError
@@ -153,3 +154,31 @@ def test_the_audit_row_must_carry_the_new_sequence() -> None:
                 after=after,
                 audit=_audit(seq, before="Pending", to="Running"),
             )
+
+
+@pytest.mark.parametrize("ahead", [0, 2], ids=["not-advanced", "skipped-one"])
+def test_the_status_must_advance_by_exactly_one(ahead: int) -> None:
+    before = st.AgentStatus(key=KEY, phase="Pending", audit_seq=3)
+    after = replace(before, phase="Running", audit_seq=3 + ahead)
+    with pytest.raises(ValueError, match="advance by exactly one"):
+        st.transition_items(
+            state_table="s",
+            runlog_table="r",
+            before=before,
+            after=after,
+            audit=_audit(3 + ahead, before="Pending", to="Running"),
+        )
+
+
+def test_long_audit_logs_compare_sequences_by_value() -> None:
+    # Past 256 rows Python's ints are no longer shared objects: identity is not equality.
+    before = st.AgentStatus(key=KEY, phase="Running", audit_seq=int("300"))
+    after = st.next_status(before, phase="Running")
+    items = st.transition_items(
+        state_table="s",
+        runlog_table="r",
+        before=before,
+        after=after,
+        audit=_audit(int("30") * 10 + 1, before="Running", to="Running"),
+    )
+    assert items[0]["Put"]["ExpressionAttributeValues"] == {":prev": {"N": "300"}}
