@@ -92,3 +92,10 @@ def test_a_path_of_exactly_the_limit_is_accepted() -> None:
     assert normalize_member_path("x" * 100, limits=limits) == "x" * 100
     with pytest.raises(ArchiveLimitError):
         normalize_member_path("x" * 101, limits=limits)
+
+
+def test_a_link_to_a_name_sorting_before_dotdot_is_no_step_up(tmp_path: Path) -> None:
+    src = _archive(tmp_path / "a.tar", {"l": "-data", "m": "#notes"})
+    sanitize_archive(src, tmp_path / "out.tar")
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        assert tar.getmember("l").linkname == "-data"

@@ -316,7 +316,8 @@ def test_deleting_a_failed_agent_starts_terminating(plane: Plane) -> None:
 
 
 def test_a_failed_run_is_audited_under_the_claimed_generation(plane: Plane) -> None:
-    _apply()
+    _apply("v1")
+    _apply("v2")  # generation 2
 
     def outage(**_: Any) -> None:
         raise ClientError(
@@ -324,10 +325,10 @@ def test_a_failed_run_is_audited_under_the_claimed_generation(plane: Plane) -> N
         )
 
     plane.ecs.meta.events.register("before-call.ecs.DescribeServices", outage)
-    decision = _process(plane, "tok-1")
+    decision = _process(plane, "tok-1", generation=2)
     assert decision.kind == "retry"
     (row,) = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)
-    assert (row.generation, row.outcome, row.to_phase) == (1, "retry", "Pending")
+    assert (row.generation, row.outcome, row.to_phase) == (2, "retry", "Pending")
     assert "ServiceUnavailable" in row.error
 
 
