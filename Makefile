@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit chaos-smoke chaos bench venv clean
+.PHONY: demo test lint typecheck imports unit chaos-smoke chaos bench mutate venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ chaos-smoke: $(STAMP)
 ## The long chaos run: every scenario, 5 iterations (about 30-40 min on 2 cores).
 chaos: $(STAMP)
 	$(BIN)/python chaos/run.py --scenario all --iterations 5 --seed 1 --replicas 3 --mass-agents 200 --report build/chaos
+
+## Mutation testing of the guards (cosmic-ray; hours on 2 cores, never in CI: the CI subset is
+## tests/test_mutants_ci.py). PACKAGES=queue limits it; reports in build/mutation/<package>/.
+PACKAGES ?= queue leader controller
+mutate: $(STAMP)
+	$(BIN)/python mutation/run.py $(foreach p,$(PACKAGES),--package $(p))
 
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

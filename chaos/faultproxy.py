@@ -9,8 +9,11 @@ replica makes is seen, timed and classified at one place that the replica cannot
 The proxy parses just enough HTTP/1.1 (request line, headers, ``Content-Length`` bodies; chunked or
 close-delimited responses) to know, per request, the AWS service (``X-Amz-Target`` or the SigV4
 credential scope), the operation, and for DynamoDB / ECS the parts of the JSON body the invariant
-checker needs (table, item key, queue claim fields, lease holder and epoch, fence epoch, ECS
-service / family / client token / generation). Each request becomes one :class:`Event` with two
+checker needs (table, item key, queue claim fields with the row version written and the version
+its condition expects, audit row sequence, lease holder and epoch, fence epoch and position, ECS
+service / family / client token / generation), and of the answer the AWS request id (so an ECS
+call can be found in the audit row that lists it) and a cancelled transaction's per-item codes (so
+a fence rejection is told from a row conflict). Each request becomes one :class:`Event` with two
 times on the runner's monotonic clock: ``t_fwd`` (sent upstream, or ``None`` when a fault answered
 it) and ``t_done`` (upstream answered). Because the emulator executes requests one at a time, an
 event whose ``t_done`` precedes another's ``t_fwd`` was *executed* before it: that is the only
@@ -97,6 +100,8 @@ class Event:
     error: str = ""
     fault: str = ""
     delivered: bool = False
+    #: The AWS request id of the answer (``x-amzn-RequestId``), "" when none came back.
+    request_id: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     secret_hits: list[str] = field(default_factory=list)
 
@@ -121,10 +126,29 @@ def _s(attr: Any) -> str | None:
 
 def _item_summary(table: str, item: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"table": table, "pk": _s(item.get("pk"))}
-    for name in ("state", "owner", "claim_token", "generation", "holder", "epoch", "token"):
+    for name in (
+        "state",
+        "owner",
+        "claim_token",
+        "generation",
+        "holder",
+        "epoch",
+        "token",
+        "version",
+        "seq",
+    ):
         value = _s(item.get(name))
         if value is not None:
             out[name] = value
+    return out
+
+
+def _put_summary(put: dict[str, Any]) -> dict[str, Any]:
+    """The item summary of one Put, with the version its condition expects (queue rows)."""
+    out = _item_summary(str(put.get("TableName")), put.get("Item") or {})
+    expected = (put.get("ExpressionAttributeValues") or {}).get(":v")
+    if expected is not None:
+        out["cond_version"] = _s(expected)
     return out
 
 
@@ -143,21 +167,20 @@ def parse_dynamodb(op: str, body: dict[str, Any]) -> dict[str, Any]:
     """The parts of a DynamoDB request the checker needs (writes only; reads by table)."""
     info: dict[str, Any] = {}
     if op == "PutItem":
-        info["puts"] = [_item_summary(str(body.get("TableName")), body.get("Item") or {})]
+        info["puts"] = [_put_summary(body)]
         cond_values = body.get("ExpressionAttributeValues") or {}
         if ":epoch" in cond_values:
             info["cond_epoch"] = _s(cond_values[":epoch"])
     elif op == "TransactWriteItems":
         puts: list[dict[str, Any]] = []
         fences: list[dict[str, Any]] = []
-        for action in body.get("TransactItems") or []:
+        for index, action in enumerate(body.get("TransactItems") or []):
             if "Put" in action:
-                put = action["Put"]
-                puts.append(_item_summary(str(put.get("TableName")), put.get("Item") or {}))
+                puts.append(_put_summary(action["Put"]))
             elif "ConditionCheck" in action:
                 fence = _fence_epoch(action["ConditionCheck"])
                 if fence is not None:
-                    fences.append(fence)
+                    fences.append({**fence, "index": index})
         info["puts"] = puts
         info["fences"] = fences
     elif "TableName" in body:
@@ -219,6 +242,16 @@ def error_code_of(status: int, body: bytes) -> str:
         pass
     match = re.search(rb"<Code>([^<]+)</Code>", body)
     return match.group(1).decode() if match else f"HTTP{status}"
+
+
+def cancellation_codes(body: bytes) -> list[str]:
+    """The per-item codes of a cancelled transaction (``CancellationReasons``), in item order."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    reasons = data.get("CancellationReasons") if isinstance(data, dict) else None
+    return [str(r.get("Code") or "None") for r in reasons or [] if isinstance(r, dict)]
 
 
 def canned_error(service: str, status: int, code: str) -> bytes:
@@ -462,7 +495,10 @@ class FaultProxy:
                 resp_body = await up_reader.read()
             event.t_done = time.monotonic()
             event.status = int(status_line.split()[1])
+            event.request_id = resp_headers.get("x-amzn-requestid", "")
             event.error = error_code_of(event.status, resp_body)
+            if event.error == "TransactionCanceledException":
+                event.info["cancellation"] = cancellation_codes(resp_body)
             for planted in self._planted:
                 if planted in resp_body:
                     event.secret_hits.append(planted.decode(errors="replace"))

@@ -24,8 +24,12 @@ Invariants (each violation names the invariant and the evidence)
     Never two live claims on one key, checked where it matters, at the ECS side effect: every
     accepted ECS mutation of agent ``K`` by replica slot ``s`` must follow (``t_done <
     t_fwd``) a queue write that left ``K`` in flight, owned by a worker of ``s``, with no other
-    acknowledged queue write of ``K`` in between. A worker that kept acting after its claim was
-    taken over, completed or expired-and-reclaimed is caught here.
+    acknowledged queue write of ``K`` in between. Claims are told apart by *claim token*, not by
+    replica: when the run of that claim committed an audit row, the row must list the call (by
+    the AWS request id the proxy saw), so a worker whose claim was taken over by another worker
+    of the same replica is caught too. A worker that kept acting after its claim was taken over,
+    completed or expired-and-reclaimed is caught here. (Not attributable, so not judged: a call
+    whose answer never reached the replica, and a claim whose outcome is unknown.)
 ``observed``
     Every agent ends at the generation last applied with phase ``Running`` (observed), or
     ``Failed`` with its error recorded (a terminal failure), within the recovery deadline.
@@ -45,6 +49,10 @@ Invariants (each violation names the invariant and the evidence)
 ``secrets``
     No planted secret value in the audit log, the status items, any object of the bucket, any
     replica log, or any response a replica received.
+
+Every violation is reported by a named *branch* of its invariant (:data:`BRANCHES`, e.g.
+``one-service/foreign-service``); ``Checker(disabled=...)`` switches branches off, which is how
+``tests/test_chaos_checker_meta.py`` proves that the self-test plants a violation for each.
 
 Time model: only the runner's monotonic clock (proxy and fault stamps) is compared.
 """
@@ -67,14 +75,15 @@ from oab.controller.status import AuditRecord, from_item, read_runlog
 
 @dataclass(frozen=True)
 class Violation:
-    """One broken invariant with its evidence."""
+    """One broken invariant with its evidence, and the checker branch that found it."""
 
     invariant: str
     detail: str
+    branch: str = ""
 
     def to_json(self) -> dict[str, str]:
         """Plain form for the report."""
-        return {"invariant": self.invariant, "detail": self.detail}
+        return {"invariant": self.invariant, "branch": self.branch, "detail": self.detail}
 
 
 INVARIANTS = (
@@ -85,6 +94,34 @@ INVARIANTS = (
     "one-revision",
     "audit",
     "secrets",
+)
+
+#: Every branch of the checker, ``invariant/branch``: each can be switched off by name
+#: (``Checker(disabled=...)``), so a meta-test can prove the self-test catches each one.
+BRANCHES: tuple[str, ...] = (
+    "stale-epoch/fenced-write-after-newer-epoch",
+    "stale-epoch/audit-epoch-without-enqueue",
+    "claims/ecs-call-before-any-claim",
+    "claims/ecs-call-without-live-claim",
+    "claims/ecs-call-outside-the-claims-run",
+    "observed/missing-status",
+    "observed/not-observed",
+    "one-service/agent-service-count",
+    "one-service/foreign-service",
+    "one-service/duplicate-create-refused",
+    "one-service/create-client-tokens",
+    "one-service/audited-creates",
+    "one-revision/registered-per-generation",
+    "one-revision/audited-per-generation",
+    "one-revision/active-revisions",
+    "audit/sequence",
+    "audit/status-seq",
+    "audit/phase-continuity",
+    "audit/first-row",
+    "audit/status-phase",
+    "secrets/blob",
+    "secrets/replica-log",
+    "secrets/proxied-response",
 )
 
 
@@ -136,8 +173,27 @@ def acquisitions(history: Sequence[LeaseWrite]) -> list[LeaseWrite]:
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class QueueWrite:
+    """One acknowledged write of a work-unit row (a claim, heartbeat, outcome or enqueue)."""
+
+    t_done: float
+    slot: str
+    state: str
+    owner: str | None
+    claim_token: str | None
+    version: int | None
+    cond_version: int | None
+    #: Audit row sequence numbers committed in the same transaction (an outcome with its row).
+    audit_seqs: tuple[int, ...] = ()
+
+
 class Checker:
-    """Runs every invariant over one scenario run's evidence."""
+    """Runs every invariant over one scenario run's evidence.
+
+    Each violation is reported by a named branch (:data:`BRANCHES`); ``disabled`` switches
+    branches off (the meta-test of the self-test does, one at a time).
+    """
 
     def __init__(
         self,
@@ -147,6 +203,7 @@ class Checker:
         slot_of: Mapping[str, str],
         agents: Mapping[str, int],
         planted: Sequence[str],
+        disabled: Iterable[str] = (),
     ) -> None:
         """``slot_of``: replica id -> proxy name; ``agents``: key -> generation last applied."""
         self.events = sorted(events, key=lambda e: e.t_start)
@@ -155,10 +212,20 @@ class Checker:
         self.agents = dict(agents)
         self.planted = [p for p in planted if p]
         self.by_name = {service_name(k): k for k in self.agents}
+        self.disabled = frozenset(disabled)
+        unknown = self.disabled - set(BRANCHES)
+        if unknown:
+            raise ValueError(f"unknown checker branches {sorted(unknown)}")
         self.violations: list[Violation] = []
+        #: ECS calls checked against the audited run of their claim (evidence the claim-token
+        #: branch judged something in a real run, not only in the self-test).
+        self.attributed = 0
 
-    def _v(self, invariant: str, detail: str) -> None:
-        self.violations.append(Violation(invariant, detail))
+    def _v(self, branch: str, detail: str) -> None:
+        if branch not in BRANCHES:
+            raise ValueError(f"unregistered checker branch {branch!r}")
+        if branch not in self.disabled:
+            self.violations.append(Violation(branch.split("/", 1)[0], detail, branch))
 
     # ------------------------------------------------------------------ stale epoch
     def fenced_writes(self) -> list[tuple[Event, int, list[str]]]:
@@ -196,7 +263,7 @@ class Checker:
             i = bisect.bisect_left(done_times, e.t_fwd) - 1
             if i >= 0 and max_epoch[i] > epoch:
                 self._v(
-                    "stale-epoch",
+                    "stale-epoch/fenced-write-after-newer-epoch",
                     f"{e.proxy} {e.op} with fence epoch {epoch} accepted after epoch "
                     f"{max_epoch[i]} was acknowledged (keys {keys})",
                 )
@@ -204,47 +271,121 @@ class Checker:
             for row in rows:
                 if row.epoch and row.epoch not in enqueued.get(key, set()):
                     self._v(
-                        "stale-epoch",
+                        "stale-epoch/audit-epoch-without-enqueue",
                         f"{key} audit seq {row.seq} carries epoch {row.epoch}, which enqueued "
                         "nothing for it",
                     )
 
     # ----------------------------------------------------------------------- claims
-    def check_claims(self) -> None:
-        """Invariant ``claims``: ECS side effects only under the acting replica's live claim."""
-        queue_writes: dict[str, list[tuple[float, str, str | None, str]]] = defaultdict(list)
+    def queue_writes(self) -> dict[str, list[QueueWrite]]:
+        """Every acknowledged work-unit write per key, in acknowledgement order."""
+        out: dict[str, list[QueueWrite]] = defaultdict(list)
         for e in self.events:
             if not e.ok or e.t_done is None:
                 continue
-            for put in e.info.get("puts", []):
+            puts = e.info.get("puts", [])
+            for put in puts:
                 if put.get("table") != self.tables.queue or not put.get("pk"):
                     continue
                 key = str(put["pk"]).removeprefix("unit#")
-                queue_writes[key].append(
-                    (e.t_done, str(put.get("state")), put.get("owner"), e.proxy)
+                seqs = tuple(
+                    int(p["seq"])
+                    for p in puts
+                    if p.get("table") == self.tables.runlog and p.get("pk") == key and "seq" in p
                 )
-        for writes in queue_writes.values():
-            writes.sort(key=lambda w: w[0])
+                out[key].append(
+                    QueueWrite(
+                        t_done=e.t_done,
+                        slot=e.proxy,
+                        state=str(put.get("state")),
+                        owner=put.get("owner"),
+                        claim_token=put.get("claim_token"),
+                        version=_int(put.get("version")),
+                        cond_version=_int(put.get("cond_version")),
+                        audit_seqs=seqs,
+                    )
+                )
+        for writes in out.values():
+            writes.sort(key=lambda w: w.t_done)
+        return out
+
+    @staticmethod
+    def claim_runs(
+        writes: Sequence[QueueWrite], audit: Sequence[AuditRecord]
+    ) -> dict[str, set[str] | None]:
+        """Claim token -> request ids of the mutating calls its run committed.
+
+        A claim's outcome (complete, fail) is written conditionally on the version the claim's
+        own last write produced, so the outcome names its claim even though it clears the token.
+        Only outcomes committed with an audit row are used (that row lists every mutating call
+        of the run); an outcome without one may be a release at shutdown, whose run could have
+        made calls it never recorded. Claims missing here (``None`` from ``get``) are not judged.
+        """
+        token_of: dict[int, str] = {}
+        for w in writes:
+            if w.claim_token and w.version is not None and w.state == "in_flight":
+                token_of[w.version] = w.claim_token
+        rows = {r.seq: r for r in audit}
+        out: dict[str, set[str] | None] = {}
+        for w in writes:
+            if w.state == "in_flight" or w.cond_version is None:
+                continue
+            token = token_of.get(w.cond_version)
+            if token is None or not w.audit_seqs:
+                continue
+            ids: set[str] = set()
+            for seq in w.audit_seqs:
+                row = rows.get(seq)
+                ids |= {c.request_id for c in row.calls if c.request_id} if row else set()
+            out[token] = ids
+        return out
+
+    def check_claims(self, audit: Mapping[str, list[AuditRecord]] | None = None) -> None:
+        """Invariant ``claims``: ECS side effects only under the acting worker's live claim.
+
+        Claims are told apart by claim token, not by replica: an ECS call must follow a queue
+        write that left the key in flight under token ``T`` owned by a worker of the calling
+        replica, with no other acknowledged write of the key in between; and when the run of
+        ``T`` committed its audit row, that row must list the call (by request id). A worker
+        whose claim was taken over by another worker *of the same replica* passes the first test
+        but not the second: the call is not in the taker's audited run.
+        """
+        audit = audit or {}
+        all_writes = self.queue_writes()
+        runs = {k: self.claim_runs(w, audit.get(k, [])) for k, w in all_writes.items()}
         for e in self.events:
             if not e.ok or not e.info.get("mutation") or e.t_fwd is None:
                 continue
             name = e.info.get("service") or e.info.get("family") or ""
-            agent = self.by_name.get(str(name))
-            if agent is None:
+            key = self.by_name.get(str(name))
+            if key is None:
                 continue
-            key = agent
-            writes = queue_writes.get(key, [])
-            i = bisect.bisect_left([w[0] for w in writes], e.t_fwd) - 1
+            writes = all_writes.get(key, [])
+            i = bisect.bisect_left([w.t_done for w in writes], e.t_fwd) - 1
             if i < 0:
-                self._v("claims", f"{e.proxy} {e.op} on {key} before any claim of it")
-                continue
-            _, state, owner, _ = writes[i]
-            owner_slot = self.slot_of.get(str(owner).split("/", 1)[0]) if owner else None
-            if state != "in_flight" or owner_slot != e.proxy:
                 self._v(
-                    "claims",
-                    f"{e.proxy} {e.op} on {key} while the queue row was {state} owned by "
-                    f"{owner} (slot {owner_slot})",
+                    "claims/ecs-call-before-any-claim",
+                    f"{e.proxy} {e.op} on {key} before any claim of it",
+                )
+                continue
+            w = writes[i]
+            owner_slot = self.slot_of.get(str(w.owner).split("/", 1)[0]) if w.owner else None
+            if w.state != "in_flight" or owner_slot != e.proxy:
+                self._v(
+                    "claims/ecs-call-without-live-claim",
+                    f"{e.proxy} {e.op} on {key} while the queue row was {w.state} owned by "
+                    f"{w.owner} (slot {owner_slot})",
+                )
+                continue
+            committed = runs.get(key, {}).get(w.claim_token or "")
+            attributable = committed is not None and e.delivered and e.request_id
+            self.attributed += 1 if attributable else 0
+            if attributable and e.request_id not in (committed or set()):
+                self._v(
+                    "claims/ecs-call-outside-the-claims-run",
+                    f"{e.proxy} {e.op} on {key} (request {e.request_id}) during claim "
+                    f"{w.claim_token} of {w.owner}, whose committed run does not list it: "
+                    "another worker acted on the key",
                 )
 
     # --------------------------------------------------------------------- observed
@@ -253,15 +394,19 @@ class Checker:
         for key, generation in self.agents.items():
             s = statuses.get(key)
             if s is None:
-                self._v("observed", f"{key}: no status (generation {generation} never observed)")
+                self._v(
+                    "observed/missing-status",
+                    f"{key}: no status (generation {generation} never observed)",
+                )
                 continue
             if s.observed_generation == generation and s.phase == "Running":
                 continue
             if s.phase == "Failed" and s.last_error:
                 continue
             self._v(
-                "observed",
-                f"{key}: phase {s.phase} observed {s.observed_generation}, want {generation}",
+                "observed/not-observed",
+                f"{key}: phase {s.phase} observed {s.observed_generation}, want {generation}"
+                + (" (Failed without an error)" if s.phase == "Failed" else ""),
             )
 
     # ------------------------------------------------------------ services, revisions
@@ -280,9 +425,9 @@ class Checker:
         for key in self.agents:
             n = counts.pop(service_name(key), 0)
             if n != 1:
-                self._v("one-service", f"{key}: {n} ACTIVE services")
+                self._v("one-service/agent-service-count", f"{key}: {n} ACTIVE services")
         for name, n in counts.items():
-            self._v("one-service", f"unexpected ACTIVE service {name} (x{n})")
+            self._v("one-service/foreign-service", f"unexpected ACTIVE service {name} (x{n})")
         tokens: dict[str, set[str]] = defaultdict(set)
         registered: dict[tuple[str, int], int] = defaultdict(int)
         for e in self.events:
@@ -290,19 +435,30 @@ class Checker:
                 if e.ok:
                     tokens[str(e.info["service"])].add(str(e.info.get("client_token")))
                 elif e.error == "InvalidParameterException":
-                    self._v("one-service", f"{e.proxy} attempted a duplicate {e.info['service']}")
+                    self._v(
+                        "one-service/duplicate-create-refused",
+                        f"{e.proxy} attempted a duplicate {e.info['service']}",
+                    )
             if e.op == "RegisterTaskDefinition" and e.ok and "generation" in e.info:
                 registered[(str(e.info.get("family")), int(e.info["generation"]))] += 1
         for name, toks in tokens.items():
             if len(toks) > 1:
-                self._v("one-service", f"{name}: accepted creates with {len(toks)} client tokens")
+                self._v(
+                    "one-service/create-client-tokens",
+                    f"{name}: accepted creates with {len(toks)} client tokens",
+                )
         for (family, gen), n in registered.items():
             if n > 1:
-                self._v("one-revision", f"{family} generation {gen}: {n} revisions registered")
+                self._v(
+                    "one-revision/registered-per-generation",
+                    f"{family} generation {gen}: {n} revisions registered",
+                )
         for key, rows in audit.items():
             creates = sum(1 for r in rows for c in r.calls if c.action == "ecs:CreateService")
             if creates > 1 or (creates == 0 and key in self.agents):
-                self._v("one-service", f"{key}: {creates} audited CreateService calls")
+                self._v(
+                    "one-service/audited-creates", f"{key}: {creates} audited CreateService calls"
+                )
             per_gen: dict[int, int] = defaultdict(int)
             for r in rows:
                 for c in r.calls:
@@ -310,14 +466,17 @@ class Checker:
                         per_gen[r.generation] += 1
             for gen, n in per_gen.items():
                 if n > 1:
-                    self._v("one-revision", f"{key} generation {gen}: {n} audited registrations")
+                    self._v(
+                        "one-revision/audited-per-generation",
+                        f"{key} generation {gen}: {n} audited registrations",
+                    )
         for key in self.agents:
             family = service_name(key)
             active = active_revisions.get(family, 0)
             allowed = len(generations_applied.get(key, set())) or 1
             if active > allowed:
                 self._v(
-                    "one-revision",
+                    "one-revision/active-revisions",
                     f"{family}: {active} ACTIVE revisions for {allowed} generations",
                 )
 
@@ -330,21 +489,26 @@ class Checker:
             rows = audit.get(key, [])
             seqs = [r.seq for r in rows]
             if seqs != list(range(1, len(rows) + 1)):
-                self._v("audit", f"{key}: audit sequence {seqs[:20]} has gaps or repeats")
+                self._v("audit/sequence", f"{key}: audit sequence {seqs[:20]} has gaps or repeats")
             s = statuses.get(key)
             if s is not None and s.audit_seq != len(rows):
-                self._v("audit", f"{key}: status audit_seq {s.audit_seq}, {len(rows)} rows")
+                self._v(
+                    "audit/status-seq", f"{key}: status audit_seq {s.audit_seq}, {len(rows)} rows"
+                )
             for prev, row in itertools.pairwise(rows):
                 if row.from_phase != prev.to_phase:
                     self._v(
-                        "audit",
+                        "audit/phase-continuity",
                         f"{key}: row {row.seq} starts in {row.from_phase}, row {prev.seq} "
                         f"ended in {prev.to_phase}",
                     )
             if rows and rows[0].from_phase is not None:
-                self._v("audit", f"{key}: first row starts in {rows[0].from_phase}")
+                self._v("audit/first-row", f"{key}: first row starts in {rows[0].from_phase}")
             if rows and s is not None and s.phase != rows[-1].to_phase:
-                self._v("audit", f"{key}: phase {s.phase} but last row ends in {rows[-1].to_phase}")
+                self._v(
+                    "audit/status-phase",
+                    f"{key}: phase {s.phase} but last row ends in {rows[-1].to_phase}",
+                )
 
     # ---------------------------------------------------------------------- secrets
     def check_secrets(self, blobs: Mapping[str, str], log_files: Iterable[Path]) -> None:
@@ -352,15 +516,27 @@ class Checker:
         for where, text in blobs.items():
             for value in self.planted:
                 if value in text:
-                    self._v("secrets", f"planted secret found in {where}")
+                    self._v("secrets/blob", f"planted secret found in {where}")
         for path in log_files:
             text = path.read_text(errors="replace") if path.exists() else ""
             for value in self.planted:
                 if value in text:
-                    self._v("secrets", f"planted secret found in replica log {path.name}")
+                    self._v(
+                        "secrets/replica-log", f"planted secret found in replica log {path.name}"
+                    )
         for e in self.events:
             if e.secret_hits:
-                self._v("secrets", f"{e.proxy} received a secret value in {e.service} {e.op}")
+                self._v(
+                    "secrets/proxied-response",
+                    f"{e.proxy} received a secret value in {e.service} {e.op}",
+                )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------- state readers

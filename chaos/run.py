@@ -7,8 +7,10 @@ Usage::
 Writes ``DIR/report.json`` (top-level ``violations``: the total, an integer; ``scenarios``: one
 entry per scenario with its runs, violations, failover / leaderless / recovery figures and the
 documented bound) and ``DIR/report.md``; each run's artifacts (replica logs, proxy events) stay in
-``DIR/runs/<scenario>-<iteration>/``. Exits 1 when any invariant was violated or a run failed,
-0 otherwise.
+``DIR/runs/<scenario>-<iteration>/``. Each run has a status: ``violated``, ``error``, ``invalid``
+(the scenario tests a guard, e.g. the fence against a zombie leader, and the guard was never
+exercised: no zombie write attempted, none rejected) or ``ok``. Exits 1 unless every run is
+``ok``.
 
 The modules beside this file (``harness``, ``faultproxy``, ``invariants``, ``scenarios``) are
 imported by plain name: Python puts this script's folder first on ``sys.path``.
@@ -57,12 +59,19 @@ def summarize(name: str, runs: list[RunResult], timing: Timing) -> dict[str, Any
     recovery = [x for r in runs for x in r.recovery_s]
     violations = [v.to_json() | {"iteration": r.iteration} for r in runs for v in r.violations]
     errors = [f"iteration {r.iteration}: {r.error}" for r in runs if r.error]
+    invalid = [
+        f"iteration {r.iteration}: guard not exercised ({', '.join(r.unexercised)} = 0)"
+        for r in runs
+        if r.status == "invalid"
+    ]
     bound = timing.crash_failover_bound_s
     return {
         "runs": len(runs),
         "violations": len(violations),
         "violation_details": violations[:50],
         "errors": errors,
+        "invalid": invalid,
+        "statuses": [r.status for r in runs],
         "failover_s": _stats(failover),
         "failover_bound_s": bound,
         "failover_within_bound": all(x <= bound + timing.retry_period_s for x in failover),
@@ -88,7 +97,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"claim visibility {t['claim_visibility_s']} s. Documented crash failover bound "
         f"(lease + retry + call timeout): **{t['crash_failover_bound_s']} s**.",
         "",
-        f"**Violations: {report['violations']}**",
+        f"**Violations: {report['violations']}**; invalid runs (guard not exercised): "
+        f"{report['invalid_runs']}",
         "",
         "| scenario | runs | violations | failover p50 / p99 / max (s) | leaderless p50 / max (s) "
         "| recovery p50 / p99 / max (s) |",
@@ -103,12 +113,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_fmt(rc['p50'])} / {_fmt(rc['p99'])} / {_fmt(rc['max'])} |"
         )
     for name, s in report["scenarios"].items():
-        if s["violation_details"] or s["errors"]:
+        if s["violation_details"] or s["errors"] or s["invalid"]:
             lines += ["", f"## {name}", ""]
             lines += [
-                f"- violation `{v['invariant']}`: {v['detail']}" for v in s["violation_details"]
+                f"- violation `{v['invariant']}` ({v.get('branch', '')}): {v['detail']}"
+                for v in s["violation_details"]
             ]
             lines += [f"- error: {e}" for e in s["errors"]]
+            lines += [f"- invalid: {e}" for e in s["invalid"]]
     return "\n".join(lines) + "\n"
 
 
@@ -130,11 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--self-test", action="store_true", help="check the checker on planted bad evidence"
     )
+    p.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="BRANCH",
+        help="with --self-test: switch a checker branch off (it must then fail)",
+    )
     args = p.parse_args(argv)
     if args.self_test:
         import selftest
 
-        return selftest.main()
+        return selftest.main(disabled=args.disable)
     names = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or args.replicas < 2 or args.iterations < 1:
@@ -152,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "violations": 0,
+        "invalid_runs": 0,
         "scenarios": {},
         "seed": args.seed,
         "iterations": args.iterations,
@@ -185,14 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(
                 f"chaos: {name} #{it}: {len(res.violations)} violations, "
                 f"failover {[round(x, 2) for x in res.failover_s]}, "
-                f"recovery {[round(x, 2) for x in res.recovery_s]}, {res.duration_s:.0f} s"
-                f"{', error: ' + res.error if res.error else ''}\n"
+                f"recovery {[round(x, 2) for x in res.recovery_s]}, {res.duration_s:.0f} s, "
+                f"{res.status}{', error: ' + res.error if res.error else ''}\n"
             )
-            failed = failed or bool(res.error)
+            failed = failed or res.status != "ok"
             runs.append(res)
         entry = summarize(name, runs, timing)
         report["scenarios"][name] = entry
         report["violations"] += entry["violations"]
+        report["invalid_runs"] += len(entry["invalid"])
         report["duration_s"] = round(time.monotonic() - started, 1)
         (out / "report.json").write_text(json.dumps(report, indent=2))
         (out / "report.md").write_text(markdown(report))

@@ -85,6 +85,24 @@ class RunResult:
     faults: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     duration_s: float = 0.0
+    #: Figures that must be > 0 for the run to have tested its guard (e.g. a zombie write was
+    #: attempted and the fence rejected it); a run where one is not is ``invalid``, not green.
+    required: tuple[str, ...] = ()
+
+    @property
+    def unexercised(self) -> list[str]:
+        """The required figures that stayed at 0 (or were never measured)."""
+        return [name for name in self.required if self.figures.get(name, 0.0) <= 0]
+
+    @property
+    def status(self) -> str:
+        """``violated``, ``error``, ``invalid`` (the guard under test was never exercised) or
+        ``ok``, in that order of precedence."""
+        if self.violations:
+            return "violated"
+        if self.error:
+            return "error"
+        return "invalid" if self.unexercised else "ok"
 
     def to_json(self) -> dict[str, Any]:
         """Plain form for the report."""
@@ -99,6 +117,8 @@ class RunResult:
             "figures": {k: round(v, 3) for k, v in self.figures.items()},
             "faults": self.faults,
             "error": self.error,
+            "status": self.status,
+            "unexercised": self.unexercised,
             "duration_s": round(self.duration_s, 1),
         }
 
@@ -239,7 +259,7 @@ class Run:
         audit = read_audit(h.ddb, h.tables.runlog, self.gen)
         statuses, raw = read_statuses(h.ddb, h.tables.state)
         checker.check_stale_epoch(audit)
-        checker.check_claims()
+        checker.check_claims(audit)
         checker.check_observed(statuses)
         checker.check_ecs(
             audit,
@@ -252,6 +272,7 @@ class Run:
         blobs.update(bucket_texts(h.s3, BUCKET))
         checker.check_secrets(blobs, sorted(h.logs.glob("*.log")))
         self.result.violations += checker.violations
+        self.result.figures["ecs_calls_attributed_to_their_claim"] = float(checker.attributed)
         self.result.figures["requests"] = float(len(events))
         self.result.figures["faulted_requests"] = float(sum(1 for e in events if e.fault))
 
@@ -278,15 +299,41 @@ def leader_killed(run: Run) -> None:
 
 
 def zombie_leader(run: Run) -> None:
-    """SIGSTOP the leader past its lease, let another take over, SIGCONT: it must be fenced."""
+    """A fenced write of the leader is held in flight past its lease while the leader is paused
+    (SIGSTOP) and another takes over; the write then arrives and must be refused by the fence.
+
+    Pausing alone proves little: a resumed leader usually notices its lost lease before writing
+    anything (a seed-7 run attempted no zombie write at all). So the leader's proxy holds its
+    fenced ``TransactWriteItems`` (a ``delay`` longer than the failover) from just before the
+    pause: the enqueue the change below provokes reaches DynamoDB only after a newer epoch was
+    acknowledged, a genuine stale-epoch write. The run is invalid unless at least one such write
+    was attempted and rejected (``required``).
+    """
     h = run.h
     leader = run.wait_leader(timeout=30)
     epoch = run.current_epoch()
     zombie_id = h.slots[leader].replica_id
+    proxy = h.slots[leader].proxy
+    hold = h.timing.crash_failover_bound_s + h.timing.lease_duration_s
+    proxy.set_faults(
+        [Fault(action="delay", service="dynamodb", op="TransactWriteItems", delay_s=hold)]
+    )
     _changes(run)
-    time.sleep(run.rng.uniform(0.2, 1.0))
-    t = h.note("fault", kind="SIGSTOP leader", slot=leader)
+
+    def held() -> bool:
+        return any(
+            e.t_fwd is None
+            and any(int(f.get("epoch") or 0) == epoch for f in e.info.get("fences", []))
+            for e in proxy.events()
+        )
+
+    deadline = time.monotonic() + 15
+    while not held() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(run.rng.uniform(0.0, 0.3))
+    t = h.note("fault", kind="SIGSTOP leader", slot=leader, held_write=held())
     h.signal(leader, signal.SIGSTOP)
+    proxy.clear()  # writes already held stay held for their delay; new ones pass
     run.wait_leader(timeout=30, other_than=leader)
     time.sleep(h.timing.lease_duration_s)  # stay paused well past the lease
     t_resume = h.note("fault-end", kind="SIGCONT", slot=leader)
@@ -294,11 +341,24 @@ def zombie_leader(run: Run) -> None:
     run.failover(t_fault=t, old_epoch=epoch)
     run.wait_converged(since=t_resume, timeout=90)
     time.sleep(2.0)
-    proxy = h.slots[leader].proxy.name
+    # The held writes reach DynamoDB only when their delay ends: count them once answered.
+    answered_by = time.monotonic() + hold + 10
+    while time.monotonic() < answered_by and any(
+        e.status is None and e.fault == "delay" and e.error == "" for e in proxy.events()
+    ):
+        time.sleep(0.1)
+    newer = [
+        a.t_done
+        for a in acquisitions(lease_history(run.events(), h.tables.lease))
+        if a.epoch > epoch
+    ]
     accepted = 0
     attempted = 0
+    rejected = 0
     for e in run.events():
-        if e.proxy != proxy or e.t_fwd is None or e.t_fwd < t_resume:
+        # A zombie write: the deposed leader's, with its old epoch, sent after a newer epoch
+        # was acknowledged.
+        if not newer or e.proxy != proxy.name or e.t_fwd is None or e.t_fwd < newer[0]:
             continue
         old_lease = any(
             p.get("holder") == zombie_id and int(p.get("epoch", 0)) == epoch
@@ -313,8 +373,22 @@ def zombie_leader(run: Run) -> None:
                 run.result.violations.append(
                     Violation("zombie", f"zombie {zombie_id} {e.op} with epoch {epoch} accepted")
                 )
+            elif _fence_failed(e, epoch):
+                rejected += 1
     run.result.figures["zombie_writes_attempted"] = float(attempted)
     run.result.figures["zombie_writes_accepted"] = float(accepted)
+    run.result.figures["fence_rejections"] = float(rejected)
+
+
+def _fence_failed(e: Event, epoch: int) -> bool:
+    """Whether ``e`` is a transaction the emulator cancelled on its ``epoch`` fence item."""
+    codes = e.info.get("cancellation", [])
+    return any(
+        int(f.get("epoch") or 0) == epoch
+        and 0 <= int(f.get("index", -1)) < len(codes)
+        and codes[int(f["index"])] == "ConditionalCheckFailed"
+        for f in e.info.get("fences", [])
+    )
 
 
 def dynamodb_cut(run: Run) -> None:
@@ -509,7 +583,10 @@ Scenario = Callable[[Run], None]
 
 SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "leader-killed": (leader_killed, {}),
-    "zombie-leader": (zombie_leader, {}),
+    "zombie-leader": (
+        zombie_leader,
+        {"required": ("zombie_writes_attempted", "fence_rejections")},
+    ),
     "dynamodb-cut": (dynamodb_cut, {}),
     "worker-killed": (worker_killed, {}),
     "rolling-restart": (rolling_restart, {}),
@@ -536,7 +613,13 @@ def run_scenario(
     """One run of scenario ``name`` in a fresh harness under ``workdir``."""
     fn, opts = SCENARIOS[name]
     n_agents = mass_agents if opts.get("mass") else agents
-    result = RunResult(scenario=name, iteration=iteration, seed=seed, agents=n_agents)
+    result = RunResult(
+        scenario=name,
+        iteration=iteration,
+        seed=seed,
+        agents=n_agents,
+        required=tuple(opts.get("required", ())),
+    )
     rng = random.Random(f"{seed}:{name}:{iteration}")
     started = time.monotonic()
     with Harness(workdir, replicas=replicas, timing=timing, seed=seed) as h:

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import botocore.handlers
 import pytest
 import yaml
 
@@ -527,16 +528,21 @@ def test_restart_writes_the_annotation_without_a_new_generation(
 def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatch: Any) -> None:
     """An apply racing between restart's read and write is kept, not overwritten."""
     apply(ready)
-    real = S3ObjectStore.put
     raced = {"done": False}
 
-    def put(self: S3ObjectStore, key: str, body: bytes, **kw: Any) -> Any:
-        if not raced["done"] and b"restartedAt" in body:
+    def race(params: dict[str, Any], **_: Any) -> None:
+        body = params.get("Body", b"")
+        if not raced["done"] and isinstance(body, bytes) and b"restartedAt" in body:
             raced["done"] = True
             apply(ready, tag="v2")  # the racing user, after restart read generation 1
-        return real(self, key, body, **kw)
 
-    monkeypatch.setattr(S3ObjectStore, "put", put)
+    # At the AWS boundary: every botocore session created from here on (the CLI builds its own
+    # clients) runs the racing apply just before restart's PutObject is sent.
+    monkeypatch.setattr(
+        botocore.handlers,
+        "BUILTIN_HANDLERS",
+        [*botocore.handlers.BUILTIN_HANDLERS, ("provide-client-params.s3.PutObject", race)],
+    )
     run = oabctl("restart", "bot", "-n", "team", env=ready)
     assert run.code == 0, run.err
     obj = stored(aws)

@@ -323,10 +323,12 @@ def test_scale_to_zero_and_delete_stop_tasks(env: Env) -> None:
 
     env.ecs.update_service(cluster=CLUSTER, service="agent-a", desiredCount=1)
     env.step()
-    assert len(env.tasks()) == 1
+    [second] = env.tasks()
     env.ecs.delete_service(cluster=CLUSTER, service="agent-a", force=True)
     assert env.tasks() == []
-    assert all(t["lastStatus"] == "STOPPED" for t in env.tasks(status="STOPPED"))
+    # The task the deleted service was running is stopped, not merely unlisted.
+    [gone] = env.ecs.describe_tasks(cluster=CLUSTER, tasks=[second["taskArn"]])["tasks"]
+    assert gone["lastStatus"] == "STOPPED"
 
 
 def test_duplicate_create_is_refused_unless_same_client_token(env: Env) -> None:

@@ -1,0 +1,385 @@
+"""Queue guards pinned by the mutation run over ``queue/`` (issue 15): each test kills survivors.
+
+``make mutate`` (cosmic-ray, ``mutation/queue.toml``) left these mutants alive against the queue's
+own tests; the mutants judged equivalent are in ``mutation/equivalent.md`` with their reason. The
+in-memory tests use :class:`MemoryStore` (the store seam the queue ships for tests); the emulator
+tests inject at the AWS boundary with botocore hooks on the client the queue uses.
+"""
+
+from __future__ import annotations
+
+import random
+import urllib.request
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from oab.controller.testing import AWS, FakeClock, SequentialIds
+from oab.queue import row as rows
+from oab.queue.config import QueueConfig
+from oab.queue.errors import ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
+from oab.queue.metrics import QueueMetrics
+from oab.queue.row import AgentKey, ClaimToken, IdempotencyToken, Row, State, WorkerId, shard_of
+from oab.queue.store import MemoryStore, RowConflict
+from oab.queue.workqueue import WorkQueue, idempotency_token
+
+VIS = 30.0
+
+
+def _queue(
+    *,
+    clock: FakeClock | None = None,
+    store: MemoryStore | None = None,
+    rng: random.Random | None = None,
+    **cfg: Any,
+) -> WorkQueue:
+    config = QueueConfig(visibility_timeout=VIS, **cfg)
+    return WorkQueue(
+        None,
+        "unused",
+        config=config,
+        clock=clock or FakeClock(),
+        new_id=SequentialIds("id"),
+        rng=rng or random.Random(7),
+        store=store or MemoryStore(shards=config.shards),
+    )
+
+
+def _tok(key: str, gen: int = 1) -> str:
+    return idempotency_token(key, gen, "digest", "spec")
+
+
+# ----------------------------------------------------------------------------------- config
+
+
+def test_config_defaults_are_the_documented_ones() -> None:
+    c = QueueConfig()
+    assert (c.shards, c.visibility_timeout, c.observe_takeover, c.clock_skew_allowance) == (
+        4,
+        60.0,
+        True,
+        0.0,
+    )
+    assert (c.backoff_base, c.backoff_cap, c.claim_scan) == (1.0, 300.0, 8)
+    assert (c.max_conflict_retries, c.max_error_length) == (8, 1024)
+
+
+@pytest.mark.parametrize(
+    ("field", "ok", "bad"),
+    [
+        ("shards", 1, 0),
+        ("shards", 256, 257),
+        ("visibility_timeout", 0.001, 0.0),
+        ("backoff_base", 0.001, 0.0),
+        ("clock_skew_allowance", 0.0, -0.001),
+        ("claim_scan", 1, 0),
+        ("claim_scan", 100, 101),
+        ("max_conflict_retries", 1, 0),
+        ("max_error_length", 16, 15),
+    ],
+)
+def test_config_accepts_each_limit_and_refuses_one_past_it(field: str, ok: Any, bad: Any) -> None:
+    assert getattr(QueueConfig(**{field: ok}), field) == ok
+    with pytest.raises(InvalidQueueConfig, match=field):
+        QueueConfig(**{field: bad})
+
+
+def test_backoff_cap_may_equal_the_base_but_not_undercut_it() -> None:
+    assert QueueConfig(backoff_base=5.0, backoff_cap=5.0).backoff_cap == 5.0
+    with pytest.raises(InvalidQueueConfig, match="backoff_cap"):
+        QueueConfig(backoff_base=5.0, backoff_cap=4.999)
+
+
+# -------------------------------------------------------------------------------- row rules
+
+
+def _ready(version: int) -> Row:
+    return Row(
+        key=AgentKey("ns/a"),
+        state=State.READY,
+        generation=1,
+        token=IdempotencyToken("t"),
+        reason="spec",
+        ready_at=100.0,
+        version=version,
+    )
+
+
+def test_row_versions_are_compared_by_value() -> None:
+    # Versions read back from DynamoDB are new int objects: identity is not equality above 256.
+    stored, seen = _ready(int("1000")), int("999") + 1
+    assert rows.pull_in(stored, key=stored.key, version=seen, now=50.0) is not None
+    assert rows.reshard(stored, key=stored.key, version=seen) == stored
+    assert rows.pull_in(stored, key=stored.key, version=seen + 1, now=50.0) is None
+
+
+def test_a_given_back_claim_is_ready_clean_keeps_its_attempt_and_is_counted() -> None:
+    clock = FakeClock()
+    reader = InMemoryMetricReader()
+    q = _queue(clock=clock)
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    q.enqueue("ns/b", 1, "spec", _tok("ns/b"))
+    waiting = q.claim("w0")
+    assert waiting is not None
+    q.fail(waiting, "throttled", retryable=True)  # a waiting row: touched by no sweep
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w1")
+    assert claim is not None  # then the worker dies silently
+    assert q.expire_stale_claims() == []  # first sight
+    clock.advance(VIS)
+    assert q.expire_stale_claims() == ["ns/a"]
+    back = q.get("ns/a")
+    assert (back.state, back.dirty, back.attempts) == (State.READY, False, 1)
+    assert (back.owner, back.claim_token, back.claim_deadline) == (None, None, None)
+    assert back.ready_at is not None
+    assert back.ready_at <= clock.time()
+    assert _sums(reader).get("oab.queue.claim_expiries") == 1
+
+
+def test_row_conflict_names_the_winning_version_or_its_absence() -> None:
+    assert "absent" in str(RowConflict(None))
+    assert "version 1000" in str(RowConflict(_ready(1000)))
+
+
+# ------------------------------------------------------------------------ the memory store
+
+
+def test_memory_store_answers_ready_keys_as_the_index_does() -> None:
+    """Per shard, only rows due at ``now``, oldest first (the DynamoDB adapter's contract)."""
+    store = MemoryStore(shards=4)
+    keys = [f"ns/k{i}" for i in range(40)]
+    for i, key in enumerate(keys):
+        row = replace_ready(key, ready_at=100.0 + i)
+        store.write(row, expected_version=None)
+    for shard in range(4):
+        mine = [k for k in keys if shard_of(k, 4) == shard]
+        due = [k for k in mine if 100.0 + keys.index(k) <= 120.0]
+        assert store.ready_keys(shard, now=120.0, limit=100) == due
+        assert store.ready_keys(shard, now=120.0, limit=2) == due[:2]
+
+
+def replace_ready(key: str, *, ready_at: float) -> Row:
+    return Row(
+        key=AgentKey(key),
+        state=State.READY,
+        generation=1,
+        token=IdempotencyToken("t"),
+        reason="spec",
+        ready_at=ready_at,
+        version=1,
+    )
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+
+def _sums(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    out: dict[str, float] = {}
+    assert data is not None
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                points = list(m.data.data_points)
+                out[m.name] = sum(getattr(p, "value", getattr(p, "count", 0)) for p in points)
+    return out
+
+
+def test_parks_and_retries_are_counted_apart() -> None:
+    reader = InMemoryMetricReader()
+    q = _queue()
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    for key in ("ns/a", "ns/b"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    first = q.claim("w")
+    assert first is not None
+    q.fail(first, "bad manifest", retryable=False)
+    assert (_sums(reader).get("oab.queue.parks"), _sums(reader).get("oab.queue.retries")) == (
+        1,
+        None,
+    )
+    second = q.claim("w")
+    assert second is not None
+    q.fail(second, "throttled", retryable=True)
+    assert (_sums(reader)["oab.queue.parks"], _sums(reader)["oab.queue.retries"]) == (1, 1)
+
+
+# ------------------------------------------------------------------------ the leader's sweep
+
+
+class _HighJitter(random.Random):
+    """Draws the longest backoff (a test double of the standard library's generator)."""
+
+    def random(self) -> float:
+        return 0.999
+
+
+def test_the_sweep_leaves_a_legitimate_longest_backoff_alone() -> None:
+    clock = FakeClock()
+    q = _queue(clock=clock, rng=_HighJitter(), backoff_base=10.0, backoff_cap=10.0)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    waiting = q.fail(claim, "throttled", retryable=True)
+    assert waiting.ready_at == pytest.approx(clock.time() + 9.99, abs=0.01)
+    # Due within backoff cap + visibility timeout of now: written by a host with a sane clock.
+    assert q.expire_stale_claims() == []
+    assert q.get("ns/a").ready_at == waiting.ready_at
+
+
+# ------------------------------------------------------------------------ on the emulator
+
+
+def _dynamo_queue(aws: AWS, client: Any, clock: FakeClock, **cfg: Any) -> WorkQueue:
+    return WorkQueue(
+        client, aws.tables.queue, config=QueueConfig(visibility_timeout=VIS, **cfg), clock=clock
+    )
+
+
+def test_a_transaction_cancelled_for_another_reason_is_unavailable_not_a_conflict(
+    aws: AWS,
+) -> None:
+    client = aws.client("dynamodb")
+    q = _dynamo_queue(aws, client, FakeClock())
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+
+    def cancel(**_: Any) -> None:
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+            },
+            "TransactWriteItems",
+        )
+
+    client.meta.events.register("before-call.dynamodb.TransactWriteItems", cancel)
+    extra = {
+        "ConditionCheck": {
+            "TableName": aws.tables.lease,
+            "Key": {"pk": {"S": "x"}, "sk": {"S": "y"}},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+    with pytest.raises(QueueUnavailable, match="TransactionConflict"):
+        q.complete(claim, extra_items=[extra])
+    assert q.get("ns/a").state is State.IN_FLIGHT  # nothing written; the claim still holds
+
+
+def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised_on_dynamodb(
+    aws: AWS,
+) -> None:
+    """botocore retries a timed-out write; the retry fails its condition on our own row (read
+    back from DynamoDB, so a new string object), which must be recognised as ours by value."""
+    client = aws.client("dynamodb")
+    q = _dynamo_queue(aws, client, FakeClock())
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    lost = {"done": False}
+
+    def deliver_then_lose(request: Any, **_: Any) -> None:
+        if lost["done"]:
+            return
+        lost["done"] = True
+        sent = urllib.request.Request(
+            request.url, data=request.body, headers=dict(request.headers), method=request.method
+        )
+        with urllib.request.urlopen(sent, timeout=10) as resp:  # the write lands
+            resp.read()
+        raise ReadTimeoutError(endpoint_url=request.url)  # ... and its answer is lost
+
+    client.meta.events.register("before-send.dynamodb.PutItem", deliver_then_lose)
+    row = q.complete(claim)
+    assert lost["done"]
+    assert row.state is State.DONE
+    assert q.get("ns/a").version == row.version
+
+
+def test_a_claim_that_changes_between_judgment_and_take_over_is_left_alone(aws: AWS) -> None:
+    """A host whose wall clock runs ahead judged a claim stale after a visibility timeout of
+    silence; just before its take-over write the owner heartbeats. The write fails its version
+    condition and the re-applied transition must leave the (changed, live) claim alone, although
+    by the ahead host's clock its deadline has passed."""
+    owner_clock = FakeClock()
+    ahead = FakeClock(wall=owner_clock.time() + 10 * VIS)
+    owner_q = _dynamo_queue(aws, aws.client("dynamodb"), owner_clock)
+    taker_client = aws.client("dynamodb")
+    taker_q = _dynamo_queue(aws, taker_client, ahead)
+    owner_q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = owner_q.claim("owner/w0")
+    assert claim is not None
+    assert taker_q.claim("taker/w0") is None  # first sight
+    for c in (owner_clock, ahead):
+        c.advance(VIS)
+    heartbeat = {"done": False}
+
+    def owner_heartbeats_first(**_: Any) -> None:
+        if not heartbeat["done"]:
+            heartbeat["done"] = True
+            owner_q.heartbeat(claim)
+
+    taker_client.meta.events.register("before-call.dynamodb.PutItem", owner_heartbeats_first)
+    assert taker_q.claim("taker/w0") is None
+    assert heartbeat["done"]
+    row = owner_q.get("ns/a")
+    assert (row.state, row.owner, row.claim_token) == (
+        State.IN_FLIGHT,
+        WorkerId("owner/w0"),
+        ClaimToken(claim.claim_token),
+    )
+
+
+def test_only_due_ready_rows_and_expired_claims_are_claimable() -> None:
+    ready = _ready(1)  # due at 100.0
+    assert not ready.claimable(99.999)
+    assert ready.claimable(100.0)
+    assert (
+        rows.claim(
+            ready,
+            owner=WorkerId("w"),
+            claim_token=ClaimToken("c"),
+            now=99.0,
+            visibility_timeout=VIS,
+        )
+        is None
+    )
+    flying = rows.claim(
+        ready, owner=WorkerId("w"), claim_token=ClaimToken("c"), now=100.0, visibility_timeout=VIS
+    )
+    assert flying is not None
+    assert not flying.claimable(100.0 + VIS - 0.001)
+    assert flying.claimable(100.0 + VIS)
+    done = rows.complete(
+        flying, key=flying.key, claim_token=ClaimToken("c"), now=101.0, requeue_after=None
+    )
+    assert not done.claimable(1e12)
+
+
+def test_expire_leaves_anything_but_the_observed_in_flight_row_alone() -> None:
+    assert rows.expire(None, key=AgentKey("ns/a"), version=1, now=5.0) is None
+    ready = _ready(3)
+    assert rows.expire(ready, key=ready.key, version=3, now=5.0) is None
+
+
+def test_the_memory_store_names_the_first_failing_extra_item_as_dynamodb_does() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda index, _item: "ConditionalCheckFailed")
+    with pytest.raises(ExtraConditionFailed) as failed:
+        store.write(_ready(1), expected_version=None, extra_items=[{"a": 1}, {"b": 2}])
+    assert failed.value.index == 0
+
+
+def test_an_outcome_costs_one_write_and_no_read_when_nothing_changed() -> None:
+    store = MemoryStore(shards=4)
+    q = _queue(store=store)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    before = dict(store.requests)
+    q.complete(claim)
+    spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
+    assert {op: n for op, n in spent.items() if n} == {"write": 1}
