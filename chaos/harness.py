@@ -42,7 +42,7 @@ from oab.controller import cli
 from oab.controller.localaws import LocalAWS, start
 from oab.controller.localdataplane import DataPlaneControl
 from oab.controller.tables import TableNames
-from oab.leader.record import LeaseRecord, lease_key
+from oab.leader.record import LeaseRecord, decode_item, lease_key
 
 BUCKET = "oab-chaos-plane"
 CLUSTER = "oab"
@@ -289,7 +289,11 @@ class Harness:
             TableName=self.tables.lease, Key=lease_key("controller"), ConsistentRead=True
         )
         item = resp.get("Item")
-        return LeaseRecord.from_item(item) if item else None
+        if not item:
+            return None
+        # A garbage item (the poison scenario plants one) is nobody's lease until replaced.
+        record = decode_item(item, name="controller")
+        return record if isinstance(record, LeaseRecord) else None
 
     def leader_slot(self) -> int | None:
         """The slot whose replica holds the lease, if any."""

@@ -674,6 +674,10 @@ class Reconciler:
                 )
             with step("delete.service", {"oab.service": service_name}):
                 self._ecs.delete_service(service_name, log=log, guard=guard)
+        if status.phase not in (None, "Terminating"):
+            # The service is gone (deleted just now, by hand, or never ours): record Terminating
+            # first. Only Terminating may end in a cleared status, so the next run finishes.
+            return self._step(terminating, "service-deleted", "service gone", now, requeue=True)
         if rival is None:
             with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
                 for arn in self._ecs.list_task_definitions(render.family(namespace, name)):

@@ -29,7 +29,7 @@ from oab.controller.reconcile import (
 from oab.controller.render import RenderContext
 from oab.controller.scheduler import Scheduler
 from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, Condition
+from oab.controller.status import AgentStatus, Condition, IllegalTransition
 from oab.controller.store import DesiredStateStore, S3ObjectStore
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
 from oab.controller.worker import decide
@@ -66,6 +66,8 @@ def test_decide_maps_every_outcome() -> None:
     assert decide(error=lost).kind == "drop"
     assert decide(error=errors.LostClaim("gone")).kind == "drop"
     assert decide(error=RuntimeError("bug")).kind == "retry"
+    illegal = decide(error=IllegalTransition("Terminating", "Running"))
+    assert (illegal.kind, illegal.reason) == ("park", "IllegalTransition")
 
 
 def test_client_token_fits_ecs_limit_and_is_deterministic() -> None:
