@@ -409,7 +409,9 @@ class FaultProxy:
         self._released = asyncio.Event()
 
     # ---------------------------------------------------------------------------- serving
-    def _pick(self, service: str, op: str, info: dict[str, Any]) -> Fault | None:
+    def pick(self, service: str, op: str, info: dict[str, Any]) -> Fault | None:
+        """The fault to apply to one request, or ``None``: the first rule that matches and is
+        not spent decides, by its probability; a rule that fires counts towards its ``times``."""
         with self._lock:
             for index, fault in enumerate(self._faults):
                 if not fault.matches(service, op, info):
@@ -458,7 +460,7 @@ class FaultProxy:
         service, op, info = classify(headers, body)
         event = Event(proxy=self.name, service=service, op=op, t_start=time.monotonic(), info=info)
         self._record(event)
-        fault = self._pick(service, op, info)
+        fault = self.pick(service, op, info)
         if fault is not None:
             event.fault = fault.action
             if fault.action == "drop":

@@ -84,7 +84,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from faultproxy import Fault
 from harness import BUCKET
-from invariants import LeasePlant, PoisonEvidence, acquisitions, lease_history, read_statuses
+from invariants import LeasePlant, PoisonEvidence, lease_history, read_statuses, terms
 
 from oab.leader.record import MAX_LEASE_DURATION_MS, LeaseRecord, lease_key
 from oab.queue.row import shard_of
@@ -245,6 +245,12 @@ class Poison:
         took = run.wait_converged(since=t_repair, timeout=180.0)
         if took is not None:
             run.result.figures["converged_after_repair_s"] = took
+        statuses, _ = read_statuses(self.h.ddb, self.h.tables.state)
+        self.evidence.final = {
+            k: (s.phase, s.observed_generation) if (s := statuses.get(k)) else (None, 0)
+            for k in run.gen
+        }
+        self.evidence.final_generation = dict(run.gen)
         self.audited_records()
         self.shutdown()
         self.counted()
@@ -306,20 +312,23 @@ class Poison:
     def _status(self, plant: Plant) -> None:
         ddb, table = self.h.ddb, self.h.tables.state
         status_key = {"pk": {"S": f"agent#{plant.key}"}, "sk": {"S": "status"}}
-        item = ddb.get_item(TableName=table, Key=status_key, ConsistentRead=True)["Item"]
-        self.backup[plant.key] = item
-        ddb.put_item(
-            TableName=table,
-            Item={
-                **item,
-                "audit_seq": {"S": "many"},
-                "conditions": {"S": '[{"type": 7}]'},
-            },
-            # Only over the status read: a commit in between would otherwise be lost.
-            ConditionExpression="audit_seq = :n",
-            ExpressionAttributeValues={":n": item["audit_seq"]},
-        )
-        self.run.apply([plant.key])
+        for _ in range(20):
+            item = ddb.get_item(TableName=table, Key=status_key, ConsistentRead=True)["Item"]
+            try:
+                ddb.put_item(
+                    TableName=table,
+                    Item={**item, "audit_seq": {"S": "many"}, "conditions": {"S": '[{"type": 7}]'}},
+                    # Only over the status read: a commit in between would otherwise be lost,
+                    # and the copy kept for the repair would be stale.
+                    ConditionExpression="audit_seq = :n",
+                    ExpressionAttributeValues={":n": item["audit_seq"]},
+                )
+            except ddb.exceptions.ConditionalCheckFailedException:
+                continue
+            self.backup[plant.key] = item
+            self.run.apply([plant.key])
+            return
+        raise RuntimeError(f"status: {plant.key}'s status kept changing")
 
     def _commit(self, plant: Plant) -> None:
         refuse = Fault(
@@ -513,7 +522,7 @@ class Poison:
             )
             logs = self.log_text()
             history = lease_history(run.events(), h.tables.lease)
-            acq = acquisitions(history)
+            acq = terms(history)
             for plant in self.plants:
                 if plant.name in EXPECTED_REASON:
                     plant.met = plant.key in self.parked
@@ -609,8 +618,14 @@ class Poison:
         }
         self.evidence.canaries = list(self.canaries)
         self.evidence.leases = list(self.leases)
+        figures = self.run.result.figures
         for (table, kind), value in sorted(counted.items()):
-            self.run.result.figures[f"poison_items_{table}_{kind}"] = value
+            figures[f"poison_items_{table}_{kind}"] = value
+        # Not judged (a unit that raises is contained by design), but worth seeing in a report.
+        for attrs, value in sorted(self.h.metric_totals("oab.loop.errors").items()):
+            loop = dict(attrs).get("oab.loop", "?")
+            figures[f"loop_errors_{loop}"] = figures.get(f"loop_errors_{loop}", 0.0) + value
+        figures["error_log_lines"] = float(self.log_text().count('"level": "ERROR"'))
 
     # ----------------------------------------------------------------------- repair
     def repair(self) -> None:

@@ -304,6 +304,7 @@ class Run:
         took = checker.check_lease(
             ev.leases, retry_s=h.timing.retry_period_s, call_timeout_s=h.timing.call_timeout_s
         )
+        self.result.figures["epoch_reused"] = took.pop("epoch_reused", 0.0)
         for what, seconds in took.items():
             self.result.figures[f"leader_after_{what.replace('-', '_')}_s"] = seconds
         sizes: dict[str, int] = {}

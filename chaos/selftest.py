@@ -170,6 +170,8 @@ def clean() -> Case:
     poison = PoisonEvidence(
         healthy={KEY: ("Running", 1)},
         healthy_generation={KEY: 1},
+        final={KEY: ("Running", 1)},
+        final_generation={KEY: 1},
         expected_reason={POISONED: "CorruptRow"},
         expected_detail={POISONED: "attempts"},
         parked_reason={POISONED: "CorruptRow"},
@@ -434,6 +436,10 @@ CASES: dict[str, tuple[str, Callable[[], Case]]] = {
         "lease/epoch-went-backwards",
         _mutate(lambda c: _lease_plant(c, epoch=2)),
     ),
+    "a term that repeats an epoch with no unreadable lease item in between": (
+        "lease/epoch-went-backwards",
+        _mutate(lambda c: c["events"].append(_lease("p1", 22.0, "r1-1", 2))),
+    ),
     "a planted lease replaced before a standby saw it unchanged for its wait": (
         "lease/replaced-too-early",
         _mutate(lambda c: _lease_plant(c, wait_s=10.0)),
@@ -445,6 +451,10 @@ CASES: dict[str, tuple[str, Callable[[], Case]]] = {
     "a healthy agent held up by the poison": (
         "poison/healthy-agent-not-running",
         _mutate(lambda c: _poison(c, healthy={KEY: ("Pending", 0)})),
+    ),
+    "an agent the runbook's repair did not bring back": (
+        "poison/not-recovered",
+        _mutate(lambda c: _poison(c, final={KEY: ("Failed", 1)})),
     ),
     "a poisoned agent parked with another reason": (
         "poison/parked-with-wrong-reason",
