@@ -54,7 +54,7 @@ from oab.leader.record import LeaseRecord, decode_item, lease_key
 BUCKET = "oab-chaos-plane"
 CLUSTER = "oab"
 #: Metric export period of the replicas when a harness reads their metrics (milliseconds).
-METRIC_EXPORT_MS = 1000
+METRIC_EXPORT_MS = 5000
 
 
 @dataclass(frozen=True, kw_only=True)

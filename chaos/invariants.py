@@ -277,8 +277,10 @@ class PoisonEvidence:
     records: Mapping[str, str] = field(default_factory=dict)
     #: Texts planted in agent-written data that must never be copied anywhere.
     canaries: Sequence[str] = ()
-    #: replica id -> exit status after the scenario's SIGTERM (``None``: it exited before).
+    #: replica id -> exit status after the scenario's SIGTERM (``None``: it did not exit).
     exits: Mapping[str, int | None] = field(default_factory=dict)
+    #: replica id -> exit status of a replica that had ended before that SIGTERM.
+    died: Mapping[str, int | None] = field(default_factory=dict)
     #: key -> the byte size of the largest audit row call list stored for it.
     audit_calls_bytes: Mapping[str, int] = field(default_factory=dict)
     leases: Sequence[LeasePlant] = ()
@@ -643,12 +645,25 @@ class Checker:
                 )
 
     # ------------------------------------------------------------------------ loops
-    def check_loops(self, exits: Mapping[str, int | None], log_files: Iterable[Path]) -> None:
-        """Invariant ``loops`` (bad-data scenarios: nothing kills a replica on purpose)."""
+    def check_loops(
+        self,
+        exits: Mapping[str, int | None],
+        log_files: Iterable[Path],
+        *,
+        died: Mapping[str, int | None] | None = None,
+    ) -> None:
+        """Invariant ``loops`` (bad-data scenarios: nothing stops a replica on purpose until the
+        final SIGTERM). ``exits``: replica -> status after that SIGTERM (``None``: did not exit);
+        ``died``: replica -> status of those that had exited before it."""
+        for replica, code in sorted((died or {}).items()):
+            self._v(
+                "loops/replica-exit",
+                f"replica {replica} exited {code} before the scenario stopped it",
+            )
         for replica, code in sorted(exits.items()):
             if code != 0:
-                why = "ended before the scenario stopped it" if code is None else f"exited {code}"
-                self._v("loops/replica-exit", f"replica {replica} {why}")
+                why = "did not exit" if code is None else f"exited {code}"
+                self._v("loops/replica-exit", f"replica {replica} {why} on SIGTERM")
         for path in log_files:
             text = path.read_text(errors="replace") if path.exists() else ""
             for line in text.splitlines():

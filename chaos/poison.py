@@ -228,33 +228,36 @@ class Poison:
         run = self.run
         fleet_roles = {self.role(r) for r in FLEET_ROLES}
         healthy = [k for k in run.keys if k not in fleet_roles]
-        run.plant_secrets([self.role(r) for r in NEW_ROLES])
-        run.wait_leader(timeout=30)
-        t0 = run.apply(healthy)
-        for name in PLANTS:
-            key = self.roles.get(name, "")
-            self.plants.append(Plant(name=name, key=key, at=run.rng.uniform(0, PLANT_WINDOW_S)))
-        self.plants.sort(key=lambda p: p.at)
-        for plant in self.plants:
-            time.sleep(max(0.0, t0 + plant.at - time.monotonic()))
-            self.plant(plant)
-        self.wait_met(healthy=[*healthy, self.role("snapshot")], timeout=240.0)
-        self.observe_as_operator()
-        self.repair()
-        t_repair = time.monotonic()
-        took = run.wait_converged(since=t_repair, timeout=180.0)
-        if took is not None:
-            run.result.figures["converged_after_repair_s"] = took
-        statuses, _ = read_statuses(self.h.ddb, self.h.tables.state)
-        self.evidence.final = {
-            k: (s.phase, s.observed_generation) if (s := statuses.get(k)) else (None, 0)
-            for k in run.gen
-        }
-        self.evidence.final_generation = dict(run.gen)
-        self.audited_records()
-        self.shutdown()
-        self.counted()
-        run.poison = self.evidence
+        try:
+            run.plant_secrets([self.role(r) for r in NEW_ROLES])
+            run.wait_leader(timeout=30)
+            t0 = run.apply(healthy)
+            for name in PLANTS:
+                key = self.roles.get(name, "")
+                self.plants.append(Plant(name=name, key=key, at=run.rng.uniform(0, PLANT_WINDOW_S)))
+            self.plants.sort(key=lambda p: p.at)
+            for plant in self.plants:
+                time.sleep(max(0.0, t0 + plant.at - time.monotonic()))
+                self.plant(plant)
+            self.wait_met(healthy=[*healthy, self.role("snapshot")], timeout=240.0)
+            self.observe_as_operator()
+            self.repair()
+            t_repair = time.monotonic()
+            took = run.wait_converged(since=t_repair, timeout=180.0)
+            if took is not None:
+                run.result.figures["converged_after_repair_s"] = took
+            statuses, _ = read_statuses(self.h.ddb, self.h.tables.state)
+            self.evidence.final = {
+                k: (s.phase, s.observed_generation) if (s := statuses.get(k)) else (None, 0)
+                for k in run.gen
+            }
+            self.evidence.final_generation = dict(run.gen)
+            self.audited_records()
+        finally:
+            # Whatever failed above, the replicas' fate and counts are evidence too.
+            self.shutdown()
+            self.counted()
+            run.poison = self.evidence
 
     # ----------------------------------------------------------------------- plants
     def plant(self, plant: Plant) -> None:
@@ -569,9 +572,13 @@ class Poison:
         return {p.key: p.t_plant for p in self.plants if p.key and p.t_plant is not None}
 
     def observe_as_operator(self) -> None:
-        """What ``oabctl get`` shows for each poisoned agent (the reason must be there)."""
-        listed = json.loads(self.h.oabctl("get", "-n", "chaos", "-o", "json"))
-        items = {f"chaos/{i['metadata']['name']}": i for i in listed.get("items", [])}
+        """What ``oabctl get`` shows for each poisoned agent (the reason must be there): the
+        listing's JSON, and for a manifest the listing cannot read, the warning it prints
+        instead and the error ``oabctl get NAME`` exits with."""
+        code, text, listing_err = self.h.oabctl_result("get", "-n", "chaos", "-o", "json")
+        if code != 0:
+            raise RuntimeError(f"oabctl get -n chaos failed ({code}): {listing_err[-2000:]}")
+        items = {f"chaos/{i['metadata']['name']}": i for i in json.loads(text).get("items", [])}
         shown: dict[str, str] = {}
         for role in EXPECTED_REASON:
             key = self.role(role)
@@ -579,14 +586,14 @@ class Poison:
             if doc is not None:
                 shown[key] = shown_reason(doc)
                 continue
-            # Not listed: a manifest that cannot be read. Asking for it names the problem.
+            warned = [ln for ln in listing_err.splitlines() if f"manifests/{key}.yaml" in ln]
             code, _out, err = self.h.oabctl_result("get", self.name_of(key), "-n", "chaos")
-            shown[key] = f"exit {code}: {err.strip()[:500]}"
-            if "the stored object cannot be read" in err:
+            shown[key] = f"listing: {' '.join(warned)[:300]}; get: exit {code}: {err.strip()[:300]}"
+            if warned and code == 1 and "the stored object cannot be read" in err:
                 shown[key] += " (InvalidManifest)"
         self.evidence.shown = shown
         for key, text in shown.items():
-            self.h.note("shown", key=key, text=text[:300])
+            self.h.note("shown", key=key, text=text[:400])
 
     def audited_records(self) -> None:
         """The audit result of each planted snapshot record (``oabctl history -o json``)."""
@@ -641,27 +648,33 @@ class Poison:
                 ConditionExpression="attribute_type(audit_seq, :s)",
                 ExpressionAttributeValues={":s": {"S": "S"}},
             )
+        rows = self.queue_rows()
         for role in ("queue-row", "index-key", "status", "commit"):
-            h.oabctl("queue", "retry", self.role(role))
+            key = self.role(role)
+            if rows.get(key, {}).get("state") == "parked":
+                h.oabctl("queue", "retry", key)
+            else:  # never parked (reported by its figure): nothing to retry
+                h.note("not retried", key=key, state=rows.get(key, {}).get("state"))
         run.apply([self.role(r) for r in ("alias-bomb", "identity", *NEW_ROLES)])
         h.s3.delete_object(Bucket=BUCKET, Key="manifests/chaos/x/stray.yaml")
         h.note("repaired")
 
     def shutdown(self) -> None:
-        """SIGTERM every replica; each must exit 0 (a dead loop exits 70)."""
+        """SIGTERM every replica still running; each must exit 0 (a dead loop exits 70), and
+        none may have ended before."""
         h = self.h
-        exits: dict[str, int | None] = {}
+        died: dict[str, int | None] = {}
+        stopped: list[int] = []
         for slot in h.slots:
             for rid in slot.ids[:-1]:
-                exits[rid] = None  # an earlier incarnation ended by itself
+                died[rid] = None  # an earlier incarnation (this scenario restarts nothing)
             if slot.alive:
                 h.signal(slot.index, signal.SIGTERM)
-            else:
-                exits[slot.replica_id] = None
-        for slot in h.slots:
-            if slot.replica_id not in exits:
-                exits[slot.replica_id] = h.wait_exit(slot.index, 30)
-        self.evidence.exits = exits
+                stopped.append(slot.index)
+            elif slot.process is not None:
+                died[slot.replica_id] = slot.process.poll()
+        self.evidence.died = died
+        self.evidence.exits = {h.slots[i].replica_id: h.wait_exit(i, 30) for i in stopped}
 
 
 def parked_reason(row: dict[str, Any]) -> str:

@@ -300,7 +300,7 @@ class Run:
         h, ev = self.h, self.poison
         assert ev is not None
         logs = sorted(h.logs.glob("*.log"))
-        checker.check_loops(ev.exits, logs)
+        checker.check_loops(ev.exits, logs, died=ev.died)
         took = checker.check_lease(
             ev.leases, retry_s=h.timing.retry_period_s, call_timeout_s=h.timing.call_timeout_s
         )

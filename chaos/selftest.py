@@ -226,7 +226,7 @@ def check(case: Case, *, disabled: Iterable[str] = ()) -> list[Violation]:
             logs.append(path)
         checker.check_secrets(case["blobs"], logs)
         ev: PoisonEvidence = case["poison"]
-        checker.check_loops(ev.exits, logs)
+        checker.check_loops(ev.exits, logs, died=ev.died)
         checker.check_lease(ev.leases, retry_s=RETRY_S, call_timeout_s=CALL_TIMEOUT_S)
         checker.check_poison(ev, case["texts"])
     return checker.violations
@@ -421,7 +421,7 @@ CASES: dict[str, tuple[str, Callable[[], Case]]] = {
     ),
     "a replica that ended before the scenario stopped it": (
         "loops/replica-exit",
-        _mutate(lambda c: _poison(c, exits={**c["poison"].exits, "r2-1": None})),
+        _mutate(lambda c: _poison(c, died={"r2-1": 70})),
     ),
     "a replica that logged a dead control loop": (
         "loops/loop-ended-logged",
