@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 
-from oab.controller import tables
+from oab.controller.adapters import tables
 from oab.controller.testing import local_aws, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.record import ReplicaId

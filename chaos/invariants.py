@@ -70,7 +70,7 @@ from typing import Any
 
 from faultproxy import Event
 
-from oab.controller.status import AuditRecord, from_item, read_runlog
+from oab.controller.core.status import AuditRecord, from_item, read_runlog
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from typing import Any
 from faultproxy import Event
 from invariants import BRANCHES, Checker, Violation
 
-from oab.controller.status import AgentStatus, AuditRecord, AwsCall
-from oab.controller.tables import TableNames
+from oab.controller.adapters.tables import TableNames
+from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall
 
 T = TableNames()
 KEY = "chaos/a0000"

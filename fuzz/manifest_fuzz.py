@@ -1,9 +1,9 @@
 """Manifest fuzz: hostile documents through ``oabctl apply``, the store and the reconciler's read.
 
 ``make fuzz`` runs ``python fuzz/manifest_fuzz.py --count 10000 --seed 1 --quick``. The script
-starts its own emulator (``oab.controller.localaws``), runs ``oabctl init``, then takes each case
-of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
-(``oab.controller.cli.main``: exactly what the ``oabctl`` console script runs):
+starts its own emulator (``oab.controller.local.emulator``), runs ``oabctl init``, then takes each
+case of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
+(``oab.controller.cli.main.main``: exactly what the ``oabctl`` console script runs):
 
 1. ``oabctl apply --dry-run -f CASE`` then ``oabctl apply -f CASE``. Checks: neither exits 70
    ("internal error": a traceback) nor raises; both exit 0 or 1 and agree; a rejection (and every
@@ -62,11 +62,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from manifest_corpus import Case, case, shapes
 
-from oab.controller import cli
-from oab.controller.desired import StoreManifests
-from oab.controller.errors import TerminalError
-from oab.controller.localaws import start
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
+from oab.controller.base.errors import TerminalError
+from oab.controller.cli import main as cli
+from oab.controller.local.emulator import start
+from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.testing import AWS
 
 MIB = 1 << 20

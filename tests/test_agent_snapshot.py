@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller import agent
-from oab.controller.agent import InitConfig, run_init
-from oab.controller.agent_archive import Denylist, UnsafeArchiveError, create_archive
-from oab.controller.agent_sidecar import (
+from oab.controller.agent import main as agent
+from oab.controller.agent.archive import Denylist, UnsafeArchiveError, create_archive
+from oab.controller.agent.main import InitConfig, run_init
+from oab.controller.agent.sidecar import (
     SidecarConfig,
     SnapshotAlreadyRequested,
     SnapshotError,
@@ -26,7 +26,7 @@ from oab.controller.agent_sidecar import (
     request_snapshot,
     wait_snapshot,
 )
-from oab.controller.api import AgentKey
+from oab.controller.api.service import AgentKey
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 CP = "oab-control-plane"
@@ -141,8 +141,8 @@ def test_main_exit_codes(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def _rendered_example() -> tuple[dict[str, str], bytes]:
     """The init container's environment and the artifact bytes, as render and reconcile make
     them for examples/ (the reconciler uploads ``render_config_toml(svc).encode()``)."""
-    from oab.controller.api import parse_document
-    from oab.controller.render import RenderContext, render_agent
+    from oab.controller.api.service import parse_document
+    from oab.controller.core.render import RenderContext, render_agent
 
     doc = yaml.safe_load((ROOT / "examples" / "kiro-discord.yaml").read_text())
     svc = parse_document(doc)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import (
+from oab.controller.api.service import (
     FARGATE_MEMORY,
     FLEET_LABEL,
     InvalidDocument,

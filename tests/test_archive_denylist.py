@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller import agent
-from oab.controller.agent_archive import (
+from oab.controller.agent import main as agent
+from oab.controller.agent.archive import (
     ALWAYS_DENIED,
     CREDENTIAL_STORES,
     DEFAULT_DENYLIST,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from oab.controller.bootstrap import init, read_cluster_profile
-from oab.controller.settings import Settings
+from oab.controller.cli.init import init, read_cluster_profile
+from oab.controller.core.settings import Settings
 from oab.controller.testing import AWS, FakeClock
 
 

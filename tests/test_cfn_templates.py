@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller import tables
+from oab.controller.adapters import tables
 from oab.controller.testing import AWS
 
 ROOT = Path(__file__).resolve().parent.parent

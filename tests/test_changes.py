@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oab.controller.changes import (
+from oab.controller.adapters.changes import (
     RETENTION_SECONDS,
     SHARDS,
     ChangeLog,

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oab.controller import cli
+from oab.controller.cli import main as cli
 from oab.controller.testing import AWS, oabctl
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 Pure parts (duration and ``--for`` parsing, the wait verdict, the wait loop on a fake clock) are
 tested directly; every command runs through ``cli.main([...])`` against the emulator, with
 status items and audit rows written in the controller's real format
-(:func:`oab.controller.status.transition_items`). The end-to-end run with a real replica is in
+(:func:`oab.controller.core.status.transition_items`). The end-to-end run with a real replica is in
 ``test_cli_ops_replica.py``.
 """
 
@@ -20,10 +20,12 @@ import botocore.handlers
 import pytest
 import yaml
 
-from oab.controller import cli, cli_ops
-from oab.controller.cli_common import parse_duration
-from oab.controller.cli_logs import LogTail
-from oab.controller.cli_wait import (
+from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
+from oab.controller.cli import main as cli
+from oab.controller.cli import ops as cli_ops
+from oab.controller.cli.common import parse_duration
+from oab.controller.cli.logs import LogTail
+from oab.controller.cli.wait import (
     Observation,
     WaitPolicy,
     WaitTarget,
@@ -31,7 +33,7 @@ from oab.controller.cli_wait import (
     parse_wait_for,
     wait_for,
 )
-from oab.controller.status import (
+from oab.controller.core.status import (
     AgentStatus,
     AuditRecord,
     AwsCall,
@@ -40,7 +42,6 @@ from oab.controller.status import (
     read_status,
     transition_items,
 )
-from oab.controller.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 from oab.leader.lease import DynamoLeaseStore
 from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
@@ -803,7 +804,7 @@ def test_logs_follow_prints_new_lines_until_interrupted(aws: AWS, tmp_path: Path
     _put_logs(aws, "team/bot/openab/t1", (now_ms - 1000, "first"))
     child_env = {**os.environ, **aws.emulator.env(), "OABCTL_CONFIG": str(tmp_path / "none")}
     argv = ["logs", "bot", "-n", "team", "--follow", "--poll-interval", "0.2s"]
-    code = "import sys; from oab.controller.cli import main; sys.exit(main())"
+    code = "import sys; from oab.controller.cli.main import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *argv],
         env=child_env,

@@ -10,7 +10,8 @@ per agent (made, or adopted after the run that made it was killed), and no plant
 in status, run log, replica logs, artifacts or task definitions.
 
 Nothing of the project is mocked: the CLI runs in-process as a user would run it, the replicas are
-subprocesses (``oab.controller.cluster``), every check reads the emulator's DynamoDB, S3 and ECS.
+subprocesses (``oab.controller.local.cluster``), every check reads the emulator's DynamoDB, S3 and
+ECS.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import cli, render, testing
-from oab.controller.changes import ChangeLog
-from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.reconcile import RESTART_ANNOTATION
-from oab.controller.status import AgentStatus, AuditRecord, iso, read_runlog
-from oab.controller.store import Desired, DesiredStateStore, S3ObjectStore
-from oab.controller.tables import TableNames
+from oab.controller import testing
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.store import Desired, DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.tables import TableNames
+from oab.controller.cli import main as cli
+from oab.controller.core import render
+from oab.controller.core.status import AgentStatus, AuditRecord, iso, read_runlog
+from oab.controller.local.cluster import ClusterConfig, LocalCluster
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start
+from oab.controller.reconcile.reconciler import RESTART_ANNOTATION
 from oab.controller.testing import agent_manifest, all_statuses, available_at, wait_until
 
 pytestmark = pytest.mark.slow

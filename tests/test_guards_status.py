@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import status as st
+from oab.controller.core import status as st
 from oab.controller.testing import AWS
 
 KEY = "default/a"

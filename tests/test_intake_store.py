@@ -15,11 +15,7 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import AgentKey
-from oab.controller.desired import StoreManifests
-from oab.controller.errors import TerminalError
-from oab.controller.intake import ManifestLimits
-from oab.controller.store import (
+from oab.controller.adapters.store import (
     Desired,
     DesiredStateStore,
     DocumentTooLarge,
@@ -28,8 +24,12 @@ from oab.controller.store import (
     S3ObjectStore,
     StoreConfig,
 )
+from oab.controller.api.intake import ManifestLimits
+from oab.controller.api.service import AgentKey
+from oab.controller.base.errors import TerminalError
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.runtime.worker import decide
 from oab.controller.testing import AWS, FakeClock, SequentialIds
-from oab.controller.worker import decide
 
 BUCKET = "oab-stored-intake"
 KEY = "manifests/team/bot.yaml"

@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 
-from oab.controller import agent, cli, daemon, logscrub
-from oab.controller.redact import REDACTED
+from oab.controller.agent import main as agent
+from oab.controller.base.redact import REDACTED
+from oab.controller.cli import main as cli
+from oab.controller.observability import logscrub
+from oab.controller.runtime import daemon
 from oab.controller.testing import AWS
 
 # Built from parts so that no scanner mistakes this file for a leaked credential.
@@ -177,7 +180,7 @@ def test_oab_agent_logs_and_errors_are_scrubbed(
     monkeypatch.setenv(agent.ENV_CONFIG_SHA256, ANTHROPIC)  # invalid: the error echoes it
     monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, f"s3://cp-logs/x?token={BY_NAME[0]}")
     assert agent.main(["init"]) == agent.EX_CONFIG
-    logging.getLogger("oab.controller.agent").error("late %s", SLACK_APP)
+    logging.getLogger("oab.controller.agent.main").error("late %s", SLACK_APP)
     err = capsys.readouterr().err
     assert "does not exist yet" in err
     assert "invalid settings" in err

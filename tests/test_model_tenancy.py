@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from oab.controller import agent_sidecar, scheduler, store
-from oab.controller.api import OABService, parse_document
-from oab.controller.bootstrap import CLUSTER_PROFILE_KEY
-from oab.controller.render import (
+from oab.controller.adapters import store
+from oab.controller.agent import sidecar as agent_sidecar
+from oab.controller.api.service import OABService, parse_document
+from oab.controller.cli.init import CLUSTER_PROFILE_KEY
+from oab.controller.core.render import (
     POLICY_VIOLATION,
     TASK_DEFINITION_MAX_BYTES,
     RenderContext,
@@ -24,14 +25,15 @@ from oab.controller.render import (
     artifact_key,
     render_task_definition,
 )
-from oab.controller.tenancy import (
+from oab.controller.core.tenancy import (
     CONTROL_PLANE_PREFIXES,
     TenantPolicy,
     check_allowlist,
     control_plane_prefix,
     parse_role_arn,
 )
-from oab.controller.worker import decide
+from oab.controller.runtime import scheduler
+from oab.controller.runtime.worker import decide
 
 ACCOUNT = "123456789012"
 SM = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller import telemetry
-from oab.controller.changes import ChangeLog, Cursor
-from oab.controller.ecs import EcsAdapter
-from oab.controller.errors import FencedOut
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.scheduler import Scheduler, SchedulerConfig
-from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, to_item
+from oab.controller.adapters.changes import ChangeLog, Cursor
+from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.base.errors import FencedOut
+from oab.controller.core.status import AgentStatus, to_item
+from oab.controller.observability import telemetry
+from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
 from oab.controller.testing import AWS, FakeClock, wait_until
 from oab.leader.fence import Fence
 from oab.leader.record import Epoch, ReplicaId

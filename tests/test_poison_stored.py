@@ -1,6 +1,6 @@
 """Stored items: every free text within its byte budget; every decoder total.
 
-Pure tests of :mod:`oab.controller.stored` and the status, audit and change-record codecs, plus
+Pure tests of :mod:`oab.controller.core.stored` and the status, audit and change-record codecs, plus
 the audit-sequence resume on the emulator (a status item deleted behind its run log).
 """
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oab.controller import status as sts
-from oab.controller.changes import ChangeLog, agent_key_of, is_agent_key
-from oab.controller.stored import (
+from oab.controller.adapters.changes import ChangeLog, agent_key_of, is_agent_key
+from oab.controller.core import status as sts
+from oab.controller.core.stored import (
     AUDIT_CALLS_BYTES,
     CONDITION_MESSAGE_BYTES,
     ERROR_BYTES,

@@ -17,11 +17,13 @@ import pytest
 from botocore.exceptions import ClientError
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller import daemon, telemetry
-from oab.controller.localaws import LocalAWS, start
-from oab.controller.replica import Replica
-from oab.controller.status import AgentStatus, read_runlog, read_status, to_item
-from oab.controller.stored import AUDIT_CALLS_BYTES
+from oab.controller.core.status import AgentStatus, read_runlog, read_status, to_item
+from oab.controller.core.stored import AUDIT_CALLS_BYTES
+from oab.controller.local.emulator import LocalAWS, start
+from oab.controller.observability import telemetry
+from oab.controller.runtime import daemon
+from oab.controller.runtime.replica import Replica
+from oab.controller.runtime.worker import Worker, WorkerConfig
 from oab.controller.testing import (
     agent_manifest,
     available_at,
@@ -31,7 +33,6 @@ from oab.controller.testing import (
     running_replica,
     wait_until,
 )
-from oab.controller.worker import Worker, WorkerConfig
 from oab.queue.errors import KeyNotFound
 from oab.queue.row import State, shard_of
 from oab.queue.store import pk_of

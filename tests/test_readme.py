@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oab.controller import cli
-from oab.controller.daemon_config import DaemonSettings
+from oab.controller.cli import main as cli
+from oab.controller.runtime.settings import DaemonSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

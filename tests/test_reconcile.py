@@ -9,15 +9,19 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller import errors
-from oab.controller.api import AgentKey
-from oab.controller.bootstrap import read_cluster_profile
-from oab.controller.changes import ChangeLog
-from oab.controller.desired import StoreManifests
-from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.reconcile import (
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.ecs import CallLog, EcsAdapter
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
+from oab.controller.api.service import AgentKey
+from oab.controller.base import errors
+from oab.controller.cli.init import read_cluster_profile
+from oab.controller.core.render import RenderContext
+from oab.controller.core.status import AgentStatus, Condition, IllegalTransition
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.reconcile.reconciler import (
     Assessment,
     ReconcileConfig,
     Reconciler,
@@ -26,13 +30,9 @@ from oab.controller.reconcile import (
     assess,
     client_token,
 )
-from oab.controller.render import RenderContext
-from oab.controller.scheduler import Scheduler
-from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, Condition, IllegalTransition
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.runtime.scheduler import Scheduler
+from oab.controller.runtime.worker import decide
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
-from oab.controller.worker import decide
 from oab.queue.errors import ClaimLost
 
 # ----------------------------------------------------------------------------- outcome policy

@@ -27,9 +27,9 @@ import yaml
 from botocore.validate import ParamValidator
 from pydantic import ValidationError
 
-from oab.controller import agent
-from oab.controller.api import OABFleet, OABService, expand_fleet, parse_document
-from oab.controller.render import (
+from oab.controller.agent import main as agent
+from oab.controller.api.service import OABFleet, OABService, expand_fleet, parse_document
+from oab.controller.core.render import (
     CONTENT_HASH_TAG,
     RenderContext,
     RenderError,

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from oab.controller.agent_sidecar import (
+from oab.controller.adapters.snapshots import SNAPSHOT_ACTION
+from oab.controller.agent.sidecar import (
     FINAL_ARCHIVE,
     INBOX_REQUEST,
     SidecarConfig,
@@ -25,9 +26,8 @@ from oab.controller.agent_sidecar import (
     record_key,
     request_key,
 )
-from oab.controller.api import AgentKey
-from oab.controller.snapshots import SNAPSHOT_ACTION
-from oab.controller.status import AuditRecord, read_runlog, read_status
+from oab.controller.api.service import AgentKey
+from oab.controller.core.status import AuditRecord, read_runlog, read_status
 from oab.controller.testing import (
     AWS,
     agent_manifest,

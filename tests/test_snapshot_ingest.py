@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from oab.controller.agent_sidecar import SnapshotId, SnapshotRecord, record_key
-from oab.controller.api import AgentKey
-from oab.controller.snapshots import (
+from oab.controller.adapters.snapshots import (
     SNAPSHOT_ACTION,
     S3SnapshotRecords,
     snapshot_call,
     wants_ingest,
 )
-from oab.controller.status import AgentStatus, cleared, from_item, to_item
+from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord, record_key
+from oab.controller.api.service import AgentKey
+from oab.controller.core.status import AgentStatus, cleared, from_item, to_item
 from oab.controller.testing import AWS
 
 CP = "oab-control-plane"

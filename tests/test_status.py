@@ -7,7 +7,7 @@ import itertools
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import status as st
+from oab.controller.core import status as st
 from oab.controller.testing import AWS
 
 

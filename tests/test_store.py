@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from oab.controller.changes import ChangeLog
-from oab.controller.store import (
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.store import (
     CLEANUP_FINALIZER,
     FLEET_LABEL,
     ConflictError,
