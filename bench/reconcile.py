@@ -35,7 +35,7 @@ from typing import Any
 
 import boto3
 
-from oab.controller.adapters.tables import TableNames
+from oab.controller.base.names import TableNames
 from oab.controller.local.cluster import ClusterConfig, LocalCluster
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start

@@ -38,7 +38,7 @@ from typing import Any
 import boto3
 from faultproxy import FaultProxy, ProxyLoop
 
-from oab.controller.adapters.tables import TableNames
+from oab.controller.base.names import TableNames
 from oab.controller.cli import main as cli
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.local.emulator import LocalAWS, start

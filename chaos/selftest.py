@@ -27,7 +27,7 @@ from typing import Any
 from faultproxy import Event
 from invariants import BRANCHES, Checker, Violation
 
-from oab.controller.adapters.tables import TableNames
+from oab.controller.base.names import TableNames
 from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall
 
 T = TableNames()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from oab.controller.agent.archive import Denylist, create_archive, filter_archive, restore_archive
-from oab.controller.agent.main import ENTRY_SCRIPT, entry_command
+from oab.controller.base.taskcontract import ENTRY_SCRIPT, entry_command
 from oab.controller.testing import wait_until
 
 FAKE_OPENAB = """#!/bin/sh

@@ -9,15 +9,14 @@ import pytest
 
 from oab.controller.api.service import (
     FARGATE_MEMORY,
-    FLEET_LABEL,
     InvalidDocument,
     OABFleet,
     OABService,
-    ecs_name,
     ecs_name_rivals,
     expand_fleet,
     parse_document,
 )
+from oab.controller.base.names import FLEET_LABEL, ecs_name
 
 TOKEN_PATH = "/oab/default/bot/discord-token"
 

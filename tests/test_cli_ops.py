@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
+from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.cli import main as cli
-from oab.controller.cli import ops as cli_ops
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.logs import LogTail
 from oab.controller.cli.wait import (
@@ -514,7 +514,7 @@ def test_restart_writes_the_annotation_without_a_new_generation(
     assert after.generation == before.generation == 1
     assert after.spec == before.spec
     assert after.labels == before.labels
-    marker = after.annotations[cli_ops.RESTART_ANNOTATION]
+    marker = after.annotations[RESTART_ANNOTATION]
     assert marker.endswith("Z")
     assert "T" in marker
     # The change is recorded, so the controller's scheduler picks it up within seconds.
@@ -522,7 +522,7 @@ def test_restart_writes_the_annotation_without_a_new_generation(
     assert sum(1 for i in changes if i["pk"]["S"].startswith("change")) >= 2
     # A later restart writes a new marker (it forces another deployment).
     assert oabctl("restart", "bot", "-n", "team", env=ready).code == 0
-    assert stored(aws).annotations[cli_ops.RESTART_ANNOTATION] != marker
+    assert stored(aws).annotations[RESTART_ANNOTATION] != marker
     assert oabctl("restart", "ghost", "-n", "team", env=ready).code == 1
 
 
@@ -550,7 +550,7 @@ def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatc
     assert raced["done"]
     assert obj.generation == 2
     assert obj.spec["taskDefinition"]["image"].endswith(":v2")  # the racing apply survived
-    assert cli_ops.RESTART_ANNOTATION in obj.annotations
+    assert RESTART_ANNOTATION in obj.annotations
 
 
 def test_rollback_reapplies_an_old_spec_as_a_new_generation(

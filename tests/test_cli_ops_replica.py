@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from oab.controller.cli.ops import RESTART_ANNOTATION
+from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.core.status import read_runlog, read_status
 from oab.controller.testing import (
     AWS,

@@ -11,7 +11,8 @@ import yaml
 
 from oab.controller.api.manifests import load_paths
 from oab.controller.api.schema import SCHEMA_FILE, schema_dict, schema_json
-from oab.controller.api.service import FLEET_LABEL, OABFleet, OABService, expand_fleet
+from oab.controller.api.service import OABFleet, OABService, expand_fleet
+from oab.controller.base.names import FLEET_LABEL
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))

@@ -25,6 +25,7 @@ from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
+from oab.controller.base.names import CONTENT_HASH_TAG
 from oab.controller.cli.init import read_cluster_profile
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import (
@@ -38,7 +39,6 @@ from oab.controller.core.status import (
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import (
-    HASH_TAG,
     ReconcileConfig,
     Reconciler,
     Request,
@@ -207,7 +207,7 @@ def test_create_service_carries_the_units_token(plane: Plane) -> None:
 
 def _hash_of(ecs: Any, arn: str) -> str | None:
     tags = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]).get("tags", [])
-    return next((t["value"] for t in tags if t["key"] == HASH_TAG), None)
+    return next((t["value"] for t in tags if t["key"] == CONTENT_HASH_TAG), None)
 
 
 @pytest.mark.parametrize("other", ["0" * 64, "f" * 64], ids=["sorts-before", "sorts-after"])
@@ -223,7 +223,7 @@ def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane, other: s
     foreign = plane.ecs.register_task_definition(
         family=FAMILY,
         containerDefinitions=[{"name": "x", "image": "busybox", "memory": 64}],
-        tags=[{"key": HASH_TAG, "value": other}],
+        tags=[{"key": CONTENT_HASH_TAG, "value": other}],
     )["taskDefinition"]["taskDefinitionArn"]
     # The next run finds the generation's artifact already written, so it looks for a revision
     # to reuse: the newest one carries another hash, so it must register its own.

@@ -14,9 +14,14 @@ from typing import Any
 import pytest
 
 from oab.controller.adapters import store
-from oab.controller.agent import sidecar as agent_sidecar
 from oab.controller.api.service import OABService, parse_document
-from oab.controller.cli.init import CLUSTER_PROFILE_KEY
+from oab.controller.base.names import (
+    CLUSTER_PROFILE_KEY,
+    CONTROL_PLANE_PREFIXES,
+    manifest_key,
+    snapshot_record_key,
+    snapshot_request_key,
+)
 from oab.controller.core.render import (
     POLICY_VIOLATION,
     TASK_DEFINITION_MAX_BYTES,
@@ -26,13 +31,11 @@ from oab.controller.core.render import (
     render_task_definition,
 )
 from oab.controller.core.tenancy import (
-    CONTROL_PLANE_PREFIXES,
     TenantPolicy,
     check_allowlist,
     control_plane_prefix,
     parse_role_arn,
 )
-from oab.controller.runtime import scheduler
 from oab.controller.runtime.worker import decide
 
 ACCOUNT = "123456789012"
@@ -308,10 +311,10 @@ def test_the_prefix_list_covers_every_key_the_control_plane_writes() -> None:
         str(store.object_key("OABService", "a", "b")),
         str(store.object_key("OABFleet", "a", "b")),
         artifact_key(svc),
-        agent_sidecar.request_key("a/b"),
-        agent_sidecar.RECORD_PREFIX + "a/b/1.json",
+        snapshot_request_key("a/b"),
+        snapshot_record_key("a/b", taken_at=1.0, snapshot_id="1"),
         CLUSTER_PROFILE_KEY,
-        scheduler.MANIFEST_PREFIX + "a/b.yaml",
+        manifest_key("a/b"),
     ]
     assert [k for k in keys if control_plane_prefix(k) is None] == []
 

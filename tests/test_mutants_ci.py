@@ -87,7 +87,9 @@ MUTANTS = (
     Mutant(
         name="task-definition-reuse-by-hash",
         path="controller/reconcile/reconciler.py",
-        original="            if latest is not None and latest[1].get(HASH_TAG) == content_hash:",
+        original=(
+            "            if latest is not None and latest[1].get(CONTENT_HASH_TAG) == content_hash:"
+        ),
         mutated="            if latest is not None:",
         tests=(f"{G_RECONCILE}::test_only_a_revision_with_the_same_hash_tag_is_reused",),
     ),

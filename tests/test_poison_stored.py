@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oab.controller.adapters.changes import ChangeLog, agent_key_of, is_agent_key
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.base.names import agent_key_of, is_agent_key
 from oab.controller.core import status as sts
 from oab.controller.core.stored import (
     AUDIT_CALLS_BYTES,

@@ -34,7 +34,7 @@ from oab.controller.testing import (
     wait_until,
 )
 from oab.queue.errors import KeyNotFound
-from oab.queue.row import State, shard_of
+from oab.queue.row import State, ready_shard_of
 from oab.queue.store import pk_of
 from oab.queue.workqueue import idempotency_token
 
@@ -306,7 +306,7 @@ def test_a_corrupt_queue_row_is_quarantined_shown_and_retried(
             TableName=replica.tables.queue,
             Item={"pk": {"S": pk_of("team/q")}, "sk": {"S": "unit"}, "key": {"S": "team/q"},
                   "state": {"S": "ready"}, "ready_at": {"N": "1.000"},
-                  "ready_shard": {"S": str(shard_of("team/q", 4))}, "version": {"N": "9"},
+                  "ready_shard": {"S": str(ready_shard_of("team/q", 4))}, "version": {"N": "9"},
                   "write_id": {"S": "x"}, "generation": {"BOOL": True}},
         )  # fmt: skip
         parked = wait_until(

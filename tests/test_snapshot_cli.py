@@ -24,9 +24,9 @@ from oab.controller.agent.sidecar import (
     SidecarConfig,
     SnapshotSidecar,
     record_key,
-    request_key,
 )
 from oab.controller.api.service import AgentKey
+from oab.controller.base.names import snapshot_request_key
 from oab.controller.core.status import AuditRecord, read_runlog, read_status
 from oab.controller.testing import (
     AWS,
@@ -183,7 +183,9 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
         code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--cancel", env=env)
         assert code == 0
         assert "cancelled snapshot request" in out
-        assert "Contents" not in s3.list_objects_v2(Bucket=CP, Prefix=request_key("team/bot"))
+        assert "Contents" not in s3.list_objects_v2(
+            Bucket=CP, Prefix=snapshot_request_key("team/bot")
+        )
         code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--no-wait", env=env)
         assert code == 0
         assert "requested" in out

@@ -13,8 +13,6 @@ import pytest
 
 from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.store import (
-    CLEANUP_FINALIZER,
-    FLEET_LABEL,
     ConflictError,
     Desired,
     DesiredStateStore,
@@ -25,6 +23,7 @@ from oab.controller.adapters.store import (
     S3ObjectStore,
     StoreConfig,
 )
+from oab.controller.base.names import CLEANUP_FINALIZER, FLEET_LABEL
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 BUCKET = "oab-control-plane"

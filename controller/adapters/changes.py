@@ -6,13 +6,14 @@ After every accepted S3 write of a manifest (create, update, tombstone) ``oabctl
 item so that the scheduler can start a reconcile within about two seconds without listing the
 bucket:
 
-- ``pk = changes#{shard}`` with :data:`SHARDS` shards (``crc32(key) % SHARDS``) so a burst of
+- ``pk = changes#{shard}`` with ``CHANGE_SHARDS`` shards
+  (:func:`~oab.controller.base.names.change_shard_of`: ``crc32(key) % shards``) so a burst of
   applies does not land on one partition;
 - ``sk = {epoch_ms:013d}#{key}#{generation}``: a range query per shard returns changes in
   write-time order;
 - attributes ``key`` (the S3 object key: ``manifests/{ns}/{name}.yaml`` for an agent,
-  ``fleets/{ns}/{name}.yaml`` for a fleet; :func:`agent_key_of` maps the former to
-  ``{ns}/{name}`` and the latter to None, since a fleet's children get their own records),
+  ``fleets/{ns}/{name}.yaml`` for a fleet; :func:`~oab.controller.base.names.agent_key_of` maps the
+  former to ``{ns}/{name}`` and the latter to None, since a fleet's children get their own records),
   ``generation``, ``kind`` (``apply`` | ``delete``), ``version_id`` (the S3
   version this change produced), ``at`` (ISO-8601), ``trace_context`` (W3C headers, JSON) and
   ``expires_at`` (TTL, :data:`RETENTION_SECONDS` after the write).
@@ -48,9 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +58,13 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.base.errors import OabError
+from oab.controller.base.names import (
+    CHANGE_SHARDS,
+    change_partition_key,
+    change_shard_of,
+    change_sort_key,
+    is_object_key,
+)
 from oab.controller.core.stored import TRACE_CONTEXT_BYTES, Attributes, UnreadableItem
 from oab.controller.observability.telemetry import instruments
 
@@ -67,29 +73,20 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LOOKBACK_MS",
     "RETENTION_SECONDS",
-    "SHARDS",
     "Change",
     "ChangeLog",
     "ChangeLogError",
     "Cursor",
-    "agent_key_of",
     "current_trace_context",
-    "is_agent_key",
-    "shard_of",
 ]
 
 ChangeKind = Literal["apply", "delete"]
 
-#: Number of ``changes#{shard}`` partitions; readers query all of them.
-SHARDS = 4
 #: TTL of a change record (one day): the resync covers anything older.
 RETENTION_SECONDS = 86_400
 #: How far behind its high-water mark a reader looks again (clock skew, late visibility).
 LOOKBACK_MS = 5_000
 
-_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-#: The object keys a change record may name: an agent's or a fleet's manifest.
-_OBJECT_KEY = re.compile(rf"(manifests|fleets)/{_LABEL}/{_LABEL}\.yaml")
 #: The only trace headers a change record carries on to the work unit.
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
@@ -99,25 +96,6 @@ class ChangeLogError(OabError):
 
     retryable = True
     reason = "ChangeLogError"
-
-
-def shard_of(key: str, *, shards: int = SHARDS) -> int:
-    """Stable shard of an object key (crc32, not ``hash()``, which differs per process)."""
-    return zlib.crc32(key.encode()) % shards
-
-
-def is_agent_key(key: str) -> bool:
-    """Whether ``key`` is ``{namespace}/{name}`` of DNS labels (the only keys of a work unit)."""
-    return agent_key_of(f"manifests/{key}.yaml") is not None
-
-
-def agent_key_of(object_key: str) -> str | None:
-    """``manifests/{ns}/{name}.yaml`` -> ``{ns}/{name}``; None for fleets and any key that is
-    not an agent's manifest (namespace and name must be DNS labels)."""
-    match = _OBJECT_KEY.fullmatch(object_key)
-    if match is None or match.group(1) != "manifests":
-        return None
-    return object_key.removeprefix("manifests/").removesuffix(".yaml")
 
 
 def current_trace_context() -> dict[str, str]:
@@ -144,7 +122,9 @@ class Change:
     @property
     def sort_key(self) -> str:
         """The item's range key."""
-        return f"{self.epoch_ms:013d}#{self.key}#{self.generation}"
+        return change_sort_key(
+            epoch_ms=self.epoch_ms, object_key=self.key, generation=self.generation
+        )
 
 
 @dataclass(frozen=True)
@@ -155,7 +135,7 @@ class Cursor:
     seen: Mapping[int, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def starting_at(cls, epoch_ms: int, *, shards: int = SHARDS) -> Cursor:
+    def starting_at(cls, epoch_ms: int, *, shards: int = CHANGE_SHARDS) -> Cursor:
         """A cursor that returns changes stamped at or after ``epoch_ms``."""
         return cls(high_water=dict.fromkeys(range(shards), epoch_ms))
 
@@ -168,7 +148,7 @@ class ChangeLog:
         dynamodb: Any,
         table: str,
         *,
-        shards: int = SHARDS,
+        shards: int = CHANGE_SHARDS,
         wall_clock: Callable[[], float] = time.time,
         retention_seconds: int = RETENTION_SECONDS,
         lookback_ms: int = LOOKBACK_MS,
@@ -212,7 +192,7 @@ class ChangeLog:
             trace_context=dict(current_trace_context() if trace_context is None else trace_context),
         )
         item = {
-            "pk": {"S": f"changes#{shard_of(key, shards=self._shards)}"},
+            "pk": {"S": change_partition_key(change_shard_of(key, shards=self._shards))},
             "sk": {"S": change.sort_key},
             "key": {"S": key},
             "generation": {"N": str(generation)},
@@ -271,7 +251,7 @@ class ChangeLog:
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk >= :start",
             "ExpressionAttributeValues": {
-                ":pk": {"S": f"changes#{shard}"},
+                ":pk": {"S": change_partition_key(shard)},
                 ":start": {"S": start_sk},
             },
             "ConsistentRead": True,
@@ -320,7 +300,7 @@ def _from_item(item: Mapping[str, Any]) -> Change:
         reason="CorruptChangeRecord",
     )
     key = a.s("key", required=True, budget=512)
-    if _OBJECT_KEY.fullmatch(key) is None:
+    if not is_object_key(key):
         raise a.error("key", "not manifests/{ns}/{name}.yaml or fleets/{ns}/{name}.yaml")
     kind = a.s("kind", required=True, budget=16)
     if kind not in ("apply", "delete"):

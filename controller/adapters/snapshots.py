@@ -57,9 +57,10 @@ from typing import Any, Final, Literal, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord, record_prefix
+from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import AwsError, classify_aws
+from oab.controller.base.names import snapshot_record_prefix
 from oab.controller.core.status import AwsCall, Phase
 from oab.controller.core.stored import (
     SNAPSHOT_ERROR_BYTES,
@@ -72,7 +73,6 @@ from oab.controller.core.stored import (
 
 __all__ = [
     "MAX_RECORDS_PER_RUN",
-    "NUDGE_PREFIX",
     "SNAPSHOT_ACTION",
     "FoundRecord",
     "S3SnapshotRecords",
@@ -88,8 +88,6 @@ log = logging.getLogger(__name__)
 SNAPSHOT_ACTION: Final = "s3:PutObject(snapshot)"
 #: Upper bound of records one run ingests, so one audit row stays small.
 MAX_RECORDS_PER_RUN: Final = 20
-#: Change-record version ids with this prefix are ``oabctl snapshot``'s nudges.
-NUDGE_PREFIX: Final = "snapshot:"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,7 +203,7 @@ class S3SnapshotRecords:
         """One ListObjectsV2 (``StartAfter=marker``) and one ranged GetObject per new record of
         at most :data:`~oab.controller.core.stored.SNAPSHOT_RECORD_BYTES`; larger ones are refused
         from the listing alone."""
-        prefix = record_prefix(agent)
+        prefix = snapshot_record_prefix(agent)
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": limit}
         if marker.startswith(prefix):
             kwargs["StartAfter"] = marker

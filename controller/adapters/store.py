@@ -93,13 +93,12 @@ from oab.controller.api.intake import (
     format_size,
     load_stored,
 )
-from oab.controller.api.service import FLEET_LABEL, OABFleet, OABService, ecs_name, ecs_name_rivals
+from oab.controller.api.service import OABFleet, OABService, ecs_name_rivals
+from oab.controller.base import names
 from oab.controller.base.errors import OabError, classify_aws
+from oab.controller.base.names import API_VERSION, CLEANUP_FINALIZER, FLEET_LABEL
 
 __all__ = [
-    "API_VERSION",
-    "CLEANUP_FINALIZER",
-    "FLEET_LABEL",
     "ApplyResult",
     "ConflictError",
     "DeleteResult",
@@ -129,10 +128,6 @@ log = logging.getLogger(__name__)
 ObjectKey = NewType("ObjectKey", str)
 Kind = Literal["OABService", "OABFleet"]
 Outcome = Literal["created", "configured", "unchanged"]
-
-API_VERSION = "oab.dev/v1"
-CLEANUP_FINALIZER = "oab.dev/ecs-cleanup"
-_PREFIX: Mapping[str, str] = {"OABService": "manifests", "OABFleet": "fleets"}
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -517,12 +512,8 @@ def _capped(blob: Blob, metadata: Mapping[str, str], max_bytes: int) -> Blob:
 
 
 def object_key(kind: str, namespace: str, name: str) -> ObjectKey:
-    """The bucket key of a manifest (``manifests/...`` or ``fleets/...``)."""
-    try:
-        prefix = _PREFIX[kind]
-    except KeyError:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(_PREFIX)}") from None
-    return ObjectKey(f"{prefix}/{namespace}/{name}.yaml")
+    """The bucket key of a manifest (``manifests/...`` or ``fleets/...``, :mod:`names`)."""
+    return ObjectKey(names.object_key(kind, namespace, name))
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
@@ -804,7 +795,7 @@ class DesiredStateStore:
         An object that cannot be read never hides the others: it is appended to ``unreadable``
         when given, and logged as a warning otherwise.
         """
-        prefix = f"{_PREFIX[kind]}/" + (f"{namespace}/" if namespace else "")
+        prefix = names.kind_prefix(kind) + (f"{namespace}/" if namespace else "")
         out = []
         for key in self._objects.list_keys(prefix):
             if not key.endswith(".yaml"):
@@ -876,7 +867,7 @@ class DesiredStateStore:
                     desired.key,
                     agent=f"{desired.namespace}/{desired.name}",
                     rival=f"{namespace}/{name}",
-                    ecs_name=ecs_name(desired.namespace, desired.name),
+                    ecs_name=names.ecs_name(desired.namespace, desired.name),
                     rival_deleting=rival.deleted,
                 )
 

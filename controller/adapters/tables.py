@@ -12,46 +12,24 @@ table they touch and its queries scan whole tables; real DynamoDB has neither co
 - ``runlog`` (``pk`` S, ``seq`` N): ``{ns}/{name}`` / 1, 2, 3..., the append-only audit run log.
   GSI ``run-index`` (``run_id`` S) to find a run by id.
 
-Every table is on-demand, has TTL on ``expires_at`` (epoch seconds; used by change records and the
-run log's retention) and is created with deletion protection where the API supports it.
+Names and key formats are defined in :mod:`oab.controller.base.names` (the lease's and the queue's
+in their own packages). Every table is on-demand, has TTL on ``expires_at`` (epoch seconds; used by
+change records and the run log's retention) and is created with deletion protection where the API
+supports it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-TTL_ATTRIBUTE = "expires_at"
-READY_INDEX = "ready-index"
-RUN_INDEX = "run-index"
+from oab.controller.base.names import RUN_INDEX, TTL_ATTRIBUTE, TableNames
+from oab.queue.store import READY_INDEX
 
-
-@dataclass(frozen=True, kw_only=True)
-class TableNames:
-    """Names of the four control-plane tables (default prefix ``oab``)."""
-
-    lease: str = "oab-lease"
-    queue: str = "oab-queue"
-    state: str = "oab-state"
-    runlog: str = "oab-runlog"
-
-    @classmethod
-    def with_prefix(cls, prefix: str) -> TableNames:
-        """Names ``{prefix}-lease``, ``{prefix}-queue``, ``{prefix}-state``, ``{prefix}-runlog``."""
-        return cls(
-            lease=f"{prefix}-lease",
-            queue=f"{prefix}-queue",
-            state=f"{prefix}-state",
-            runlog=f"{prefix}-runlog",
-        )
-
-    def all(self) -> tuple[str, ...]:
-        """Every table name, in creation order."""
-        return (self.lease, self.queue, self.state, self.runlog)
+__all__ = ["ensure_tables", "table_definitions"]
 
 
 def _pk_sk(name: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Agent start-up (``oab-agent``): the contract between task definition and stock OpenAB image.
+"""``oab-agent``: the controller image's side of the agent start-up contract.
 
-Design: init container + minimal in-image step (see ops/README.md for the trade-offs). Each agent
-task has three containers sharing one task volume mounted at ``SHARED_DIR`` (``/oab``):
+Design: init container + minimal in-image step (see ops/README.md for the trade-offs). The names
+both sides read (containers, volume, environment, the entry script) are the task contract,
+:mod:`oab.controller.base.taskcontract`. Each agent task has three containers sharing one task
+volume mounted at ``SHARED_DIR`` (``/oab``):
 
 1. ``INIT_CONTAINER`` (controller image, ``essential: false``) runs ``init_command()``: downloads
    ``CONFIG_ARTIFACT_PATH`` and checks it against ``CONFIG_SHA256`` (the digest the renderer put
@@ -27,7 +29,8 @@ Invariants:
   enters a snapshot (the sidecar drops it again in case an older archive put one in HOME).
 - ``config.toml`` is written only if its sha256 equals ``CONFIG_SHA256`` when the task definition
   carries one (task definitions rendered before the variable existed are trusted as before).
-- Nothing from an archive reaches HOME unless it passed validation (see ``agent_archive``).
+- Nothing from an archive reaches HOME unless it passed validation (see
+  :mod:`oab.controller.agent.archive`).
 - Every file exchanged through the shared volume is published by rename, so a reader never sees a
   partial file.
 
@@ -66,141 +69,23 @@ from oab.controller.agent.sidecar import SidecarConfig, SnapshotSidecar, parse_s
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import classify_aws
 from oab.controller.base.redact import scrub
+from oab.controller.base.taskcontract import (
+    ENV_BOOTSTRAP_FROM,
+    ENV_BUCKET,
+    ENV_CONFIG_ARTIFACT,
+    ENV_CONFIG_SHA256,
+    ENV_DENYLIST,
+    ENV_NAME,
+    ENV_NAMESPACE,
+    ENV_POLL_SECONDS,
+    ENV_SHARED_DIR,
+    INBOX,
+    OUTBOX,
+    SHARED_DIR,
+)
 from oab.controller.observability import logscrub
 
 log = logging.getLogger(__name__)
-
-INIT_CONTAINER: Final = "oab-init"
-SIDECAR_CONTAINER: Final = "oab-sidecar"
-AGENT_CONTAINER: Final = "openab"
-SHARED_VOLUME: Final = "oab-shared"
-SHARED_DIR: Final = "/oab"
-
-# Environment the renderer sets on the init and sidecar containers (the agent container only
-# needs its secrets: everything else reaches it through the shared volume).
-ENV_CONFIG_ARTIFACT: Final = "CONFIG_ARTIFACT_PATH"
-ENV_CONFIG_SHA256: Final = "CONFIG_SHA256"  # init container only: see ``config_sha256``
-ENV_BOOTSTRAP_FROM: Final = "BOOTSTRAP_FROM"
-ENV_BUCKET: Final = "OAB_BUCKET"
-ENV_NAMESPACE: Final = "OAB_NAMESPACE"
-ENV_NAME: Final = "OAB_NAME"
-# Optional: extra snapshot denylist patterns (comma or newline separated; ``!pattern`` keeps a
-# path the defaults drop) and the on-demand request poll interval in seconds (0 disables
-# on-demand snapshots).
-ENV_DENYLIST: Final = "OAB_SNAPSHOT_DENYLIST"
-ENV_POLL_SECONDS: Final = "OAB_SNAPSHOT_POLL_SECONDS"
-
-# ``stopTimeout`` (seconds between SIGTERM and SIGKILL) the renderer should set. ECS stops the
-# agent container first (it depends on the sidecar), so the sidecar's budget covers the agent's
-# final archive plus the upload; 120 s is both Fargate's maximum and the Spot notice.
-AGENT_STOP_TIMEOUT: Final = 90
-SIDECAR_STOP_TIMEOUT: Final = 120
-
-# The entry script of the agent container. POSIX sh only (dash and busybox compatible): stock
-# images have /bin/sh and tar but no AWS CLI. ``OAB_SHARED_DIR`` and ``OPENAB_BIN`` exist for the
-# tests; the task definition leaves them unset.
-ENTRY_SCRIPT: Final = r"""
-set -u
-oab="${OAB_SHARED_DIR:-/oab}"
-openab_bin="${OPENAB_BIN:-openab}"
-inbox="$oab/inbox"
-outbox="$oab/outbox"
-log() { echo "oab-entry: $*" >&2; }
-if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then
-  log "HOME is unset or not a directory"; exit 64
-fi
-if [ ! -f "$oab/config.toml" ]; then
-  log "$oab/config.toml is missing (did $oab come from the init container?)"; exit 66
-fi
-if [ -f "$oab/home.tar" ]; then
-  # -o: never restore archived owners, even when the image runs as root.
-  tar -x -o -f "$oab/home.tar" -C "$HOME" || { log "restoring $oab/home.tar failed"; exit 65; }
-  log "restored $oab/home.tar into $HOME"
-fi
-mkdir -p "$inbox" "$outbox" 2>/dev/null || true
-rm -f "$outbox/exited"
-
-snapshot() {
-  # $1 = final file name in the outbox. tar exit 1 means "some file changed while read",
-  # which is still a usable archive; anything above is a failure.
-  tmp="$outbox/.$1.tmp"
-  tar -c -f "$tmp" -C "$HOME" .
-  rc=$?
-  if [ "$rc" -le 1 ]; then
-    mv -f "$tmp" "$outbox/$1" && log "snapshot written to $outbox/$1" && return 0
-  fi
-  rm -f "$tmp"
-  log "snapshot to $outbox/$1 failed (tar exit $rc)"
-  return 1
-}
-
-wait_child() {
-  # wait returns early (status > 128) when a trapped signal arrives; only trust the status
-  # once the child is really gone.
-  while :; do
-    wait "$child"
-    rc=$?
-    kill -0 "$child" 2>/dev/null || return "$rc"
-  done
-}
-
-term=0
-trap 'term=1' TERM INT
-"$openab_bin" run -c "$oab/config.toml" &
-child=$!
-log "started openab (pid $child)"
-while :; do
-  if [ "$term" -eq 1 ]; then
-    log "SIGTERM: stopping openab and taking the final snapshot"
-    kill -TERM "$child" 2>/dev/null
-    wait_child
-    status=$?
-    snapshot home.tar
-    echo "$status" > "$outbox/exited"
-    exit "$status"
-  fi
-  if ! kill -0 "$child" 2>/dev/null; then
-    wait_child
-    status=$?
-    log "openab exited with status $status"
-    echo "$status" > "$outbox/exited"
-    exit "$status"
-  fi
-  if [ -f "$inbox/snapshot-request" ]; then
-    id=$(tr -cd 'A-Za-z0-9_.-' < "$inbox/snapshot-request")
-    rm -f "$inbox/snapshot-request"
-    [ -n "$id" ] || id=unnamed
-    snapshot "snapshot-$id.tar"
-  fi
-  # A background sleep keeps the loop interruptible: wait returns as soon as TERM arrives.
-  sleep 1 &
-  wait $! 2>/dev/null
-done
-"""
-
-
-def config_sha256(config_toml: str) -> str:
-    """The digest ``CONFIG_SHA256`` carries: sha256 (hex) of the artifact's UTF-8 bytes.
-
-    The renderer computes it from the text it renders and the reconciler uploads that same text
-    encoded as UTF-8, so the two sides agree by construction.
-    """
-    return hashlib.sha256(config_toml.encode("utf-8")).hexdigest()
-
-
-def init_command() -> list[str]:
-    """Command of the init container (an ``oab-agent`` subcommand in the controller image)."""
-    return ["oab-agent", "init"]
-
-
-def sidecar_command() -> list[str]:
-    """Command of the snapshot sidecar (an ``oab-agent`` subcommand in the controller image)."""
-    return ["oab-agent", "sidecar"]
-
-
-def entry_command() -> list[str]:
-    """``entryPoint`` of the agent container: the stock image's shell running ``ENTRY_SCRIPT``."""
-    return ["/bin/sh", "-c", ENTRY_SCRIPT]
 
 
 class ArtifactError(AgentError):
@@ -277,7 +162,7 @@ def _prepare_shared(shared: Path) -> None:
     image's non-root user) and each deletes files the other wrote (the request, the answered
     archives), so no sticky bit: the volume is private to the task.
     """
-    for sub in ("inbox", "outbox"):
+    for sub in (INBOX, OUTBOX):
         path = shared / sub
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)
@@ -377,7 +262,7 @@ def init_config_from_env(env: Mapping[str, str]) -> InitConfig:
         config_artifact=env.get(ENV_CONFIG_ARTIFACT, ""),
         config_sha256=_optional(env, ENV_CONFIG_SHA256),
         bootstrap_from=_optional(env, ENV_BOOTSTRAP_FROM),
-        shared_dir=Path(env.get("OAB_SHARED_DIR", SHARED_DIR)),
+        shared_dir=Path(env.get(ENV_SHARED_DIR, SHARED_DIR)),
     )
 
 
@@ -389,7 +274,7 @@ def sidecar_config_from_env(env: Mapping[str, str]) -> SidecarConfig:
         agent=AgentKey(f"{env.get(ENV_NAMESPACE, '')}/{env.get(ENV_NAME, '')}"),
         bucket=env.get(ENV_BUCKET, ""),
         bootstrap_from=_optional(env, ENV_BOOTSTRAP_FROM),
-        shared_dir=Path(env.get("OAB_SHARED_DIR", SHARED_DIR)),
+        shared_dir=Path(env.get(ENV_SHARED_DIR, SHARED_DIR)),
         denylist=Denylist().with_extra(extra),
         **({"request_poll_interval": float(poll)} if poll else {}),
     )

@@ -11,10 +11,11 @@ Protocol (all keys in the control-plane bucket; ``{ns}/{name}`` is the agent's k
 - The archive itself goes to the agent's ``bootstrapFrom`` object as a new version (gzip when the
   key ends in ``.tar.gz``/``.tgz``), so the next start restores it.
 
-Shared volume (see ``oab.controller.agent.main``): the sidecar drops ``inbox/snapshot-request`` (the
-request id, published by rename); the agent container answers with ``outbox/snapshot-{id}.tar``
-and, on SIGTERM, writes ``outbox/home.tar`` then ``outbox/exited``. Every outbox archive is
-re-packed through ``filter_archive`` (denylist, ``config.toml``, limits) before upload.
+Shared volume (names in :mod:`oab.controller.base.taskcontract`): the sidecar drops
+``inbox/snapshot-request`` (the request id, published by rename); the agent container answers with
+``outbox/snapshot-{id}.tar`` and, on SIGTERM, writes ``outbox/home.tar`` then ``outbox/exited``.
+Every outbox archive is re-packed through ``filter_archive`` (denylist, ``config.toml``, limits)
+before upload.
 
 Invariants: an archive reaches S3 only after the filter; one record per attempt; a request never
 outlives ``request_timeout`` (it is failed and deleted, so the next ``oabctl snapshot`` works).
@@ -49,18 +50,22 @@ from oab.controller.agent.archive import (
     filter_archive,
 )
 from oab.controller.api.service import AgentKey
+from oab.controller.base import names
 from oab.controller.base.errors import classify_aws
 from oab.controller.base.redact import scrub
+from oab.controller.base.taskcontract import (
+    EXITED_MARKER,
+    FINAL_ARCHIVE,
+    INBOX,
+    INBOX_REQUEST,
+    OUTBOX,
+    SHARED_DIR,
+)
 
 log = logging.getLogger(__name__)
 
 SnapshotId = NewType("SnapshotId", str)
 
-REQUEST_PREFIX: Final = "snapshot-requests/"
-RECORD_PREFIX: Final = "snapshots/"
-INBOX_REQUEST: Final = "snapshot-request"
-FINAL_ARCHIVE: Final = "home.tar"
-EXITED_MARKER: Final = "exited"
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # wait_snapshot looks for records from a little before the request: the task's clock and the
 # requester's may disagree by this much.
@@ -216,34 +221,9 @@ SnapshotRecorder = Callable[[SnapshotRecord], None]
 _RECORD: Final = TypeAdapter(SnapshotRecord)
 
 
-def _split_key(agent: str) -> tuple[str, str]:
-    ns, sep, name = agent.partition("/")
-    if not sep or not ns or not name or "/" in name:
-        raise ValueError(f"agent key must be 'namespace/name', got {agent!r}")
-    return ns, name
-
-
-def request_key(agent: AgentKey) -> str:
-    """Key of the agent's pending on-demand request."""
-    ns, name = _split_key(agent)
-    return f"{REQUEST_PREFIX}{ns}/{name}"
-
-
-def record_prefix(agent: AgentKey) -> str:
-    """Prefix of the agent's snapshot records."""
-    ns, name = _split_key(agent)
-    return f"{RECORD_PREFIX}{ns}/{name}/"
-
-
-def _stamp(wall: float) -> str:
-    whole = int(wall)
-    millis = int((wall - whole) * 1000)
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(whole)) + f".{millis:03d}Z"
-
-
 def record_key(record: SnapshotRecord) -> str:
-    """Key of a record: sortable by time, findable by id."""
-    return f"{record_prefix(record.agent)}{_stamp(record.taken_at)}-{record.id}.json"
+    """Key of a record: sortable by time, findable by id (:func:`names.snapshot_record_key`)."""
+    return names.snapshot_record_key(record.agent, taken_at=record.taken_at, snapshot_id=record.id)
 
 
 def _code(exc: ClientError) -> str:
@@ -271,7 +251,7 @@ def request_snapshot(
     try:
         s3.put_object(
             Bucket=bucket,
-            Key=request_key(key),
+            Key=names.snapshot_request_key(key),
             Body=request.to_json(),
             ContentType="application/json",
             IfNoneMatch="*",
@@ -280,7 +260,7 @@ def request_snapshot(
         if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
             raise classify_aws(exc, operation="PutObject") from exc
         try:
-            body = s3.get_object(Bucket=bucket, Key=request_key(key))["Body"].read()
+            body = s3.get_object(Bucket=bucket, Key=names.snapshot_request_key(key))["Body"].read()
         except ClientError as again:
             raise classify_aws(again, operation="GetObject") from again
         raise SnapshotAlreadyRequested(SnapshotRequest.from_json(body)) from exc
@@ -302,8 +282,10 @@ def wait_snapshot(
     exceed the sidecar's poll interval plus the time to archive HOME.
     """
     clk = clock or SystemClock()
-    prefix = record_prefix(request.agent)
-    start_after = prefix + _stamp(max(0.0, request.requested_at - CLOCK_SKEW_ALLOWANCE))
+    prefix = names.snapshot_record_prefix(request.agent)
+    start_after = names.snapshot_records_after(
+        request.agent, max(0.0, request.requested_at - CLOCK_SKEW_ALLOWANCE)
+    )
     suffix = f"-{request.id}.json"
     deadline = clk.monotonic() + timeout
     while True:
@@ -349,7 +331,7 @@ class SidecarConfig(BaseModel):
         description="s3:// URL snapshots are uploaded to (the agent's spec.bootstrapFrom). "
         "Without it every snapshot attempt is recorded as failed.",
     )
-    shared_dir: Path = Field(default=Path("/oab"), description="The task volume's mount point.")
+    shared_dir: Path = Field(default=Path(SHARED_DIR), description="The task volume's mount point.")
     request_poll_interval: float = Field(
         default=60.0,
         ge=0,
@@ -375,7 +357,7 @@ class SidecarConfig(BaseModel):
     @field_validator("agent")
     @classmethod
     def _agent_key(cls, value: str) -> str:
-        _split_key(value)
+        names.split_agent_key(value)
         return value
 
     @field_validator("bootstrap_from")
@@ -409,8 +391,8 @@ class SnapshotSidecar:
         self._recorders: list[SnapshotRecorder] = [self._write_record, *recorders]
         self._pending: SnapshotRequest | None = None
         self._pending_deadline = 0.0
-        self.inbox = config.shared_dir / "inbox"
-        self.outbox = config.shared_dir / "outbox"
+        self.inbox = config.shared_dir / INBOX
+        self.outbox = config.shared_dir / OUTBOX
 
     @property
     def pending(self) -> SnapshotRequest | None:
@@ -427,7 +409,7 @@ class SnapshotSidecar:
         """One GET of the request key; relay a new request to the inbox. Returns it if new."""
         if self._pending is not None:
             return None
-        key = request_key(self._config.agent)
+        key = names.snapshot_request_key(self._config.agent)
         try:
             body = self._s3.get_object(Bucket=self._config.bucket, Key=key)["Body"].read()
         except ClientError as exc:
@@ -627,7 +609,9 @@ class SnapshotSidecar:
 
     def _delete_request(self) -> None:
         try:
-            self._s3.delete_object(Bucket=self._config.bucket, Key=request_key(self._config.agent))
+            self._s3.delete_object(
+                Bucket=self._config.bucket, Key=names.snapshot_request_key(self._config.agent)
+            )
         except (ClientError, BotoCoreError) as exc:
             log.warning("deleting the snapshot request failed: %s", exc)
 

@@ -54,10 +54,10 @@ from oab.controller.api.service import (
     InvalidDocument,
     OABFleet,
     OABService,
-    ecs_name,
     expand_fleet,
     parse_document,
 )
+from oab.controller.base.names import ecs_name
 
 __all__ = [
     "STDIN",

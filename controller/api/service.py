@@ -68,15 +68,14 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig
+from oab.controller.base.names import API_VERSION, FLEET_LABEL
 from oab.controller.base.redact import secret_kind
+from oab.controller.base.taskcontract import RESERVED_ENV
 
 __all__ = [
-    "API_VERSION",
     "FARGATE_MEMORY",
-    "FLEET_LABEL",
     "MAX_COUNT",
     "MAX_GENERATION",
-    "RESERVED_ENV",
     "AgentKey",
     "Condition",
     "EcsPlatform",
@@ -98,7 +97,6 @@ __all__ = [
     "SsmSecret",
     "TaskDefinitionSpec",
     "blame_fleet_issue",
-    "ecs_name",
     "ecs_name_rivals",
     "expand_fleet",
     "is_dns_label",
@@ -107,12 +105,6 @@ __all__ = [
     "parse_field_path",
     "secret_literal_issues",
 ]
-
-API_VERSION: Final = "oab.dev/v1"
-#: Label put on every child of a fleet; its value is the fleet's name.
-FLEET_LABEL = "oab.dev/fleet"
-#: Container variables the controller sets itself; manifests may not declare them.
-RESERVED_ENV = frozenset({"CONFIG_ARTIFACT_PATH", "BOOTSTRAP_FROM"})
 
 #: Largest ``metadata.generation`` (and observed generation): exact in JSON for every client.
 MAX_GENERATION: Final = 2**53 - 1
@@ -196,11 +188,6 @@ DnsLabel = Annotated[StrictStr, AfterValidator(_dns_label)]
 def is_dns_label(value: str) -> bool:
     """Whether ``value`` is a valid ``metadata.name`` / ``metadata.namespace``."""
     return len(value) <= 63 and _DNS_LABEL_RE.fullmatch(value) is not None
-
-
-def ecs_name(namespace: str, name: str) -> str:
-    """ECS service name and task definition family of an agent: ``oab-{namespace}-{name}``."""
-    return f"oab-{namespace}-{name}"
 
 
 def ecs_name_rivals(namespace: str, name: str) -> list[tuple[str, str]]:

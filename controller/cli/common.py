@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from oab.controller.adapters.store import DesiredStateStore, NotFoundError, StoredObject, object_key
+from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli import output as out
 from oab.controller.cli.main import Context, UsageError
 
 __all__ = [
     "KIND",
-    "RESOURCE",
     "add_namespace",
     "add_output",
     "agent_key",
@@ -33,9 +33,8 @@ __all__ = [
     "require_agent",
 ]
 
-#: The kind every day-two command acts on, and its name in messages (``kubectl`` style).
+#: The kind every day-two command acts on (its name in messages: ``names.SERVICE_RESOURCE``).
 KIND: Literal["OABService"] = "OABService"
-RESOURCE = "oabservice.oab.dev"
 
 # ------------------------------------------------------------------------------- durations
 
@@ -100,7 +99,7 @@ def require_agent(store: DesiredStateStore, namespace: str, name: str) -> Stored
     """The stored manifest of ``namespace/name``; :class:`NotFoundError` (exit 1) if none."""
     obj = store.get(object_key(KIND, namespace, name))
     if obj is None:
-        raise NotFoundError(f'{RESOURCE} "{name}" in namespace {namespace}')
+        raise NotFoundError(f'{SERVICE_RESOURCE} "{name}" in namespace {namespace}')
     return obj
 
 

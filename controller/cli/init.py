@@ -41,12 +41,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.adapters.tables import ensure_tables
 from oab.controller.base.errors import OabError, classify_aws
+from oab.controller.base.names import CLUSTER_PROFILE_KEY, LOCAL_TAG
 from oab.controller.core.render import RenderContext
 from oab.controller.core.settings import Settings
 
 __all__ = [
-    "CLUSTER_PROFILE_KEY",
-    "LOCAL_TAG",
     "BootstrapError",
     "ClusterProfile",
     "InitReport",
@@ -55,9 +54,6 @@ __all__ = [
     "read_cluster_profile",
 ]
 
-CLUSTER_PROFILE_KEY = "config/cluster.json"
-#: Tag key (value = cluster name) on the networking ``init`` creates in the emulator.
-LOCAL_TAG = "oab:local"
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 
 Action = Literal["created", "updated", "verified"]

@@ -115,8 +115,8 @@ class LogTail:
 
 
 def _configure_logs(p: argparse.ArgumentParser) -> None:
-    from oab.controller.agent.main import AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER
-    from oab.controller.core.render import DEFAULT_LOG_GROUP
+    from oab.controller.base.names import AGENT_LOG_GROUP
+    from oab.controller.base.taskcontract import AGENT_CONTAINER, INIT_CONTAINER, SIDECAR_CONTAINER
 
     p.add_argument("name", metavar="NAME", help="agent name")
     add_namespace(p)
@@ -133,7 +133,7 @@ def _configure_logs(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--all-containers", action="store_true", help="every container's lines")
     p.add_argument("--prefix", action="store_true", help="prefix lines with container/task id")
-    p.add_argument("--log-group", default=DEFAULT_LOG_GROUP, help="CloudWatch log group")
+    p.add_argument("--log-group", default=AGENT_LOG_GROUP, help="CloudWatch log group")
     p.add_argument("--poll-interval", default="1s", help="how often --follow polls (default 1s)")
 
 

@@ -51,6 +51,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from oab.controller.base.errors import AwsError, OabError
+from oab.controller.base.names import resource_name
 from oab.controller.cli import output as out
 from oab.controller.core.settings import Settings, SettingsError, load_settings
 
@@ -89,7 +90,6 @@ EXTENSION_MODULES: tuple[str, ...] = (
 
 _SERVICE_TYPES = frozenset({"oabservice", "oabservices", "oabsvc", "oabsvcs"})
 _FLEET_TYPES = frozenset({"oabfleet", "oabfleets", "fleet", "fleets"})
-_GROUP = "oab.dev"
 
 
 # ------------------------------------------------------------------------------ framework
@@ -398,10 +398,6 @@ def _add_files(p: argparse.ArgumentParser, *, required: bool) -> None:
     )
 
 
-def _resource_name(kind: str) -> str:
-    return f"{kind.lower()}.{_GROUP}"
-
-
 def _split_target(words: Sequence[str]) -> tuple[str, str | None]:
     """``[TYPE] [NAME]`` -> (kind, name); a lone word that is not a type is a service name."""
     if not words:
@@ -495,7 +491,7 @@ def _apply(ctx: Context) -> int:
         else:
             results = [store.apply(desired, dry_run=ctx.args.dry_run)]
         for r in results:
-            ctx.print(f"{_resource_name(r.kind)}/{r.name} {r.outcome}{suffix}")
+            ctx.print(f"{resource_name(r.kind)}/{r.name} {r.outcome}{suffix}")
     return EXIT_OK
 
 
@@ -667,9 +663,7 @@ def _get(ctx: Context) -> int:
         key = object_key(kind, ctx.args.namespace, name)
         obj = store.get(key)
         if obj is None:
-            raise NotFoundError(
-                f'{_resource_name(kind)} "{name}" in namespace {ctx.args.namespace}'
-            )
+            raise NotFoundError(f'{resource_name(kind)} "{name}" in namespace {ctx.args.namespace}')
         objects = [obj]
     else:
         objects = store.list(namespace, kind=kind)
@@ -711,7 +705,7 @@ def _get(ctx: Context) -> int:
             columns=columns,
             fmt=ctx.output,
             to_object=to_object,
-            to_name=lambda r: f"{_resource_name(kind)}/{r[0].name}",
+            to_name=lambda r: f"{resource_name(kind)}/{r[0].name}",
             single=name is not None,
         )
     )
@@ -754,7 +748,7 @@ def _delete(ctx: Context) -> int:
             results = [store.delete(kind, namespace, name, dry_run=ctx.args.dry_run)]
         for r in results:
             note = " (already terminating)" if r.outcome == "unchanged" else ""
-            ctx.print(f'{_resource_name(r.kind)} "{r.name}" deleted{note}{suffix}')
+            ctx.print(f'{resource_name(r.kind)} "{r.name}" deleted{note}{suffix}')
     return EXIT_OK
 
 
@@ -886,7 +880,7 @@ def _diff(ctx: Context) -> int:
             live = stored is not None and not stored.deleted
             old = _comparable(stored.labels, stored.annotations, stored.spec) if live else ""
             new = _comparable(desired.labels, desired.annotations, desired.spec)
-            title = f"{_resource_name(desired.kind)}/{desired.name}"
+            title = f"{resource_name(desired.kind)}/{desired.name}"
             gen = f" (generation {stored.generation})" if live and stored else " (absent)"
             text = _unified(
                 old, new, old_name=f"stored/{title}{gen}", new_name=f"{doc.source}/{title}"

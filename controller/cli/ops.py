@@ -55,10 +55,10 @@ from oab.controller.adapters.store import (
     object_key,
 )
 from oab.controller.base.errors import OabError
+from oab.controller.base.names import RESTART_ANNOTATION, SERVICE_RESOURCE
 from oab.controller.cli import output as out
 from oab.controller.cli.common import (
     KIND,
-    RESOURCE,
     add_namespace,
     add_output,
     agent_key,
@@ -71,15 +71,11 @@ from oab.controller.cli.common import (
 from oab.controller.cli.main import EXIT_OK, Context, UsageError, command
 from oab.controller.core.status import AuditRecord, read_runlog, read_status, unreadable_json
 from oab.controller.core.stored import UnreadableItem
-from oab.controller.reconcile.reconciler import (
-    RESTART_ANNOTATION,  # the annotation reconcile watches
-)
 
 __all__ = [
     "CAS_ATTEMPTS",
     "DEFAULT_LEASE",
     "DESCRIBE_RUNS",
-    "RESTART_ANNOTATION",
     "OperationRefused",
     "WorkQueueError",
 ]
@@ -479,7 +475,7 @@ def _restart(ctx: Context) -> int:
 
     result = _compare_and_swap(ctx, key, change)
     note = "" if result.outcome != "unchanged" else " (already requested at this time)"
-    ctx.print(f"{RESOURCE}/{name} restarted{note}")
+    ctx.print(f"{SERVICE_RESOURCE}/{name} restarted{note}")
     return EXIT_OK
 
 
@@ -547,12 +543,12 @@ def _rollback(ctx: Context) -> int:
     before, result = _compare_and_swap(ctx, key, change)
     if result.outcome == "unchanged":
         ctx.print(
-            f"{RESOURCE}/{name} unchanged: generation {before} already has generation "
+            f"{SERVICE_RESOURCE}/{name} unchanged: generation {before} already has generation "
             f"{wanted}'s spec"
         )
     else:
         ctx.print(
-            f"{RESOURCE}/{name} rolled back to generation {wanted}'s spec "
+            f"{SERVICE_RESOURCE}/{name} rolled back to generation {wanted}'s spec "
             f"as generation {result.generation}"
         )
     return EXIT_OK

@@ -37,7 +37,6 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.adapters.changes import ChangeLog, ChangeLogError
-from oab.controller.adapters.snapshots import NUDGE_PREFIX
 from oab.controller.adapters.store import NotFoundError, StoredObject, object_key
 from oab.controller.agent.sidecar import (
     SnapshotAlreadyRequested,
@@ -45,12 +44,16 @@ from oab.controller.agent.sidecar import (
     SnapshotRecord,
     SnapshotRequest,
     SnapshotTimeout,
-    request_key,
     request_snapshot,
     wait_snapshot,
 )
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import classify_aws
+from oab.controller.base.names import (
+    SERVICE_RESOURCE,
+    SNAPSHOT_NUDGE_PREFIX,
+    snapshot_request_key,
+)
 from oab.controller.cli import output as out
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.main import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Context, command
@@ -58,8 +61,6 @@ from oab.controller.cli.ops import OperationRefused
 from oab.controller.core.status import read_status
 
 __all__ = ["describe_record", "nudge"]
-
-_RESOURCE = "oabservice.oab.dev"
 
 
 def describe_record(record: SnapshotRecord) -> str:
@@ -78,7 +79,7 @@ def nudge(changes: ChangeLog, obj: StoredObject, record: SnapshotRecord) -> None
         obj.key,
         generation=obj.generation,
         kind="apply",
-        version_id=f"{NUDGE_PREFIX}{record.id}",
+        version_id=f"{SNAPSHOT_NUDGE_PREFIX}{record.id}",
     )
 
 
@@ -137,7 +138,7 @@ def _age(ctx: Context, wall: float) -> str:
 def _cancel(ctx: Context, key: AgentKey, bucket: str) -> int:
     s3 = ctx.client("s3")
     try:
-        body = s3.get_object(Bucket=bucket, Key=request_key(key))["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=snapshot_request_key(key))["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
             ctx.print(f"no pending snapshot request for {key}")
@@ -145,7 +146,7 @@ def _cancel(ctx: Context, key: AgentKey, bucket: str) -> int:
         raise classify_aws(exc, operation="GetObject") from exc
     pending = SnapshotRequest.from_json(body)
     try:
-        s3.delete_object(Bucket=bucket, Key=request_key(key))
+        s3.delete_object(Bucket=bucket, Key=snapshot_request_key(key))
     except (ClientError, BotoCoreError) as exc:
         raise classify_aws(exc, operation="DeleteObject") from exc
     ctx.print(
@@ -185,7 +186,7 @@ def _snapshot(ctx: Context) -> int:
     timeout = parse_duration(ctx.args.timeout)
     obj = ctx.store().get(object_key("OABService", namespace, name))
     if obj is None:
-        raise NotFoundError(f'{_RESOURCE} "{name}" in namespace {namespace}')
+        raise NotFoundError(f'{SERVICE_RESOURCE} "{name}" in namespace {namespace}')
     if ctx.args.cancel:
         return _cancel(ctx, key, bucket)
     if obj.deleted:

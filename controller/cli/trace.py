@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oab.controller.adapters.tables import RUN_INDEX
+from oab.controller.base.names import RUN_INDEX
 from oab.controller.cli import output as out
 from oab.controller.cli.main import EXIT_INVALID, EXIT_OK, Context, command
 from oab.controller.core.status import AuditRecord, read_runlog, read_status

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from oab.controller.adapters.store import StoredObject, object_key
+from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli.common import (
     KIND,
-    RESOURCE,
     add_namespace,
     agent_key,
     parse_duration,
@@ -258,12 +258,12 @@ def _wait(ctx: Context) -> int:
     )
     if verdict.state == "met":
         met = "deleted" if target.kind == "delete" else "condition met"
-        ctx.print(f"{RESOURCE}/{name} {met}")
+        ctx.print(f"{SERVICE_RESOURCE}/{name} {met}")
         return EXIT_OK
     if verdict.state == "timeout":
         ctx.stderr.write(
             f"error: timed out after {ctx.args.timeout} waiting for {target.describe()} "
-            f"on {RESOURCE}/{name} (last seen: {verdict.message})\n"
+            f"on {SERVICE_RESOURCE}/{name} (last seen: {verdict.message})\n"
         )
     else:
         ctx.stderr.write(f"error: {key}: {verdict.message}\n")

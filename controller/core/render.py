@@ -9,11 +9,11 @@ Design
 
     One agent is one ECS service and one task definition family, both ``oab-{ns}-{name}``
     (:func:`service_name`, :func:`family`). The task has three containers sharing one task volume,
-    per the start-up contract of :mod:`oab.controller.agent.main`: an init container (controller
-    image) fetches this generation's ``config.toml`` artifact and the bootstrap archive; a snapshot
-    sidecar (controller image) uploads HOME archives; the ``openab`` container (the stock image)
-    runs the agent's entry script and gets the secrets. The agent container depends on the init
-    container's ``SUCCESS`` (so a failed fetch fails the task and the circuit breaker keeps the
+    per the start-up contract of :mod:`oab.controller.base.taskcontract`: an init container
+    (controller image) fetches this generation's ``config.toml`` artifact and the bootstrap archive;
+    a snapshot sidecar (controller image) uploads HOME archives; the ``openab`` container (the stock
+    image) runs the agent's entry script and gets the secrets. The agent container depends on the
+    init container's ``SUCCESS`` (so a failed fetch fails the task and the circuit breaker keeps the
     previous one) and on the sidecar's ``START`` (so ECS stops the agent first on shutdown and the
     sidecar is still there to upload the final archive).
 
@@ -71,14 +71,20 @@ from typing import Any, Final, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from oab.controller.agent import main as agent
-from oab.controller.api.service import FARGATE_MEMORY, AgentKey, OABService, SsmSecret, ecs_name
+from oab.controller.api.service import FARGATE_MEMORY, AgentKey, OABService, SsmSecret
+from oab.controller.base import names, taskcontract
 from oab.controller.base.errors import TerminalError
+from oab.controller.base.names import (
+    CONTENT_HASH_TAG,
+    GENERATION_TAG,
+    MANAGED_BY,
+    MANAGED_BY_TAG,
+    NAME_TAG,
+    NAMESPACE_TAG,
+)
 from oab.controller.core import tenancy
 
 __all__ = [
-    "CONTENT_HASH_TAG",
-    "DEFAULT_LOG_GROUP",
     "POLICY_VIOLATION",
     "TASK_DEFINITION_MAX_BYTES",
     "RenderContext",
@@ -101,15 +107,6 @@ __all__ = [
     "validate_request",
 ]
 
-#: Tag keys written on task definitions and services.
-NAMESPACE_TAG: Final = "oab.dev/namespace"
-NAME_TAG: Final = "oab.dev/name"
-GENERATION_TAG: Final = "oab.dev/generation"
-CONTENT_HASH_TAG: Final = "oab.dev/content-hash"
-MANAGED_BY_TAG: Final = "oab.dev/managed-by"
-MANAGED_BY: Final = "oab-controller"
-
-DEFAULT_LOG_GROUP: Final = "/oab/agents"
 #: ECS caps ``clientToken`` at 36 ASCII characters in the range 33-126.
 CLIENT_TOKEN_MAX: Final = 36
 
@@ -190,7 +187,8 @@ class RenderContext(BaseModel):
         "templates may not use {account} and role names pass through unchanged.",
     )
     log_group: str = Field(
-        default=DEFAULT_LOG_GROUP, description="CloudWatch log group of every agent container."
+        default=names.AGENT_LOG_GROUP,
+        description="CloudWatch log group of every agent container.",
     )
     default_subnets: tuple[str, ...] = Field(
         default=(), description="awsvpc subnets for specs without networking (sorted on use)."
@@ -315,8 +313,8 @@ class RenderContext(BaseModel):
 
 
 def service_name(namespace: str, name: str) -> str:
-    """ECS service name of an agent: ``oab-{namespace}-{name}`` (see :func:`api.ecs_name`)."""
-    return ecs_name(namespace, name)
+    """ECS service name of an agent: ``oab-{namespace}-{name}`` (:func:`names.ecs_name`)."""
+    return names.ecs_name(namespace, name)
 
 
 def family(namespace: str, name: str) -> str:
@@ -337,8 +335,8 @@ def artifact_key(svc: OABService) -> str:
     refuse against the new ``CONFIG_SHA256``).
     """
     meta = svc.metadata
-    digest = agent.config_sha256(render_config_toml(svc))[:16]
-    return f"artifacts/{meta.namespace}/{meta.name}/{_generation(svc)}/{digest}/config.toml"
+    digest = taskcontract.config_sha256(render_config_toml(svc))[:16]
+    return names.artifact_key(meta.namespace, meta.name, generation=_generation(svc), digest=digest)
 
 
 def artifact_uri(ctx: RenderContext, svc: OABService) -> str:
@@ -497,7 +495,11 @@ def _log_config(svc: OABService, ctx: RenderContext) -> dict[str, Any]:
 
 def _mount() -> list[dict[str, Any]]:
     return [
-        {"sourceVolume": agent.SHARED_VOLUME, "containerPath": agent.SHARED_DIR, "readOnly": False}
+        {
+            "sourceVolume": taskcontract.SHARED_VOLUME,
+            "containerPath": taskcontract.SHARED_DIR,
+            "readOnly": False,
+        }
     ]
 
 
@@ -531,44 +533,46 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
     spec, meta = svc.spec, svc.metadata
     log = _log_config(svc, ctx)
     identity = {
-        agent.ENV_BUCKET: ctx.bucket,
-        agent.ENV_NAMESPACE: meta.namespace,
-        agent.ENV_NAME: meta.name,
+        taskcontract.ENV_BUCKET: ctx.bucket,
+        taskcontract.ENV_NAMESPACE: meta.namespace,
+        taskcontract.ENV_NAME: meta.name,
     }
-    bootstrap = {agent.ENV_BOOTSTRAP_FROM: spec.bootstrap_from} if spec.bootstrap_from else {}
-    artifact = {agent.ENV_CONFIG_ARTIFACT: artifact_uri(ctx, svc)}
+    bootstrap = (
+        {taskcontract.ENV_BOOTSTRAP_FROM: spec.bootstrap_from} if spec.bootstrap_from else {}
+    )
+    artifact = {taskcontract.ENV_CONFIG_ARTIFACT: artifact_uri(ctx, svc)}
     # The init container refuses an artifact whose bytes are not the ones rendered here.
-    digest = {agent.ENV_CONFIG_SHA256: agent.config_sha256(render_config_toml(svc))}
+    digest = {taskcontract.ENV_CONFIG_SHA256: taskcontract.config_sha256(render_config_toml(svc))}
     init = {
-        "name": agent.INIT_CONTAINER,
+        "name": taskcontract.INIT_CONTAINER,
         "image": ctx.agent_image,
         "essential": False,
-        "command": agent.init_command(),
+        "command": taskcontract.init_command(),
         "environment": _env({**identity, **artifact, **digest, **bootstrap}),
         "mountPoints": _mount(),
         "logConfiguration": log,
     }
     sidecar = {
-        "name": agent.SIDECAR_CONTAINER,
+        "name": taskcontract.SIDECAR_CONTAINER,
         "image": ctx.agent_image,
         "essential": False,
-        "command": agent.sidecar_command(),
+        "command": taskcontract.sidecar_command(),
         "environment": _env({**identity, **bootstrap}),
         "mountPoints": _mount(),
         "logConfiguration": log,
         # The sidecar is stopped after the agent and must still upload the final archive.
-        "stopTimeout": agent.SIDECAR_STOP_TIMEOUT,
+        "stopTimeout": taskcontract.SIDECAR_STOP_TIMEOUT,
     }
-    entry = agent.entry_command()
+    entry = taskcontract.entry_command()
     main: dict[str, Any] = {
-        "name": agent.AGENT_CONTAINER,
+        "name": taskcontract.AGENT_CONTAINER,
         "image": spec.task_definition.image,
         "essential": True,
         "entryPoint": entry[:2],
         "command": entry[2:],
         "dependsOn": [
-            {"containerName": agent.INIT_CONTAINER, "condition": "SUCCESS"},
-            {"containerName": agent.SIDECAR_CONTAINER, "condition": "START"},
+            {"containerName": taskcontract.INIT_CONTAINER, "condition": "SUCCESS"},
+            {"containerName": taskcontract.SIDECAR_CONTAINER, "condition": "START"},
         ],
         # The artifact path and bootstrap location are informational here (the init container
         # already fetched both), but they make a running task self-describing.
@@ -576,7 +580,7 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
         "mountPoints": _mount(),
         "logConfiguration": log,
         # Shorter than the sidecar's: the agent archives HOME, then the sidecar uploads it.
-        "stopTimeout": agent.AGENT_STOP_TIMEOUT,
+        "stopTimeout": taskcontract.AGENT_STOP_TIMEOUT,
     }
     secrets = _secrets(svc)
     if secrets:
@@ -627,7 +631,7 @@ def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any
             "cpuArchitecture": ctx.cpu_architecture,
             "operatingSystemFamily": "LINUX",
         },
-        "volumes": [{"name": agent.SHARED_VOLUME}],
+        "volumes": [{"name": taskcontract.SHARED_VOLUME}],
         "containerDefinitions": _containers(svc, ctx),
     }
     tags = {

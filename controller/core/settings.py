@@ -43,8 +43,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oab.controller.adapters.tables import TableNames
 from oab.controller.base.errors import OabError
+from oab.controller.base.names import AGENT_LOG_GROUP, TableNames
 from oab.controller.core.tenancy import check_allowlist
 
 __all__ = [
@@ -142,7 +142,7 @@ class Settings(BaseModel):
         description="Task role ARN template (reads artifacts, bootstrap archives).",
     )
     agent_log_group: str = Field(
-        default="/oab/agents",
+        default=AGENT_LOG_GROUP,
         description="CloudWatch log group of every agent container (streams {ns}/{name}/...).",
     )
     subnets: tuple[str, ...] = Field(

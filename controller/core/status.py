@@ -41,6 +41,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from oab.controller.base.names import (
+    STATUS_SORT_KEY,
+    agent_of_status_partition,
+    status_partition_key,
+)
 from oab.controller.core.stored import (
     AUDIT_CALLS_BYTES,
     AUDIT_ERROR_BYTES,
@@ -275,7 +280,7 @@ def unreadable_json(key: str, problem: UnreadableItem) -> dict[str, Any]:
 
 def status_key(key: str) -> dict[str, dict[str, str]]:
     """DynamoDB key of an agent's status item."""
-    return {"pk": {"S": f"agent#{key}"}, "sk": {"S": "status"}}
+    return {"pk": {"S": status_partition_key(key)}, "sk": {"S": STATUS_SORT_KEY}}
 
 
 def _s(value: str) -> dict[str, str]:
@@ -332,7 +337,7 @@ def from_item(item: Mapping[str, Any]) -> AgentStatus:
     ``CorruptStatus``) naming the field when it does not decode. Absent optional attributes
     read as their defaults (items written by older versions lack the newer ones)."""
     a = _status_reader(item)
-    key = a.s("key") or a.s("pk", required=True).removeprefix("agent#")
+    key = a.s("key") or agent_of_status_partition(a.s("pk", required=True))
     phase = a.s("phase") or None
     if phase is not None and phase not in PHASES:
         raise a.error("phase", f"{phase!r} is not one of {', '.join(PHASES)}")
@@ -391,7 +396,7 @@ def scan_statuses(
     kwargs: dict[str, Any] = {
         "TableName": table,
         "FilterExpression": "sk = :s",
-        "ExpressionAttributeValues": {":s": {"S": "status"}},
+        "ExpressionAttributeValues": {":s": {"S": STATUS_SORT_KEY}},
         "ConsistentRead": True,
     }
     while True:
@@ -406,7 +411,7 @@ def scan_statuses(
                     raise
                 pk = item.get("pk")
                 name = pk.get("S") if isinstance(pk, Mapping) else None
-                on_unreadable(name.removeprefix("agent#") if isinstance(name, str) else "", exc)
+                on_unreadable(agent_of_status_partition(name) if isinstance(name, str) else "", exc)
                 continue
             out[status.key] = status
         if "LastEvaluatedKey" not in resp:

@@ -24,7 +24,8 @@ function of the agent, the value and the platform team's settings:
   ``secret_allowlist``. The ``/`` separators make these prefixes unambiguous. A foreign reference
   would only fail at task start with an unclear AccessDenied; refusing it here names the field.
 - **bootstrapFrom** may not point under a prefix of the control-plane bucket that the controller
-  or its agents write or read (:data:`CONTROL_PLANE_PREFIXES`, the one list of them).
+  or its agents write or read (:data:`~oab.controller.base.names.CONTROL_PLANE_PREFIXES`, the one
+  list).
 
 Allow-list entries are ARN globs (:func:`fnmatch.fnmatchcase`: ``*`` matches any run of
 characters, ``/`` included; ``?`` one character; ``[...]`` a set), case-sensitive, in which
@@ -52,9 +53,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final, Literal
 
+from oab.controller.base.names import (
+    CONTROL_PLANE_PREFIXES,
+    agent_parameter_prefix,
+    agent_secret_prefix,
+)
+
 __all__ = [
     "ALLOWLIST_FIELDS",
-    "CONTROL_PLANE_PREFIXES",
     "MAX_ALLOWLIST_ENTRIES",
     "ROLE_NAME_MAX",
     "ROLE_PATH_MAX",
@@ -65,19 +71,6 @@ __all__ = [
     "control_plane_prefix",
     "parse_role_arn",
 ]
-
-#: Key prefixes of the control-plane bucket the controller, oabctl or the agents' sidecars write or
-#: read: manifests and fleets (store), per-generation config artifacts (render), snapshot records
-#: and requests (agent sidecar), the cluster profile (``oabctl init``). ``bootstrapFrom`` may not
-#: point under any of them.
-CONTROL_PLANE_PREFIXES: Final[tuple[str, ...]] = (
-    "manifests/",
-    "fleets/",
-    "artifacts/",
-    "snapshots/",
-    "snapshot-requests/",
-    "config/",
-)
 
 #: Placeholders an allow-list entry may contain, filled per agent before matching.
 ALLOWLIST_FIELDS: Final[tuple[str, ...]] = ("partition", "region", "account", "namespace", "name")
@@ -251,11 +244,11 @@ class TenantPolicy:
                 + reference.lstrip("/")
             )
             match = _SSM_ARN_RE.fullmatch(arn)
-            own_prefix = f"/oab/{namespace}/{name}/"
+            own_prefix = agent_parameter_prefix(namespace, name)
             own_text = f"SSM parameters under {own_prefix}"
         else:
             match = _SM_ARN_RE.fullmatch(reference)
-            own_prefix = f"oab/{namespace}/{name}/"
+            own_prefix = agent_secret_prefix(namespace, name)
             own_text = f"Secrets Manager secrets named {own_prefix}..."
             arn = reference.split(":secret:", 1)[0] + ":secret:" + (match["name"] if match else "")
         if match is not None:

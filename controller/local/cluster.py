@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import boto3
 
-from oab.controller.adapters.tables import TableNames
+from oab.controller.base.names import TableNames
 from oab.controller.local.emulator import LOCAL_ENV
 from oab.controller.testing import wait_until
 from oab.leader.status import describe

@@ -36,7 +36,7 @@ from typing import Any
 import boto3
 import yaml
 
-from oab.controller.adapters.tables import TableNames
+from oab.controller.base.names import TableNames
 from oab.controller.cli import main as cli
 from oab.controller.core.status import AgentStatus, read_runlog, scan_statuses
 from oab.controller.local.cluster import ClusterConfig, LeaderInfo, LocalCluster

@@ -23,17 +23,11 @@ from oab.controller.adapters.store import (
     ConflictError,
     DesiredStateStore,
     InvalidStoredObject,
-    object_key,
 )
 from oab.controller.api.service import AgentKey, InvalidDocument, OABService, parse_document
 from oab.controller.base.errors import RetryableError, TerminalError
+from oab.controller.base.names import manifest_key
 from oab.controller.reconcile.reconciler import Manifest
-
-
-def manifest_key(key: str) -> str:
-    """Bucket key of an agent's manifest."""
-    namespace, name = key.split("/", 1)
-    return str(object_key("OABService", namespace, name))
 
 
 class StoreManifests:

@@ -58,7 +58,14 @@ from oab.controller.adapters.snapshots import (
     wants_ingest,
 )
 from oab.controller.api.service import AgentKey, OABService
+from oab.controller.base import names
 from oab.controller.base.errors import LostClaim, OabError, TerminalError, classify_aws
+from oab.controller.base.names import (
+    CONTENT_HASH_TAG,
+    NAME_TAG,
+    NAMESPACE_TAG,
+    RESTART_ANNOTATION,
+)
 from oab.controller.core import render
 from oab.controller.core.status import (
     AgentStatus,
@@ -71,11 +78,6 @@ from oab.controller.core.status import (
     set_condition,
 )
 from oab.controller.observability.telemetry import step
-
-#: Annotation written by ``oabctl restart``: a new value forces a new deployment.
-RESTART_ANNOTATION = "oab.dev/restartedAt"
-#: Tag on every task definition revision: the content hash of its request.
-HASH_TAG = "oab.dev/content-hash"
 
 #: Substrings of ECS stop reasons that mean a secret could not be injected.
 _SECRET_FAILURE_MARKERS = (
@@ -164,7 +166,7 @@ def _primary(service: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _tagged_owner(service: Mapping[str, Any]) -> str | None:
     """``namespace/name`` from a service's identity tags, or None when it has none."""
     tags = {t.get("key"): t.get("value") for t in service.get("tags") or ()}
-    namespace, name = tags.get(render.NAMESPACE_TAG), tags.get(render.NAME_TAG)
+    namespace, name = tags.get(NAMESPACE_TAG), tags.get(NAME_TAG)
     return f"{namespace}/{name}" if namespace and name else None
 
 
@@ -590,7 +592,7 @@ class Reconciler:
             # have registered the revision before crashing. Reuse it rather than register twice.
             # (A fresh artifact proves no attempt registered yet: registration comes after it.)
             latest = self._ecs.latest_task_definition(str(request["family"]))
-            if latest is not None and latest[1].get(HASH_TAG) == content_hash:
+            if latest is not None and latest[1].get(CONTENT_HASH_TAG) == content_hash:
                 return latest[0]
         return self._ecs.register_task_definition(request, log=log, guard=guard)
 
@@ -684,11 +686,11 @@ class Reconciler:
                 for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
                     self._ecs.deregister_task_definition(arn, log=log, guard=guard)
         with step("delete.artifacts"):
-            self._delete_prefix(f"artifacts/{namespace}/{name}/", log, guard)
+            self._delete_prefix(names.artifact_prefix(namespace, name), log, guard)
         if manifest is not None:
             with step("delete.manifest"):
                 self._manifests.remove(manifest)
-            log.add(AwsCall(action="s3:DeleteObject", target=f"manifests/{req.key}.yaml"))
+            log.add(AwsCall(action="s3:DeleteObject", target=names.manifest_key(req.key)))
         if status.phase is None and status.audit_seq == 0 and not log.snapshot():
             return Result(status=status)
         return Result(status=cleared(status))

@@ -53,11 +53,11 @@ from typing import Any, Literal
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from oab.controller.adapters.changes import ChangeLog, Cursor, agent_key_of
+from oab.controller.adapters.changes import ChangeLog, Cursor
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.base.errors import FencedOut
-from oab.controller.core import render
+from oab.controller.base.names import MANIFEST_PREFIX, agent_key_of, ecs_name, is_agent_key
 from oab.controller.core.status import AgentStatus, scan_statuses
 from oab.controller.core.stored import UnreadableItem, clip
 from oab.controller.observability.telemetry import instruments
@@ -67,8 +67,6 @@ from oab.queue.workqueue import WorkQueue, idempotency_token
 
 log = logging.getLogger("oab.controller.runtime.scheduler")
 tracer = trace.get_tracer("oab.controller.runtime.scheduler")
-
-MANIFEST_PREFIX = "manifests/"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,7 +312,7 @@ class Scheduler:
             )
             report.agents = len(keys)
             live = [k for k in keys if k in statuses and statuses[k].phase in ("Running", "Failed")]
-            names = {k: render.service_name(*k.split("/", 1)) for k in live}
+            names = {k: ecs_name(*k.split("/", 1)) for k in live}
             described = self._ecs.describe_services(list(names.values())) if names else {}
             report.aws_requests += (len(names) + 9) // 10
             watched = self._watched_versions(statuses, report)
@@ -434,7 +432,7 @@ class Scheduler:
         error = (
             f"CorruptStatus: {problem}; repair or delete the item, then `oabctl queue retry {key}`"
         )
-        if agent_key_of(f"{MANIFEST_PREFIX}{key}.yaml") is None:
+        if not is_agent_key(key):
             return  # not an agent's key: no unit to park (reported above)
         try:
             self._queue.park(key, error, extra_condition=fence.condition_check())

@@ -65,11 +65,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from oab.controller.adapters.changes import is_agent_key
 from oab.controller.adapters.ecs import CallLog
-from oab.controller.adapters.tables import TableNames
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import LostClaim, OabError, classify_aws
+from oab.controller.base.names import TableNames, is_agent_key
 from oab.controller.core.status import (
     OMITTED_CALLS_ACTION,
     AgentStatus,

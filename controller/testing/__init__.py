@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import boto3
 
 from oab.controller.adapters import tables
+from oab.controller.base.names import TableNames
 from oab.controller.local.dataplane_control import DataPlaneControl
 from oab.controller.local.emulator import LocalAWS, start
 
@@ -169,10 +170,10 @@ def wait_until(
 class AWS:
     """Handles an integration test needs: the emulator, a boto3 session and the table names."""
 
-    def __init__(self, emulator: LocalAWS, *, names: tables.TableNames | None = None) -> None:
+    def __init__(self, emulator: LocalAWS, *, names: TableNames | None = None) -> None:
         self.emulator = emulator
         self.session = boto3.Session(region_name="us-east-1")
-        self.tables = names or tables.TableNames()
+        self.tables = names or TableNames()
 
     def client(self, service: str) -> Any:
         """A plain boto3 client for ``service`` pointed at the emulator."""
