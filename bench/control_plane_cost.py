@@ -36,7 +36,7 @@ from typing import Any
 import boto3
 import botocore.client
 
-from oab.controller.core.status import read_status
+from oab.controller.adapters.state import read_status
 from oab.controller.local.emulator import start
 from oab.controller.runtime.replica import Replica
 from oab.controller.runtime.settings import DaemonSettings

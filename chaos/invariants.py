@@ -70,7 +70,8 @@ from typing import Any
 
 from faultproxy import Event
 
-from oab.controller.core.status import AuditRecord, from_item, read_runlog
+from oab.controller.adapters.state import read_runlog, status_from_item
+from oab.controller.core.status import AuditRecord
 
 
 @dataclass(frozen=True)
@@ -564,7 +565,7 @@ def read_statuses(
         for item in resp.get("Items", []):
             raw.append(item)
             if item.get("sk", {}).get("S") == "status":
-                s = from_item(item)
+                s = status_from_item(item)
                 parsed[s.key] = s
         if "LastEvaluatedKey" not in resp:
             return parsed, raw

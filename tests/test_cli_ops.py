@@ -20,6 +20,7 @@ import botocore.handlers
 import pytest
 import yaml
 
+from oab.controller.adapters.state import read_status, transition_items
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
 from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.cli import main as cli
@@ -33,15 +34,7 @@ from oab.controller.cli.wait import (
     parse_wait_for,
     wait_for,
 )
-from oab.controller.core.status import (
-    AgentStatus,
-    AuditRecord,
-    AwsCall,
-    Condition,
-    next_status,
-    read_status,
-    transition_items,
-)
+from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall, Condition, next_status
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 from oab.leader.lease import DynamoLeaseStore
 from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision

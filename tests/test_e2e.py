@@ -32,11 +32,12 @@ from botocore.exceptions import ClientError
 
 from oab.controller import testing
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.state import read_runlog
 from oab.controller.adapters.store import Desired, DesiredStateStore, S3ObjectStore
 from oab.controller.base.names import RESTART_ANNOTATION, TableNames
 from oab.controller.cli import main as cli
 from oab.controller.core import render
-from oab.controller.core.status import AgentStatus, AuditRecord, iso, read_runlog
+from oab.controller.core.status import AgentStatus, AuditRecord, iso
 from oab.controller.local.cluster import ClusterConfig, LocalCluster
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start

@@ -22,29 +22,18 @@ from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.ecs import CallLog, EcsAdapter
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.state import read_runlog, read_status, transition_items
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import CONTENT_HASH_TAG
 from oab.controller.cli.init import read_cluster_profile
+from oab.controller.core.outcome import Request, Result
 from oab.controller.core.render import RenderContext
-from oab.controller.core.status import (
-    AgentStatus,
-    AuditRecord,
-    next_status,
-    read_runlog,
-    read_status,
-    transition_items,
-)
+from oab.controller.core.status import AgentStatus, AuditRecord, next_status
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
-from oab.controller.reconcile.reconciler import (
-    ReconcileConfig,
-    Reconciler,
-    Request,
-    Result,
-    client_token,
-)
+from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler, client_token
 from oab.controller.runtime.worker import Worker
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 from oab.queue.config import QueueConfig

@@ -27,8 +27,8 @@ from oab.controller.adapters.store import (
 from oab.controller.api.intake import ManifestLimits
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
+from oab.controller.core.outcome import decide
 from oab.controller.reconcile.desired import StoreManifests
-from oab.controller.runtime.worker import decide
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 BUCKET = "oab-stored-intake"

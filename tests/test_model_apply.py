@@ -23,12 +23,12 @@ from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
 from oab.controller.cli.init import read_cluster_profile, render_context
+from oab.controller.core.outcome import Request, decide
 from oab.controller.core.render import POLICY_VIOLATION, RenderError
 from oab.controller.core.settings import load_settings
 from oab.controller.core.status import AgentStatus
 from oab.controller.reconcile.desired import StoreManifests
-from oab.controller.reconcile.reconciler import Reconciler, Request
-from oab.controller.runtime.worker import decide
+from oab.controller.reconcile.reconciler import Reconciler
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 
 BUCKET = "oab-control-plane"

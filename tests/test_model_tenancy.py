@@ -22,6 +22,7 @@ from oab.controller.base.names import (
     snapshot_record_key,
     snapshot_request_key,
 )
+from oab.controller.core.outcome import decide
 from oab.controller.core.render import (
     POLICY_VIOLATION,
     TASK_DEFINITION_MAX_BYTES,
@@ -36,7 +37,6 @@ from oab.controller.core.tenancy import (
     control_plane_prefix,
     parse_role_arn,
 )
-from oab.controller.runtime.worker import decide
 
 ACCOUNT = "123456789012"
 SM = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}"

@@ -47,7 +47,7 @@ G_RECONCILE = "tests/test_guards_reconcile.py"
 MUTANTS = (
     Mutant(
         name="status-audit-seq-ordering",
-        path="controller/core/status.py",
+        path="controller/adapters/state.py",
         original='        cond = "audit_seq = :prev"',
         mutated='        cond = "audit_seq >= :prev"',
         tests=(
@@ -56,7 +56,7 @@ MUTANTS = (
     ),
     Mutant(
         name="status-audit-seq-first-write",
-        path="controller/core/status.py",
+        path="controller/adapters/state.py",
         original='        cond = "attribute_not_exists(pk) OR audit_seq = :prev"',
         mutated='        cond = "attribute_not_exists(pk) OR audit_seq >= :prev"',
         tests=(
@@ -95,7 +95,7 @@ MUTANTS = (
     ),
     Mutant(
         name="outcome-local-claim-loss-drops",
-        path="controller/runtime/worker.py",
+        path="controller/core/outcome.py",
         original="        if isinstance(error, LostClaim | ClaimLost):",
         mutated="        if isinstance(error, ClaimLost):",
         tests=("tests/test_reconcile.py::test_decide_maps_every_outcome",),

@@ -17,7 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller.core.status import AgentStatus, read_runlog, read_status, to_item
+from oab.controller.adapters.state import read_runlog, read_status, status_to_item
+from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import AUDIT_CALLS_BYTES
 from oab.controller.local.emulator import LocalAWS, start
 from oab.controller.observability import telemetry
@@ -252,7 +253,7 @@ def test_a_corrupt_status_is_parked_shown_and_repaired_by_deleting_it(
         before = wait_until(lambda: available(replica, "team/bad"), timeout=TIMEOUT, message="bad")
         ddb.put_item(
             TableName=tables.state,
-            Item={**to_item(before), "conditions": {"S": '[{"type": 7}]'}},
+            Item={**status_to_item(before), "conditions": {"S": '[{"type": 7}]'}},
         )
         apply("bad", tag="v2")  # a change: its run meets the unreadable status
         wait_until(

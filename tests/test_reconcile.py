@@ -17,6 +17,7 @@ from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base import errors
 from oab.controller.cli.init import read_cluster_profile
+from oab.controller.core.outcome import Request, Result, decide
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, Condition, IllegalTransition
 from oab.controller.local.dataplane import DataPlaneControl
@@ -25,13 +26,10 @@ from oab.controller.reconcile.reconciler import (
     Assessment,
     ReconcileConfig,
     Reconciler,
-    Request,
-    Result,
     assess,
     client_token,
 )
 from oab.controller.runtime.scheduler import Scheduler
-from oab.controller.runtime.worker import decide
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
 from oab.queue.errors import ClaimLost
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from oab.controller.adapters.snapshots import SNAPSHOT_ACTION
+from oab.controller.adapters.state import read_runlog, read_status
 from oab.controller.agent.sidecar import (
     FINAL_ARCHIVE,
     INBOX_REQUEST,
@@ -27,7 +28,7 @@ from oab.controller.agent.sidecar import (
 )
 from oab.controller.api.service import AgentKey
 from oab.controller.base.names import snapshot_request_key
-from oab.controller.core.status import AuditRecord, read_runlog, read_status
+from oab.controller.core.status import AuditRecord
 from oab.controller.testing import (
     AWS,
     agent_manifest,

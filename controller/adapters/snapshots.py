@@ -58,10 +58,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord
-from oab.controller.api.service import AgentKey
+from oab.controller.api.service import AgentKey, Phase
 from oab.controller.base.errors import AwsError, classify_aws
 from oab.controller.base.names import snapshot_record_prefix
-from oab.controller.core.status import AwsCall, Phase
+from oab.controller.core.status import AwsCall
 from oab.controller.core.stored import (
     SNAPSHOT_ERROR_BYTES,
     SNAPSHOT_RECORD_BYTES,

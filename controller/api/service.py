@@ -78,6 +78,7 @@ __all__ = [
     "MAX_GENERATION",
     "AgentKey",
     "Condition",
+    "ConditionStatus",
     "EcsPlatform",
     "EffectiveEcs",
     "FieldIssue",
@@ -90,6 +91,7 @@ __all__ = [
     "OABService",
     "OABServiceSpec",
     "ObjectMeta",
+    "Phase",
     "Platform",
     "SecretRef",
     "SecretsManagerSecret",
@@ -576,17 +578,22 @@ def _render_path(path: Sequence[str | int]) -> str:
     return out
 
 
+#: The phases of an agent (the machine that moves between them: :mod:`oab.controller.core.status`).
+Phase = Literal["Pending", "Running", "Failed", "Terminating"]
+#: The value of a condition's ``status``.
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+# The schema of what ``oab.controller.core.status.Condition.to_json`` stores and shows (a test
+# keeps the two in step); the docstring is the JSON Schema's description, so it stays short.
 class Condition(_Model):
     """One status condition (Kubernetes conventions)."""
 
     type: StrictStr
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: StrictStr | None = None
     message: StrictStr | None = None
     last_transition_time: datetime | None = None
-
-
-Phase = Literal["Pending", "Running", "Failed", "Terminating"]
 
 
 class ServiceStatus(_Model):

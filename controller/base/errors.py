@@ -3,7 +3,7 @@
 Every error raised by the reconcile path derives from :class:`OabError` and says whether retrying
 can help (``retryable``). AWS errors keep their error code, HTTP status and request id and are
 raised ``from`` the botocore exception. The worker's outcome policy
-(:func:`oab.controller.runtime.worker.decide`) is the only place that turns these into queue
+(:func:`oab.controller.core.outcome.decide`) is the only place that turns these into queue
 actions.
 """
 

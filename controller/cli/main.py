@@ -508,7 +508,8 @@ def _read_units(ctx: Context, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]
     """Status and work unit of each agent, by key, in shared BatchGetItem requests (at most 100
     keys each, so 50 agents). A status item that does not decode reads as its
     ``UnreadableItem``, a queue row as its ``UnreadableRow``: ``get`` shows them, never fails."""
-    from oab.controller.core.status import AgentStatus, from_item, status_key
+    from oab.controller.adapters.state import status_from_item, status_key
+    from oab.controller.core.status import AgentStatus
     from oab.controller.core.stored import UnreadableItem
     from oab.queue.store import SORT_KEY, decode, pk_of
 
@@ -534,7 +535,7 @@ def _read_units(ctx: Context, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]
                 if key is None:
                     continue
                 try:
-                    statuses[key] = from_item(item)
+                    statuses[key] = status_from_item(item)
                 except UnreadableItem as exc:
                     statuses[key] = exc
             for item in resp.get("Responses", {}).get(tables.queue, []):

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from oab.controller.adapters.state import read_runlog, read_status
 from oab.controller.adapters.store import (
     Blob,
     ConflictError,
@@ -69,7 +70,7 @@ from oab.controller.cli.common import (
     require_agent,
 )
 from oab.controller.cli.main import EXIT_OK, Context, UsageError, command
-from oab.controller.core.status import AuditRecord, read_runlog, read_status, unreadable_json
+from oab.controller.core.status import AuditRecord, unreadable_json
 from oab.controller.core.stored import UnreadableItem
 
 __all__ = [

@@ -37,6 +37,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.adapters.changes import ChangeLog, ChangeLogError
+from oab.controller.adapters.state import read_status
 from oab.controller.adapters.store import NotFoundError, StoredObject, object_key
 from oab.controller.agent.sidecar import (
     SnapshotAlreadyRequested,
@@ -58,7 +59,6 @@ from oab.controller.cli import output as out
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.main import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Context, command
 from oab.controller.cli.ops import OperationRefused
-from oab.controller.core.status import read_status
 
 __all__ = ["describe_record", "nudge"]
 

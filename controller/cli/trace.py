@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oab.controller.adapters.state import audit_from_item, read_runlog, read_status
 from oab.controller.base.names import RUN_INDEX
 from oab.controller.cli import output as out
 from oab.controller.cli.main import EXIT_INVALID, EXIT_OK, Context, command
-from oab.controller.core.status import AuditRecord, read_runlog, read_status
+from oab.controller.core.status import AuditRecord
 from oab.controller.observability.telemetry import DEFAULT_TRACE_FILE, read_spans
 
 __all__ = ["RunRef", "format_tree", "resolve_link", "select_spans"]
@@ -190,7 +191,7 @@ def _run_by_id(ctx: Context, run_id: str) -> AuditRecord | None:
         ExpressionAttributeValues={":r": {"S": run_id}},
     )
     items = resp.get("Items", [])
-    return AuditRecord.from_item(items[0]) if items else None
+    return audit_from_item(items[0]) if items else None
 
 
 def _ref(row: AuditRecord) -> RunRef:

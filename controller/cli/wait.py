@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from oab.controller.adapters.state import read_status
 from oab.controller.adapters.store import StoredObject, object_key
 from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli.common import (
@@ -41,7 +42,7 @@ from oab.controller.cli.common import (
     require_agent,
 )
 from oab.controller.cli.main import EXIT_INVALID, EXIT_OK, Context, UsageError, command
-from oab.controller.core.status import AgentStatus, read_status
+from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem
 
 __all__ = [

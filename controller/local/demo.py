@@ -36,9 +36,10 @@ from typing import Any
 import boto3
 import yaml
 
+from oab.controller.adapters.state import read_runlog, scan_statuses
 from oab.controller.base.names import TableNames
 from oab.controller.cli import main as cli
-from oab.controller.core.status import AgentStatus, read_runlog, scan_statuses
+from oab.controller.core.status import AgentStatus
 from oab.controller.local.cluster import ClusterConfig, LeaderInfo, LocalCluster
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.local.emulator import LOCAL_ENV, start

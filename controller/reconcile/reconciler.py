@@ -5,11 +5,11 @@ Design (controller-runtime's contract, see STYLE.md trait 5)
 - The request carries only the key (plus the work unit's token, for idempotent ECS calls, and the
   attempt number). Reconcile is *level based*: every run reads the manifest, the status and ECS
   afresh; nothing is remembered between runs except what is stored.
-- It returns a :class:`Result`: the status to write, ``requeue_after`` while a deployment is still
-  progressing, or a recorded terminal failure. Errors are raised as
-  :mod:`oab.controller.base.errors` types; the worker's ``decide`` is the one place that maps
-  outcomes to queue actions. Reconcile itself never writes status: the worker commits the status,
-  its audit row and the work unit's completion in one transaction.
+- It returns a :class:`~oab.controller.core.outcome.Result`: the status to write, ``requeue_after``
+  while a deployment is still progressing, or a recorded terminal failure. Errors are raised as
+  :mod:`oab.controller.base.errors` types; :func:`oab.controller.core.outcome.decide` is the one
+  place that maps outcomes to queue actions. Reconcile itself never writes status: the worker
+  commits the status, its audit row and the work unit's completion in one transaction.
 - Side effects are idempotent across crashes and failover:
   * ``config.toml`` of a generation is written once (``If-None-Match: *``);
   * a task definition is registered only when no ACTIVE revision of the family carries the same
@@ -57,7 +57,7 @@ from oab.controller.adapters.snapshots import (
     calls_for,
     wants_ingest,
 )
-from oab.controller.api.service import AgentKey, OABService
+from oab.controller.api.service import AgentKey, OABService, Phase
 from oab.controller.base import names
 from oab.controller.base.errors import LostClaim, OabError, TerminalError, classify_aws
 from oab.controller.base.names import (
@@ -67,11 +67,11 @@ from oab.controller.base.names import (
     RESTART_ANNOTATION,
 )
 from oab.controller.core import render
+from oab.controller.core.outcome import Request, Result
 from oab.controller.core.status import (
     AgentStatus,
     AwsCall,
     Condition,
-    Phase,
     cleared,
     get_condition,
     iso,
@@ -88,29 +88,6 @@ _SECRET_FAILURE_MARKERS = (
     "ssm parameter",
     "AccessDeniedException",
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Request:
-    """One reconcile request: the key, and what makes its side effects idempotent."""
-
-    key: AgentKey
-    generation: int
-    token: str
-    reason: str
-    attempt: int
-    run_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class Result:
-    """What a run concluded. ``status`` is written by the worker with the run's audit row."""
-
-    status: AgentStatus
-    requeue_after: float | None = None
-    #: A failure recorded in status that retrying the same input cannot fix (not an exception:
-    #: the run itself succeeded in observing it).
-    failure: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

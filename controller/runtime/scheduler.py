@@ -56,9 +56,10 @@ from opentelemetry.trace import SpanKind
 from oab.controller.adapters.changes import ChangeLog, Cursor
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.state import scan_statuses
 from oab.controller.base.errors import FencedOut
 from oab.controller.base.names import MANIFEST_PREFIX, agent_key_of, ecs_name, is_agent_key
-from oab.controller.core.status import AgentStatus, scan_statuses
+from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem, clip
 from oab.controller.observability.telemetry import instruments
 from oab.leader.fence import Fence

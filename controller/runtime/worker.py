@@ -14,11 +14,11 @@ holds the work unit's completion (conditional on the claim token), the status tr
 - a run that changed nothing (no material status change, no mutating call) writes no status and
   no audit row: it only completes the work unit.
 
-The outcome policy for every result and error is in one function, :func:`decide` (the
-controller-runtime ``reconcileHandler`` pattern): done; requeue after N s (a deployment still
-progressing); retry with the queue's persisted full-jitter backoff (retryable errors, throttling);
-park (terminal errors, until a newer generation or ``oabctl queue retry``); drop (claim lost:
-someone else owns the key now).
+The outcome policy for every result and error is in one function,
+:func:`oab.controller.core.outcome.decide` (the controller-runtime ``reconcileHandler`` pattern):
+done; requeue after N s (a deployment still progressing); retry with the queue's persisted
+full-jitter backoff (retryable errors, throttling); park (terminal errors, until a newer generation
+or ``oabctl queue retry``); drop (claim lost: someone else owns the key now).
 
 Containment (no unit can end a worker thread)
 ---------------------------------------------
@@ -57,18 +57,18 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from oab.controller.adapters.ecs import CallLog
+from oab.controller.adapters.state import newest_audit_seq, read_status, transition_items
 from oab.controller.api.service import AgentKey
-from oab.controller.base.errors import LostClaim, OabError, classify_aws
 from oab.controller.base.names import TableNames, is_agent_key
+from oab.controller.core.outcome import Decision, Request, Result, decide
 from oab.controller.core.status import (
     OMITTED_CALLS_ACTION,
     AgentStatus,
@@ -76,57 +76,16 @@ from oab.controller.core.status import (
     AwsCall,
     IllegalTransition,
     iso,
-    newest_audit_seq,
-    read_status,
     set_condition,
-    transition_items,
 )
 from oab.controller.core.stored import ERROR_BYTES, UnreadableItem, clip, safe_text
 from oab.controller.observability.telemetry import instruments
-from oab.controller.reconcile.reconciler import Reconciler, Request, Result
+from oab.controller.reconcile.reconciler import Reconciler
 from oab.queue.errors import ClaimLost, ExtraConditionFailed, QueueError, QueueRejected
 from oab.queue.workqueue import Claim, WorkQueue
 
 log = logging.getLogger("oab.controller.runtime.worker")
 tracer = trace.get_tracer("oab.controller.runtime.worker")
-
-Kind = Literal["done", "requeue", "retry", "park", "drop"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Decision:
-    """What to do with a work unit after a run."""
-
-    kind: Kind
-    requeue_after: float | None = None
-    error: str = ""
-    reason: str = ""
-
-
-def decide(*, result: Result | None = None, error: BaseException | None = None) -> Decision:
-    """The one outcome policy: a run's result or error -> queue action.
-
-    The error text is scrubbed and bounded here (it is stored in status, audit and queue rows).
-    """
-    if error is not None:
-        text = safe_text(str(error), ERROR_BYTES)
-        if isinstance(error, LostClaim | ClaimLost):
-            return Decision(kind="drop", error=text, reason="ClaimLost")
-        if isinstance(error, IllegalTransition):
-            return Decision(kind="park", error=text, reason="IllegalTransition")
-        if isinstance(error, OabError):
-            kind: Kind = "retry" if error.retryable else "park"
-            return Decision(kind=kind, error=text, reason=error.reason)
-        if isinstance(error, ClientError | BotoCoreError):
-            return decide(error=classify_aws(error, operation="DynamoDB"))
-        # Unknown exceptions are bugs or unclassified infrastructure failures: retry with backoff
-        # (bounded by the queue's cap) rather than park a healthy agent forever.
-        text = safe_text(f"{type(error).__name__}: {error}", ERROR_BYTES)
-        return Decision(kind="retry", error=text, reason="Error")
-    assert result is not None
-    if result.requeue_after is not None:
-        return Decision(kind="requeue", requeue_after=result.requeue_after)
-    return Decision(kind="done", error=result.failure)
 
 
 @dataclass(frozen=True, kw_only=True)

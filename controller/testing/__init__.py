@@ -343,7 +343,7 @@ def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
 
 def all_statuses(client: Any, table: str) -> dict[str, AgentStatus]:
     """Every agent status item in the state ``table``, by key (one consistent, paginated Scan)."""
-    from oab.controller.core.status import scan_statuses
+    from oab.controller.adapters.state import scan_statuses
 
     return scan_statuses(client, table)
 
