@@ -11,23 +11,21 @@ from typing import Any
 import pytest
 import yaml
 
+from oab.controller.adapters.snapshots import request_snapshot, wait_snapshot
 from oab.controller.agent import main as agent
 from oab.controller.agent.archive import Denylist, UnsafeArchiveError, create_archive
 from oab.controller.agent.main import InitConfig, run_init
-from oab.controller.agent.sidecar import (
-    SidecarConfig,
+from oab.controller.agent.sidecar import SidecarConfig, SnapshotSidecar
+from oab.controller.api.service import AgentKey
+from oab.controller.base import taskcontract
+from oab.controller.base.names import snapshot_request_key
+from oab.controller.core.snapshot import (
     SnapshotAlreadyRequested,
     SnapshotError,
     SnapshotFailed,
     SnapshotRecord,
-    SnapshotSidecar,
     SnapshotTimeout,
-    request_snapshot,
-    wait_snapshot,
 )
-from oab.controller.api.service import AgentKey
-from oab.controller.base import taskcontract
-from oab.controller.base.names import snapshot_request_key
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 CP = "oab-control-plane"

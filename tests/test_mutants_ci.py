@@ -96,7 +96,7 @@ MUTANTS = (
     Mutant(
         name="outcome-local-claim-loss-drops",
         path="controller/core/outcome.py",
-        original="        if isinstance(error, LostClaim | ClaimLost):",
+        original="        if isinstance(error, ClaimInDoubt | ClaimLost):",
         mutated="        if isinstance(error, ClaimLost):",
         tests=("tests/test_reconcile.py::test_decide_maps_every_outcome",),
     ),

@@ -18,11 +18,11 @@ from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.state import status_to_item
-from oab.controller.base.errors import FencedOut
 from oab.controller.core.status import AgentStatus
 from oab.controller.observability import telemetry
 from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
 from oab.controller.testing import AWS, FakeClock, wait_until
+from oab.leader.errors import FencedOut
 from oab.leader.fence import Fence
 from oab.leader.record import Epoch, ReplicaId
 from oab.queue.config import QueueConfig

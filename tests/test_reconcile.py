@@ -62,7 +62,7 @@ def test_decide_maps_every_outcome() -> None:
         current_claim_token="u",
     )
     assert decide(error=lost).kind == "drop"
-    assert decide(error=errors.LostClaim("gone")).kind == "drop"
+    assert decide(error=errors.ClaimInDoubt("gone")).kind == "drop"
     assert decide(error=RuntimeError("bug")).kind == "retry"
     illegal = decide(error=IllegalTransition("Terminating", "Running"))
     assert (illegal.kind, illegal.reason) == ("park", "IllegalTransition")

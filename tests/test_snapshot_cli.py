@@ -24,10 +24,10 @@ from oab.controller.agent.sidecar import (
     INBOX_REQUEST,
     SidecarConfig,
     SnapshotSidecar,
-    record_key,
 )
 from oab.controller.api.service import AgentKey
 from oab.controller.base.names import snapshot_request_key
+from oab.controller.core.snapshot import record_key
 from oab.controller.core.status import AuditRecord
 from oab.controller.testing import (
     AWS,

@@ -13,8 +13,8 @@ from oab.controller.adapters.snapshots import (
     wants_ingest,
 )
 from oab.controller.adapters.state import status_from_item, status_to_item
-from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord, record_key
 from oab.controller.api.service import AgentKey
+from oab.controller.core.snapshot import SnapshotId, SnapshotRecord, record_key
 from oab.controller.core.status import AgentStatus, cleared
 from oab.controller.testing import AWS
 

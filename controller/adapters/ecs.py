@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oab.controller.adapters.ratelimit import RateLimiter
-from oab.controller.base.errors import AwsError, LostClaim, classify_aws
+from oab.controller.base.errors import AwsError, ClaimInDoubt, classify_aws
 from oab.controller.core.status import AwsCall
 
 DESCRIBE_BATCH = 10  # DescribeServices takes at most 10 services per call.
@@ -78,7 +78,7 @@ class EcsAdapter:
     @staticmethod
     def _check(guard: Callable[[], bool] | None, action: str) -> None:
         if guard is not None and not guard():
-            raise LostClaim(f"claim no longer valid locally; refusing {action}")
+            raise ClaimInDoubt(f"claim no longer valid locally; refusing {action}")
 
     # ----------------------------------------------------------------- reads
     def describe_services(self, names: Sequence[str]) -> dict[str, dict[str, Any] | None]:

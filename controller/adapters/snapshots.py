@@ -1,7 +1,11 @@
-"""Snapshot records, read by the controller so that every snapshot lands in the audit run log.
+"""Snapshot records and requests in S3: ingested into the audit run log, requested by oabctl.
 
 Design
 ------
+The protocol's types are :mod:`oab.controller.core.snapshot`. This module holds both S3 sides
+the controller's own processes play: the requester (``oabctl snapshot``:
+:func:`request_snapshot`, :func:`wait_snapshot`) and the ingestion described below.
+
 The snapshot sidecar runs with the agent's task role: it may write its records to
 ``snapshots/{ns}/{name}/{stamp}-{id}.json`` in the control-plane bucket (see
 :mod:`oab.controller.agent.sidecar`) but never the controller's run log. The controller ingests
@@ -41,7 +45,9 @@ Invariants
   that cannot be fetched for a transient reason (throttling, 5xx) ends this run's ingestion at
   that record; the next run tries it again.
 
-Time model: none; ordering comes from the keys the sidecar stamped with its wall clock.
+Time model: ingestion reads no clock (ordering comes from the keys the sidecar stamped with its
+wall clock); :func:`wait_snapshot` waits on the injected clock's monotonic reading and searches
+records from its wall reading minus :data:`CLOCK_SKEW_ALLOWANCE`.
 """
 
 from __future__ import annotations
@@ -50,17 +56,28 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oab.controller.agent.sidecar import SnapshotId, SnapshotRecord
 from oab.controller.api.service import AgentKey, Phase
+from oab.controller.base import names
+from oab.controller.base.clock import Clock, SystemClock
 from oab.controller.base.errors import AwsError, classify_aws
 from oab.controller.base.names import snapshot_record_prefix
+from oab.controller.core.snapshot import (
+    MAX_RECORD_BYTES,
+    SnapshotAlreadyRequested,
+    SnapshotFailed,
+    SnapshotId,
+    SnapshotRecord,
+    SnapshotRequest,
+    SnapshotTimeout,
+    new_snapshot_id,
+)
 from oab.controller.core.status import AwsCall
 from oab.controller.core.stored import (
     SNAPSHOT_ERROR_BYTES,
@@ -78,7 +95,9 @@ __all__ = [
     "S3SnapshotRecords",
     "SnapshotRecords",
     "calls_for",
+    "request_snapshot",
     "snapshot_call",
+    "wait_snapshot",
     "wants_ingest",
 ]
 
@@ -296,3 +315,88 @@ def wants_ingest(*, reason: str, phase: Phase | None) -> bool:
 def calls_for(found: Sequence[FoundRecord]) -> list[AwsCall]:
     """The audit calls of ``found``, in order."""
     return [snapshot_call(f.record) for f in found]
+
+
+# ------------------------------------------------------------------- the requester (oabctl)
+
+# wait_snapshot looks for records from a little before the request: the task's clock and the
+# requester's may disagree by this much.
+CLOCK_SKEW_ALLOWANCE: Final = 300.0
+
+
+def request_snapshot(
+    s3: Any,
+    bucket: str,
+    key: AgentKey,
+    *,
+    clock: Clock | None = None,
+    new_id: Callable[[], str] = new_snapshot_id,
+) -> SnapshotRequest:
+    """Ask the agent ``key`` (``ns/name``) for an on-demand snapshot; returns the request.
+
+    Raises ``SnapshotAlreadyRequested`` (with the pending request) when one is outstanding.
+    """
+    clk = clock or SystemClock()
+    request = SnapshotRequest(agent=key, id=SnapshotId(new_id()), requested_at=clk.time())
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=names.snapshot_request_key(key),
+            Body=request.to_json(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) not in (
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+        ):
+            raise classify_aws(exc, operation="PutObject") from exc
+        try:
+            body = s3.get_object(Bucket=bucket, Key=names.snapshot_request_key(key))["Body"].read()
+        except ClientError as again:
+            raise classify_aws(again, operation="GetObject") from again
+        raise SnapshotAlreadyRequested(SnapshotRequest.from_json(body)) from exc
+    return request
+
+
+def wait_snapshot(
+    s3: Any,
+    bucket: str,
+    request: SnapshotRequest,
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    clock: Clock | None = None,
+) -> SnapshotRecord:
+    """Wait until the sidecar records ``request``; return the record if the upload succeeded.
+
+    Raises ``SnapshotFailed`` (the record says why) or ``SnapshotTimeout``. ``timeout`` should
+    exceed the sidecar's poll interval plus the time to archive HOME.
+    """
+    clk = clock or SystemClock()
+    prefix = names.snapshot_record_prefix(request.agent)
+    start_after = names.snapshot_records_after(
+        request.agent, max(0.0, request.requested_at - CLOCK_SKEW_ALLOWANCE)
+    )
+    suffix = f"-{request.id}.json"
+    deadline = clk.monotonic() + timeout
+    while True:
+        try:
+            paginator = s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after):
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith(suffix):
+                        got = s3.get_object(Bucket=bucket, Key=obj["Key"])
+                        record = SnapshotRecord.from_json(got["Body"].read(MAX_RECORD_BYTES + 1))
+                        if record.status != "uploaded":
+                            raise SnapshotFailed(record)
+                        return record
+        except ClientError as exc:
+            raise classify_aws(exc, operation="ListObjectsV2") from exc
+        if clk.monotonic() >= deadline:
+            raise SnapshotTimeout(
+                f"no snapshot record for request {request.id} of {request.agent}"
+                f" after {timeout:.0f} s (is the agent running?)"
+            )
+        clk.sleep(interval)

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal, cast
 
-from oab.controller.base.errors import OabError
+from oab.controller.base.errors import AgentError
 
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
@@ -117,13 +117,6 @@ CREDENTIAL_STORES: Final[tuple[tuple[str, str], ...]] = (
 # and no ``!pattern`` can keep it.
 ALWAYS_DENIED: Final = "/config.toml"
 DEFAULT_DENYLIST: Final[tuple[str, ...]] = (ALWAYS_DENIED, *(p for p, _ in CREDENTIAL_STORES))
-
-
-class AgentError(OabError):
-    """Base of the agent start-up errors (``oab-agent``); part of the controller's hierarchy."""
-
-    retryable = False
-    reason = "AgentError"
 
 
 class UnsafeArchiveError(AgentError):

@@ -58,16 +58,10 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from oab.controller.agent.archive import (
-    AgentError,
-    ArchiveLimits,
-    ArchiveSummary,
-    Denylist,
-    sanitize_archive,
-)
+from oab.controller.agent.archive import ArchiveLimits, ArchiveSummary, Denylist, sanitize_archive
 from oab.controller.agent.sidecar import SidecarConfig, SnapshotSidecar, parse_s3_url
 from oab.controller.api.service import AgentKey
-from oab.controller.base.errors import classify_aws
+from oab.controller.base.errors import AgentError, classify_aws
 from oab.controller.base.redact import scrub
 from oab.controller.base.taskcontract import (
     ENV_BOOTSTRAP_FROM,

@@ -1,13 +1,12 @@
-"""Snapshots of an agent's HOME: the sidecar that uploads them and the request protocol.
+"""The snapshot sidecar: relays on-demand requests to the agent container, uploads HOME archives.
 
-Protocol (all keys in the control-plane bucket; ``{ns}/{name}`` is the agent's key):
+Protocol (the request and record types: :mod:`oab.controller.core.snapshot`; keys in the
+control-plane bucket: :mod:`oab.controller.base.names`; ``{ns}/{name}`` is the agent's key):
 - ``snapshot-requests/{ns}/{name}``: at most one pending on-demand request, created by
-  ``request_snapshot`` (``oabctl snapshot NAME``) with ``If-None-Match: *`` so concurrent
-  requests cannot overwrite each other (the loser gets ``SnapshotAlreadyRequested`` carrying the
-  request that won). Deleted by the sidecar once answered (uploaded, failed or timed out).
+  ``oabctl snapshot NAME`` (:func:`oab.controller.adapters.snapshots.request_snapshot`) with
+  ``If-None-Match: *``. Deleted by the sidecar once answered (uploaded, failed or timed out).
 - ``snapshots/{ns}/{name}/{YYYYmmddTHHMMSS.fffZ}-{id}.json``: one record per snapshot attempt,
-  on demand or at shutdown, successful or not (``SnapshotRecord``). ``wait_snapshot`` finds the
-  record of its request by id.
+  on demand or at shutdown, successful or not; ``oabctl`` finds the record of its request by id.
 - The archive itself goes to the agent's ``bootstrapFrom`` object as a new version (gzip when the
   key ends in ``.tar.gz``/``.tgz``), so the next start restores it.
 
@@ -27,31 +26,25 @@ monotonic reading; record timestamps use its wall reading. Polling S3 costs one 
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
-import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, NewType, Protocol
+from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oab.controller.agent.archive import (
-    AgentError,
     ArchiveLimits,
     ArchiveSummary,
     Denylist,
-    UnsafeArchiveError,
     filter_archive,
 )
 from oab.controller.api.service import AgentKey
 from oab.controller.base import names
-from oab.controller.base.errors import classify_aws
+from oab.controller.base.clock import Clock, SystemClock
+from oab.controller.base.errors import AgentError, classify_aws
 from oab.controller.base.redact import scrub
 from oab.controller.base.taskcontract import (
     EXITED_MARKER,
@@ -61,252 +54,25 @@ from oab.controller.base.taskcontract import (
     OUTBOX,
     SHARED_DIR,
 )
+from oab.controller.core.snapshot import (
+    SnapshotError,
+    SnapshotId,
+    SnapshotRecord,
+    SnapshotRecorder,
+    SnapshotRequest,
+    Trigger,
+    new_snapshot_id,
+    record_key,
+)
 
 log = logging.getLogger(__name__)
 
-SnapshotId = NewType("SnapshotId", str)
-
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# wait_snapshot looks for records from a little before the request: the task's clock and the
-# requester's may disagree by this much.
-CLOCK_SKEW_ALLOWANCE: Final = 300.0
-# A record is a few hundred bytes; anything past this is not one (records are agent-written).
-MAX_RECORD_BYTES: Final = 64 * 1024
 # Failure texts kept in a record (scrubbed first): enough for any archive or AWS error.
 MAX_ERROR_CHARS: Final = 2000
 
-Trigger = Literal["on-demand", "shutdown"]
-Outcome = Literal["uploaded", "failed"]
-
-
-class Clock(Protocol):
-    """Monotonic time for deadlines, wall time for records, and a way to wait."""
-
-    def monotonic(self) -> float: ...
-    def time(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        """``time.monotonic()``."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """``time.time()``."""
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        """``time.sleep(seconds)``."""
-        time.sleep(max(0.0, seconds))
-
-
-def _new_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-class SnapshotError(AgentError):
-    """A snapshot could not be requested, taken or found."""
-
-    reason = "SnapshotFailed"
-
-
-class MalformedSnapshotRecord(SnapshotError, ValueError):
-    """A stored record is not a valid one (too large, not JSON, wrong fields or types).
-
-    Also a ``ValueError``: readers that skip unparsable records catch that.
-    """
-
-    reason = "MalformedSnapshotRecord"
-
-
-class SnapshotAlreadyRequested(SnapshotError):
-    """Another on-demand request for this agent is still pending; ``pending`` is the winner."""
-
-    reason = "SnapshotAlreadyRequested"
-
-    def __init__(self, pending: SnapshotRequest) -> None:
-        super().__init__(
-            f"a snapshot of {pending.agent} is already pending (request {pending.id});"
-            " wait for it or let it time out"
-        )
-        self.pending = pending
-
-
-class SnapshotFailed(SnapshotError):
-    """The sidecar answered the request with a failure record."""
-
-    def __init__(self, record: SnapshotRecord) -> None:
-        super().__init__(f"snapshot {record.id} of {record.agent} failed: {record.error}")
-        self.record = record
-
-
-class SnapshotTimeout(SnapshotError):
-    """No record for the request appeared in time (agent not running, or slow)."""
-
-    retryable = True
-    reason = "SnapshotTimeout"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SnapshotRequest:
-    """A pending on-demand request as stored under ``snapshot-requests/``."""
-
-    agent: AgentKey
-    id: SnapshotId
-    requested_at: float  # wall-clock epoch seconds, for display and the record search window
-
-    def to_json(self) -> bytes:
-        """The stored body."""
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, body: bytes) -> SnapshotRequest:
-        """Parse a stored body; ``SnapshotError`` if it is not a valid request."""
-        try:
-            raw = json.loads(body)
-            request = cls(
-                agent=AgentKey(str(raw["agent"])),
-                id=SnapshotId(str(raw["id"])),
-                requested_at=float(raw["requested_at"]),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"malformed snapshot request: {exc}") from exc
-        if not _ID_RE.match(request.id):
-            raise SnapshotError(f"malformed snapshot request id {request.id!r}")
-        return request
-
-
-@dataclass(frozen=True, kw_only=True)
-class SnapshotRecord:
-    """One snapshot attempt, as written to ``snapshots/{ns}/{name}/`` and the audit hook."""
-
-    agent: AgentKey
-    id: SnapshotId
-    trigger: Trigger
-    status: Outcome
-    taken_at: float  # wall-clock epoch seconds
-    location: str | None = None  # s3://bucket/key of the archive
-    version_id: str | None = None  # S3 object version (None when the bucket is unversioned)
-    members: int = 0
-    size_bytes: int = 0  # uncompressed bytes of file data in the archive
-    excluded: int = 0  # members dropped by the denylist or as special files
-    error: str | None = None
-
-    def to_json(self) -> bytes:
-        """The stored body."""
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, body: bytes) -> SnapshotRecord:
-        """Parse a stored record; ``MalformedSnapshotRecord`` for anything that is not one.
-
-        Records are written by the agent's task (its role may write them), so they are
-        untrusted: size-capped (:data:`MAX_RECORD_BYTES`), and every field type-checked.
-        """
-        if len(body) > MAX_RECORD_BYTES:
-            raise MalformedSnapshotRecord(f"snapshot record larger than {MAX_RECORD_BYTES} bytes")
-        try:
-            return _RECORD.validate_json(body, strict=True)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(map(str, e["loc"])) or "(record)" for e in exc.errors())
-            raise MalformedSnapshotRecord(
-                f"malformed snapshot record (bad fields: {fields})"
-            ) from None
-
-
-SnapshotRecorder = Callable[[SnapshotRecord], None]
-_RECORD: Final = TypeAdapter(SnapshotRecord)
-
-
-def record_key(record: SnapshotRecord) -> str:
-    """Key of a record: sortable by time, findable by id (:func:`names.snapshot_record_key`)."""
-    return names.snapshot_record_key(record.agent, taken_at=record.taken_at, snapshot_id=record.id)
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
 
 def _missing(exc: ClientError) -> bool:
-    return _code(exc) in ("NoSuchKey", "404", "NotFound")
-
-
-def request_snapshot(
-    s3: Any,
-    bucket: str,
-    key: AgentKey,
-    *,
-    clock: Clock | None = None,
-    new_id: Callable[[], str] = _new_id,
-) -> SnapshotRequest:
-    """Ask the agent ``key`` (``ns/name``) for an on-demand snapshot; returns the request.
-
-    Raises ``SnapshotAlreadyRequested`` (with the pending request) when one is outstanding.
-    """
-    clk = clock or SystemClock()
-    request = SnapshotRequest(agent=key, id=SnapshotId(new_id()), requested_at=clk.time())
-    try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=names.snapshot_request_key(key),
-            Body=request.to_json(),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-    except ClientError as exc:
-        if _code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-            raise classify_aws(exc, operation="PutObject") from exc
-        try:
-            body = s3.get_object(Bucket=bucket, Key=names.snapshot_request_key(key))["Body"].read()
-        except ClientError as again:
-            raise classify_aws(again, operation="GetObject") from again
-        raise SnapshotAlreadyRequested(SnapshotRequest.from_json(body)) from exc
-    return request
-
-
-def wait_snapshot(
-    s3: Any,
-    bucket: str,
-    request: SnapshotRequest,
-    *,
-    timeout: float,
-    interval: float = 2.0,
-    clock: Clock | None = None,
-) -> SnapshotRecord:
-    """Wait until the sidecar records ``request``; return the record if the upload succeeded.
-
-    Raises ``SnapshotFailed`` (the record says why) or ``SnapshotTimeout``. ``timeout`` should
-    exceed the sidecar's poll interval plus the time to archive HOME.
-    """
-    clk = clock or SystemClock()
-    prefix = names.snapshot_record_prefix(request.agent)
-    start_after = names.snapshot_records_after(
-        request.agent, max(0.0, request.requested_at - CLOCK_SKEW_ALLOWANCE)
-    )
-    suffix = f"-{request.id}.json"
-    deadline = clk.monotonic() + timeout
-    while True:
-        try:
-            paginator = s3.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after):
-                for obj in page.get("Contents", []):
-                    if obj["Key"].endswith(suffix):
-                        got = s3.get_object(Bucket=bucket, Key=obj["Key"])
-                        record = SnapshotRecord.from_json(got["Body"].read(MAX_RECORD_BYTES + 1))
-                        if record.status != "uploaded":
-                            raise SnapshotFailed(record)
-                        return record
-        except ClientError as exc:
-            raise classify_aws(exc, operation="ListObjectsV2") from exc
-        if clk.monotonic() >= deadline:
-            raise SnapshotTimeout(
-                f"no snapshot record for request {request.id} of {request.agent}"
-                f" after {timeout:.0f} s (is the agent running?)"
-            )
-        clk.sleep(interval)
+    return str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404", "NotFound")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -381,7 +147,7 @@ class SnapshotSidecar:
         config: SidecarConfig,
         *,
         clock: Clock | None = None,
-        new_id: Callable[[], str] = _new_id,
+        new_id: Callable[[], str] = new_snapshot_id,
         recorders: Sequence[SnapshotRecorder] = (),
     ) -> None:
         self._s3 = s3
@@ -649,17 +415,4 @@ def _publish(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-__all__ = [
-    "MalformedSnapshotRecord",
-    "SidecarConfig",
-    "SnapshotAlreadyRequested",
-    "SnapshotError",
-    "SnapshotFailed",
-    "SnapshotRecord",
-    "SnapshotRequest",
-    "SnapshotSidecar",
-    "SnapshotTimeout",
-    "UnsafeArchiveError",
-    "request_snapshot",
-    "wait_snapshot",
-]
+__all__ = ["SidecarConfig", "SnapshotSidecar", "parse_s3_url"]

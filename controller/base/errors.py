@@ -78,18 +78,24 @@ class RetryableError(OabError):
     reason = "RetryableError"
 
 
-class FencedOut(OabError):
-    """A write made on the leader's authority was rejected: a newer leader exists."""
+class ClaimInDoubt(OabError):
+    """This worker's claim may have expired (a heartbeat failed or the local deadline passed):
+    stop, make no side effect, write nothing more.
 
-    retryable = False
-    reason = "FencedOut"
-
-
-class LostClaim(OabError):
-    """The work unit's claim expired and was taken over: stop, write nothing more."""
+    Raised before an ECS or S3 call on the worker's own doubt; the queue's
+    :class:`~oab.queue.errors.ClaimLost` is the confirmed case (the row's claim is someone
+    else's). The outcome policy drops the unit for either; the stored reason is ``ClaimLost``.
+    """
 
     retryable = False
     reason = "ClaimLost"
+
+
+class AgentError(OabError):
+    """Base of the errors of the in-task program (``oab-agent``) and the snapshot protocol."""
+
+    retryable = False
+    reason = "AgentError"
 
 
 class AwsError(OabError):

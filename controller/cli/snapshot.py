@@ -37,17 +37,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.adapters.changes import ChangeLog, ChangeLogError
+from oab.controller.adapters.snapshots import request_snapshot, wait_snapshot
 from oab.controller.adapters.state import read_status
 from oab.controller.adapters.store import NotFoundError, StoredObject, object_key
-from oab.controller.agent.sidecar import (
-    SnapshotAlreadyRequested,
-    SnapshotFailed,
-    SnapshotRecord,
-    SnapshotRequest,
-    SnapshotTimeout,
-    request_snapshot,
-    wait_snapshot,
-)
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import classify_aws
 from oab.controller.base.names import (
@@ -59,6 +51,13 @@ from oab.controller.cli import output as out
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.main import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Context, command
 from oab.controller.cli.ops import OperationRefused
+from oab.controller.core.snapshot import (
+    SnapshotAlreadyRequested,
+    SnapshotFailed,
+    SnapshotRecord,
+    SnapshotRequest,
+    SnapshotTimeout,
+)
 
 __all__ = ["describe_record", "nudge"]
 

@@ -24,7 +24,7 @@ from typing import Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.api.service import AgentKey
-from oab.controller.base.errors import LostClaim, OabError, classify_aws
+from oab.controller.base.errors import ClaimInDoubt, OabError, classify_aws
 from oab.controller.core.status import AgentStatus, IllegalTransition
 from oab.controller.core.stored import ERROR_BYTES, safe_text
 from oab.queue.errors import ClaimLost
@@ -75,7 +75,7 @@ def decide(*, result: Result | None = None, error: BaseException | None = None) 
     """
     if error is not None:
         text = safe_text(str(error), ERROR_BYTES)
-        if isinstance(error, LostClaim | ClaimLost):
+        if isinstance(error, ClaimInDoubt | ClaimLost):
             return Decision(kind="drop", error=text, reason="ClaimLost")
         if isinstance(error, IllegalTransition):
             return Decision(kind="park", error=text, reason="IllegalTransition")

@@ -59,7 +59,7 @@ from oab.controller.adapters.snapshots import (
 )
 from oab.controller.api.service import AgentKey, OABService, Phase
 from oab.controller.base import names
-from oab.controller.base.errors import LostClaim, OabError, TerminalError, classify_aws
+from oab.controller.base.errors import ClaimInDoubt, OabError, TerminalError, classify_aws
 from oab.controller.base.names import (
     CONTENT_HASH_TAG,
     NAME_TAG,
@@ -580,7 +580,7 @@ class Reconciler:
         key = render.artifact_key(svc)
         body = render.render_config_toml(svc).encode()
         if guard is not None and not guard():
-            raise LostClaim("claim no longer valid locally; refusing PutObject")
+            raise ClaimInDoubt("claim no longer valid locally; refusing PutObject")
         self._limiter.acquire("s3")
         try:
             resp = self._s3.put_object(
@@ -698,7 +698,7 @@ class Reconciler:
             if not objects:
                 continue
             if guard is not None and not guard():
-                raise LostClaim("claim no longer valid locally; refusing DeleteObjects")
+                raise ClaimInDoubt("claim no longer valid locally; refusing DeleteObjects")
             self._limiter.acquire("s3")
             try:
                 resp = self._s3.delete_objects(

@@ -57,11 +57,11 @@ from oab.controller.adapters.changes import ChangeLog, Cursor
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.state import scan_statuses
-from oab.controller.base.errors import FencedOut
 from oab.controller.base.names import MANIFEST_PREFIX, agent_key_of, ecs_name, is_agent_key
 from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem, clip
 from oab.controller.observability.telemetry import instruments
+from oab.leader.errors import FencedOut
 from oab.leader.fence import Fence
 from oab.queue.errors import ExtraConditionFailed, QueueError
 from oab.queue.workqueue import WorkQueue, idempotency_token
@@ -170,7 +170,7 @@ class Scheduler:
                                 extra_condition=fence.condition_check()
                             )
                         except ExtraConditionFailed as exc:
-                            raise FencedOut(f"epoch {fence.epoch} is stale") from exc
+                            raise _fenced_out(fence) from exc
                         if reaped:
                             log.warning("gave back stale claims", extra={"keys": len(reaped)})
                     if self._monotonic() >= next_resync and not stop.is_set():
@@ -290,7 +290,7 @@ class Scheduler:
             except ExtraConditionFailed as exc:
                 span.record_exception(exc)
                 instruments.fenced_writes_rejected.add(1, {"oab.operation": "enqueue"})
-                raise FencedOut(f"enqueue of {key} rejected: epoch {fence.epoch} is stale") from exc
+                raise _fenced_out(fence) from exc
             span.set_attribute("oab.enqueue.outcome", str(result.outcome))
             return str(result.outcome)
 
@@ -439,7 +439,7 @@ class Scheduler:
             self._queue.park(key, error, extra_condition=fence.condition_check())
         except ExtraConditionFailed as exc:
             instruments.fenced_writes_rejected.add(1, {"oab.operation": "park"})
-            raise FencedOut(f"park of {key} rejected: epoch {fence.epoch} is stale") from exc
+            raise _fenced_out(fence) from exc
         except QueueError as exc:
             if exc.retryable:
                 raise
@@ -475,6 +475,12 @@ def _census(statuses: Mapping[str, AgentStatus]) -> None:
         cond = status.condition("SecretInjectionFailed")
         failed_injection += int(cond is not None and cond.status == "True")
     instruments.record_agents(phases, secret_injection_failed=failed_injection)
+
+
+def _fenced_out(fence: Fence) -> FencedOut:
+    """The leader's :class:`~oab.leader.errors.FencedOut` for a write whose fence failed (the
+    queue reports it as :class:`~oab.queue.errors.ExtraConditionFailed`)."""
+    return FencedOut(lease=fence.lease_name, holder=fence.holder, epoch=fence.epoch)
 
 
 def fence_extra(fence: Fence) -> dict[str, object]:
