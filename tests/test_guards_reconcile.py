@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.ecs import CallLog, EcsAdapter
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
@@ -27,7 +28,6 @@ from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import CONTENT_HASH_TAG
-from oab.controller.cli.init import read_cluster_profile
 from oab.controller.core.outcome import Request, Result
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, AuditRecord, next_status

@@ -10,13 +10,13 @@ import boto3
 import pytest
 
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.ecs import CallLog, EcsAdapter
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base import errors
-from oab.controller.cli.init import read_cluster_profile
 from oab.controller.core.outcome import Request, Result, decide
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, Condition, IllegalTransition

@@ -18,8 +18,8 @@ its second run prints only ``verified`` lines:
    invented: manifests must then name their own networking;
 5. the cluster profile ``config/cluster.json`` in the bucket: cluster, region, account, table
    prefix, default subnets and security groups. The controller and ``oabctl render`` read it
-   (:func:`read_cluster_profile`) to fill what a manifest leaves out, so every replica and
-   every operator sees the same defaults without sharing a settings file.
+   (:mod:`oab.controller.core.clusterprofile`) to fill what a manifest leaves out, so every replica
+   and every operator sees the same defaults without sharing a settings file.
 
 Invariants: ``init`` never deletes or weakens anything it finds (it only adds versioning,
 encryption, the public access block and capacity providers); it holds no secret.
@@ -30,7 +30,6 @@ wall clock, display only).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,19 +38,18 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from oab.controller.adapters.clusterprofile import read_cluster_profile, write_cluster_profile
 from oab.controller.adapters.tables import ensure_tables
 from oab.controller.base.errors import OabError, classify_aws
 from oab.controller.base.names import CLUSTER_PROFILE_KEY, LOCAL_TAG
-from oab.controller.core.render import RenderContext
+from oab.controller.core.clusterprofile import ClusterProfile
 from oab.controller.core.settings import Settings
 
 __all__ = [
-    "BootstrapError",
-    "ClusterProfile",
+    "InitError",
     "InitReport",
     "Step",
     "init",
-    "read_cluster_profile",
 ]
 
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
@@ -59,10 +57,10 @@ CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 Action = Literal["created", "updated", "verified"]
 
 
-class BootstrapError(OabError):
+class InitError(OabError):
     """A step of ``init`` failed; carries the AWS error code (retryable per the code)."""
 
-    reason = "BootstrapError"
+    reason = "InitError"
 
     def __init__(self, message: str, *, code: str = "", retryable: bool = False) -> None:
         super().__init__(message)
@@ -83,44 +81,6 @@ class Step:
         return f"{self.resource} {self.action}" + (f" ({self.detail})" if self.detail else "")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ClusterProfile:
-    """Defaults shared by every replica and operator, stored at ``config/cluster.json``."""
-
-    cluster: str
-    region: str
-    account: str
-    table_prefix: str
-    subnets: tuple[str, ...] = ()
-    security_groups: tuple[str, ...] = ()
-    updated_at: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The stored camelCase form."""
-        return {
-            "cluster": self.cluster,
-            "region": self.region,
-            "account": self.account,
-            "tablePrefix": self.table_prefix,
-            "subnets": list(self.subnets),
-            "securityGroups": list(self.security_groups),
-            "updatedAt": self.updated_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ClusterProfile:
-        """Parse the stored form."""
-        return cls(
-            cluster=str(data["cluster"]),
-            region=str(data["region"]),
-            account=str(data["account"]),
-            table_prefix=str(data["tablePrefix"]),
-            subnets=tuple(data.get("subnets", ())),
-            security_groups=tuple(data.get("securityGroups", ())),
-            updated_at=str(data.get("updatedAt", "")),
-        )
-
-
 @dataclass
 class InitReport:
     """Everything ``init`` did, in order, plus the resulting cluster profile."""
@@ -129,9 +89,9 @@ class InitReport:
     profile: ClusterProfile | None = None
 
 
-def _wrap(what: str, exc: Exception) -> BootstrapError:
+def _wrap(what: str, exc: Exception) -> InitError:
     aws = classify_aws(exc, operation=what)
-    return BootstrapError(str(aws), code=aws.code, retryable=aws.retryable)
+    return InitError(str(aws), code=aws.code, retryable=aws.retryable)
 
 
 def _code(exc: ClientError) -> str:
@@ -265,46 +225,6 @@ def _ensure_local_network(ec2: Any, cluster: str) -> tuple[list[Step], list[str]
     return steps, [subnet_id], [sg_id]
 
 
-def read_cluster_profile(s3: Any, bucket: str) -> ClusterProfile | None:
-    """The profile ``init`` stored in the bucket, or None before the first ``init``."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=CLUSTER_PROFILE_KEY)["Body"].read()
-    except ClientError as exc:
-        if _code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
-            return None
-        raise _wrap("s3.GetObject config/cluster.json", exc) from exc
-    except BotoCoreError as exc:
-        raise _wrap("s3.GetObject config/cluster.json", exc) from exc
-    return ClusterProfile.from_json(json.loads(body))
-
-
-def render_context(
-    settings: Settings, profile: ClusterProfile | None, *, account: str, account_known: bool = True
-) -> RenderContext:
-    """The renderer's context: settings first, then the cluster profile ``init`` stored.
-
-    The tenant boundary comes from the settings' ``role_allowlist`` and ``secret_allowlist``.
-    ``account_known`` ``False`` says ``account`` is a stand-in (``oabctl`` without the ``account``
-    setting): ARNs are rendered with it but their account is not compared by the tenant checks.
-    """
-    return RenderContext(
-        region=settings.region,
-        bucket=settings.bucket,
-        cluster=settings.cluster,
-        agent_image=settings.agent_image,
-        execution_role_arn=settings.execution_role,
-        task_role_arn=settings.task_role,
-        account_id=account,
-        log_group=settings.agent_log_group,
-        default_subnets=settings.subnets or (profile.subnets if profile else ()),
-        default_security_groups=settings.security_groups
-        or (profile.security_groups if profile else ()),
-        role_allowlist=settings.role_allowlist,
-        secret_allowlist=settings.secret_allowlist,
-        account_known=account_known,
-    )
-
-
 def init(
     settings: Settings,
     *,
@@ -358,12 +278,7 @@ def init(
             stamped = ClusterProfile(
                 **{**profile.__dict__, "updated_at": _iso(wall_clock())},
             )
-            s3.put_object(
-                Bucket=settings.bucket,
-                Key=CLUSTER_PROFILE_KEY,
-                Body=json.dumps(stamped.to_json(), indent=2).encode(),
-                ContentType="application/json",
-            )
+            write_cluster_profile(s3, settings.bucket, stamped)
             action = "created" if stored is None else "updated"
             report.steps.append(Step(f"object/{CLUSTER_PROFILE_KEY}", action))
             report.profile = stamped

@@ -274,7 +274,7 @@ def exit_code_for(exc: BaseException) -> int:
     )
     from oab.controller.api.manifests import ManifestError
     from oab.controller.api.service import InvalidDocument
-    from oab.controller.cli.init import BootstrapError
+    from oab.controller.cli.init import InitError
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -286,7 +286,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INVALID
     if isinstance(exc, ConflictError):
         return EXIT_CONFLICT
-    if isinstance(exc, StorageError | BootstrapError | ChangeLogError):
+    if isinstance(exc, StorageError | InitError | ChangeLogError):
         return EXIT_INFRA
     if isinstance(exc, AwsError | ClientError | BotoCoreError):
         return EXIT_INFRA
@@ -789,7 +789,8 @@ def _render_context(ctx: Context, *, use_bucket: bool) -> Any:
     role ARNs use a stand-in account, which the tenant checks then do not compare (the
     controller, which knows its account, does), as a warning on stderr says.
     """
-    from oab.controller.cli.init import read_cluster_profile, render_context
+    from oab.controller.adapters.clusterprofile import read_cluster_profile
+    from oab.controller.core.clusterprofile import render_context
 
     settings = ctx.settings
     profile = read_cluster_profile(ctx.client("s3"), settings.bucket) if use_bucket else None

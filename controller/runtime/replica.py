@@ -34,12 +34,13 @@ from typing import Any
 
 from oab.controller.adapters.aws import ClientOptions, make_client, make_session
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
-from oab.controller.cli import init as bootstrap
 from oab.controller.core import render
+from oab.controller.core.clusterprofile import render_context
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler
 from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
@@ -187,14 +188,14 @@ class Replica:
 
     def _render_context(self) -> render.RenderContext:
         s = self.settings
-        profile = bootstrap.read_cluster_profile(self.s3, s.bucket)
+        profile = read_cluster_profile(self.s3, s.bucket)
         account = s.account or (profile.account if profile else None)
         if account is None:
             # Role ARNs need the account: ask STS (the emulator answers with its fixed one).
             session = make_session(region=s.region, principal="oab-controller")
             sts = make_client(session, "sts", endpoint_url=s.endpoint)
             account = str(sts.get_caller_identity()["Account"])
-        return bootstrap.render_context(s, profile, account=account)
+        return render_context(s, profile, account=account)
 
     # -------------------------------------------------------------- callbacks
     def _lead(self, epoch: Epoch, stop: threading.Event) -> None:

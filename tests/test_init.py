@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from oab.controller.cli.init import init, read_cluster_profile
+from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.cli.init import init
 from oab.controller.core.settings import Settings
 from oab.controller.testing import AWS, FakeClock
 
