@@ -65,6 +65,7 @@ from manifest_corpus import Case, case, shapes
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
 from oab.controller.base.errors import TerminalError
 from oab.controller.cli import main as cli
+from oab.controller.cli import registry
 from oab.controller.local.emulator import start
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.testing import AWS
@@ -322,7 +323,7 @@ class Fuzz:
         self, item: Case, report: Report, what: str, result: tuple[int, str, str]
     ) -> None:
         code, _out, err = result
-        if code in (-1, cli.EXIT_INTERNAL) or "Traceback" in err:
+        if code in (-1, registry.EXIT_INTERNAL) or "Traceback" in err:
             report.find(item, "traceback", f"{what}: exit {code}: {err.strip()}")
         elif code not in (0, 1):
             report.find(item, "unexpected exit", f"{what}: exit {code}: {err.strip()}")
@@ -333,7 +334,7 @@ class Fuzz:
             if diff[0] != 0:
                 report.find(item, "reads back different", diff[1][:300] + diff[2])
             render = self.oabctl("render", "-f", path)
-            if render[0] in (-1, cli.EXIT_INTERNAL):
+            if render[0] in (-1, registry.EXIT_INTERNAL):
                 report.find(item, "traceback", f"render: exit {render[0]}: {render[2].strip()}")
             elif render[0] != 0:
                 report.find(item, "accepted, not renderable", render[2].strip())

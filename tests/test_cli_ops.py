@@ -24,6 +24,7 @@ from oab.controller.adapters.state import read_status, transition_items
 from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
 from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.cli import main as cli
+from oab.controller.cli import registry
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.logs import LogTail
 from oab.controller.cli.wait import (
@@ -159,7 +160,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "5x", "m", "5m3", "-1s", "1 h"])
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(cli.UsageError):
+    with pytest.raises(registry.UsageError):
         parse_duration(text)
 
 
@@ -170,7 +171,7 @@ def test_parse_wait_for() -> None:
     )
     assert parse_wait_for("delete") == WaitTarget("delete")
     for bad in ("condition=", "condition=X=maybe", "Available", "jsonpath={.x}"):
-        with pytest.raises(cli.UsageError):
+        with pytest.raises(registry.UsageError):
             parse_wait_for(bad)
 
 

@@ -35,7 +35,7 @@ from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.state import read_runlog
 from oab.controller.adapters.store import Desired, DesiredStateStore, S3ObjectStore
 from oab.controller.base.names import RESTART_ANNOTATION, TableNames
-from oab.controller.cli import main as cli
+from oab.controller.cli import registry
 from oab.controller.core import render
 from oab.controller.core.status import AgentStatus, AuditRecord, iso
 from oab.controller.local.cluster import ClusterConfig, LocalCluster
@@ -314,7 +314,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     before = e.service(RESTARTED)
     before_deployment = before["deployments"][0]["id"]
     restarted_key = f"{NS}/{RESTARTED}"
-    if "restart" in cli._REGISTRY:
+    if "restart" in registry.registered():
         e.oabctl("restart", RESTARTED, "-n", NS)
     else:
         # `oabctl restart` is not registered yet (cli_ops): write its annotation with the store.
@@ -347,7 +347,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     mark("restarted")
     # ---- rollback ROLLED_BACK (at gen 2) to generation 1: a new generation 3 with gen 1's spec.
     rolled_key = f"{NS}/{ROLLED_BACK}"
-    if "rollback" in cli._REGISTRY:
+    if "rollback" in registry.registered():
         e.oabctl("rollback", ROLLED_BACK, "-n", NS, "--to-generation", "1")
     else:
         # `oabctl rollback` is not registered yet (cli_ops): re-apply gen 1's spec with the store.

@@ -42,6 +42,8 @@ from oab.controller.adapters.clusterprofile import read_cluster_profile, write_c
 from oab.controller.adapters.tables import ensure_tables
 from oab.controller.base.errors import OabError, classify_aws
 from oab.controller.base.names import CLUSTER_PROFILE_KEY, LOCAL_TAG
+from oab.controller.cli.context import Context
+from oab.controller.cli.registry import EXIT_OK, command
 from oab.controller.core.clusterprofile import ClusterProfile
 from oab.controller.core.settings import Settings
 
@@ -50,6 +52,7 @@ __all__ = [
     "InitReport",
     "Step",
     "init",
+    "init_command",
 ]
 
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
@@ -289,3 +292,25 @@ def init(
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+@command("init", help="create or verify the bucket, tables and ECS cluster (idempotent)")
+def init_command(ctx: Context) -> int:
+    """``oabctl init``: run :func:`init` with the context's settings and clients; one line per
+    step on stdout."""
+    report = init(
+        ctx.settings,
+        s3=ctx.client("s3"),
+        dynamodb=ctx.client("dynamodb"),
+        ecs=ctx.client("ecs"),
+        ec2=ctx.client("ec2"),
+        sts=ctx.client("sts"),
+        wall_clock=ctx.wall_clock,
+        progress=ctx.progress,
+    )
+    for step in report.steps:
+        ctx.print(step.line())
+    return EXIT_OK

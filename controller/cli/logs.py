@@ -1,7 +1,7 @@
 """``oabctl logs``: an agent's CloudWatch log lines, once or followed.
 
-Registered with :func:`oab.controller.cli.main.command` at import time (the module is listed in
-``cli.EXTENSION_MODULES``); exit 0, 2 usage, 3 AWS.
+Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
+:data:`oab.controller.cli.main.COMMAND_MODULES`); exit 0, 2 usage, 3 AWS.
 
 Design: :class:`LogTail` reads the agent's streams incrementally and is tested on its own; the
 command only chooses the streams (one container's, or ``--all-containers``), the start
@@ -26,7 +26,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from oab.controller.cli.common import add_namespace, parse_duration
-from oab.controller.cli.main import EXIT_OK, Context, UsageError, command
+from oab.controller.cli.context import Context
+from oab.controller.cli.registry import EXIT_OK, UsageError, command
 
 __all__ = ["LogLine", "LogTail"]
 

@@ -1,8 +1,8 @@
 """Day-two ``oabctl`` commands: describe, history, restart, rollback, leader, queue.
 
-Registered with :func:`oab.controller.cli.main.command` at import time (the module is listed in
-``cli.EXTENSION_MODULES``); exit codes follow ``cli``'s table (0 ok, 1 not found / not met /
-refused, 2 usage, 3 AWS, 4 concurrent modifications, 130 Ctrl-C).
+Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
+:data:`oab.controller.cli.main.COMMAND_MODULES`); exit codes follow the registry's table (0 ok, 1
+not found / not met / refused, 2 usage, 3 AWS, 4 concurrent modifications, 130 Ctrl-C).
 
 Design
 ------
@@ -69,7 +69,8 @@ from oab.controller.cli.common import (
     relative,
     require_agent,
 )
-from oab.controller.cli.main import EXIT_OK, Context, UsageError, command
+from oab.controller.cli.context import Context
+from oab.controller.cli.registry import EXIT_OK, UsageError, command
 from oab.controller.core.status import AuditRecord, unreadable_json
 from oab.controller.core.stored import UnreadableItem
 

@@ -1,7 +1,7 @@
 """``oabctl snapshot NAME``: archive an agent's HOME to its ``bootstrapFrom`` location now.
 
-Registered with :func:`oab.controller.cli.main.command` at import time (listed in
-``cli.EXTENSION_MODULES``).
+Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
+:data:`oab.controller.cli.main.COMMAND_MODULES`).
 
 Design
 ------
@@ -49,8 +49,9 @@ from oab.controller.base.names import (
 )
 from oab.controller.cli import output as out
 from oab.controller.cli.common import parse_duration
-from oab.controller.cli.main import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Context, command
+from oab.controller.cli.context import Context
 from oab.controller.cli.ops import OperationRefused
+from oab.controller.cli.registry import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, command
 from oab.controller.core.snapshot import (
     SnapshotAlreadyRequested,
     SnapshotFailed,

@@ -40,7 +40,8 @@ from typing import Any
 from oab.controller.adapters.state import audit_from_item, read_runlog, read_status
 from oab.controller.base.names import RUN_INDEX
 from oab.controller.cli import output as out
-from oab.controller.cli.main import EXIT_INVALID, EXIT_OK, Context, command
+from oab.controller.cli.context import Context
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, command
 from oab.controller.core.status import AuditRecord
 from oab.controller.observability.telemetry import DEFAULT_TRACE_FILE, read_spans
 

@@ -1,7 +1,8 @@
 """``oabctl wait``: block until an agent meets a condition for its current generation.
 
-Registered with :func:`oab.controller.cli.main.command` at import time (the module is listed in
-``cli.EXTENSION_MODULES``); exit 0 when met, 1 when failed, timed out or not found, 2 usage.
+Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
+:data:`oab.controller.cli.main.COMMAND_MODULES`); exit 0 when met, 1 when failed, timed out or not
+found, 2 usage.
 
 Design
 ------
@@ -41,7 +42,8 @@ from oab.controller.cli.common import (
     parse_duration,
     require_agent,
 )
-from oab.controller.cli.main import EXIT_INVALID, EXIT_OK, Context, UsageError, command
+from oab.controller.cli.context import Context
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, UsageError, command
 from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem
 

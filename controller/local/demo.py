@@ -39,6 +39,7 @@ import yaml
 from oab.controller.adapters.state import read_runlog, scan_statuses
 from oab.controller.base.names import TableNames
 from oab.controller.cli import main as cli
+from oab.controller.cli.registry import EXIT_INTERRUPTED, EXIT_OK
 from oab.controller.core.status import AgentStatus
 from oab.controller.local.cluster import ClusterConfig, LeaderInfo, LocalCluster
 from oab.controller.local.dataplane import DataPlaneControl
@@ -145,7 +146,7 @@ def _oabctl(argv: list[str], env: Mapping[str, str]) -> None:
     sys.stdout.write(f"\n$ oabctl {' '.join(argv)}\n")
     sys.stdout.flush()
     code = cli.main(argv, env=env)
-    if code != cli.EXIT_OK:
+    if code != EXIT_OK:
         raise DemoError(f"`oabctl {' '.join(argv)}` failed with exit {code}", code)
 
 
@@ -253,7 +254,7 @@ def run(examples: Path, workdir: Path) -> int:
             f"change:    {key} generation {generation} Running after the failover",
         ]
         sys.stdout.write("\nsummary\n" + "\n".join(f"  {line}" for line in summary) + "\n")
-        return cli.EXIT_OK
+        return EXIT_OK
     finally:
         if cluster is not None:
             _say("stopping the replicas ...")
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         sys.stderr.write("demo: interrupted; every process stopped\n")
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
 
