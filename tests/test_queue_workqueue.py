@@ -10,7 +10,6 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller.testing import FakeClock, SequentialIds
 from oab.queue.config import QueueConfig
 from oab.queue.errors import (
     ClaimLost,
@@ -22,6 +21,7 @@ from oab.queue.errors import (
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import AgentKey, EnqueueOutcome, Row, State, backoff_delay, ready_shard_of
 from oab.queue.store import MemoryStore, RowConflict, TransactItem
+from oab.queue.testing import FakeClock, SequentialIds
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
 VIS = 30.0

@@ -18,7 +18,7 @@ Invariants
 - A replica id is used by at most one live process at a time (restart waits for the old one).
 - The caller's ``OAB_*`` variables never leak into the replicas: only what the config says.
 
-Time model: waits use ``time.monotonic`` deadlines (``oab.controller.testing.wait_until``);
+Time model: waits use ``time.monotonic`` deadlines (``oab.leader.testing.wait_until``);
 lease ages shown by :class:`LeaderInfo` come from the stored wall-clock stamps (display only).
 
 This module is local/testing tooling: product code never imports it.
@@ -40,8 +40,8 @@ import boto3
 
 from oab.controller.base.names import TableNames
 from oab.controller.local.emulator import LOCAL_ENV
-from oab.controller.testing import wait_until
 from oab.leader.status import describe
+from oab.leader.testing import wait_until
 
 __all__ = ["ClusterConfig", "LeaderInfo", "LocalCluster", "ReplicaProcess"]
 

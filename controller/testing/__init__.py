@@ -1,10 +1,12 @@
 """Test doubles shipped with the package, in the manner of ``kopf.testing``.
 
 - :class:`FakeClock` - a manual clock with both a monotonic and a wall reading; ``advance`` moves
-  both. It satisfies the ``Clock`` protocols of ``oab.leader`` and ``oab.queue`` structurally.
-- :class:`SequentialIds` - deterministic id generator (``prefix-000001``, ...).
+  both. It satisfies the controller's :class:`~oab.controller.base.clock.Clock` and the clocks of
+  ``oab.leader`` and ``oab.queue`` structurally. :class:`SequentialIds` (``prefix-000001``, ...)
+  and :func:`wait_until` (poll a condition with a deadline: no sleep-and-hope in tests) come
+  with it; the three are ``oab.leader.testing``'s (the leader's and the queue's tests use their
+  own packages' doubles, never this module).
 - :func:`local_aws` - start the serialized emulator (see :mod:`oab.controller.local.emulator`).
-- :func:`wait_until` - poll a condition with a deadline (no sleep-and-hope in tests).
 - :func:`spawn_parent` / :func:`process_exited` - a parent process that starts a child (to be
   killed without clean-up), and whether a pid has exited (zombies count).
 - :func:`oabctl` - run the CLI in process (``cli.main``) and capture exit code, stdout, stderr.
@@ -19,8 +21,7 @@
   "Running and Available at generation N" check that end-to-end runs wait for.
 
 Heavier modules (the CLI, the replica) are imported where they are used, so that importing the
-test doubles stays cheap and ``oab.controller.local.cluster`` (which imports this module) cannot
-form an import cycle with them.
+test doubles stays cheap. Nothing in the product imports this package (an import-linter contract).
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import boto3
 
@@ -43,6 +42,7 @@ from oab.controller.adapters import tables
 from oab.controller.base.names import TableNames
 from oab.controller.local.dataplane_control import DataPlaneControl
 from oab.controller.local.emulator import LocalAWS, start
+from oab.leader.testing import FakeClock, SequentialIds, wait_until
 
 if TYPE_CHECKING:
     from oab.controller.core.status import AgentStatus
@@ -68,39 +68,6 @@ __all__ = [
     "wait_until",
 ]
 
-T = TypeVar("T")
-
-
-class FakeClock:
-    """A clock that only moves when told to. Thread-safe; ``sleep`` advances it."""
-
-    def __init__(self, *, monotonic: float = 1_000.0, wall: float = 1_800_000_000.0) -> None:
-        self._mono = monotonic
-        self._wall = wall
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        """Seconds on the fake monotonic clock."""
-        with self._lock:
-            return self._mono
-
-    def time(self) -> float:
-        """Seconds since the epoch on the fake wall clock."""
-        with self._lock:
-            return self._wall
-
-    def advance(self, seconds: float) -> None:
-        """Move both readings forward by ``seconds``."""
-        if seconds < 0:
-            raise ValueError("a clock never goes backwards")
-        with self._lock:
-            self._mono += seconds
-            self._wall += seconds
-
-    def sleep(self, seconds: float) -> None:
-        """Sleeping on a fake clock advances it instead of blocking."""
-        self.advance(max(0.0, seconds))
-
 
 def spawn_parent(script: str) -> tuple[subprocess.Popen[str], int]:
     """Run ``python -c script``; the script starts a child and prints its pid as its first line.
@@ -123,20 +90,6 @@ def process_exited(pid: int) -> bool:
     return state == "Z"
 
 
-class SequentialIds:
-    """Deterministic ids: ``prefix-000001``, ``prefix-000002``, ..."""
-
-    def __init__(self, prefix: str = "id") -> None:
-        self._prefix = prefix
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> str:
-        with self._lock:
-            self._n += 1
-            return f"{self._prefix}-{self._n:06d}"
-
-
 def local_aws(*, port: int = 0, dataplane: bool = True) -> LocalAWS:
     """Start a serialized local AWS emulator process; stop it with ``.stop()`` or ``with``.
 
@@ -144,27 +97,6 @@ def local_aws(*, port: int = 0, dataplane: bool = True) -> LocalAWS:
     deployments and tasks as on AWS (see :mod:`oab.controller.local.dataplane`).
     """
     return start(port=port, dataplane=dataplane)
-
-
-def wait_until(
-    condition: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float = 0.05,
-    message: str = "condition",
-) -> T:
-    """Poll ``condition`` until it returns a truthy value or ``timeout`` seconds pass.
-
-    Returns the truthy value; raises ``TimeoutError`` naming ``message`` otherwise.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {message}")
-        time.sleep(interval)
 
 
 class AWS:
