@@ -142,7 +142,7 @@ def test_main_exit_codes(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def _rendered_example() -> tuple[dict[str, str], bytes]:
     """The init container's environment and the artifact bytes, as render and reconcile make
     them for examples/ (the reconciler uploads ``render_config_toml(svc).encode()``)."""
-    from oab.controller.api.service import parse_document
+    from oab.controller.api.document import parse_document
     from oab.controller.core.render import RenderContext, render_agent
 
     doc = yaml.safe_load((ROOT / "examples" / "kiro-discord.yaml").read_text())

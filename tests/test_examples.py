@@ -9,9 +9,10 @@ import jsonschema
 import pytest
 import yaml
 
+from oab.controller.api.fleet import OABFleet, expand_fleet
 from oab.controller.api.manifests import load_paths
 from oab.controller.api.schema import SCHEMA_FILE, schema_dict, schema_json
-from oab.controller.api.service import OABFleet, OABService, expand_fleet
+from oab.controller.api.service import OABService
 from oab.controller.base.names import FLEET_LABEL
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

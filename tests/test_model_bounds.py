@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api.service import MAX_GENERATION, InvalidDocument, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import MAX_GENERATION
 from oab.controller.runtime.settings import (
     DaemonSettings,
     DaemonSettingsError,

@@ -13,7 +13,8 @@ import pytest
 
 from oab.controller.api import cronexpr
 from oab.controller.api.cronexpr import CronError, check_timezone, parse_cron, timezones
-from oab.controller.api.service import InvalidDocument, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
 
 CHANNEL = "123456789012345678"
 

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
 from oab.controller.api.openab import TOKEN_FIELDS
-from oab.controller.api.service import InvalidDocument, OABService, parse_document
+from oab.controller.api.service import OABService
 from oab.controller.core.render import render_config_toml
 
 DISCORD_ID = "123456789012345678"

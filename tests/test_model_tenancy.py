@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from oab.controller.adapters import store
-from oab.controller.api.service import OABService, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.service import OABService
 from oab.controller.base.names import (
     CLUSTER_PROFILE_KEY,
     CONTROL_PLANE_PREFIXES,

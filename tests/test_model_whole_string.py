@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from oab.controller.api.service import InvalidDocument, is_dns_label, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import is_dns_label
 from oab.controller.core.render import RenderContext
 from oab.controller.core.settings import Settings
 

@@ -27,7 +27,9 @@ import yaml
 from botocore.validate import ParamValidator
 from pydantic import ValidationError
 
-from oab.controller.api.service import OABFleet, OABService, expand_fleet, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.fleet import OABFleet, expand_fleet
+from oab.controller.api.service import OABService
 from oab.controller.base import taskcontract
 from oab.controller.base.names import CONTENT_HASH_TAG
 from oab.controller.core.render import (

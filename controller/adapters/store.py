@@ -83,6 +83,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from oab.controller.adapters.changes import ChangeKind, ChangeLog
+from oab.controller.api.fleet import OABFleet
 from oab.controller.api.intake import (
     INT_RANGE,
     LIMITS,
@@ -93,7 +94,7 @@ from oab.controller.api.intake import (
     format_size,
     load_stored,
 )
-from oab.controller.api.service import OABFleet, OABService, ecs_name_rivals
+from oab.controller.api.service import OABService, ecs_name_rivals
 from oab.controller.base import names
 from oab.controller.base.errors import OabError, classify_aws
 from oab.controller.base.names import API_VERSION, CLEANUP_FINALIZER, FLEET_LABEL

@@ -3,7 +3,7 @@
 Design
     Bytes and YAML are read by :mod:`oab.controller.api.intake` under its caps (size, nodes and
     characters with aliases expanded, depth, JSON types only); this module turns each checked
-    document into an API object with :func:`oab.controller.api.service.parse_document` and walks
+    document into an API object with :func:`oab.controller.api.document.parse_document` and walks
     each issue's field path back through the node tree to the line that holds it (the key's line, or
     the nearest existing parent when the field is missing). Two more costs are checked here,
     where the API's meaning is known: a fleet counts its ``spec.defaults`` once per agent
@@ -34,6 +34,8 @@ from typing import Any, BinaryIO, TextIO
 
 import yaml
 
+from oab.controller.api.document import parse_document
+from oab.controller.api.fleet import OABFleet, expand_fleet
 from oab.controller.api.intake import (
     LIMITS,
     STDIN,
@@ -49,14 +51,8 @@ from oab.controller.api.intake import (
     format_size,
     read_sources,
 )
-from oab.controller.api.service import (
-    FieldIssue,
-    InvalidDocument,
-    OABFleet,
-    OABService,
-    expand_fleet,
-    parse_document,
-)
+from oab.controller.api.issues import FieldIssue, InvalidDocument
+from oab.controller.api.service import OABService
 from oab.controller.base.names import ecs_name
 
 __all__ = [

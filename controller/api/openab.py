@@ -30,7 +30,7 @@ Invariants
       tomli-w unchanged.
 
 Errors raised from validators are ``PydanticCustomError`` whose context may carry ``hint`` (what
-to write instead); ``oab.controller.api.service`` turns them into field-path issues. Inputs are
+to write instead); ``oab.controller.api.issues`` turns them into field-path issues. Inputs are
 hidden from pydantic's own error strings so a literal token typed into a manifest never reaches a
 log.
 

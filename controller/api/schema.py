@@ -22,7 +22,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
-from oab.controller.api.service import API_VERSION, OABFleet, OABService
+from oab.controller.api.fleet import OABFleet
+from oab.controller.api.service import API_VERSION, OABService
 
 __all__ = ["SCHEMA_FILE", "SCHEMA_ID", "schema_dict", "schema_json"]
 

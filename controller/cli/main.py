@@ -116,8 +116,8 @@ def exit_code_for(exc: BaseException) -> int:
         OwnershipError,
         StorageError,
     )
+    from oab.controller.api.issues import InvalidDocument
     from oab.controller.api.manifests import ManifestError
-    from oab.controller.api.service import InvalidDocument
     from oab.controller.cli.init import InitError
 
     if isinstance(exc, KeyboardInterrupt):

@@ -46,8 +46,8 @@ def _configure_apply(p: argparse.ArgumentParser) -> None:
 )
 def _apply(ctx: Context) -> int:
     from oab.controller.adapters.store import NameCollisionError, OwnershipError, desired_from
+    from oab.controller.api.fleet import OABFleet, expand_fleet
     from oab.controller.api.manifests import LoadedDocument, ManifestError
-    from oab.controller.api.service import OABFleet, expand_fleet
 
     docs = load_manifests(ctx)  # validates every document of every file before anything is written
     # Then renders every agent as the controller will (no AWS call): all or nothing.
@@ -182,13 +182,8 @@ def _preflight_issues(doc: Any, rctx: Any) -> list[Any]:
     definition's size are checked here, at apply, and again by the controller at every reconcile
     (a stored manifest that breaks them parks its agent with the same message).
     """
-    from oab.controller.api.service import (
-        FieldIssue,
-        OABFleet,
-        blame_fleet_issue,
-        expand_fleet,
-        parse_field_path,
-    )
+    from oab.controller.api.fleet import OABFleet, blame_fleet_issue, expand_fleet
+    from oab.controller.api.issues import FieldIssue, parse_field_path
     from oab.controller.core.render import RenderError, preflight
 
     issues: list[Any] = []
@@ -218,7 +213,7 @@ def _rendered_texts(svc: Any, rctx: Any) -> dict[str, str]:
 
 
 def _services_of(doc_obj: Any) -> Iterator[Any]:
-    from oab.controller.api.service import OABFleet, expand_fleet
+    from oab.controller.api.fleet import OABFleet, expand_fleet
 
     if isinstance(doc_obj, OABFleet):
         yield from expand_fleet(doc_obj)
@@ -233,7 +228,9 @@ def _services_of(doc_obj: Any) -> Iterator[Any]:
 )
 def _diff(ctx: Context) -> int:
     from oab.controller.adapters.store import desired_from
-    from oab.controller.api.service import OABFleet, OABService, parse_document
+    from oab.controller.api.document import parse_document
+    from oab.controller.api.fleet import OABFleet
+    from oab.controller.api.service import OABService
 
     docs = load_manifests(ctx)
     store = ctx.store()

@@ -504,7 +504,8 @@ def _stored_generations(store: DesiredStateStore, key: str) -> list[int]:
 )
 def _rollback(ctx: Context) -> int:
     from oab.controller.adapters.store import desired_from
-    from oab.controller.api.service import OABService, parse_document
+    from oab.controller.api.document import parse_document
+    from oab.controller.api.service import OABService
 
     namespace, name, wanted = ctx.args.namespace, ctx.args.name, ctx.args.to_generation
     key = object_key(KIND, namespace, name)

@@ -24,7 +24,9 @@ from oab.controller.adapters.store import (
     DesiredStateStore,
     InvalidStoredObject,
 )
-from oab.controller.api.service import AgentKey, InvalidDocument, OABService, parse_document
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import AgentKey, OABService
 from oab.controller.base.errors import RetryableError, TerminalError
 from oab.controller.base.names import manifest_key
 from oab.controller.reconcile.reconciler import Manifest
