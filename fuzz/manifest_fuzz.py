@@ -62,7 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from manifest_corpus import Case, case, shapes
 
-from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.base.errors import TerminalError
 from oab.controller.cli import main as cli
 from oab.controller.cli import registry

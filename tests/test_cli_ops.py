@@ -20,8 +20,9 @@ import botocore.handlers
 import pytest
 import yaml
 
+from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.state import read_status, transition_items
-from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
+from oab.controller.adapters.store import DesiredStateStore, StoredObject, object_key
 from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.cli import main as cli
 from oab.controller.cli import registry

@@ -32,8 +32,9 @@ from botocore.exceptions import ClientError
 
 from oab.controller import testing
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.state import read_runlog
-from oab.controller.adapters.store import Desired, DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.store import Desired, DesiredStateStore
 from oab.controller.base.names import RESTART_ANNOTATION, TableNames
 from oab.controller.cli import registry
 from oab.controller.core import render

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
+from oab.controller.adapters.objectstore import MemoryObjectStore, S3ObjectStore
 from oab.controller.adapters.store import (
     Desired,
     DesiredStateStore,
     DocumentTooLarge,
     InvalidStoredObject,
-    MemoryObjectStore,
-    S3ObjectStore,
     StoreConfig,
 )
 from oab.controller.api.intake import ManifestLimits

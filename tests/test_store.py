@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 
 from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.objectstore import MemoryObjectStore, S3ObjectStore
 from oab.controller.adapters.store import (
     ConflictError,
     Desired,
     DesiredStateStore,
-    MemoryObjectStore,
     NameCollisionError,
     NotFoundError,
     OwnershipError,
-    S3ObjectStore,
     StoreConfig,
 )
 from oab.controller.base.names import CLEANUP_FINALIZER, FLEET_LABEL

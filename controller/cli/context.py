@@ -85,7 +85,8 @@ class Context:
     def store(self) -> Any:
         """The desired-state store on the settings' bucket, recording change records."""
         from oab.controller.adapters.changes import ChangeLog
-        from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
+        from oab.controller.adapters.objectstore import S3ObjectStore
+        from oab.controller.adapters.store import DesiredStateStore
 
         changes = ChangeLog(
             self.client("dynamodb"), self.settings.tables.state, wall_clock=self.wall_clock

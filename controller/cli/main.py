@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def exit_code_for(exc: BaseException) -> int:
     """The one mapping from an error to an exit code (see the module doc)."""
     from oab.controller.adapters.changes import ChangeLogError
+    from oab.controller.adapters.objectstore import StorageError
     from oab.controller.adapters.store import (
         ConflictError,
         DocumentTooLarge,
@@ -114,7 +115,6 @@ def exit_code_for(exc: BaseException) -> int:
         NameCollisionError,
         NotFoundError,
         OwnershipError,
-        StorageError,
     )
     from oab.controller.api.issues import InvalidDocument
     from oab.controller.api.manifests import ManifestError

@@ -41,18 +41,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from oab.controller.adapters.objectstore import Blob, ObjectStore, S3ObjectStore, VersionInfo
 from oab.controller.adapters.state import read_runlog, read_status
 from oab.controller.adapters.store import (
-    Blob,
     ConflictError,
     Desired,
     DesiredStateStore,
     NotFoundError,
-    ObjectStore,
-    S3ObjectStore,
     StoreConfig,
     StoredObject,
-    VersionInfo,
     object_key,
 )
 from oab.controller.base.errors import OabError
@@ -382,7 +379,8 @@ def _history(ctx: Context) -> int:
 
 @dataclass
 class _PinnedReads:
-    """An :class:`ObjectStore` that answers reads of ``key`` with ``blob``, read once before.
+    """An :class:`~oab.controller.adapters.objectstore.ObjectStore` that answers reads of ``key``
+    with ``blob``, read once before.
 
     The store computes its write from what it reads and writes ``If-Match`` that read's ETag, so
     pinning the read turns the store's apply into a compare-and-swap against *our* read: if the

@@ -36,9 +36,10 @@ from oab.controller.adapters.aws import ClientOptions, make_client, make_session
 from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
-from oab.controller.adapters.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.core import render
 from oab.controller.core.clusterprofile import render_context
 from oab.controller.reconcile.desired import StoreManifests
