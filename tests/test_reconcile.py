@@ -302,7 +302,10 @@ def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
     assert oabctl("delete", "c", "-n", "a-b").code == 0
     failed = replace(AgentStatus(key="a-b/c"), phase="Failed")
     log = CallLog()
-    reconciler.reconcile(rival_req, status=failed, log=log)
+    # Two runs: Failed -> Terminating (only Terminating may end cleared), then the clean-up.
+    first = reconciler.reconcile(rival_req, status=failed, log=log)
+    assert first.status.phase == "Terminating"
+    reconciler.reconcile(rival_req, status=first.status, log=log)
     assert not [c.action for c in log.snapshot() if c.action.startswith("ecs:")]
     after = ecs.describe_services(cluster="oab", services=["oab-a-b-c"])["services"][0]
     assert (after["status"], after["taskDefinition"], after["desiredCount"]) == (
