@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 ## The main job on the embedded local AWS: exits by itself when done.
 demo: $(STAMP)
-	$(BIN)/python -m oab.controller.demo
+	$(BIN)/python -m oab.controller.local.demo
 
 ## Everything CI checks: lint, format, types, import contracts, the whole test suite.
 test: $(STAMP) lint typecheck imports unit

@@ -36,10 +36,10 @@ from typing import Any
 import boto3
 import botocore.client
 
-from oab.controller.daemon_config import DaemonSettings
-from oab.controller.localaws import start
-from oab.controller.replica import Replica
-from oab.controller.status import read_status
+from oab.controller.adapters.state import read_status
+from oab.controller.local.emulator import start
+from oab.controller.runtime.replica import Replica
+from oab.controller.runtime.settings import DaemonSettings
 from oab.controller.testing import agent_manifest, oabctl, prepare_plane
 
 AGENTS = 20

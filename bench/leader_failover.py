@@ -26,7 +26,8 @@ from typing import Any
 
 import boto3
 
-from oab.controller import tables
+from oab.controller.adapters import tables
+from oab.controller.base.names import TableNames
 from oab.controller.testing import local_aws, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.record import ReplicaId
@@ -156,7 +157,7 @@ def main() -> None:
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
-        names = tables.TableNames()
+        names = TableNames()
         tables.ensure_tables(client, names)
         fleet = Fleet({**env, "PYTHONUNBUFFERED": "1"}, Path(tmp), args.replicas)
         try:

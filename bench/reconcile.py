@@ -2,8 +2,8 @@
 
 Starts its own local AWS with the simulated ECS data plane, then:
 
-1. **In process** (one :class:`~oab.controller.replica.Replica`, leader and workers): applies
-   ``AGENTS`` agents one by one through ``oabctl apply`` and measures
+1. **In process** (one :class:`~oab.controller.runtime.replica.Replica`, leader and workers):
+   applies ``AGENTS`` agents one by one through ``oabctl apply`` and measures
    - apply -> Available latency p50/p99, with the data plane's task start delay subtracted;
    - apply returning -> the reconcile starting (the worker's ``process`` called for the key), p50;
    - AWS requests per agent to create, then to update (new image), then for one no-op full
@@ -11,9 +11,9 @@ Starts its own local AWS with the simulated ECS data plane, then:
      attributed by thread: requests made inside ``Worker.process`` (the reconcile and its
      commit) or inside ``Scheduler.resync``; idle polling (claims, change reads, the lease) is
      reported apart. ECS + S3 + secrets and DynamoDB are counted separately.
-2. **Subprocesses** (``oab.controller.cluster``): ``THROUGHPUT_AGENTS`` agents applied at once with
-   1 replica, then (after a reset) with 3 replicas; reconciles per second = audit rows written per
-   second until every agent is Available, and agents Available per second.
+2. **Subprocesses** (``oab.controller.local.cluster``): ``THROUGHPUT_AGENTS`` agents applied at once
+   with 1 replica, then (after a reset) with 3 replicas; reconciles per second = audit rows written
+   per second until every agent is Available, and agents Available per second.
 
 Goals (issue 5): reconcile starts <= 2 s after apply (p50); no-op resync <= 0.2 requests per
 agent; update <= 6 requests per agent (ECS + S3). Prints figures, then ONE line of JSON.
@@ -35,11 +35,11 @@ from typing import Any
 
 import boto3
 
-from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
-from oab.controller.tables import TableNames
+from oab.controller.base.names import TableNames
+from oab.controller.local.cluster import ClusterConfig, LocalCluster
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start
+from oab.controller.runtime.replica import Replica
 from oab.controller.testing import (
     agent_manifest,
     all_statuses,

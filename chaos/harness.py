@@ -21,7 +21,7 @@ Design
   ``OAB_CHAOS_CLOCK_RATE``) given at (re)start.
 - The leader is read from the lease item (consistent read) by the runner.
 
-This duplicates a little of ``controller/cluster.py`` (a general multi-replica harness) on
+This duplicates a little of ``controller/local/cluster.py`` (a general multi-replica harness) on
 purpose: chaos needs a per-replica endpoint (the proxy), per-incarnation clock settings and raw
 signals, and must keep its observation path apart from the replicas' network.
 
@@ -45,10 +45,10 @@ from typing import Any
 import boto3
 from faultproxy import FaultProxy, ProxyLoop
 
-from oab.controller import cli
-from oab.controller.localaws import LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.tables import TableNames
+from oab.controller.base.names import TableNames
+from oab.controller.cli import main as cli
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.local.emulator import LocalAWS, start
 from oab.leader.record import LeaseRecord, decode_item, lease_key
 
 BUCKET = "oab-chaos-plane"
@@ -220,7 +220,7 @@ class Harness:
         argv = [
             sys.executable,
             "-m",
-            "oab.controller.daemon",
+            "oab.controller.runtime.daemon",
             "run",
             "--replica-id",
             slot.replica_id,

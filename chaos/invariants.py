@@ -99,8 +99,9 @@ from typing import Any
 
 from faultproxy import Event
 
-from oab.controller.status import AuditRecord, from_item, read_runlog
-from oab.controller.stored import AUDIT_CALLS_BYTES, UnreadableItem
+from oab.controller.adapters.state import read_runlog, status_from_item
+from oab.controller.core.status import AuditRecord
+from oab.controller.core.stored import AUDIT_CALLS_BYTES, UnreadableItem
 
 
 @dataclass(frozen=True)
@@ -831,7 +832,7 @@ def read_statuses(
             raw.append(item)
             if item.get("sk", {}).get("S") == "status":
                 try:
-                    s = from_item(item)
+                    s = status_from_item(item)
                 except UnreadableItem:
                     continue  # a corrupt status (the poison scenario plants one) reads as absent
                 parsed[s.key] = s

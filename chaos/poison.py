@@ -87,7 +87,7 @@ from harness import BUCKET
 from invariants import LeasePlant, PoisonEvidence, lease_history, read_statuses, terms
 
 from oab.leader.record import MAX_LEASE_DURATION_MS, LeaseRecord, lease_key
-from oab.queue.row import shard_of
+from oab.queue.row import ready_shard_of
 from oab.queue.store import pk_of
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class Poison:
             "generation": current["generation"],
             "state": {"S": "ready"},
             "ready_at": {"N": "1.000"},  # due, so claims meet it
-            "ready_shard": {"S": str(shard_of(key, 4))},
+            "ready_shard": {"S": str(ready_shard_of(key, 4))},
             "version": {"N": "900"},
             "write_id": {"S": "poison"},
             "attempts": {"S": "many"},
@@ -307,7 +307,7 @@ class Poison:
             Item={
                 **current,
                 "state": {"S": "ready"},
-                "ready_shard": {"S": str(shard_of(key, 4))},
+                "ready_shard": {"S": str(ready_shard_of(key, 4))},
                 "ready_at": {"S": "soon"},  # the index's range key, as a string
             },
         )
@@ -413,7 +413,7 @@ class Poison:
         self.h.s3.put_object(Bucket=BUCKET, Key="manifests/chaos/x/stray.yaml", Body=body.encode())
 
     def _change_record(self, plant: Plant) -> None:
-        from oab.controller.changes import shard_of as change_shard
+        from oab.controller.base.names import change_shard_of as change_shard
 
         target = f"manifests/{self.run.keys[0]}.yaml"
         ms = int(time.time() * 1000)

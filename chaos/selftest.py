@@ -32,8 +32,8 @@ from typing import Any
 from faultproxy import Event
 from invariants import AUDIT_CALLS_BYTES, BRANCHES, Checker, LeasePlant, PoisonEvidence, Violation
 
-from oab.controller.status import AgentStatus, AuditRecord, AwsCall
-from oab.controller.tables import TableNames
+from oab.controller.base.names import TableNames
+from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall
 
 T = TableNames()
 KEY = "chaos/a0000"

@@ -1,9 +1,9 @@
 """Manifest fuzz: hostile documents through ``oabctl apply``, the store and the reconciler's read.
 
 ``make fuzz`` runs ``python fuzz/manifest_fuzz.py --count 10000 --seed 1 --quick``. The script
-starts its own emulator (``oab.controller.localaws``), runs ``oabctl init``, then takes each case
-of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
-(``oab.controller.cli.main``: exactly what the ``oabctl`` console script runs):
+starts its own emulator (``oab.controller.local.emulator``), runs ``oabctl init``, then takes each
+case of ``fuzz/manifest_corpus.py`` through the code paths that read manifests, in this process
+(``oab.controller.cli.main.main``: exactly what the ``oabctl`` console script runs):
 
 1. ``oabctl apply --dry-run -f CASE`` then ``oabctl apply -f CASE``. Checks: neither exits 70
    ("internal error": a traceback) nor raises; both exit 0 or 1 and agree; a rejection (and every
@@ -62,11 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from manifest_corpus import Case, case, shapes
 
-from oab.controller import cli
-from oab.controller.desired import StoreManifests
-from oab.controller.errors import TerminalError
-from oab.controller.localaws import start
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.base.errors import TerminalError
+from oab.controller.cli import main as cli
+from oab.controller.cli import registry
+from oab.controller.local.emulator import start
+from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.testing import AWS
 
 MIB = 1 << 20
@@ -322,7 +324,7 @@ class Fuzz:
         self, item: Case, report: Report, what: str, result: tuple[int, str, str]
     ) -> None:
         code, _out, err = result
-        if code in (-1, cli.EXIT_INTERNAL) or "Traceback" in err:
+        if code in (-1, registry.EXIT_INTERNAL) or "Traceback" in err:
             report.find(item, "traceback", f"{what}: exit {code}: {err.strip()}")
         elif code not in (0, 1):
             report.find(item, "unexpected exit", f"{what}: exit {code}: {err.strip()}")
@@ -333,7 +335,7 @@ class Fuzz:
             if diff[0] != 0:
                 report.find(item, "reads back different", diff[1][:300] + diff[2])
             render = self.oabctl("render", "-f", path)
-            if render[0] in (-1, cli.EXIT_INTERNAL):
+            if render[0] in (-1, registry.EXIT_INTERNAL):
                 report.find(item, "traceback", f"render: exit {render[0]}: {render[2].strip()}")
             elif render[0] != 0:
                 report.find(item, "accepted, not renderable", render[2].strip())

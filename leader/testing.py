@@ -1,4 +1,8 @@
-"""Test doubles for ``oab.leader``: an in-memory lease store with fault injection.
+"""Test doubles for ``oab.leader``: an in-memory lease store with fault injection, a fake clock.
+
+:class:`FakeClock` (a manual monotonic and wall clock), :class:`SequentialIds` and
+:func:`wait_until` (a condition polled against a deadline) are what the leader's tests need
+besides the store; they import nothing outside this package.
 
 :class:`MemoryLeaseStore` shares the conditional-write and ambiguity-resolution logic with the
 DynamoDB adapter (both derive from :class:`~oab.leader.lease.ConditionalLeaseStore`); only the two
@@ -22,15 +26,18 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from oab.leader.errors import LeaseLost, LeaseUnavailable
 from oab.leader.lease import AmbiguousWrite, ConditionalLeaseStore, Precondition
 from oab.leader.record import LeaseRecord, StoredLease, decode_item, lease_key
 
-__all__ = ["Fault", "MemoryLeaseStore"]
+__all__ = ["FakeClock", "Fault", "MemoryLeaseStore", "SequentialIds", "wait_until"]
+
+T = TypeVar("T")
 
 
 class Fault(enum.Enum):
@@ -109,3 +116,74 @@ class MemoryLeaseStore(ConditionalLeaseStore):
             self._apply(new)
             if fault is Fault.LOST_REPLY:
                 raise AmbiguousWrite("injected: timeout after the write applied")
+
+
+class FakeClock:
+    """A clock that only moves when told to. Thread-safe; ``sleep`` advances it.
+
+    Satisfies :class:`~oab.leader.clock.Clock` (and any clock protocol with ``monotonic``,
+    ``time`` and ``sleep``) structurally.
+    """
+
+    def __init__(self, *, monotonic: float = 1_000.0, wall: float = 1_800_000_000.0) -> None:
+        self._mono = monotonic
+        self._wall = wall
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        """Seconds on the fake monotonic clock."""
+        with self._lock:
+            return self._mono
+
+    def time(self) -> float:
+        """Seconds since the epoch on the fake wall clock."""
+        with self._lock:
+            return self._wall
+
+    def advance(self, seconds: float) -> None:
+        """Move both readings forward by ``seconds``."""
+        if seconds < 0:
+            raise ValueError("a clock never goes backwards")
+        with self._lock:
+            self._mono += seconds
+            self._wall += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeping on a fake clock advances it instead of blocking."""
+        self.advance(max(0.0, seconds))
+
+
+class SequentialIds:
+    """Deterministic ids: ``prefix-000001``, ``prefix-000002``, ..."""
+
+    def __init__(self, prefix: str = "id") -> None:
+        self._prefix = prefix
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            self._n += 1
+            return f"{self._prefix}-{self._n:06d}"
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll ``condition`` until it returns a truthy value or ``timeout`` seconds pass.
+
+    Returns the truthy value; raises ``TimeoutError`` naming ``message`` otherwise. (Real time:
+    for conditions other threads or processes make true; a test's own time is a FakeClock.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {message}")
+        time.sleep(interval)

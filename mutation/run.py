@@ -9,10 +9,10 @@ Why cosmic-ray (8.x) and not mutmut 3: the packages are namespace packages mappe
 ``package-dir`` (``controller/`` imports as ``oab.controller``). mutmut 3 copies the tree into
 ``mutants/`` and switches mutants with a trampoline keyed by the *file*'s dotted path
 (``controller.status.x_...``) but matched against the function's ``__module__`` at run time
-(``oab.controller.status``), so its mutants are never selected here; it also runs the whole suite
-first to map tests to functions (too slow on 2 cores). cosmic-ray edits the source file on disk,
-runs any test command and restores it, so it works with any import system, and each package gets
-its own few fast test files.
+(``oab.controller.core.status``), so its mutants are never selected here; it also runs the whole
+suite first to map tests to functions (too slow on 2 cores). cosmic-ray edits the source file on
+disk, runs any test command and restores it, so it works with any import system, and each package
+gets its own few fast test files.
 
 Design
 ------

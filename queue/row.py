@@ -182,8 +182,9 @@ class UnreadableRow:
         }
 
 
-def shard_of(key: str, shards: int) -> int:
-    """Stable shard of ``key`` (sha256, so it is the same in every process and Python version)."""
+def ready_shard_of(key: str, shards: int) -> int:
+    """The ``ready-index`` shard of a row's ``key`` (sha256, so it is the same in every process
+    and Python version). Rows already stored carry it, so it never changes."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
 
 

@@ -49,7 +49,7 @@ from oab.queue.row import (
     UnreadableRow,
     WorkerId,
     clip_text,
-    shard_of,
+    ready_shard_of,
 )
 
 READY_INDEX = "ready-index"
@@ -145,7 +145,7 @@ def to_item(row: Row, *, shards: int) -> Item:
     }
     if row.ready_at is not None:
         item["ready_at"] = {"N": _ms(row.ready_at)}
-        item["ready_shard"] = {"S": str(shard_of(row.key, shards))}
+        item["ready_shard"] = {"S": str(ready_shard_of(row.key, shards))}
     if row.trace_context:
         item["trace_context"] = {"M": {k: {"S": v} for k, v in row.trace_context.items()}}
     optional_s = {

@@ -1,8 +1,8 @@
 """One emulator for the whole session, reset before every test that asks for AWS.
 
-``local_aws`` starts moto's server (requests serialized, see ``oab.controller.localaws``) in its own
-process once per session and points this process's boto3 at it. ``aws`` resets it and creates the
-control-plane tables, so each integration test starts from an empty account.
+``local_aws`` starts moto's server (requests serialized, see ``oab.controller.local.emulator``) in
+its own process once per session and points this process's boto3 at it. ``aws`` resets it and
+creates the control-plane tables, so each integration test starts from an empty account.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from oab.controller.localaws import LocalAWS
+from oab.controller.local.emulator import LocalAWS
 from oab.controller.testing import AWS
 from oab.controller.testing import local_aws as start_local_aws
 

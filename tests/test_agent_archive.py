@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller.agent_archive import (
+from oab.controller.agent.archive import (
     ArchiveLimitError,
     ArchiveLimits,
     CorruptArchiveError,

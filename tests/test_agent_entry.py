@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller.agent import ENTRY_SCRIPT, entry_command
-from oab.controller.agent_archive import Denylist, create_archive, filter_archive, restore_archive
+from oab.controller.agent.archive import Denylist, create_archive, filter_archive, restore_archive
+from oab.controller.base.taskcontract import ENTRY_SCRIPT, entry_command
 from oab.controller.testing import wait_until
 
 FAKE_OPENAB = """#!/bin/sh

@@ -11,22 +11,21 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller import agent
-from oab.controller.agent import InitConfig, run_init
-from oab.controller.agent_archive import Denylist, UnsafeArchiveError, create_archive
-from oab.controller.agent_sidecar import (
-    SidecarConfig,
+from oab.controller.adapters.snapshots import request_snapshot, wait_snapshot
+from oab.controller.agent import main as agent
+from oab.controller.agent.archive import Denylist, UnsafeArchiveError, create_archive
+from oab.controller.agent.main import InitConfig, run_init
+from oab.controller.agent.sidecar import SidecarConfig, SnapshotSidecar
+from oab.controller.api.service import AgentKey
+from oab.controller.base import taskcontract
+from oab.controller.base.names import snapshot_request_key
+from oab.controller.core.snapshot import (
     SnapshotAlreadyRequested,
     SnapshotError,
     SnapshotFailed,
     SnapshotRecord,
-    SnapshotSidecar,
     SnapshotTimeout,
-    request_key,
-    request_snapshot,
-    wait_snapshot,
 )
-from oab.controller.api import AgentKey
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 CP = "oab-control-plane"
@@ -122,16 +121,18 @@ def test_init_refuses_a_hostile_archive_and_writes_no_config(s3: Any, tmp_path: 
 
 def test_main_exit_codes(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OAB_SHARED_DIR", str(tmp_path / "oab"))
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, ARTIFACT)
-    monkeypatch.delenv(agent.ENV_BOOTSTRAP_FROM, raising=False)
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_ARTIFACT, ARTIFACT)
+    monkeypatch.delenv(taskcontract.ENV_BOOTSTRAP_FROM, raising=False)
     assert agent.main(["init"]) == 0
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, f"s3://{CP}/artifacts/team/bot/8/config.toml")
+    monkeypatch.setenv(
+        taskcontract.ENV_CONFIG_ARTIFACT, f"s3://{CP}/artifacts/team/bot/8/config.toml"
+    )
     assert agent.main(["init"]) == agent.EX_UNAVAILABLE  # config artifact missing
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, "not-a-url")
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_ARTIFACT, "not-a-url")
     assert agent.main(["init"]) == agent.EX_CONFIG
     s3.put_object(Bucket=STATE, Key="team/bot/home.tar.gz", Body=b"not a tar at all")
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, ARTIFACT)
-    monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_ARTIFACT, ARTIFACT)
+    monkeypatch.setenv(taskcontract.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
     assert agent.main(["init"]) == agent.EX_DATAERR
 
 
@@ -141,8 +142,8 @@ def test_main_exit_codes(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def _rendered_example() -> tuple[dict[str, str], bytes]:
     """The init container's environment and the artifact bytes, as render and reconcile make
     them for examples/ (the reconciler uploads ``render_config_toml(svc).encode()``)."""
-    from oab.controller.api import parse_document
-    from oab.controller.render import RenderContext, render_agent
+    from oab.controller.api.document import parse_document
+    from oab.controller.core.render import RenderContext, render_agent
 
     doc = yaml.safe_load((ROOT / "examples" / "kiro-discord.yaml").read_text())
     svc = parse_document(doc)
@@ -159,13 +160,13 @@ def _rendered_example() -> tuple[dict[str, str], bytes]:
     )
     rendered = render_agent(svc, ctx)
     init = rendered.task_definition["containerDefinitions"][0]
-    assert init["name"] == agent.INIT_CONTAINER
+    assert init["name"] == taskcontract.INIT_CONTAINER
     env = {e["name"]: e["value"] for e in init["environment"]}
     return env, rendered.config_toml.encode()
 
 
 def _put_artifact(s3: Any, env: dict[str, str], body: bytes) -> None:
-    bucket, key = agent.parse_s3_url(env[agent.ENV_CONFIG_ARTIFACT])
+    bucket, key = agent.parse_s3_url(env[taskcontract.ENV_CONFIG_ARTIFACT])
     s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
@@ -173,7 +174,7 @@ def test_init_accepts_the_artifact_the_task_definition_was_rendered_for(
     s3: Any, tmp_path: Path
 ) -> None:
     env, body = _rendered_example()
-    assert agent.ENV_CONFIG_SHA256 in env
+    assert taskcontract.ENV_CONFIG_SHA256 in env
     _put_artifact(s3, env, body)
     config = agent.init_config_from_env({**env, "OAB_SHARED_DIR": str(tmp_path / "oab")})
     run_init(s3, config)
@@ -188,7 +189,7 @@ def test_init_refuses_a_tampered_artifact_and_starts_nothing(s3: Any, tmp_path: 
     s3.upload_file(str(tmp_path / "a.tar.gz"), STATE, "team/bot/home.tar.gz")
     shared = tmp_path / "oab"
     config = agent.init_config_from_env(
-        {**env, agent.ENV_BOOTSTRAP_FROM: BOOTSTRAP, "OAB_SHARED_DIR": str(shared)}
+        {**env, taskcontract.ENV_BOOTSTRAP_FROM: BOOTSTRAP, "OAB_SHARED_DIR": str(shared)}
     )
     with pytest.raises(agent.ConfigMismatchError, match="changed after the controller wrote"):
         run_init(s3, config)
@@ -200,7 +201,7 @@ def test_a_task_definition_without_the_digest_keeps_todays_behaviour(
     s3: Any, tmp_path: Path
 ) -> None:
     env, _body = _rendered_example()
-    del env[agent.ENV_CONFIG_SHA256]
+    del env[taskcontract.ENV_CONFIG_SHA256]
     _put_artifact(s3, env, b"anything the bucket holds")
     config = agent.init_config_from_env({**env, "OAB_SHARED_DIR": str(tmp_path / "oab")})
     run_init(s3, config)
@@ -214,31 +215,31 @@ def test_main_exits_65_for_a_tampered_artifact_or_a_truncated_archive(
     _put_artifact(s3, env, body.replace(b"kiro-cli", b"evil-cli"))
     for name, value in {**env, "OAB_SHARED_DIR": str(tmp_path / "oab")}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv(agent.ENV_BOOTSTRAP_FROM, raising=False)
+    monkeypatch.delenv(taskcontract.ENV_BOOTSTRAP_FROM, raising=False)
     assert agent.main(["init"]) == agent.EX_DATAERR
     err = capsys.readouterr().err
     assert "was rendered for" in err
     assert "Traceback" not in err
     _put_artifact(s3, env, body)
     s3.put_object(Bucket=STATE, Key="team/bot/home.tar.gz", Body=gzip.compress(b"x" * 4096)[:-20])
-    monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
+    monkeypatch.setenv(taskcontract.ENV_BOOTSTRAP_FROM, BOOTSTRAP)
     assert agent.main(["init"]) == agent.EX_DATAERR
     err = capsys.readouterr().err
     assert "truncated or corrupt" in err
     assert "Traceback" not in err
-    monkeypatch.setenv(agent.ENV_CONFIG_SHA256, "NOT-HEX")
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_SHA256, "NOT-HEX")
     assert agent.main(["init"]) == agent.EX_CONFIG
 
 
 def test_sidecar_settings_from_env() -> None:
     config = agent.sidecar_config_from_env(
         {
-            agent.ENV_BUCKET: CP,
-            agent.ENV_NAMESPACE: "team",
-            agent.ENV_NAME: "bot",
-            agent.ENV_BOOTSTRAP_FROM: BOOTSTRAP,
-            agent.ENV_DENYLIST: "notes/private,\n*.sqlite",
-            agent.ENV_POLL_SECONDS: "15",
+            taskcontract.ENV_BUCKET: CP,
+            taskcontract.ENV_NAMESPACE: "team",
+            taskcontract.ENV_NAME: "bot",
+            taskcontract.ENV_BOOTSTRAP_FROM: BOOTSTRAP,
+            taskcontract.ENV_DENYLIST: "notes/private,\n*.sqlite",
+            taskcontract.ENV_POLL_SECONDS: "15",
         }
     )
     assert config.agent == KEY
@@ -299,7 +300,7 @@ def test_on_demand_snapshot_end_to_end(s3: Any, tmp_path: Path, clock: FakeClock
     assert list(sidecar.outbox.iterdir()) == []
     assert _names(s3, STATE, "team/bot/home.tar.gz") == {".aws", ".kiro", ".kiro/memory.md"}
     # The request is gone, so the next one can be made; the waiter finds the record.
-    assert "Contents" not in s3.list_objects_v2(Bucket=CP, Prefix=request_key(KEY))
+    assert "Contents" not in s3.list_objects_v2(Bucket=CP, Prefix=snapshot_request_key(KEY))
     assert wait_snapshot(s3, CP, request, timeout=5, clock=clock) == record
 
 

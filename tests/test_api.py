@@ -7,17 +7,11 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import (
-    FARGATE_MEMORY,
-    FLEET_LABEL,
-    InvalidDocument,
-    OABFleet,
-    OABService,
-    ecs_name,
-    ecs_name_rivals,
-    expand_fleet,
-    parse_document,
-)
+from oab.controller.api.document import parse_document
+from oab.controller.api.fleet import OABFleet, expand_fleet
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import FARGATE_MEMORY, OABService, ecs_name_rivals
+from oab.controller.base.names import FLEET_LABEL, ecs_name
 
 TOKEN_PATH = "/oab/default/bot/discord-token"
 

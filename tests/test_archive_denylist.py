@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller import agent
-from oab.controller.agent_archive import (
+from oab.controller.agent import main as agent
+from oab.controller.agent.archive import (
     ALWAYS_DENIED,
     CREDENTIAL_STORES,
     DEFAULT_DENYLIST,
@@ -15,6 +15,7 @@ from oab.controller.agent_archive import (
     create_archive,
     restore_archive,
 )
+from oab.controller.base import taskcontract
 
 
 def concrete(pattern: str) -> str:
@@ -110,10 +111,10 @@ def test_invalid_patterns_are_refused(bad: str) -> None:
 
 def test_sidecar_reads_kept_and_extra_patterns_from_env() -> None:
     env = {
-        agent.ENV_NAMESPACE: "team",
-        agent.ENV_NAME: "bot",
-        agent.ENV_BUCKET: "oab-control-plane",
-        agent.ENV_DENYLIST: "secrets/,!.local/share/kiro-cli/data.sqlite3*\n*.kdbx",
+        taskcontract.ENV_NAMESPACE: "team",
+        taskcontract.ENV_NAME: "bot",
+        taskcontract.ENV_BUCKET: "oab-control-plane",
+        taskcontract.ENV_DENYLIST: "secrets/,!.local/share/kiro-cli/data.sqlite3*\n*.kdbx",
     }
     deny = agent.sidecar_config_from_env(env).denylist
     assert deny.matches("secrets/x")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller.agent_archive import (
+from oab.controller.agent.archive import (
     MAX_GLOBAL_HEADER_BYTES,
     ArchiveLimitError,
     ArchiveLimits,
@@ -251,7 +251,7 @@ def test_sparse_members_are_refused(
 _MEASURE = """
 import sys
 from pathlib import Path
-from oab.controller.agent_archive import ArchiveLimitError, sanitize_archive
+from oab.controller.agent.archive import ArchiveLimitError, sanitize_archive
 try:
     sanitize_archive(Path(sys.argv[1]), Path(sys.argv[2]))
 except ArchiveLimitError as exc:

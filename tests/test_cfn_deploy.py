@@ -24,8 +24,8 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller.localaws import LocalAWS
-from oab.controller.status import read_runlog, read_status
+from oab.controller.adapters.state import read_runlog, read_status
+from oab.controller.local.emulator import LocalAWS
 from oab.controller.testing import (
     agent_manifest,
     oabctl,

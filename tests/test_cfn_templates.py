@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller import tables
+from oab.controller.adapters import tables
+from oab.controller.base import names
 from oab.controller.testing import AWS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,14 +78,14 @@ def test_tables_match_the_code_and_are_protected() -> None:
         for res in resources.values()
         if res["Type"] == "AWS::DynamoDB::Table"
     }
-    expected = tables.table_definitions(tables.TableNames.with_prefix("oab"))
+    expected = tables.table_definitions(names.TableNames.with_prefix("oab"))
     assert set(in_template) == set(expected)
     for name, props in in_template.items():
         assert _norm_table(props) == _norm_table(expected[name]), name
         assert props["DeletionProtectionEnabled"] is True
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["TimeToLiveSpecification"] == {
-            "AttributeName": tables.TTL_ATTRIBUTE,
+            "AttributeName": names.TTL_ATTRIBUTE,
             "Enabled": True,
         }
 
@@ -145,10 +146,10 @@ def test_deploy_into_the_emulator_creates_what_the_controller_uses(aws: AWS) -> 
     outputs = _deploy(aws, prefix, "oab-cfn-control-plane")
     assert outputs["BucketName"] == "oab-cfn-control-plane"
     assert outputs["TablePrefix"] == prefix
-    names = tables.TableNames.with_prefix(outputs["TablePrefix"])
-    expected = tables.table_definitions(names)
+    table_names = names.TableNames.with_prefix(outputs["TablePrefix"])
+    expected = tables.table_definitions(table_names)
     ddb = aws.client("dynamodb")
-    for name in names.all():
+    for name in table_names.all():
         table = ddb.describe_table(TableName=name)["Table"]
         assert _norm_table({**table, "BillingMode": "PAY_PER_REQUEST"}) == _norm_table(
             expected[name]
@@ -156,7 +157,7 @@ def test_deploy_into_the_emulator_creates_what_the_controller_uses(aws: AWS) -> 
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert table["DeletionProtectionEnabled"] is True
     # The controller's own idempotent set-up accepts the stack's tables as they are.
-    assert set(tables.ensure_tables(ddb, names).values()) == {"exists"}
+    assert set(tables.ensure_tables(ddb, table_names).values()) == {"exists"}
     s3 = aws.client("s3")
     s3.head_bucket(Bucket=outputs["BucketName"])
     ecs = aws.client("ecs")

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from oab.controller.changes import (
-    RETENTION_SECONDS,
-    SHARDS,
-    ChangeLog,
-    Cursor,
-    agent_key_of,
-    shard_of,
-)
+from oab.controller.adapters.changes import RETENTION_SECONDS, ChangeLog, Cursor
+from oab.controller.base.names import CHANGE_SHARDS, agent_key_of, change_shard_of
 from oab.controller.testing import AWS, FakeClock
 
 
@@ -26,7 +20,7 @@ def test_records_are_sharded_stamped_and_expire(aws: AWS) -> None:
     item = aws.client("dynamodb").get_item(
         TableName=aws.tables.state,
         Key={
-            "pk": {"S": f"changes#{shard_of('manifests/ns/a.yaml')}"},
+            "pk": {"S": f"changes#{change_shard_of('manifests/ns/a.yaml')}"},
             "sk": {"S": f"{int(clock.time() * 1000):013d}#manifests/ns/a.yaml#3"},
         },
     )["Item"]
@@ -41,7 +35,9 @@ def test_read_since_returns_each_change_once_across_shards(aws: AWS) -> None:
     clock = FakeClock()
     log = ChangeLog(aws.client("dynamodb"), aws.tables.state, wall_clock=clock.time)
     keys = [f"manifests/ns/agent-{i}.yaml" for i in range(12)]
-    assert len({shard_of(k) for k in keys}) == SHARDS  # the test really spans every shard
+    assert (
+        len({change_shard_of(k) for k in keys}) == CHANGE_SHARDS
+    )  # the test really spans every shard
     for key in keys[:6]:
         clock.advance(0.01)
         log.record(key, generation=1, kind="apply", version_id="v")

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oab.controller import cli
+from oab.controller.cli import main, registry
 from oab.controller.testing import AWS, oabctl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,12 +190,22 @@ def test_schema_and_config_view(env: dict[str, str]) -> None:
     assert view["configFile"].endswith("no-config")
 
 
+def test_every_command_group_registers_and_local_plugs_in_by_entry_point() -> None:
+    # `oabctl local` is the local tooling's plugin: the CLI finds it through the
+    # `oabctl.commands` entry point, never by importing oab.controller.local itself.
+    main.build_parser()
+    commands = registry.registered()
+    assert commands["local"].run.__module__ == "oab.controller.local.command"
+    for name in ("init", "apply", "get", "delete", "diff", "render", "schema", "config", "wait"):
+        assert commands[name].run.__module__.startswith("oab.controller.cli."), name
+
+
 def test_usage_and_infra_exit_codes(env: dict[str, str]) -> None:
-    assert oabctl("frobnicate", env=env).code == cli.EXIT_USAGE
-    assert oabctl("get", "--bogus", env=env).code == cli.EXIT_USAGE
-    assert oabctl(env=env).code == cli.EXIT_USAGE
+    assert oabctl("frobnicate", env=env).code == registry.EXIT_USAGE
+    assert oabctl("get", "--bogus", env=env).code == registry.EXIT_USAGE
+    assert oabctl(env=env).code == registry.EXIT_USAGE
     down = oabctl("get", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
-    assert down.code == cli.EXIT_INFRA
+    assert down.code == registry.EXIT_INFRA
     assert "cannot reach http://127.0.0.1:9" in down.err
     assert "Traceback" not in down.err
     debug = oabctl("get", "--debug", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
@@ -212,7 +222,7 @@ def test_bad_settings_exit_1(env: dict[str, str], tmp_path: Path) -> None:
 
 def test_global_flags_work_after_the_command(aws: AWS, ready: dict[str, str]) -> None:
     result = oabctl("get", "--bucket", "missing-bucket", env=ready)
-    assert result.code == cli.EXIT_INFRA
+    assert result.code == registry.EXIT_INFRA
     assert "NoSuchBucket" in result.err
 
 

@@ -3,7 +3,7 @@
 Pure parts (duration and ``--for`` parsing, the wait verdict, the wait loop on a fake clock) are
 tested directly; every command runs through ``cli.main([...])`` against the emulator, with
 status items and audit rows written in the controller's real format
-(:func:`oab.controller.status.transition_items`). The end-to-end run with a real replica is in
+(:func:`oab.controller.core.status.transition_items`). The end-to-end run with a real replica is in
 ``test_cli_ops_replica.py``.
 """
 
@@ -20,10 +20,15 @@ import botocore.handlers
 import pytest
 import yaml
 
-from oab.controller import cli, cli_ops
-from oab.controller.cli_common import parse_duration
-from oab.controller.cli_logs import LogTail
-from oab.controller.cli_wait import (
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.state import read_status, transition_items
+from oab.controller.adapters.store import DesiredStateStore, StoredObject, object_key
+from oab.controller.base.names import RESTART_ANNOTATION
+from oab.controller.cli import main as cli
+from oab.controller.cli import registry
+from oab.controller.cli.common import parse_duration
+from oab.controller.cli.logs import LogTail
+from oab.controller.cli.wait import (
     Observation,
     WaitPolicy,
     WaitTarget,
@@ -31,16 +36,7 @@ from oab.controller.cli_wait import (
     parse_wait_for,
     wait_for,
 )
-from oab.controller.status import (
-    AgentStatus,
-    AuditRecord,
-    AwsCall,
-    Condition,
-    next_status,
-    read_status,
-    transition_items,
-)
-from oab.controller.store import DesiredStateStore, S3ObjectStore, StoredObject, object_key
+from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall, Condition, next_status
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
 from oab.leader.lease import DynamoLeaseStore
 from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision
@@ -165,7 +161,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "5x", "m", "5m3", "-1s", "1 h"])
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(cli.UsageError):
+    with pytest.raises(registry.UsageError):
         parse_duration(text)
 
 
@@ -176,7 +172,7 @@ def test_parse_wait_for() -> None:
     )
     assert parse_wait_for("delete") == WaitTarget("delete")
     for bad in ("condition=", "condition=X=maybe", "Available", "jsonpath={.x}"):
-        with pytest.raises(cli.UsageError):
+        with pytest.raises(registry.UsageError):
             parse_wait_for(bad)
 
 
@@ -513,7 +509,7 @@ def test_restart_writes_the_annotation_without_a_new_generation(
     assert after.generation == before.generation == 1
     assert after.spec == before.spec
     assert after.labels == before.labels
-    marker = after.annotations[cli_ops.RESTART_ANNOTATION]
+    marker = after.annotations[RESTART_ANNOTATION]
     assert marker.endswith("Z")
     assert "T" in marker
     # The change is recorded, so the controller's scheduler picks it up within seconds.
@@ -521,7 +517,7 @@ def test_restart_writes_the_annotation_without_a_new_generation(
     assert sum(1 for i in changes if i["pk"]["S"].startswith("change")) >= 2
     # A later restart writes a new marker (it forces another deployment).
     assert oabctl("restart", "bot", "-n", "team", env=ready).code == 0
-    assert stored(aws).annotations[cli_ops.RESTART_ANNOTATION] != marker
+    assert stored(aws).annotations[RESTART_ANNOTATION] != marker
     assert oabctl("restart", "ghost", "-n", "team", env=ready).code == 1
 
 
@@ -549,7 +545,7 @@ def test_restart_is_compare_and_swap(aws: AWS, ready: dict[str, str], monkeypatc
     assert raced["done"]
     assert obj.generation == 2
     assert obj.spec["taskDefinition"]["image"].endswith(":v2")  # the racing apply survived
-    assert cli_ops.RESTART_ANNOTATION in obj.annotations
+    assert RESTART_ANNOTATION in obj.annotations
 
 
 def test_rollback_reapplies_an_old_spec_as_a_new_generation(
@@ -803,7 +799,7 @@ def test_logs_follow_prints_new_lines_until_interrupted(aws: AWS, tmp_path: Path
     _put_logs(aws, "team/bot/openab/t1", (now_ms - 1000, "first"))
     child_env = {**os.environ, **aws.emulator.env(), "OABCTL_CONFIG": str(tmp_path / "none")}
     argv = ["logs", "bot", "-n", "team", "--follow", "--poll-interval", "0.2s"]
-    code = "import sys; from oab.controller.cli import main; sys.exit(main())"
+    code = "import sys; from oab.controller.cli.main import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *argv],
         env=child_env,

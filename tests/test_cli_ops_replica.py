@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from oab.controller.cli_ops import RESTART_ANNOTATION
-from oab.controller.status import read_runlog, read_status
+from oab.controller.adapters.state import read_runlog, read_status
+from oab.controller.base.names import RESTART_ANNOTATION
 from oab.controller.testing import (
     AWS,
     agent_manifest,

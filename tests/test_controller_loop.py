@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller.localaws import LocalAWS, start
-from oab.controller.status import read_runlog, read_status
+from oab.controller.adapters.state import read_runlog, read_status
+from oab.controller.local.emulator import LocalAWS, start
 from oab.controller.testing import (
     agent_manifest,
     oabctl,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller import cli, daemon
-from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
+from oab.controller.cli import main as cli
+from oab.controller.local.cluster import ClusterConfig, LocalCluster
+from oab.controller.runtime import daemon
+from oab.controller.runtime.settings import DaemonSettingsError, load_daemon_settings
 from oab.controller.testing import AWS, process_exited, spawn_parent, wait_until
 
 
@@ -66,7 +67,7 @@ def test_healthcheck_reads_freshness(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_cli_exit_codes() -> None:
     env = {**os.environ, "OAB_WORKERS": "0"}
     bad = subprocess.run(
-        [sys.executable, "-m", "oab.controller.daemon", "settings"],
+        [sys.executable, "-m", "oab.controller.runtime.daemon", "settings"],
         env=env,
         capture_output=True,
         text=True,
@@ -75,7 +76,7 @@ def test_cli_exit_codes() -> None:
     assert bad.returncode == 2
     assert "workers" in bad.stderr
     usage = subprocess.run(
-        [sys.executable, "-m", "oab.controller.daemon"], capture_output=True, check=False
+        [sys.executable, "-m", "oab.controller.runtime.daemon"], capture_output=True, check=False
     )
     assert usage.returncode == 2
 
@@ -119,7 +120,7 @@ def test_a_local_replica_never_outlives_its_killed_harness(aws: AWS, tmp_path: P
     harness, replica = spawn_parent(
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from oab.controller.cluster import ClusterConfig, LocalCluster\n"
+        "from oab.controller.local.cluster import ClusterConfig, LocalCluster\n"
         f"c = LocalCluster({aws.emulator.endpoint!r}, log_dir=Path({str(tmp_path)!r}),"
         " config=ClusterConfig(replicas=1))\n"
         "(r,) = c.start()\n"

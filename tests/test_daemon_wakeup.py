@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from oab.controller.daemon import Wakeup
+from oab.controller.runtime.daemon import Wakeup
 
 
 def test_wait_times_out_while_unset() -> None:
@@ -46,7 +46,7 @@ def test_many_sets_never_block_the_setter() -> None:
 def test_lease_longer_than_standbys_accept_is_a_settings_error() -> None:
     # Standbys clamp a stored lease duration to the elector's maximum; a daemon allowed to
     # promise more would be taken over early, so the setting is refused where it is read.
-    from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
+    from oab.controller.runtime.settings import DaemonSettingsError, load_daemon_settings
     from oab.leader.record import MAX_LEASE_DURATION_MS
 
     limit = MAX_LEASE_DURATION_MS / 1000

@@ -10,7 +10,8 @@ per agent (made, or adopted after the run that made it was killed), and no plant
 in status, run log, replica logs, artifacts or task definitions.
 
 Nothing of the project is mocked: the CLI runs in-process as a user would run it, the replicas are
-subprocesses (``oab.controller.cluster``), every check reads the emulator's DynamoDB, S3 and ECS.
+subprocesses (``oab.controller.local.cluster``), every check reads the emulator's DynamoDB, S3 and
+ECS.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import cli, render, testing
-from oab.controller.changes import ChangeLog
-from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.reconcile import RESTART_ANNOTATION
-from oab.controller.status import AgentStatus, AuditRecord, iso, read_runlog
-from oab.controller.store import Desired, DesiredStateStore, S3ObjectStore
-from oab.controller.tables import TableNames
+from oab.controller import testing
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.state import read_runlog
+from oab.controller.adapters.store import Desired, DesiredStateStore
+from oab.controller.base.names import RESTART_ANNOTATION, TableNames
+from oab.controller.cli import registry
+from oab.controller.core import render
+from oab.controller.core.status import AgentStatus, AuditRecord, iso
+from oab.controller.local.cluster import ClusterConfig, LocalCluster
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start
 from oab.controller.testing import agent_manifest, all_statuses, available_at, wait_until
 
 pytestmark = pytest.mark.slow
@@ -311,7 +315,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     before = e.service(RESTARTED)
     before_deployment = before["deployments"][0]["id"]
     restarted_key = f"{NS}/{RESTARTED}"
-    if "restart" in cli._REGISTRY:
+    if "restart" in registry.registered():
         e.oabctl("restart", RESTARTED, "-n", NS)
     else:
         # `oabctl restart` is not registered yet (cli_ops): write its annotation with the store.
@@ -344,7 +348,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     mark("restarted")
     # ---- rollback ROLLED_BACK (at gen 2) to generation 1: a new generation 3 with gen 1's spec.
     rolled_key = f"{NS}/{ROLLED_BACK}"
-    if "rollback" in cli._REGISTRY:
+    if "rollback" in registry.registered():
         e.oabctl("rollback", ROLLED_BACK, "-n", NS, "--to-generation", "1")
     else:
         # `oabctl rollback` is not registered yet (cli_ops): re-apply gen 1's spec with the store.

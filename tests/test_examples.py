@@ -9,9 +9,11 @@ import jsonschema
 import pytest
 import yaml
 
-from oab.controller.api import FLEET_LABEL, OABFleet, OABService, expand_fleet
-from oab.controller.manifests import load_paths
-from oab.controller.schema import SCHEMA_FILE, schema_dict, schema_json
+from oab.controller.api.fleet import OABFleet, expand_fleet
+from oab.controller.api.manifests import load_paths
+from oab.controller.api.schema import SCHEMA_FILE, schema_dict, schema_json
+from oab.controller.api.service import OABService
+from oab.controller.base.names import FLEET_LABEL
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
@@ -63,5 +65,5 @@ def test_schema_rejects_what_the_api_rejects_structurally() -> None:
 def test_schema_is_valid_and_shipped_copy_is_current() -> None:
     jsonschema.Draft202012Validator.check_schema(schema_dict())
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_json(), (
-        "regenerate with: .venv/bin/python -m oab.controller.schema"
+        "regenerate with: .venv/bin/python -m oab.controller.api.schema"
     )

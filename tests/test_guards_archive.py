@@ -1,4 +1,4 @@
-"""Archive checks pinned by the mutation run over ``controller/agent_archive.py`` (issue 15).
+"""Archive checks pinned by the mutation run over ``controller/agent/archive.py`` (issue 15).
 
 The symlink check walks the link's target from the link's own folder: survivors of the mutation
 run showed no test used a link at the top of the archive (its folder is the root) or one deep
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller.agent_archive import (
+from oab.controller.agent.archive import (
     ArchiveLimitError,
     ArchiveLimits,
     UnsafeArchiveError,

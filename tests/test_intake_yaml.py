@@ -1,6 +1,6 @@
 """The capped YAML intake: alias bombs, depth, encodings, characters, types and size caps.
 
-Pure tests of :mod:`oab.controller.intake` through the manifest loader (no AWS). Each hostile
+Pure tests of :mod:`oab.controller.api.intake` through the manifest loader (no AWS). Each hostile
 shape must be refused with a ``ManifestError`` naming the file, the line (and document) and a
 fix, and must cost its text, never its expansion (measured with tracemalloc).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from oab.controller.intake import (
+from oab.controller.api.intake import (
     MAX_DEPTH,
     MAX_NODES,
     ManifestError,
@@ -26,7 +26,7 @@ from oab.controller.intake import (
     ManifestLimits,
     load_stored,
 )
-from oab.controller.manifests import load_bytes, load_paths, load_text
+from oab.controller.api.manifests import load_bytes, load_paths, load_text
 
 HEAD = textwrap.dedent(
     """\

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulated import Account
 
-from oab.controller.testing import AWS, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.record import ReplicaId
 from oab.leader.status import describe
+from oab.leader.testing import wait_until
 
 REPLICA = Path(__file__).with_name("leader_replica.py")
 DURATION = 30.0
@@ -55,7 +56,7 @@ LOAD_FACTOR = 3.0
 class Fleet:
     """Replica processes, restarted under fresh identities after they die."""
 
-    def __init__(self, aws: AWS, tmp: Path, size: int) -> None:
+    def __init__(self, aws: Account, tmp: Path, size: int) -> None:
         self.aws = aws
         self.tmp = tmp
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -185,7 +186,7 @@ def read_events(tmp: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_fencing_and_single_holder_per_epoch_under_chaos(aws: AWS, tmp_path: Path) -> None:
+def test_fencing_and_single_holder_per_epoch_under_chaos(aws: Account, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     client = aws.client("dynamodb")
     fleet = Fleet(aws, tmp_path, 5)

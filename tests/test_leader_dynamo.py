@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from emulated import Account
 
-from oab.controller.testing import AWS, FakeClock, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import LeaderElector
 from oab.leader.errors import FencedOut, LeaseLost, LeaseUnavailable
@@ -25,6 +25,7 @@ from oab.leader.record import (
     UnreadableLease,
 )
 from oab.leader.status import describe, render_text
+from oab.leader.testing import FakeClock, wait_until
 
 
 def record(holder: str | None, epoch: int, rev: str) -> LeaseRecord:
@@ -57,7 +58,7 @@ class LostReply:
 
 
 @pytest.fixture
-def store(aws: AWS) -> DynamoLeaseStore:
+def store(aws: Account) -> DynamoLeaseStore:
     return DynamoLeaseStore(aws.client("dynamodb"), aws.tables.lease, "controller")
 
 
@@ -86,7 +87,7 @@ def test_conditional_failure_carries_the_winner(store: DynamoLeaseStore) -> None
     assert stale.value.current.holder == "b"
 
 
-def test_write_that_applied_but_timed_out_resolves_to_success(aws: AWS) -> None:
+def test_write_that_applied_but_timed_out_resolves_to_success(aws: Account) -> None:
     client = aws.client("dynamodb")
     store = DynamoLeaseStore(LostReply(client, apply=True), aws.tables.lease, "controller")
     got = store.try_acquire(record("a", 1, "r1"), expected=None)
@@ -94,7 +95,7 @@ def test_write_that_applied_but_timed_out_resolves_to_success(aws: AWS) -> None:
     assert got.holder == "a"
 
 
-def test_write_that_did_not_apply_is_unavailable_not_success(aws: AWS) -> None:
+def test_write_that_did_not_apply_is_unavailable_not_success(aws: Account) -> None:
     client = aws.client("dynamodb")
     store = DynamoLeaseStore(LostReply(client, apply=False), aws.tables.lease, "controller")
     with pytest.raises(LeaseUnavailable):
@@ -103,7 +104,7 @@ def test_write_that_did_not_apply_is_unavailable_not_success(aws: AWS) -> None:
 
 
 def test_fence_admits_the_holder_and_rejects_a_stale_epoch(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     client = aws.client("dynamodb")
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
@@ -147,7 +148,7 @@ def test_fence_admits_the_holder_and_rejects_a_stale_epoch(
     assert sorted(i["sk"]["S"] for i in items) == ["by-a", "by-b"]
 
 
-def test_fence_rejects_after_release(aws: AWS, store: DynamoLeaseStore) -> None:
+def test_fence_rejects_after_release(aws: Account, store: DynamoLeaseStore) -> None:
     client = aws.client("dynamodb")
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
     store.release(record(None, 1, "r2"), current=first)
@@ -159,7 +160,7 @@ def test_fence_rejects_after_release(aws: AWS, store: DynamoLeaseStore) -> None:
     assert fence_failed(rejected.value, 0)
 
 
-def test_describe_reports_the_stored_lease(aws: AWS, store: DynamoLeaseStore) -> None:
+def test_describe_reports_the_stored_lease(aws: Account, store: DynamoLeaseStore) -> None:
     client = aws.client("dynamodb")
     empty = describe(client, aws.tables.lease, "controller")
     assert empty["holder"] is None
@@ -178,7 +179,7 @@ def test_describe_reports_the_stored_lease(aws: AWS, store: DynamoLeaseStore) ->
     assert "holder:         a" in render_text(info)
 
 
-def test_describe_reports_an_unreadable_lease_instead_of_raising(aws: AWS) -> None:
+def test_describe_reports_an_unreadable_lease_instead_of_raising(aws: Account) -> None:
     client = aws.client("dynamodb")
     secret = "ghp_" + "a" * 36
     put_garbage(aws, {"revision": {"N": "1"}, "holder": {"S": secret}, "epoch": {"N": "41"}})
@@ -195,7 +196,7 @@ def test_describe_reports_an_unreadable_lease_instead_of_raising(aws: AWS) -> No
     assert describe(client, aws.tables.lease, "controller")["epoch"] is None
 
 
-def test_describe_shows_a_clamped_duration(aws: AWS) -> None:
+def test_describe_shows_a_clamped_duration(aws: Account) -> None:
     put_garbage(aws, {"lease_duration_ms": {"N": "86400000"}})
     info = describe(aws.client("dynamodb"), aws.tables.lease, "controller")
     assert info["readable"] is True
@@ -206,7 +207,7 @@ def test_describe_shows_a_clamped_duration(aws: AWS) -> None:
 
 
 @pytest.mark.slow
-def test_two_electors_on_real_time_hand_off_on_release(aws: AWS) -> None:
+def test_two_electors_on_real_time_hand_off_on_release(aws: Account) -> None:
     leaders: list[tuple[str, int]] = []
     # A lease far longer than a handoff takes, even on a loaded machine: taking over within it
     # can only be the release path (expiry would need the whole lease duration).
@@ -264,7 +265,7 @@ def test_acquire_on_a_stale_revision_is_rejected(store: DynamoLeaseStore) -> Non
 
 
 def test_two_standbys_racing_from_the_same_revision_have_exactly_one_winner(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     seen = store.try_acquire(record("old", 4, "r-old"), expected=None)
     barrier = threading.Barrier(2)
@@ -292,7 +293,7 @@ def test_two_standbys_racing_from_the_same_revision_have_exactly_one_winner(
 
 
 def test_old_fence_of_the_same_holder_is_rejected_after_it_reacquires(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     client = aws.client("dynamodb")
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
@@ -330,7 +331,7 @@ GARBAGE: dict[str, dict[str, Any]] = {
 }
 
 
-def put_garbage(aws: AWS, changes: dict[str, Any]) -> None:
+def put_garbage(aws: Account, changes: dict[str, Any]) -> None:
     item = {**GOOD, **changes}
     item = {k: v for k, v in item.items() if v is not None}
     aws.client("dynamodb").put_item(TableName=aws.tables.lease, Item=item)
@@ -338,7 +339,7 @@ def put_garbage(aws: AWS, changes: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("changes", GARBAGE.values(), ids=GARBAGE.keys())
 def test_unreadable_item_is_reported_then_replaced_on_exactly_what_was_read(
-    aws: AWS, store: DynamoLeaseStore, changes: dict[str, Any]
+    aws: Account, store: DynamoLeaseStore, changes: dict[str, Any]
 ) -> None:
     put_garbage(aws, changes)
     seen = store.get()
@@ -361,7 +362,7 @@ REPAIRS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 @pytest.mark.parametrize(("garbage", "repair"), REPAIRS.values(), ids=REPAIRS.keys())
 def test_replacing_an_unreadable_item_loses_to_any_change_since_it_was_read(
-    aws: AWS, store: DynamoLeaseStore, garbage: dict[str, Any], repair: dict[str, Any]
+    aws: Account, store: DynamoLeaseStore, garbage: dict[str, Any], repair: dict[str, Any]
 ) -> None:
     put_garbage(aws, garbage)
     seen = store.get()
@@ -374,7 +375,7 @@ def test_replacing_an_unreadable_item_loses_to_any_change_since_it_was_read(
 
 
 def test_renewal_overwrites_garbage_its_condition_does_not_read(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
     aws.client("dynamodb").put_item(
@@ -385,7 +386,7 @@ def test_renewal_overwrites_garbage_its_condition_does_not_read(
     assert store.get() == renewed
 
 
-def test_elector_replaces_an_unreadable_lease_after_one_lease_duration(aws: AWS) -> None:
+def test_elector_replaces_an_unreadable_lease_after_one_lease_duration(aws: Account) -> None:
     put_garbage(aws, {"epoch": {"S": "3"}, "lease_duration_ms": {"N": str(10**12)}})
     clock = FakeClock()
     elector = LeaderElector(
@@ -407,7 +408,7 @@ def test_elector_replaces_an_unreadable_lease_after_one_lease_duration(aws: AWS)
         elector.stop()
 
 
-def test_huge_stored_duration_is_clamped(aws: AWS, store: DynamoLeaseStore) -> None:
+def test_huge_stored_duration_is_clamped(aws: Account, store: DynamoLeaseStore) -> None:
     put_garbage(aws, {"lease_duration_ms": {"N": "9" * 38}})
     got = store.get()
     assert isinstance(got, LeaseRecord)
@@ -427,7 +428,7 @@ def drop_returned_item(client: Any) -> None:
     client.meta.events.register("after-call.dynamodb.PutItem", strip)
 
 
-def test_failed_condition_without_the_item_is_read_back(aws: AWS) -> None:
+def test_failed_condition_without_the_item_is_read_back(aws: Account) -> None:
     client = aws.client("dynamodb")
     drop_returned_item(client)
     store = DynamoLeaseStore(client, aws.tables.lease, "controller")
@@ -440,7 +441,7 @@ def test_failed_condition_without_the_item_is_read_back(aws: AWS) -> None:
 
 
 def test_failed_condition_without_the_item_leaves_an_elector_leading_on_its_own_late_write(
-    aws: AWS,
+    aws: Account,
 ) -> None:
     client = aws.client("dynamodb")
     drop_returned_item(client)
@@ -486,7 +487,7 @@ def test_failed_condition_without_the_item_leaves_an_elector_leading_on_its_own_
     ids=["other holder", "other epoch"],
 )
 def test_renewal_condition_checks_holder_and_epoch_not_only_the_revision(
-    aws: AWS, store: DynamoLeaseStore, forged: dict[str, Any]
+    aws: Account, store: DynamoLeaseStore, forged: dict[str, Any]
 ) -> None:
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
     aws.client("dynamodb").put_item(TableName=aws.tables.lease, Item={**first.to_item(), **forged})
@@ -523,7 +524,7 @@ def client_error(code: str, status: int) -> ClientError:
     )
 
 
-def test_a_5xx_after_the_write_applied_resolves_to_success(aws: AWS) -> None:
+def test_a_5xx_after_the_write_applied_resolves_to_success(aws: Account) -> None:
     client = aws.client("dynamodb")
     fail_once(client, "after-call.dynamodb.PutItem", client_error("InternalServerError", 500))
     store = DynamoLeaseStore(client, aws.tables.lease, "controller")
@@ -531,7 +532,7 @@ def test_a_5xx_after_the_write_applied_resolves_to_success(aws: AWS) -> None:
     assert got.revision == "r1"
 
 
-def test_throttling_is_retryable_and_writes_nothing(aws: AWS) -> None:
+def test_throttling_is_retryable_and_writes_nothing(aws: Account) -> None:
     client = aws.client("dynamodb")
     code = "ProvisionedThroughputExceededException"
     fail_once(client, "before-call.dynamodb.PutItem", client_error(code, 400))
@@ -545,7 +546,7 @@ def test_throttling_is_retryable_and_writes_nothing(aws: AWS) -> None:
     assert store.get() is None
 
 
-def test_a_request_that_never_left_is_not_read_back(aws: AWS) -> None:
+def test_a_request_that_never_left_is_not_read_back(aws: Account) -> None:
     client = aws.client("dynamodb")
     unreachable = EndpointConnectionError(endpoint_url="http://emulator")
     fail_once(client, "before-call.dynamodb.PutItem", unreachable)
@@ -556,7 +557,7 @@ def test_a_request_that_never_left_is_not_read_back(aws: AWS) -> None:
     assert calls == ["PutItem"]
 
 
-def test_a_failed_condition_that_returns_the_winner_needs_no_read_back(aws: AWS) -> None:
+def test_a_failed_condition_that_returns_the_winner_needs_no_read_back(aws: Account) -> None:
     client = aws.client("dynamodb")
     store = DynamoLeaseStore(client, aws.tables.lease, "controller")
     first = store.try_acquire(record("a", 1, "r1"), expected=None)
@@ -568,7 +569,7 @@ def test_a_failed_condition_that_returns_the_winner_needs_no_read_back(aws: AWS)
 
 
 def test_a_fence_from_before_an_unreadable_item_stays_rejected_at_an_equal_epoch(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     client = aws.client("dynamodb")
     store.try_acquire(record("a", 1, "r1"), expected=None)
@@ -585,7 +586,7 @@ def test_a_fence_from_before_an_unreadable_item_stays_rejected_at_an_equal_epoch
 
 
 def test_fence_failed_is_false_for_anything_but_a_cancelled_fence_item(
-    aws: AWS, store: DynamoLeaseStore
+    aws: Account, store: DynamoLeaseStore
 ) -> None:
     client = aws.client("dynamodb")
     store.try_acquire(record("a", 1, "r1"), expected=None)

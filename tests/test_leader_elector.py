@@ -8,7 +8,6 @@ from typing import NoReturn
 
 import pytest
 
-from oab.controller.testing import FakeClock, SequentialIds, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import EXIT_STUCK, LeaderElector, NotLeader
 from oab.leader.errors import LeaseLost
@@ -21,7 +20,7 @@ from oab.leader.record import (
     StoredLease,
     UnreadableLease,
 )
-from oab.leader.testing import Fault, MemoryLeaseStore
+from oab.leader.testing import FakeClock, Fault, MemoryLeaseStore, SequentialIds, wait_until
 
 LEASE = 6.0
 DEADLINE = 4.0

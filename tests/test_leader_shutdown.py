@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulated import Account
 
-from oab.controller.testing import AWS, wait_until
 from oab.leader.config import ElectionConfig
 from oab.leader.record import ReplicaId
 from oab.leader.status import describe
+from oab.leader.testing import wait_until
 
 REPLICA = Path(__file__).with_name("leader_replica.py")
 #: The replica's election timings (it runs the defaults) and its ``--drain-timeout`` default.
@@ -81,13 +82,13 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
         replica.kill()
 
 
-def holder(aws: AWS) -> str | None:
+def holder(aws: Account) -> str | None:
     info = describe(aws.client("dynamodb"), aws.tables.lease, "controller")
     return info["holder"]  # type: ignore[no-any-return]
 
 
 def test_sigterm_while_stopped_is_handled_on_sigcont(
-    aws: AWS, tmp_path: Path, replicas: list[Replica]
+    aws: Account, tmp_path: Path, replicas: list[Replica]
 ) -> None:
     r = Replica(tmp_path, "r1", aws.emulator.env())
     replicas.append(r)
@@ -103,7 +104,7 @@ def test_sigterm_while_stopped_is_handled_on_sigcont(
 
 @pytest.mark.parametrize("when", ["at once", "after ready"])
 def test_sigterm_during_start_up_ends_the_process_and_leaves_no_lease_behind(
-    aws: AWS, tmp_path: Path, replicas: list[Replica], when: str
+    aws: Account, tmp_path: Path, replicas: list[Replica], when: str
 ) -> None:
     r = Replica(tmp_path, "r1", aws.emulator.env())
     replicas.append(r)
@@ -116,7 +117,7 @@ def test_sigterm_during_start_up_ends_the_process_and_leaves_no_lease_behind(
 
 
 def test_sigterm_while_every_store_call_hangs_ends_the_process(
-    aws: AWS, tmp_path: Path, replicas: list[Replica]
+    aws: Account, tmp_path: Path, replicas: list[Replica]
 ) -> None:
     # A server that accepts connections and never answers: every call runs into its timeout.
     with socket.create_server(("127.0.0.1", 0)) as blackhole:

@@ -97,7 +97,7 @@ def test_concurrent_transactions_lose_no_update(aws: AWS) -> None:
 def test_emulator_never_outlives_a_killed_parent() -> None:
     parent, child = spawn_parent(
         "import sys, time\n"
-        "from oab.controller.localaws import start\n"
+        "from oab.controller.local.emulator import start\n"
         "h = start()\n"
         "print(h.process.pid, flush=True)\n"
         "time.sleep(600)\n"

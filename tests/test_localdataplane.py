@@ -14,8 +14,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller.localaws import LOCAL_ENV, LocalAWS, start
-from oab.controller.localdataplane import ControlRequestError, DataPlaneControl
+from oab.controller.local.dataplane import ControlRequestError, DataPlaneControl
+from oab.controller.local.emulator import LOCAL_ENV, LocalAWS, start
 from oab.controller.testing import wait_until
 
 CLUSTER = "oab"

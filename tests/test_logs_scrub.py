@@ -18,8 +18,12 @@ from typing import Any
 
 import pytest
 
-from oab.controller import agent, cli, daemon, logscrub
-from oab.controller.redact import REDACTED
+from oab.controller.agent import main as agent
+from oab.controller.base import taskcontract
+from oab.controller.base.redact import REDACTED
+from oab.controller.cli import main as cli
+from oab.controller.observability import logscrub
+from oab.controller.runtime import daemon
 from oab.controller.testing import AWS
 
 # Built from parts so that no scanner mistakes this file for a leaked credential.
@@ -169,15 +173,15 @@ def test_oab_agent_logs_and_errors_are_scrubbed(
     s3.create_bucket(Bucket="cp-logs")
     s3.put_object(Bucket="cp-logs", Key="artifacts/t/b/1/config.toml", Body=b"[agent]\n")
     monkeypatch.setenv("OAB_SHARED_DIR", str(tmp_path / "oab"))
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, "s3://cp-logs/artifacts/t/b/1/config.toml")
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_ARTIFACT, "s3://cp-logs/artifacts/t/b/1/config.toml")
     # A key that happens to hold a token: the "does not exist yet" warning names it.
-    monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, f"s3://cp-logs/{GITHUB}/home.tar.gz")
+    monkeypatch.setenv(taskcontract.ENV_BOOTSTRAP_FROM, f"s3://cp-logs/{GITHUB}/home.tar.gz")
     assert agent.main(["init"]) == 0
-    monkeypatch.setenv(agent.ENV_BOOTSTRAP_FROM, f"s3://cp-logs/{ANTHROPIC}/home.tar.gz")
-    monkeypatch.setenv(agent.ENV_CONFIG_SHA256, ANTHROPIC)  # invalid: the error echoes it
-    monkeypatch.setenv(agent.ENV_CONFIG_ARTIFACT, f"s3://cp-logs/x?token={BY_NAME[0]}")
+    monkeypatch.setenv(taskcontract.ENV_BOOTSTRAP_FROM, f"s3://cp-logs/{ANTHROPIC}/home.tar.gz")
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_SHA256, ANTHROPIC)  # invalid: the error echoes it
+    monkeypatch.setenv(taskcontract.ENV_CONFIG_ARTIFACT, f"s3://cp-logs/x?token={BY_NAME[0]}")
     assert agent.main(["init"]) == agent.EX_CONFIG
-    logging.getLogger("oab.controller.agent").error("late %s", SLACK_APP)
+    logging.getLogger("oab.controller.agent.main").error("late %s", SLACK_APP)
     err = capsys.readouterr().err
     assert "does not exist yet" in err
     assert "invalid settings" in err

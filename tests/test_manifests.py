@@ -12,8 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oab.controller.api import OABFleet, OABService
-from oab.controller.manifests import ManifestError, load_paths, load_text
+from oab.controller.api.fleet import OABFleet
+from oab.controller.api.manifests import ManifestError, load_paths, load_text
+from oab.controller.api.service import OABService
 
 GOOD = textwrap.dedent(
     """\

@@ -15,21 +15,23 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller.api import AgentKey
-from oab.controller.bootstrap import read_cluster_profile, render_context
-from oab.controller.changes import ChangeLog
-from oab.controller.desired import StoreManifests
-from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.errors import TerminalError
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.reconcile import Reconciler, Request
-from oab.controller.render import POLICY_VIOLATION, RenderError
-from oab.controller.secretversions import SecretVersions
-from oab.controller.settings import load_settings
-from oab.controller.status import AgentStatus
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.adapters.ecs import CallLog, EcsAdapter
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.api.service import AgentKey
+from oab.controller.base.errors import TerminalError
+from oab.controller.core.clusterprofile import render_context
+from oab.controller.core.outcome import Request, decide
+from oab.controller.core.render import POLICY_VIOLATION, RenderError
+from oab.controller.core.settings import load_settings
+from oab.controller.core.status import AgentStatus
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.reconcile.reconciler import Reconciler
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
-from oab.controller.worker import decide
 
 BUCKET = "oab-control-plane"
 ACCOUNT = "123456789012"

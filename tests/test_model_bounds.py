@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import MAX_GENERATION, InvalidDocument, parse_document
-from oab.controller.daemon_config import DaemonSettings, DaemonSettingsError, load_daemon_settings
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import MAX_GENERATION
+from oab.controller.runtime.settings import (
+    DaemonSettings,
+    DaemonSettingsError,
+    load_daemon_settings,
+)
 
 INT64_MAX = 2**63 - 1
 DISCORD_ID = "123456789012345678"

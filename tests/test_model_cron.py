@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from oab.controller import cronexpr
-from oab.controller.api import InvalidDocument, parse_document
-from oab.controller.cronexpr import CronError, check_timezone, parse_cron, timezones
+from oab.controller.api import cronexpr
+from oab.controller.api.cronexpr import CronError, check_timezone, parse_cron, timezones
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
 
 CHANNEL = "123456789012345678"
 

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
-from oab.controller.api import InvalidDocument, OABService, parse_document
-from oab.controller.openab import TOKEN_FIELDS
-from oab.controller.render import render_config_toml
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.openab import TOKEN_FIELDS
+from oab.controller.api.service import OABService
+from oab.controller.core.render import render_config_toml
 
 DISCORD_ID = "123456789012345678"
-# Credential-shaped fakes (never real): each matches one shape of oab.controller.redact.
+# Credential-shaped fakes (never real): each matches one shape of oab.controller.base.redact.
 SLACK = "xoxb-123456789012-123456789012-FAKEfakeFAKEfake"
 ANTHROPIC = "sk-ant-api03-FAKEFAKEFAKEFAKEFAKEFAKE"
 GITHUB = "ghp_" + "A1b2C3d4E5" * 4

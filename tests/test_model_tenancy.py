@@ -13,10 +13,18 @@ from typing import Any
 
 import pytest
 
-from oab.controller import agent_sidecar, scheduler, store
-from oab.controller.api import OABService, parse_document
-from oab.controller.bootstrap import CLUSTER_PROFILE_KEY
-from oab.controller.render import (
+from oab.controller.adapters import store
+from oab.controller.api.document import parse_document
+from oab.controller.api.service import OABService
+from oab.controller.base.names import (
+    CLUSTER_PROFILE_KEY,
+    CONTROL_PLANE_PREFIXES,
+    manifest_key,
+    snapshot_record_key,
+    snapshot_request_key,
+)
+from oab.controller.core.outcome import decide
+from oab.controller.core.render import (
     POLICY_VIOLATION,
     TASK_DEFINITION_MAX_BYTES,
     RenderContext,
@@ -24,14 +32,12 @@ from oab.controller.render import (
     artifact_key,
     render_task_definition,
 )
-from oab.controller.tenancy import (
-    CONTROL_PLANE_PREFIXES,
+from oab.controller.core.tenancy import (
     TenantPolicy,
     check_allowlist,
     control_plane_prefix,
     parse_role_arn,
 )
-from oab.controller.worker import decide
 
 ACCOUNT = "123456789012"
 SM = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}"
@@ -306,10 +312,10 @@ def test_the_prefix_list_covers_every_key_the_control_plane_writes() -> None:
         str(store.object_key("OABService", "a", "b")),
         str(store.object_key("OABFleet", "a", "b")),
         artifact_key(svc),
-        agent_sidecar.request_key("a/b"),
-        agent_sidecar.RECORD_PREFIX + "a/b/1.json",
+        snapshot_request_key("a/b"),
+        snapshot_record_key("a/b", taken_at=1.0, snapshot_id="1"),
         CLUSTER_PROFILE_KEY,
-        scheduler.MANIFEST_PREFIX + "a/b.yaml",
+        manifest_key("a/b"),
     ]
     assert [k for k in keys if control_plane_prefix(k) is None] == []
 

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from oab.controller.api import InvalidDocument, is_dns_label, parse_document
-from oab.controller.render import RenderContext
-from oab.controller.settings import Settings
+from oab.controller.api.document import parse_document
+from oab.controller.api.issues import InvalidDocument
+from oab.controller.api.service import is_dns_label
+from oab.controller.core.render import RenderContext
+from oab.controller.core.settings import Settings
 
 TOKEN = "${DISCORD_BOT_TOKEN}"
 

@@ -47,7 +47,7 @@ G_RECONCILE = "tests/test_guards_reconcile.py"
 MUTANTS = (
     Mutant(
         name="status-audit-seq-ordering",
-        path="controller/status.py",
+        path="controller/adapters/state.py",
         original='        cond = "audit_seq = :prev"',
         mutated='        cond = "audit_seq >= :prev"',
         tests=(
@@ -56,7 +56,7 @@ MUTANTS = (
     ),
     Mutant(
         name="status-audit-seq-first-write",
-        path="controller/status.py",
+        path="controller/adapters/state.py",
         original='        cond = "attribute_not_exists(pk) OR audit_seq = :prev"',
         mutated='        cond = "attribute_not_exists(pk) OR audit_seq >= :prev"',
         tests=(
@@ -65,36 +65,38 @@ MUTANTS = (
     ),
     Mutant(
         name="phase-failed-to-terminating",
-        path="controller/status.py",
+        path="controller/core/status.py",
         original='    "Failed": frozenset({"Pending", "Running", "Failed", "Terminating"}),',
         mutated='    "Failed": frozenset({"Pending", "Running", "Failed"}),',
         tests=(f"{G_STATUS}::test_phase_machine_is_the_documented_table",),
     ),
     Mutant(
         name="ecs-claim-guard",
-        path="controller/ecs.py",
+        path="controller/adapters/ecs.py",
         original="        if guard is not None and not guard():",
         mutated="        if False:",
         tests=(f"{G_RECONCILE}::test_a_claim_expiring_mid_reconcile_makes_no_ecs_call_after_it",),
     ),
     Mutant(
         name="create-service-client-token",
-        path="controller/reconcile.py",
+        path="controller/reconcile/reconciler.py",
         original="client_token=client_token(req.token)",
         mutated="client_token=client_token(req.run_id)",
         tests=(f"{G_RECONCILE}::test_create_service_carries_the_units_token",),
     ),
     Mutant(
         name="task-definition-reuse-by-hash",
-        path="controller/reconcile.py",
-        original="            if latest is not None and latest[1].get(HASH_TAG) == content_hash:",
+        path="controller/reconcile/reconciler.py",
+        original=(
+            "            if latest is not None and latest[1].get(CONTENT_HASH_TAG) == content_hash:"
+        ),
         mutated="            if latest is not None:",
         tests=(f"{G_RECONCILE}::test_only_a_revision_with_the_same_hash_tag_is_reused",),
     ),
     Mutant(
         name="outcome-local-claim-loss-drops",
-        path="controller/worker.py",
-        original="        if isinstance(error, LostClaim | ClaimLost):",
+        path="controller/core/outcome.py",
+        original="        if isinstance(error, ClaimInDoubt | ClaimLost):",
         mutated="        if isinstance(error, ClaimLost):",
         tests=("tests/test_reconcile.py::test_decide_maps_every_outcome",),
     ),
@@ -130,7 +132,7 @@ MUTANTS = (
     ),
     Mutant(
         name="scheduler-fence",
-        path="controller/scheduler.py",
+        path="controller/runtime/scheduler.py",
         original="                    extra_condition=fence.condition_check(),\n",
         mutated="                    extra_condition=None,\n",
         tests=("tests/test_scheduler.py::test_a_rejected_fence_stops_the_scheduler",),

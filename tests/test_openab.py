@@ -9,7 +9,7 @@ import pytest
 import tomli_w
 from pydantic import ValidationError
 
-from oab.controller.openab import PRESETS, OpenABConfig
+from oab.controller.api.openab import PRESETS, OpenABConfig
 
 DISCORD_ID = "123456789012345678"
 

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from oab.controller.output import Column, OutputFormat, format_age, render_rows, render_table
+from oab.controller.cli.output import Column, OutputFormat, format_age, render_rows, render_table
 
 COLUMNS = [
     Column("NAME", lambda r: r["name"]),

@@ -381,6 +381,6 @@ def test_one_failing_shard_does_not_stop_claims_from_the_others(aws: AWS) -> Non
 
     client.meta.events.register("provide-client-params.dynamodb.Query", fail_shard_zero)
     got = {c.key for c in iter(lambda: q.claim("w"), None)}
-    from oab.queue.row import shard_of
+    from oab.queue.row import ready_shard_of
 
-    assert got == {f"ns/a{i}" for i in range(8) if shard_of(f"ns/a{i}", 4) != 0}
+    assert got == {f"ns/a{i}" for i in range(8) if ready_shard_of(f"ns/a{i}", 4) != 0}

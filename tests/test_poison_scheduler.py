@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller import telemetry
-from oab.controller.changes import ChangeLog, Cursor
-from oab.controller.ecs import EcsAdapter
-from oab.controller.errors import FencedOut
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.scheduler import Scheduler, SchedulerConfig
-from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, to_item
+from oab.controller.adapters.changes import ChangeLog, Cursor
+from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.state import status_to_item
+from oab.controller.core.status import AgentStatus
+from oab.controller.observability import telemetry
+from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
 from oab.controller.testing import AWS, FakeClock, wait_until
+from oab.leader.errors import FencedOut
 from oab.leader.fence import Fence
 from oab.leader.record import Epoch, ReplicaId
 from oab.queue.config import QueueConfig
@@ -153,7 +154,7 @@ def test_a_corrupt_status_is_parked_by_the_resync_and_the_others_are_enqueued(
         s3.put_object(Bucket=BUCKET, Key=f"manifests/team/{name}.yaml", Body=b"x")
     ddb.put_item(
         TableName=aws.tables.state,
-        Item={**to_item(AgentStatus(key="team/bad", phase="Running", audit_seq=4)),
+        Item={**status_to_item(AgentStatus(key="team/bad", phase="Running", audit_seq=4)),
               "conditions": {"S": "[" * 5000}},
     )  # fmt: skip
     report = scheduler.resync(f)
@@ -179,7 +180,7 @@ def test_a_stale_fence_parks_nothing(aws: AWS) -> None:
     fence(aws, epoch=4)  # a newer leader
     aws.client("dynamodb").put_item(
         TableName=aws.tables.state,
-        Item={**to_item(AgentStatus(key="team/bad")), "audit_seq": {"S": "x"}},
+        Item={**status_to_item(AgentStatus(key="team/bad")), "audit_seq": {"S": "x"}},
     )
     with pytest.raises(FencedOut):
         scheduler.resync(stale)

@@ -11,10 +11,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from oab.controller.agent_sidecar import SnapshotId, SnapshotRecord, record_key
-from oab.controller.api import AgentKey
-from oab.controller.snapshots import S3SnapshotRecords, snapshot_call
-from oab.controller.stored import SNAPSHOT_RECORD_BYTES
+from oab.controller.adapters.snapshots import S3SnapshotRecords, snapshot_call
+from oab.controller.api.service import AgentKey
+from oab.controller.core.snapshot import SnapshotId, SnapshotRecord, record_key
+from oab.controller.core.stored import SNAPSHOT_RECORD_BYTES
 from oab.controller.testing import AWS
 
 CP = "oab-control-plane"

@@ -1,6 +1,6 @@
 """Stored items: every free text within its byte budget; every decoder total.
 
-Pure tests of :mod:`oab.controller.stored` and the status, audit and change-record codecs, plus
+Pure tests of :mod:`oab.controller.core.stored` and the status, audit and change-record codecs, plus
 the audit-sequence resume on the emulator (a status item deleted behind its run log).
 """
 
@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oab.controller import status as sts
-from oab.controller.changes import ChangeLog, agent_key_of, is_agent_key
-from oab.controller.stored import (
+from oab.controller.adapters import state
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.base.names import agent_key_of, is_agent_key
+from oab.controller.core import status as sts
+from oab.controller.core.stored import (
     AUDIT_CALLS_BYTES,
     CONDITION_MESSAGE_BYTES,
     ERROR_BYTES,
@@ -64,10 +66,10 @@ def test_a_status_stores_bounded_errors_and_messages_and_compares_as_stored() ->
     )
     assert len(status.last_error.encode()) <= ERROR_BYTES
     assert len(status.conditions[0].message.encode()) <= CONDITION_MESSAGE_BYTES
-    item = sts.to_item(status)
+    item = state.status_to_item(status)
     assert _item_size(item) < 12 * 1024
     # What is compared in memory is what is stored: a repeated long error is no change.
-    assert sts.from_item(item).material() == status.material()
+    assert state.status_from_item(item).material() == status.material()
 
 
 def test_an_audit_row_stays_under_budget_whatever_its_calls_hold() -> None:
@@ -80,18 +82,18 @@ def test_an_audit_row_stays_under_budget_whatever_its_calls_hold() -> None:
         trace_id="0" * 32, span_id="0" * 16, from_phase=None, to_phase="Running", calls=calls,
         outcome="done", error="x" * 10**6, duration_ms=1, at=1_800_000_000.0,
     )  # fmt: skip
-    item = row.to_item()
+    item = state.audit_to_item(row)
     assert _item_size(item) < AUDIT_CALLS_BYTES + 8 * 1024
     stored = json.loads(item["calls"]["S"])
     assert stored[-1]["action"] == sts.OMITTED_CALLS_ACTION
     assert stored[-1]["result"].startswith(f"{300 - (len(stored) - 1)} more call(s)")
-    back = sts.AuditRecord.from_item(item)
+    back = state.audit_from_item(item)
     assert back.calls[0].result.endswith("bytes cut]")
 
 
 # --------------------------------------------------------------------------------- decoding
 
-_STATUS = sts.to_item(
+_STATUS = state.status_to_item(
     sts.AgentStatus(
         key="team/bot",
         phase="Running",
@@ -128,7 +130,7 @@ def test_status_decoding_is_total(changes: dict[str, Any]) -> None:
         else:
             item[name] = value
     problems: list[UnreadableItem] = []
-    sts.scan_statuses(_OneItem(item), "state", on_unreadable=lambda _k, e: problems.append(e))
+    state.scan_statuses(_OneItem(item), "state", on_unreadable=lambda _k, e: problems.append(e))
     for exc in problems:  # at most one: the item decoded, or one named error
         assert exc.reason == "CorruptStatus"
         assert exc.table == "state"
@@ -149,7 +151,7 @@ def test_deep_json_in_a_status_is_refused_before_parsing() -> None:
     deep = "[" * 100_000 + "]" * 100_000
     assert json_depth(deep) == 100_000
     with pytest.raises(UnreadableItem, match="conditions: JSON"):
-        sts.from_item({**_STATUS, "conditions": {"S": deep}})
+        state.status_from_item({**_STATUS, "conditions": {"S": deep}})
 
 
 def test_audit_row_decoding_is_total() -> None:
@@ -158,7 +160,7 @@ def test_audit_row_decoding_is_total() -> None:
         trace_id="0" * 32, span_id="0" * 16, from_phase=None, to_phase="Running", calls=(),
         outcome="done", error="", duration_ms=1, at=1_800_000_000.0,
     )  # fmt: skip
-    item = row.to_item()
+    item = state.audit_to_item(row)
     for name, bad in [
         ("at", {"S": "yesterday"}),
         ("calls", {"S": '[{"action": 1}]'}),
@@ -167,7 +169,7 @@ def test_audit_row_decoding_is_total() -> None:
         ("calls", {"S": "[" * 5000}),
     ]:
         with pytest.raises(UnreadableItem) as raised:
-            sts.AuditRecord.from_item({**item, name: bad})
+            state.audit_from_item({**item, name: bad})
         assert raised.value.reason == "CorruptAuditRow"
         assert raised.value.field == name
 
@@ -220,13 +222,13 @@ def test_a_transition_after_the_run_log_continues_its_sequence() -> None:
         trace_id="0" * 32, span_id="0" * 16, from_phase=None, to_phase="Pending", calls=(),
         outcome="done", error="", duration_ms=1, at=1_800_000_000.0,
     )  # fmt: skip
-    items = sts.transition_items(
+    items = state.transition_items(
         state_table="s", runlog_table="r", before=before, after=after, audit=audit, log_seq=7
     )
     # Conditional on the status as stored (absent), the row one past the log's newest.
     assert items[0]["Put"]["ConditionExpression"].startswith("attribute_not_exists(pk)")
     assert items[1]["Put"]["Item"]["seq"] == {"N": "8"}
     with pytest.raises(ValueError, match="past the newest row"):
-        sts.transition_items(
+        state.transition_items(
             state_table="s", runlog_table="r", before=before, after=after, audit=audit, log_seq=3
         )

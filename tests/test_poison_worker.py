@@ -17,11 +17,14 @@ import pytest
 from botocore.exceptions import ClientError
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller import daemon, telemetry
-from oab.controller.localaws import LocalAWS, start
-from oab.controller.replica import Replica
-from oab.controller.status import AgentStatus, read_runlog, read_status, to_item
-from oab.controller.stored import AUDIT_CALLS_BYTES
+from oab.controller.adapters.state import read_runlog, read_status, status_to_item
+from oab.controller.core.status import AgentStatus
+from oab.controller.core.stored import AUDIT_CALLS_BYTES
+from oab.controller.local.emulator import LocalAWS, start
+from oab.controller.observability import telemetry
+from oab.controller.runtime import daemon
+from oab.controller.runtime.replica import Replica
+from oab.controller.runtime.worker import Worker, WorkerConfig
 from oab.controller.testing import (
     agent_manifest,
     available_at,
@@ -31,9 +34,8 @@ from oab.controller.testing import (
     running_replica,
     wait_until,
 )
-from oab.controller.worker import Worker, WorkerConfig
 from oab.queue.errors import KeyNotFound
-from oab.queue.row import State, shard_of
+from oab.queue.row import State, ready_shard_of
 from oab.queue.store import pk_of
 from oab.queue.workqueue import idempotency_token
 
@@ -251,7 +253,7 @@ def test_a_corrupt_status_is_parked_shown_and_repaired_by_deleting_it(
         before = wait_until(lambda: available(replica, "team/bad"), timeout=TIMEOUT, message="bad")
         ddb.put_item(
             TableName=tables.state,
-            Item={**to_item(before), "conditions": {"S": '[{"type": 7}]'}},
+            Item={**status_to_item(before), "conditions": {"S": '[{"type": 7}]'}},
         )
         apply("bad", tag="v2")  # a change: its run meets the unreadable status
         wait_until(
@@ -305,7 +307,7 @@ def test_a_corrupt_queue_row_is_quarantined_shown_and_retried(
             TableName=replica.tables.queue,
             Item={"pk": {"S": pk_of("team/q")}, "sk": {"S": "unit"}, "key": {"S": "team/q"},
                   "state": {"S": "ready"}, "ready_at": {"N": "1.000"},
-                  "ready_shard": {"S": str(shard_of("team/q", 4))}, "version": {"N": "9"},
+                  "ready_shard": {"S": str(ready_shard_of("team/q", 4))}, "version": {"N": "9"},
                   "write_id": {"S": "x"}, "generation": {"BOOL": True}},
         )  # fmt: skip
         parked = wait_until(

@@ -6,16 +6,17 @@ import random
 from typing import Any
 
 import pytest
+from emulated import Account
 
-from oab.controller.testing import AWS, FakeClock
 from oab.queue.config import QueueConfig
 from oab.queue.errors import ClaimLost, ExtraConditionFailed
 from oab.queue.row import EnqueueOutcome, State
 from oab.queue.store import READY_INDEX
+from oab.queue.testing import FakeClock
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
 
-def make(aws: AWS, clock: FakeClock | None = None, **cfg: Any) -> WorkQueue:
+def make(aws: Account, clock: FakeClock | None = None, **cfg: Any) -> WorkQueue:
     return WorkQueue(
         aws.client("dynamodb"),
         aws.tables.queue,
@@ -25,7 +26,7 @@ def make(aws: AWS, clock: FakeClock | None = None, **cfg: Any) -> WorkQueue:
     )
 
 
-def fence(aws: AWS, epoch: int) -> dict[str, Any]:
+def fence(aws: Account, epoch: int) -> dict[str, Any]:
     return {
         "ConditionCheck": {
             "TableName": aws.tables.lease,
@@ -36,20 +37,20 @@ def fence(aws: AWS, epoch: int) -> dict[str, Any]:
     }
 
 
-def set_epoch(aws: AWS, epoch: int) -> None:
+def set_epoch(aws: Account, epoch: int) -> None:
     aws.client("dynamodb").put_item(
         TableName=aws.tables.lease,
         Item={"pk": {"S": "lease#controller"}, "sk": {"S": "lease"}, "epoch": {"N": str(epoch)}},
     )
 
 
-def index_keys(aws: AWS) -> set[str]:
+def index_keys(aws: Account) -> set[str]:
     ddb = aws.client("dynamodb")
     items = ddb.scan(TableName=aws.tables.queue, IndexName=READY_INDEX)["Items"]
     return {it["pk"]["S"] for it in items}
 
 
-def test_lifecycle_keeps_the_index_sparse_and_the_row_readable(aws: AWS) -> None:
+def test_lifecycle_keeps_the_index_sparse_and_the_row_readable(aws: Account) -> None:
     clock = FakeClock()
     q = make(aws, clock, shards=3)
     for i in range(6):
@@ -78,7 +79,7 @@ def test_lifecycle_keeps_the_index_sparse_and_the_row_readable(aws: AWS) -> None
 
 
 def test_expired_claim_is_found_through_the_index_and_the_stale_completion_refused(
-    aws: AWS,
+    aws: Account,
 ) -> None:
     clock = FakeClock()
     q = make(aws, clock)
@@ -98,7 +99,7 @@ def test_expired_claim_is_found_through_the_index_and_the_stale_completion_refus
     assert q.complete(fresh).state is State.DONE
 
 
-def test_fenced_enqueue_by_a_deposed_leader_writes_nothing(aws: AWS) -> None:
+def test_fenced_enqueue_by_a_deposed_leader_writes_nothing(aws: Account) -> None:
     set_epoch(aws, 5)
     q = make(aws)
     with pytest.raises(ExtraConditionFailed) as failed:
@@ -114,7 +115,7 @@ def test_fenced_enqueue_by_a_deposed_leader_writes_nothing(aws: AWS) -> None:
     assert q.get("ns/a").generation == 1
 
 
-def test_completion_commits_atomically_with_the_callers_items(aws: AWS) -> None:
+def test_completion_commits_atomically_with_the_callers_items(aws: Account) -> None:
     set_epoch(aws, 7)
     q = make(aws)
     ddb = aws.client("dynamodb")
@@ -145,7 +146,7 @@ def test_completion_commits_atomically_with_the_callers_items(aws: AWS) -> None:
     )
 
 
-def test_dirty_complete_with_extra_items_retries_on_the_returned_row(aws: AWS) -> None:
+def test_dirty_complete_with_extra_items_retries_on_the_returned_row(aws: Account) -> None:
     set_epoch(aws, 1)
     q = make(aws)
     q.enqueue("ns/a", 1, "spec", "t1")
@@ -161,7 +162,7 @@ def test_dirty_complete_with_extra_items_retries_on_the_returned_row(aws: AWS) -
     assert (c2.generation, c2.token) == (2, "t2")
 
 
-def test_stale_claim_with_extra_items_is_claim_lost_not_an_extra_failure(aws: AWS) -> None:
+def test_stale_claim_with_extra_items_is_claim_lost_not_an_extra_failure(aws: Account) -> None:
     set_epoch(aws, 1)
     clock = FakeClock()
     q = make(aws, clock)
@@ -176,7 +177,7 @@ def test_stale_claim_with_extra_items_is_claim_lost_not_an_extra_failure(aws: AW
         q.fail(stale, "boom", retryable=True, extra_items=[fence(aws, 1)])
 
 
-def test_rows_stranded_by_fewer_shards_are_rewritten_by_the_sweep(aws: AWS) -> None:
+def test_rows_stranded_by_fewer_shards_are_rewritten_by_the_sweep(aws: Account) -> None:
     clock = FakeClock()
     wide = make(aws, clock, shards=8)
     keys = [f"ns/a{i:02d}" for i in range(16)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
+from emulated import Account
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -30,11 +31,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from oab.controller.testing import AWS, FakeClock
 from oab.queue.config import QueueConfig
 from oab.queue.errors import ClaimLost, KeyNotFound, NotRetryable
 from oab.queue.row import EnqueueOutcome
 from oab.queue.store import MemoryStore
+from oab.queue.testing import FakeClock
 from oab.queue.workqueue import Claim, WorkQueue
 
 VIS = 30.0
@@ -304,7 +305,7 @@ def test_queue_matches_reference_model_in_memory(observe: bool) -> None:
     assert QueueMachine.takeovers > 0  # the take-over paths were exercised, not just allowed
 
 
-def test_queue_matches_reference_model_on_dynamodb(aws: AWS) -> None:
+def test_queue_matches_reference_model_on_dynamodb(aws: Account) -> None:
     from oab.queue.store import DynamoStore
 
     client = aws.client("dynamodb")

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emulated import Account
 
-from oab.controller.testing import AWS, wait_until
 from oab.queue.config import QueueConfig
 from oab.queue.row import EnqueueOutcome, State
+from oab.queue.testing import wait_until
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
 WORKER = Path(__file__).with_name("queue_worker.py")
@@ -44,7 +45,9 @@ REENQUEUES = 200
 VIS = 1.5
 
 
-def _spawn(aws: AWS, logdir: Path, n: int, *, stall_prob: float = 0.0) -> subprocess.Popen[bytes]:
+def _spawn(
+    aws: Account, logdir: Path, n: int, *, stall_prob: float = 0.0
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **aws.emulator.env()}
     return subprocess.Popen(
         [
@@ -70,7 +73,9 @@ def _spawn(aws: AWS, logdir: Path, n: int, *, stall_prob: float = 0.0) -> subpro
 
 
 @pytest.mark.slow
-def test_workers_with_crashes_never_share_a_key_and_lose_nothing(aws: AWS, tmp_path: Path) -> None:
+def test_workers_with_crashes_never_share_a_key_and_lose_nothing(
+    aws: Account, tmp_path: Path
+) -> None:
     q = WorkQueue(
         aws.client("dynamodb"), aws.tables.queue, config=QueueConfig(shards=4), rng=random.Random(3)
     )

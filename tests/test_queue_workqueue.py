@@ -10,7 +10,6 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from oab.controller.testing import FakeClock, SequentialIds
 from oab.queue.config import QueueConfig
 from oab.queue.errors import (
     ClaimLost,
@@ -20,8 +19,9 @@ from oab.queue.errors import (
     NotRetryable,
 )
 from oab.queue.metrics import QueueMetrics
-from oab.queue.row import AgentKey, EnqueueOutcome, Row, State, backoff_delay, shard_of
+from oab.queue.row import AgentKey, EnqueueOutcome, Row, State, backoff_delay, ready_shard_of
 from oab.queue.store import MemoryStore, RowConflict, TransactItem
+from oab.queue.testing import FakeClock, SequentialIds
 from oab.queue.workqueue import WorkQueue, idempotency_token
 
 VIS = 30.0
@@ -408,9 +408,9 @@ def test_list_rows_and_depth_by_state_show_the_operator_view() -> None:
 def test_keys_spread_over_the_configured_shards() -> None:
     counts = [0] * 8
     for i in range(800):
-        counts[shard_of(f"ns/agent-{i}", 8)] += 1
+        counts[ready_shard_of(f"ns/agent-{i}", 8)] += 1
     assert min(counts) > 60
-    assert shard_of("ns/x", 8) == shard_of("ns/x", 8)
+    assert ready_shard_of("ns/x", 8) == ready_shard_of("ns/x", 8)
 
 
 @pytest.mark.parametrize(

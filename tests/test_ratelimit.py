@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from oab.controller.ratelimit import BucketConfig, RateLimiter, RateLimitTimeout, TokenBucket
+from oab.controller.adapters.ratelimit import (
+    BucketConfig,
+    RateLimiter,
+    RateLimitTimeout,
+    TokenBucket,
+)
 from oab.controller.testing import FakeClock
 
 

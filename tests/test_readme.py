@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oab.controller import cli
-from oab.controller.daemon_config import DaemonSettings
+from oab.controller.cli import main as cli
+from oab.controller.cli import registry
+from oab.controller.runtime.settings import DaemonSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_every_oabctl_command_is_documented() -> None:
     cli.build_parser()  # imports the extension modules, which register their commands
-    names = sorted(cli._REGISTRY)
+    names = sorted(registry.registered())
     assert len(names) >= 10
     missing = [n for n in names if f"oabctl {n}" not in README]
     assert missing == [], f"README.md does not document: {missing}"

@@ -9,30 +9,29 @@ from typing import Any
 import boto3
 import pytest
 
-from oab.controller import errors
-from oab.controller.api import AgentKey
-from oab.controller.bootstrap import read_cluster_profile
-from oab.controller.changes import ChangeLog
-from oab.controller.desired import StoreManifests
-from oab.controller.ecs import CallLog, EcsAdapter
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.reconcile import (
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.adapters.ecs import CallLog, EcsAdapter
+from oab.controller.adapters.objectstore import S3ObjectStore
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.api.service import AgentKey
+from oab.controller.base import errors
+from oab.controller.core.outcome import Request, Result, decide
+from oab.controller.core.render import RenderContext
+from oab.controller.core.status import AgentStatus, Condition, IllegalTransition
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.reconcile.reconciler import (
     Assessment,
     ReconcileConfig,
     Reconciler,
-    Request,
-    Result,
     assess,
     client_token,
 )
-from oab.controller.render import RenderContext
-from oab.controller.scheduler import Scheduler
-from oab.controller.secretversions import SecretVersions
-from oab.controller.status import AgentStatus, Condition, IllegalTransition
-from oab.controller.store import DesiredStateStore, S3ObjectStore
+from oab.controller.runtime.scheduler import Scheduler
 from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
-from oab.controller.worker import decide
 from oab.queue.errors import ClaimLost
 
 # ----------------------------------------------------------------------------- outcome policy
@@ -64,7 +63,7 @@ def test_decide_maps_every_outcome() -> None:
         current_claim_token="u",
     )
     assert decide(error=lost).kind == "drop"
-    assert decide(error=errors.LostClaim("gone")).kind == "drop"
+    assert decide(error=errors.ClaimInDoubt("gone")).kind == "drop"
     assert decide(error=RuntimeError("bug")).kind == "retry"
     illegal = decide(error=IllegalTransition("Terminating", "Running"))
     assert (illegal.kind, illegal.reason) == ("park", "IllegalTransition")
@@ -303,7 +302,10 @@ def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
     assert oabctl("delete", "c", "-n", "a-b").code == 0
     failed = replace(AgentStatus(key="a-b/c"), phase="Failed")
     log = CallLog()
-    reconciler.reconcile(rival_req, status=failed, log=log)
+    # Two runs: Failed -> Terminating (only Terminating may end cleared), then the clean-up.
+    first = reconciler.reconcile(rival_req, status=failed, log=log)
+    assert first.status.phase == "Terminating"
+    reconciler.reconcile(rival_req, status=first.status, log=log)
     assert not [c.action for c in log.snapshot() if c.action.startswith("ecs:")]
     after = ecs.describe_services(cluster="oab", services=["oab-a-b-c"])["services"][0]
     assert (after["status"], after["taskDefinition"], after["desiredCount"]) == (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oab.controller.redact import (
+from oab.controller.base.redact import (
     REDACTED,
     is_secret_key,
     looks_like_secret,

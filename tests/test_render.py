@@ -27,10 +27,12 @@ import yaml
 from botocore.validate import ParamValidator
 from pydantic import ValidationError
 
-from oab.controller import agent
-from oab.controller.api import OABFleet, OABService, expand_fleet, parse_document
-from oab.controller.render import (
-    CONTENT_HASH_TAG,
+from oab.controller.api.document import parse_document
+from oab.controller.api.fleet import OABFleet, expand_fleet
+from oab.controller.api.service import OABService
+from oab.controller.base import taskcontract
+from oab.controller.base.names import CONTENT_HASH_TAG
+from oab.controller.core.render import (
     RenderContext,
     RenderError,
     artifact_key,
@@ -330,22 +332,22 @@ def test_task_definition_follows_the_startup_design() -> None:
     assert td["family"] == "oab-default-bot" == family("default", "bot")
     assert (td["networkMode"], td["requiresCompatibilities"]) == ("awsvpc", ["FARGATE"])
     assert (td["cpu"], td["memory"]) == ("256", "512")
-    assert td["volumes"] == [{"name": agent.SHARED_VOLUME}]
+    assert td["volumes"] == [{"name": taskcontract.SHARED_VOLUME}]
     init, sidecar, main = td["containerDefinitions"]
     assert [init["name"], sidecar["name"], main["name"]] == [
-        agent.INIT_CONTAINER,
-        agent.SIDECAR_CONTAINER,
+        taskcontract.INIT_CONTAINER,
+        taskcontract.SIDECAR_CONTAINER,
         "openab",
     ]
     assert (init["essential"], sidecar["essential"], main["essential"]) == (False, False, True)
     assert init["image"] == sidecar["image"] == CTX.agent_image
     assert main["image"] == "ghcr.io/openabdev/openab:kiro-latest"
-    assert init["command"] == agent.init_command()
-    assert sidecar["command"] == agent.sidecar_command()
-    assert main["entryPoint"] + main["command"] == agent.entry_command()
+    assert init["command"] == taskcontract.init_command()
+    assert sidecar["command"] == taskcontract.sidecar_command()
+    assert main["entryPoint"] + main["command"] == taskcontract.entry_command()
     assert main["dependsOn"] == [
-        {"containerName": agent.INIT_CONTAINER, "condition": "SUCCESS"},
-        {"containerName": agent.SIDECAR_CONTAINER, "condition": "START"},
+        {"containerName": taskcontract.INIT_CONTAINER, "condition": "SUCCESS"},
+        {"containerName": taskcontract.SIDECAR_CONTAINER, "condition": "START"},
     ]
     # Fargate Spot gives 120 s: the agent archives HOME first, the sidecar uploads it after.
     assert main["stopTimeout"] < sidecar["stopTimeout"] == 120
@@ -358,12 +360,12 @@ def test_task_definition_follows_the_startup_design() -> None:
     assert init_env["BOOTSTRAP_FROM"] == "s3://agent-state/default/bot/home.tar.gz"
     sidecar_env = {e["name"]: e["value"] for e in sidecar["environment"]}
     assert sidecar_env["BOOTSTRAP_FROM"] == init_env["BOOTSTRAP_FROM"]
-    assert sidecar_env[agent.ENV_NAMESPACE] == "default"
+    assert sidecar_env[taskcontract.ENV_NAMESPACE] == "default"
     main_env = {e["name"]: e["value"] for e in main["environment"]}
     assert main_env["CONFIG_ARTIFACT_PATH"] == uri
     for container in (init, sidecar, main):
         assert container["mountPoints"] == [
-            {"sourceVolume": agent.SHARED_VOLUME, "containerPath": "/oab", "readOnly": False}
+            {"sourceVolume": taskcontract.SHARED_VOLUME, "containerPath": "/oab", "readOnly": False}
         ]
         assert container["logConfiguration"] == {
             "logDriver": "awslogs",
@@ -681,7 +683,7 @@ def test_requests_are_accepted_by_the_local_emulator(aws: AWS) -> None:
     tags = {t["key"]: t["value"] for t in described["tags"]}
     assert tags[CONTENT_HASH_TAG] == task_definition_hash(rendered)
     names = [c["name"] for c in described["taskDefinition"]["containerDefinitions"]]
-    assert names == [agent.INIT_CONTAINER, agent.SIDECAR_CONTAINER, "openab"]
+    assert names == [taskcontract.INIT_CONTAINER, taskcontract.SIDECAR_CONTAINER, "openab"]
     ecs.create_service(
         **render_create_service(
             svc, ctx, task_definition=arn, client_token=example_client_token(svc)

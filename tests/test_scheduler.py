@@ -12,11 +12,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from oab.controller.changes import ChangeLog
-from oab.controller.ecs import EcsAdapter
-from oab.controller.ratelimit import RateLimiter
-from oab.controller.scheduler import Scheduler, SchedulerConfig
-from oab.controller.secretversions import SecretVersions
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.ratelimit import RateLimiter
+from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
 from oab.controller.testing import AWS, wait_until
 from oab.leader.fence import Fence
 from oab.leader.record import Epoch, LeaseRecord, ReplicaId, Revision

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oab.controller.daemon_config import DaemonSettingsError, load_daemon_settings
-from oab.controller.settings import Settings, SettingsError, config_path, load_settings
+from oab.controller.core.settings import Settings, SettingsError, config_path, load_settings
+from oab.controller.runtime.settings import DaemonSettingsError, load_daemon_settings
 
 FILE = """
 default_profile = "team"

@@ -17,17 +17,18 @@ from typing import Any
 
 import pytest
 
-from oab.controller.agent_sidecar import (
+from oab.controller.adapters.snapshots import SNAPSHOT_ACTION
+from oab.controller.adapters.state import read_runlog, read_status
+from oab.controller.agent.sidecar import (
     FINAL_ARCHIVE,
     INBOX_REQUEST,
     SidecarConfig,
     SnapshotSidecar,
-    record_key,
-    request_key,
 )
-from oab.controller.api import AgentKey
-from oab.controller.snapshots import SNAPSHOT_ACTION
-from oab.controller.status import AuditRecord, read_runlog, read_status
+from oab.controller.api.service import AgentKey
+from oab.controller.base.names import snapshot_request_key
+from oab.controller.core.snapshot import record_key
+from oab.controller.core.status import AuditRecord
 from oab.controller.testing import (
     AWS,
     agent_manifest,
@@ -183,7 +184,9 @@ def test_snapshot_is_uploaded_and_lands_in_the_audit_log(
         code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--cancel", env=env)
         assert code == 0
         assert "cancelled snapshot request" in out
-        assert "Contents" not in s3.list_objects_v2(Bucket=CP, Prefix=request_key("team/bot"))
+        assert "Contents" not in s3.list_objects_v2(
+            Bucket=CP, Prefix=snapshot_request_key("team/bot")
+        )
         code, out, _ = oabctl("snapshot", "bot", "-n", "team", "--no-wait", env=env)
         assert code == 0
         assert "requested" in out

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
-from oab.controller.agent_sidecar import SnapshotId, SnapshotRecord, record_key
-from oab.controller.api import AgentKey
-from oab.controller.snapshots import (
+from oab.controller.adapters.snapshots import (
     SNAPSHOT_ACTION,
     S3SnapshotRecords,
     snapshot_call,
     wants_ingest,
 )
-from oab.controller.status import AgentStatus, cleared, from_item, to_item
+from oab.controller.adapters.state import status_from_item, status_to_item
+from oab.controller.api.service import AgentKey
+from oab.controller.core.snapshot import SnapshotId, SnapshotRecord, record_key
+from oab.controller.core.status import AgentStatus, cleared
 from oab.controller.testing import AWS
 
 CP = "oab-control-plane"
@@ -81,7 +82,7 @@ def test_which_runs_look_for_records(reason: str, phase: Any, expected: bool) ->
 
 def test_status_round_trips_the_marker_and_deletion_keeps_it() -> None:
     status = AgentStatus(key="team/bot", phase="Running", audit_seq=4, last_snapshot="snapshots/x")
-    assert from_item(to_item(status)).last_snapshot == "snapshots/x"
+    assert status_from_item(status_to_item(status)).last_snapshot == "snapshots/x"
     assert status.material() != AgentStatus(key="team/bot", phase="Running").material()
     assert cleared(status).last_snapshot == "snapshots/x"
     assert cleared(status).audit_seq == 4

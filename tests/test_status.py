@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from typing import get_args
 
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.controller import status as st
+from oab.controller.adapters import state
+from oab.controller.api import service as api
+from oab.controller.core import status as st
 from oab.controller.testing import AWS
 
 
@@ -40,6 +43,20 @@ def test_conditions_are_ordered_by_type() -> None:
     assert [c.type for c in conds] == list(st.CONDITION_TYPES)
 
 
+def test_the_api_schema_of_a_condition_accepts_what_status_stores_and_shows() -> None:
+    # The API models status.conditions (in the JSON Schema); the core keeps the value. One
+    # Phase and one condition status are defined (by the API); the shapes must not drift.
+    conds = st.set_condition((), type="Available", status="True", reason="R", message="m", now="t")
+    conds = st.set_condition(
+        conds, type="Degraded", status="Unknown", reason="", message="", now=""
+    )
+    for cond in conds:
+        shown = api.Condition.model_validate({**cond.to_json(), "lastTransitionTime": None})
+        assert (shown.type, shown.status, shown.reason) == (cond.type, cond.status, cond.reason)
+    assert get_args(api.Phase) == st.PHASES
+    assert api.ServiceStatus.model_validate({"phase": "Terminating"}).phase == "Terminating"
+
+
 def test_status_item_round_trip() -> None:
     conds = st.set_condition((), type="Available", status="True", reason="R", message="m", now="t")
     status = st.AgentStatus(
@@ -51,7 +68,7 @@ def test_status_item_round_trip() -> None:
         secret_versions={"TOKEN": "3"},
         audit_seq=7,
     )
-    assert st.from_item(st.to_item(status)) == status
+    assert state.status_from_item(state.status_to_item(status)) == status
 
 
 def _audit(key: str, seq: int, to: st.Phase) -> st.AuditRecord:
@@ -81,7 +98,7 @@ def test_transition_and_audit_row_commit_together_without_gaps(aws: AWS) -> None
     phases: list[st.Phase] = ["Pending", "Running", "Pending", "Running"]
     for seq, phase in zip(itertools.count(1), phases, strict=False):
         after = st.next_status(before, phase=phase)
-        items = st.transition_items(
+        items = state.transition_items(
             state_table=aws.tables.state,
             runlog_table=aws.tables.runlog,
             before=before,
@@ -92,7 +109,7 @@ def test_transition_and_audit_row_commit_together_without_gaps(aws: AWS) -> None
         before = after
     # A writer that read a stale status (sequence 2) cannot write: neither status nor audit row.
     stale = st.AgentStatus(key="default/a", phase="Running", audit_seq=2)
-    items = st.transition_items(
+    items = state.transition_items(
         state_table=aws.tables.state,
         runlog_table=aws.tables.runlog,
         before=stale,
@@ -102,21 +119,21 @@ def test_transition_and_audit_row_commit_together_without_gaps(aws: AWS) -> None
     with pytest.raises(ClientError) as exc:
         ddb.transact_write_items(TransactItems=items)
     assert exc.value.response["Error"]["Code"] == "TransactionCanceledException"
-    stored = st.read_status(ddb, aws.tables.state, "default/a")
+    stored = state.read_status(ddb, aws.tables.state, "default/a")
     assert stored.phase == "Running"
     assert stored.audit_seq == 4
-    rows = st.read_runlog(ddb, aws.tables.runlog, "default/a", newest_first=False)
+    rows = state.read_runlog(ddb, aws.tables.runlog, "default/a", newest_first=False)
     assert [r.seq for r in rows] == [1, 2, 3, 4]
     assert [r.to_phase for r in rows] == phases
     # Retention is by TTL (the emulator never expires items: assert the attribute's value).
     for row in rows:
-        assert int(row.to_item()["expires_at"]["N"]) - int(row.at) == 90 * 86_400
+        assert int(state.audit_to_item(row)["expires_at"]["N"]) - int(row.at) == 90 * 86_400
 
 
 def test_illegal_transition_is_refused_before_any_write() -> None:
     before = st.AgentStatus(key="default/a", phase="Terminating", audit_seq=3)
     with pytest.raises(st.IllegalTransition):
-        st.transition_items(
+        state.transition_items(
             state_table="s",
             runlog_table="r",
             before=before,

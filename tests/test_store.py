@@ -11,20 +11,18 @@ from typing import Any
 
 import pytest
 
-from oab.controller.changes import ChangeLog
-from oab.controller.store import (
-    CLEANUP_FINALIZER,
-    FLEET_LABEL,
+from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.objectstore import MemoryObjectStore, S3ObjectStore
+from oab.controller.adapters.store import (
     ConflictError,
     Desired,
     DesiredStateStore,
-    MemoryObjectStore,
     NameCollisionError,
     NotFoundError,
     OwnershipError,
-    S3ObjectStore,
     StoreConfig,
 )
+from oab.controller.base.names import CLEANUP_FINALIZER, FLEET_LABEL
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 
 BUCKET = "oab-control-plane"

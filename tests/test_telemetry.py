@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from oab.controller import telemetry
-from oab.controller.cli_trace import RunRef, format_tree, resolve_link, select_spans
-from oab.controller.telemetry import (
+from oab.controller.cli.trace import RunRef, format_tree, resolve_link, select_spans
+from oab.controller.observability import telemetry
+from oab.controller.observability.telemetry import (
     REDACTED,
     JsonLinesSpanExporter,
     OrphanAwsCallSampler,

@@ -23,11 +23,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from oab.controller import telemetry
-from oab.controller.localaws import LocalAWS, start
-from oab.controller.localdataplane import DataPlaneControl
-from oab.controller.replica import Replica
-from oab.controller.status import AgentStatus, read_runlog, read_status
+from oab.controller.adapters.state import read_runlog, read_status
+from oab.controller.core.status import AgentStatus
+from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.local.emulator import LocalAWS, start
+from oab.controller.observability import telemetry
+from oab.controller.runtime.replica import Replica
 from oab.controller.testing import (
     agent_manifest,
     oabctl,

@@ -1,0 +1,65 @@
+"""JSON Schema of the ``oab.dev/v1`` manifests, for editors (yaml-language-server) and CI.
+
+Design
+    Generated from the pydantic models (``OABService`` and ``OABFleet``, ``oneOf`` by ``kind``),
+    so it cannot drift from what ``oabctl apply`` accepts for structure, names, enums and ranges.
+    Rules that span fields (a Fargate cpu/memory pair, placeholders backed by secrets, fleet
+    expansion) are enforced only by the models; the schema is the editor's first line, not the
+    last. Rejected record-style keys (``agent.model``, ``steering``, ...) are left out of the
+    schema, so editors flag them; accepted record-style keys are marked ``deprecated``.
+
+    A copy ships as ``controller/api/schema/oab.dev-v1.schema.json`` (tests keep it in sync) so that
+    a manifest can point at it: ``# yaml-language-server: $schema=<path or URL of that file>``.
+
+There is no time in this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from oab.controller.api.fleet import OABFleet
+from oab.controller.api.service import API_VERSION, OABService
+
+__all__ = ["SCHEMA_FILE", "SCHEMA_ID", "schema_dict", "schema_json"]
+
+SCHEMA_ID = "https://oab.dev/schemas/v1/manifest.schema.json"
+#: The generated schema shipped with the package.
+SCHEMA_FILE = Path(__file__).with_name("schema") / "oab.dev-v1.schema.json"
+
+_Document = Annotated[OABService | OABFleet, Field(discriminator="kind")]
+
+
+def schema_dict() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one manifest document."""
+    schema = TypeAdapter(_Document).json_schema(by_alias=True, mode="validation")
+    defs = schema.get("$defs", {})
+    for name in ("OABService", "OABFleet"):
+        # The models default apiVersion/kind for Python callers; a manifest must spell them out.
+        definition = defs[name]
+        required = definition.setdefault("required", [])
+        for key in ("apiVersion", "kind"):
+            if key not in required:
+                required.insert(0, key)
+        definition["properties"]["apiVersion"].pop("default", None)
+        definition["properties"]["kind"].pop("default", None)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": f"{API_VERSION} manifest (OABService or OABFleet)",
+        **schema,
+    }
+
+
+def schema_json() -> str:
+    """``schema_dict()`` as stable, indented JSON text (what ``oabctl schema`` prints)."""
+    return json.dumps(schema_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regeneration helper
+    SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SCHEMA_FILE.write_text(schema_json(), encoding="utf-8")

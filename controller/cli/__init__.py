@@ -1,0 +1,1 @@
+"""``oabctl``: the command-line client (kubectl's conventions), one module per command group."""

@@ -1,0 +1,1 @@
+"""Traces, metrics and log scrubbing for every process (controller, ``oabctl``, ``oab-agent``)."""

@@ -1,0 +1,1 @@
+"""Reconcile one agent: desired manifest + stored status + ECS -> side effects + new status."""
