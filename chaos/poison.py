@@ -243,7 +243,8 @@ class Poison:
             self.observe_as_operator()
             self.repair()
             t_repair = time.monotonic()
-            took = run.wait_converged(since=t_repair, timeout=180.0)
+            # Running only: the poisoned agents were Failed before the repair.
+            took = run.wait_converged(since=t_repair, timeout=180.0, running=True)
             if took is not None:
                 run.result.figures["converged_after_repair_s"] = took
             statuses, _ = read_statuses(self.h.ddb, self.h.tables.state)

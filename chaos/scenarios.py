@@ -179,23 +179,26 @@ class Run:
         self.h.apply_text("---\n".join(docs))
         return self.h.note("apply", agents=len(keys))
 
-    def converged(self) -> bool:
-        """Every agent observed (Running) at its last generation, or failed terminally."""
+    def converged(self, *, running: bool = False) -> bool:
+        """Every agent observed (Running) at its last generation, or failed terminally
+        (``running``: Running only, for a wait after a repair of agents that had failed)."""
         statuses, _ = read_statuses(self.h.ddb, self.h.tables.state, fields=PROGRESS_FIELDS)
         for key, gen in self.gen.items():
             s = statuses.get(key)
             if s is None:
                 return False
             observed = s.phase == "Running" and s.observed_generation == gen
-            if not observed and not (s.phase == "Failed" and s.last_error):
+            if not observed and (running or not (s.phase == "Failed" and s.last_error)):
                 return False
         return True
 
-    def wait_converged(self, *, since: float, timeout: float) -> float | None:
+    def wait_converged(
+        self, *, since: float, timeout: float, running: bool = False
+    ) -> float | None:
         """Seconds from ``since`` until converged, or ``None`` (recorded) after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.converged():
+            if self.converged(running=running):
                 took = time.monotonic() - since
                 self.result.recovery_s.append(took)
                 return took
