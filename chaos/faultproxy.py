@@ -27,8 +27,13 @@ Faults (a list of :class:`Fault` rules, first match wins, each with a probabilit
 - ``blackhole``: hold the request unanswered until the rule is removed, then close;
 - ``delay``: wait ``delay_s`` and then forward;
 - ``http``: answer with a canned AWS error (``status``, ``code``: 500 InternalServerError,
-  400 ThrottlingException / ProvisionedThroughputExceededException, 503 ServiceUnavailable), in
-  the JSON (DynamoDB, ECS, SSM, ...) or XML (S3) shape botocore parses.
+  400 ThrottlingException / ProvisionedThroughputExceededException / ValidationException, 503
+  ServiceUnavailable; ``message`` optional), in the JSON (DynamoDB, ECS, SSM, ...) or XML (S3)
+  shape botocore parses.
+
+A rule can be narrowed to the DynamoDB writes that put one item (``put=(table, pk)``: e.g. one
+agent's commit, whose transaction puts its audit row) and limited to its first ``times``
+matches on this proxy (e.g. refuse a commit once, then let the worker's next write through).
 
 Secret watch: response bodies are searched for planted byte strings; a hit is recorded on the
 event (the controller must never read a secret value).
@@ -78,12 +83,24 @@ class Fault:
     delay_s: float = 0.0
     status: int = 500
     code: str = "InternalServerError"
+    #: ``http`` only: the error message ("" = a message naming the chaos proxy).
+    message: str = ""
+    #: Only requests whose parsed writes put an item with this ``(table, pk)``.
+    put: tuple[str, str] | None = None
+    #: At most this many matches on one proxy (``None``: unlimited).
+    times: int | None = None
 
-    def matches(self, service: str, op: str) -> bool:
+    def matches(self, service: str, op: str, info: dict[str, Any] | None = None) -> bool:
         """Whether this rule applies to a request (before the probability draw)."""
         if self.service not in ("*", service):
             return False
-        return self.op is None or self.op == op
+        if self.op is not None and self.op != op:
+            return False
+        if self.put is None:
+            return True
+        table, pk = self.put
+        puts = (info or {}).get("puts", [])
+        return any(p.get("table") == table and p.get("pk") == pk for p in puts)
 
 
 @dataclass(kw_only=True)
@@ -254,10 +271,10 @@ def cancellation_codes(body: bytes) -> list[str]:
     return [str(r.get("Code") or "None") for r in reasons or [] if isinstance(r, dict)]
 
 
-def canned_error(service: str, status: int, code: str) -> bytes:
+def canned_error(service: str, status: int, code: str, message: str = "") -> bytes:
     """A complete HTTP/1.1 error response in the shape botocore parses for ``service``."""
     request_id = uuid.uuid4().hex
-    message = f"injected by chaos proxy: {code}"
+    message = message or f"injected by chaos proxy: {code}"
     if service == "s3":
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
@@ -334,6 +351,7 @@ class FaultProxy:
         self._planted = tuple(planted)
         self._rng = random.Random(seed)
         self._faults: tuple[Fault, ...] = ()
+        self._fired: list[int] = []  # matches per rule of ``_faults`` (for ``Fault.times``)
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -346,6 +364,7 @@ class FaultProxy:
         """Replace the fault rules; removing a blackhole lets held requests go (closed)."""
         with self._lock:
             self._faults = tuple(faults)
+            self._fired = [0] * len(self._faults)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake)
 
@@ -390,12 +409,19 @@ class FaultProxy:
         self._released = asyncio.Event()
 
     # ---------------------------------------------------------------------------- serving
-    def _pick(self, service: str, op: str) -> Fault | None:
+    def pick(self, service: str, op: str, info: dict[str, Any]) -> Fault | None:
+        """The fault to apply to one request, or ``None``: the first rule that matches and is
+        not spent decides, by its probability; a rule that fires counts towards its ``times``."""
         with self._lock:
-            faults = self._faults
-            for fault in faults:
-                if fault.matches(service, op):
-                    return fault if self._rng.random() < fault.probability else None
+            for index, fault in enumerate(self._faults):
+                if not fault.matches(service, op, info):
+                    continue
+                if fault.times is not None and self._fired[index] >= fault.times:
+                    continue  # spent: the next rule (or none) decides
+                if self._rng.random() >= fault.probability:
+                    return None
+                self._fired[index] += 1
+                return fault
         return None
 
     def _blackholed(self, service: str, op: str) -> bool:
@@ -434,7 +460,7 @@ class FaultProxy:
         service, op, info = classify(headers, body)
         event = Event(proxy=self.name, service=service, op=op, t_start=time.monotonic(), info=info)
         self._record(event)
-        fault = self._pick(service, op)
+        fault = self.pick(service, op, info)
         if fault is not None:
             event.fault = fault.action
             if fault.action == "drop":
@@ -448,7 +474,7 @@ class FaultProxy:
             if fault.action == "http":
                 event.status = fault.status
                 event.error = fault.code
-                writer.write(canned_error(service, fault.status, fault.code))
+                writer.write(canned_error(service, fault.status, fault.code, fault.message))
                 await writer.drain()
                 event.delivered = True
                 return True

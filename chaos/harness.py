@@ -10,6 +10,12 @@ Design
   Each incarnation gets a fresh replica id ``r{i}-{n}`` (identities are per process
   incarnation, see ``oab.leader.config``), and its structured log goes to
   ``{workdir}/logs/r{i}-{n}.log``.
+- With ``metrics=True`` each replica also exports its OpenTelemetry metrics every
+  :data:`METRIC_EXPORT_MS` through the SDK's console exporter (``OTEL_METRICS_EXPORTER=console``)
+  to its own stdout file ``{workdir}/logs/r{i}-{n}.metrics`` (a stream of JSON documents, the
+  last of which holds the process's cumulative totals; the daemon flushes once more at a
+  graceful exit). :meth:`Harness.metric_totals` sums a counter over every incarnation: that is
+  how a scenario reads e.g. ``oab.poison.items`` from real replica processes.
 - Process faults are plain signals to the replica's process: SIGKILL, SIGSTOP/SIGCONT, SIGTERM.
   Time faults are the daemon's chaos settings (``OAB_CHAOS=1``, ``OAB_CHAOS_CLOCK_OFFSET_S``,
   ``OAB_CHAOS_CLOCK_RATE``) given at (re)start.
@@ -25,6 +31,7 @@ durations in the report are on one clock.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +53,8 @@ from oab.leader.record import LeaseRecord, decode_item, lease_key
 
 BUCKET = "oab-chaos-plane"
 CLUSTER = "oab"
+#: Metric export period of the replicas when a harness reads their metrics (milliseconds).
+METRIC_EXPORT_MS = 5000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +66,8 @@ class Timing:
     retry_period_s: float = 1.0
     claim_visibility_s: float = 10.0
     workers: int = 2
+    #: The daemon's full-resync period; ``None`` keeps its default (300 s).
+    resync_period_s: float | None = None
 
     @property
     def call_timeout_s(self) -> float:
@@ -97,8 +108,10 @@ class Harness:
         replicas: int = 3,
         timing: Timing | None = None,
         seed: int = 0,
+        metrics: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.metrics = metrics
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.n = replicas
@@ -150,6 +163,13 @@ class Harness:
 
     def oabctl(self, *argv: str, stdin: str | None = None) -> str:
         """Run an ``oabctl`` command in-process against the emulator; raises on failure."""
+        code, out, err = self.oabctl_result(*argv, stdin=stdin)
+        if code != 0:
+            raise RuntimeError(f"oabctl {' '.join(argv)} failed ({code}): {err[-2000:]}")
+        return out
+
+    def oabctl_result(self, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        """Run an ``oabctl`` command in-process: (exit status, stdout, stderr)."""
         import io
 
         out, err = io.StringIO(), io.StringIO()
@@ -160,9 +180,7 @@ class Harness:
             stdin=io.StringIO(stdin or ""),
             env=self._cli_env,
         )
-        if code != 0:
-            raise RuntimeError(f"oabctl {' '.join(argv)} failed ({code}): {err.getvalue()[-2000:]}")
-        return out.getvalue()
+        return code, out.getvalue(), err.getvalue()
 
     def apply_text(self, text: str) -> None:
         """``oabctl apply -f FILE`` of a (multi-document) manifest text."""
@@ -194,6 +212,11 @@ class Harness:
             "OAB_CHAOS_CLOCK_RATE": str(clock_rate),
             "OAB_CONTROLLER_CONFIG": "",
         }
+        if self.metrics:
+            env |= {
+                "OTEL_METRICS_EXPORTER": "console",
+                "OTEL_METRIC_EXPORT_INTERVAL": str(METRIC_EXPORT_MS),
+            }
         argv = [
             sys.executable,
             "-m",
@@ -224,11 +247,16 @@ class Harness:
             "--shutdown-timeout",
             "8",
         ]
+        if t.resync_period_s is not None:
+            argv += ["--resync-period", str(t.resync_period_s)]
         log = slot.log_path.open("ab")
+        # The console metric exporter writes multi-line JSON to stdout: keep it out of the log.
+        out = slot.log_path.with_suffix(".metrics").open("ab") if self.metrics else log
         slot.process = subprocess.Popen(
-            argv, stdout=log, stderr=log, env=env, start_new_session=True
+            argv, stdout=out, stderr=log, env=env, start_new_session=True
         )
         log.close()
+        out.close()
         self.note(
             "start", slot=index, replica=slot.replica_id, offset=clock_offset_s, rate=clock_rate
         )
@@ -283,6 +311,21 @@ class Harness:
         self.faults.append({"t": round(t - self.t0, 3), "what": what, **data})
         return t
 
+    def metric_totals(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Counter ``name`` summed over every replica incarnation, per attribute set (sorted
+        ``(attribute, value)`` pairs). Each incarnation's last export holds its cumulative
+        totals; an incarnation killed before its first export counts nothing."""
+        totals: dict[tuple[tuple[str, str], ...], float] = {}
+        for path in sorted(self.logs.glob("*.metrics")):
+            last: dict[tuple[tuple[str, str], ...], float] = {}
+            for doc in _json_documents(path.read_text(errors="replace")):
+                points = _points(doc, name)
+                if points:
+                    last = points
+            for attrs, value in last.items():
+                totals[attrs] = totals.get(attrs, 0.0) + value
+        return totals
+
     def lease(self) -> LeaseRecord | None:
         """The lease item, read directly from the emulator."""
         resp = self.ddb.get_item(
@@ -301,3 +344,38 @@ class Harness:
         if rec is None or rec.holder is None:
             return None
         return self.slot_of(rec.holder)
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON documents of a concatenated stream (a torn last one is dropped)."""
+    decoder = json.JSONDecoder()
+    out: list[Any] = []
+    i = 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return out
+        try:
+            doc, i = decoder.raw_decode(text, i)
+        except ValueError:
+            return out
+        out.append(doc)
+
+
+def _points(doc: Any, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Data points of metric ``name`` in one exported ``MetricsData`` document."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    if not isinstance(doc, dict):
+        return out
+    for rm in doc.get("resource_metrics") or []:
+        for sm in rm.get("scope_metrics") or []:
+            for metric in sm.get("metrics") or []:
+                if metric.get("name") != name:
+                    continue
+                for point in (metric.get("data") or {}).get("data_points") or []:
+                    attrs = tuple(
+                        sorted((str(k), str(v)) for k, v in (point.get("attributes") or {}).items())
+                    )
+                    out[attrs] = out.get(attrs, 0.0) + float(point.get("value", 0))
+    return out

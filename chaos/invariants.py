@@ -50,6 +50,35 @@ Invariants (each violation names the invariant and the evidence)
     No planted secret value in the audit log, the status items, any object of the bucket, any
     replica log, or any response a replica received.
 
+Checked only by the scenarios that plant bad data (``poison``; :class:`PoisonEvidence`):
+
+``loops``
+    No replica ended on its own: every incarnation was still running when the scenario shut it
+    down, and exited 0 on that SIGTERM (70 means a control loop ended); no replica logged
+    ``control loop(s) ended`` or anything at level CRITICAL.
+``lease``
+    Epochs never go backwards: each term (the first acknowledged write of a new holder or epoch)
+    has an epoch above the previous term's, except that a term replacing an unreadable item may
+    repeat the epoch the garbage hid (documented: the replacement continues from the highest
+    epoch the *replacing* standby has seen; counted as ``epoch_reused``, never when no unreadable
+    item came between the two terms); every term after a planted readable lease item is above
+    its epoch. A planted item is replaced neither before a
+    standby can have seen it unchanged for the wait it documents (its configured lease duration
+    for an unreadable item, the clamped stored duration for a readable one: the proxy's first
+    answered lease request after the plant + that wait), nor later than that + retry period +
+    call timeout (the documented bound) + one retry period of slack for a loaded machine.
+``poison``
+    While the poison is in place, every healthy agent is ``Running`` at its last generation, and
+    after the runbook's repair every agent is (stricter than ``observed``, which accepts a
+    terminal failure); a
+    poisoned agent that was parked carries the reason its kind documents, with an error naming
+    what the intended guard refused (not an incidental one), and ``oabctl get`` (or,
+    for a manifest that cannot be read, ``oabctl get NAME``'s error) shows it; the replicas'
+    ``oab.poison.items`` counts at least the items planted of each (table, kind); every planted
+    snapshot record is audited as a failed snapshot, and no text planted in an agent-written
+    record (a canary) appears in the audit log, a status item, a queue row or a replica log; no
+    audit row's call list exceeds its byte budget.
+
 Every violation is reported by a named *branch* of its invariant (:data:`BRANCHES`, e.g.
 ``one-service/foreign-service``); ``Checker(disabled=...)`` switches branches off, which is how
 ``tests/test_chaos_checker_meta.py`` proves that the self-test plants a violation for each.
@@ -64,7 +93,7 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +101,7 @@ from faultproxy import Event
 
 from oab.controller.adapters.state import read_runlog, status_from_item
 from oab.controller.core.status import AuditRecord
+from oab.controller.core.stored import AUDIT_CALLS_BYTES, UnreadableItem
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,9 @@ INVARIANTS = (
     "one-revision",
     "audit",
     "secrets",
+    "loops",
+    "lease",
+    "poison",
 )
 
 #: Every branch of the checker, ``invariant/branch``: each can be switched off by name
@@ -123,7 +156,23 @@ BRANCHES: tuple[str, ...] = (
     "secrets/blob",
     "secrets/replica-log",
     "secrets/proxied-response",
+    "loops/replica-exit",
+    "loops/loop-ended-logged",
+    "lease/epoch-went-backwards",
+    "lease/replaced-too-early",
+    "lease/no-leader-within-bound",
+    "poison/healthy-agent-not-running",
+    "poison/not-recovered",
+    "poison/parked-with-wrong-reason",
+    "poison/reason-not-shown",
+    "poison/not-counted",
+    "poison/snapshot-record-not-audited",
+    "poison/untrusted-text-copied",
+    "poison/audit-row-over-budget",
 )
+
+#: Log text that means a replica's control loop ended (``oab.controller.daemon``, ``replica``).
+LOOP_ENDED_MARKERS = ("control loop(s) ended", "ended unexpectedly")
 
 
 def service_name(key: str) -> str:
@@ -163,6 +212,19 @@ def lease_history(events: Iterable[Event], lease_table: str) -> list[LeaseWrite]
     return sorted(out, key=lambda w: w.t_done)
 
 
+def terms(history: Sequence[LeaseWrite]) -> list[LeaseWrite]:
+    """The first accepted write of every term: a write with a holder whose (holder, epoch)
+    differs from the previous such write's. Unlike :func:`acquisitions` it also sees a term
+    that reuses an earlier term's epoch under another holder."""
+    out: list[LeaseWrite] = []
+    last: tuple[str, int] | None = None
+    for w in history:
+        if w.holder is not None and (w.holder, w.epoch) != last:
+            last = (w.holder, w.epoch)
+            out.append(w)
+    return out
+
+
 def acquisitions(history: Sequence[LeaseWrite]) -> list[LeaseWrite]:
     """The first accepted write of every epoch with a holder (the start of each term)."""
     seen: set[int] = set()
@@ -172,6 +234,57 @@ def acquisitions(history: Sequence[LeaseWrite]) -> list[LeaseWrite]:
             seen.add(w.epoch)
             out.append(w)
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeasePlant:
+    """A lease item written straight into the table by a scenario (not through any proxy)."""
+
+    what: str
+    t_plant: float
+    #: The planted epoch, when the item's epoch decodes (``None``: garbage).
+    epoch: int | None
+    #: How long a standby must see the item unchanged before replacing it (seconds).
+    wait_s: float
+
+
+@dataclass(kw_only=True)
+class PoisonEvidence:
+    """What a bad-data scenario observed, for :meth:`Checker.check_poison` and friends."""
+
+    #: key -> (phase, observed generation) of each healthy agent while the poison was in place.
+    healthy: Mapping[str, tuple[str | None, int]] = field(default_factory=dict)
+    #: key -> the generation each healthy agent had to reach.
+    healthy_generation: Mapping[str, int] = field(default_factory=dict)
+    #: key -> (phase, observed generation) of every agent after the operator's repairs.
+    final: Mapping[str, tuple[str | None, int]] = field(default_factory=dict)
+    #: key -> the generation every agent had to reach after the repairs.
+    final_generation: Mapping[str, int] = field(default_factory=dict)
+    #: key -> the parked reason its poison documents.
+    expected_reason: Mapping[str, str] = field(default_factory=dict)
+    #: key -> text the parked unit's error must hold (proof the intended guard refused it).
+    expected_detail: Mapping[str, str] = field(default_factory=dict)
+    #: key -> the reason of the parked unit ``oabctl queue -o json`` showed ("" = never parked).
+    parked_reason: Mapping[str, str] = field(default_factory=dict)
+    #: key -> that parked unit's last error.
+    parked_error: Mapping[str, str] = field(default_factory=dict)
+    #: key -> what ``oabctl get`` showed about it (a reason, or an error text).
+    shown: Mapping[str, str] = field(default_factory=dict)
+    #: (table, kind) -> items planted that the loops met.
+    planted: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: (table, kind) -> ``oab.poison.items`` summed over every replica.
+    counted: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    #: snapshot record name -> the result its audit call recorded ("" = none).
+    records: Mapping[str, str] = field(default_factory=dict)
+    #: Texts planted in agent-written data that must never be copied anywhere.
+    canaries: Sequence[str] = ()
+    #: replica id -> exit status after the scenario's SIGTERM (``None``: it did not exit).
+    exits: Mapping[str, int | None] = field(default_factory=dict)
+    #: replica id -> exit status of a replica that had ended before that SIGTERM.
+    died: Mapping[str, int | None] = field(default_factory=dict)
+    #: key -> the byte size of the largest audit row call list stored for it.
+    audit_calls_bytes: Mapping[str, int] = field(default_factory=dict)
+    leases: Sequence[LeasePlant] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -532,6 +645,159 @@ class Checker:
                     f"{e.proxy} received a secret value in {e.service} {e.op}",
                 )
 
+    # ------------------------------------------------------------------------ loops
+    def check_loops(
+        self,
+        exits: Mapping[str, int | None],
+        log_files: Iterable[Path],
+        *,
+        died: Mapping[str, int | None] | None = None,
+    ) -> None:
+        """Invariant ``loops`` (bad-data scenarios: nothing stops a replica on purpose until the
+        final SIGTERM). ``exits``: replica -> status after that SIGTERM (``None``: did not exit);
+        ``died``: replica -> status of those that had exited before it."""
+        for replica, code in sorted((died or {}).items()):
+            self._v(
+                "loops/replica-exit",
+                f"replica {replica} exited {code} before the scenario stopped it",
+            )
+        for replica, code in sorted(exits.items()):
+            if code != 0:
+                why = "did not exit" if code is None else f"exited {code}"
+                self._v("loops/replica-exit", f"replica {replica} {why} on SIGTERM")
+        for path in log_files:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            for line in text.splitlines():
+                if any(m in line for m in LOOP_ENDED_MARKERS) or '"level": "CRITICAL"' in line:
+                    self._v("loops/loop-ended-logged", f"{path.name}: {line[:300]}")
+                    break
+
+    # ------------------------------------------------------------------------ lease
+    def lease_seen(self, after: float) -> float | None:
+        """When a replica first had an answer from the lease table after ``after``."""
+        for e in self.events:
+            if e.t_fwd is None or e.t_fwd < after or e.t_done is None or e.status is None:
+                continue
+            tables = {e.info.get("table")} | {p.get("table") for p in e.info.get("puts", [])}
+            if self.tables.lease in tables:
+                return e.t_done
+        return None
+
+    def check_lease(
+        self, plants: Sequence[LeasePlant], *, retry_s: float, call_timeout_s: float
+    ) -> dict[str, float]:
+        """Invariant ``lease``; returns, per plant, seconds from first seen to the next term,
+        and ``epoch_reused`` (terms that reused the epoch an unreadable item had hidden)."""
+        started = terms(lease_history(self.events, self.tables.lease))
+        figures: dict[str, float] = {"epoch_reused": 0.0}
+        for prev, nxt in itertools.pairwise(started):
+            if nxt.epoch > prev.epoch:
+                continue
+            hidden = any(p.epoch is None and prev.t_done < p.t_plant < nxt.t_fwd for p in plants)
+            if nxt.epoch == prev.epoch and hidden:
+                # Documented: a standby replacing an unreadable item continues from the highest
+                # epoch *it* has seen; a term that began just before the garbage hid its epoch
+                # may not be among them. The fence (holder and epoch) still tells them apart.
+                figures["epoch_reused"] += 1
+                continue
+            self._v(
+                "lease/epoch-went-backwards",
+                f"{nxt.slot} started a term ({nxt.holder}) with epoch {nxt.epoch} after the term "
+                f"of {prev.holder} with epoch {prev.epoch}",
+            )
+        for plant in plants:
+            after = [a for a in started if a.t_fwd > plant.t_plant]
+            if plant.epoch is not None and after and after[0].epoch <= plant.epoch:
+                self._v(
+                    "lease/epoch-went-backwards",
+                    f"{after[0].slot} replaced the planted {plant.what} (epoch {plant.epoch}) "
+                    f"with epoch {after[0].epoch}",
+                )
+            seen = self.lease_seen(plant.t_plant)
+            if seen is None:
+                continue  # never read: the scenario reports the plant as not met (invalid)
+            bound = plant.wait_s + retry_s + call_timeout_s
+            if not after or after[0].t_done - seen > bound + retry_s:
+                late = f"after {after[0].t_done - seen:.1f} s" if after else "never"
+                self._v(
+                    "lease/no-leader-within-bound",
+                    f"after the planted {plant.what} was first seen, a new term began {late} "
+                    f"(bound {bound:.1f} s + {retry_s:.1f} s slack)",
+                )
+                continue
+            figures[plant.what] = after[0].t_done - seen
+            if after[0].t_fwd < seen + plant.wait_s:
+                self._v(
+                    "lease/replaced-too-early",
+                    f"{after[0].slot} replaced the planted {plant.what} "
+                    f"{after[0].t_fwd - seen:.2f} s after it was first seen (wait "
+                    f"{plant.wait_s:.1f} s)",
+                )
+        return figures
+
+    # ----------------------------------------------------------------------- poison
+    def check_poison(self, ev: PoisonEvidence, texts: Mapping[str, str]) -> None:
+        """Invariant ``poison`` (see the module docstring); ``texts``: where canaries must not
+        appear (audit log, statuses, queue rows, replica logs), by name."""
+        for key, gen in sorted(ev.healthy_generation.items()):
+            phase, observed = ev.healthy.get(key, (None, 0))
+            if phase != "Running" or observed != gen:
+                self._v(
+                    "poison/healthy-agent-not-running",
+                    f"{key}: {phase} at generation {observed} while the poison was in place, "
+                    f"want Running at {gen}",
+                )
+        for key, gen in sorted(ev.final_generation.items()):
+            phase, observed = ev.final.get(key, (None, 0))
+            if phase != "Running" or observed != gen:
+                self._v(
+                    "poison/not-recovered",
+                    f"{key}: {phase} at generation {observed} after the runbook's repair, "
+                    f"want Running at {gen}",
+                )
+        for key, want in sorted(ev.expected_reason.items()):
+            got = ev.parked_reason.get(key, "")
+            detail = ev.expected_detail.get(key, "")
+            error = ev.parked_error.get(key, "")
+            if got and (got != want or detail not in error):
+                self._v(
+                    "poison/parked-with-wrong-reason",
+                    f"{key}: parked with {got} ({error[:200]!r}), want {want} ({detail!r})",
+                )
+            if got and want not in ev.shown.get(key, ""):
+                self._v(
+                    "poison/reason-not-shown",
+                    f"{key}: parked with {got} but `oabctl get` showed "
+                    f"{ev.shown.get(key, '')[:200]!r}",
+                )
+        for (table, kind), n in sorted(ev.planted.items()):
+            got_n = ev.counted.get((table, kind), 0.0)
+            if got_n < n:
+                self._v(
+                    "poison/not-counted",
+                    f"oab.poison.items{{{table},{kind}}} = {got_n:g}, {n} planted and met",
+                )
+        for name, result in sorted(ev.records.items()):
+            if not result.startswith("failed: unreadable snapshot record"):
+                self._v(
+                    "poison/snapshot-record-not-audited",
+                    f"snapshot record {name}: audited as {result[:200]!r}",
+                )
+        for where, text in texts.items():
+            for canary in ev.canaries:
+                if canary and canary in text:
+                    self._v(
+                        "poison/untrusted-text-copied",
+                        f"text of an agent-written record found in {where}",
+                    )
+        for key, size in sorted(ev.audit_calls_bytes.items()):
+            if size > AUDIT_CALLS_BYTES:
+                self._v(
+                    "poison/audit-row-over-budget",
+                    f"{key}: an audit row's call list holds {size} bytes "
+                    f"(budget {AUDIT_CALLS_BYTES})",
+                )
+
 
 def _int(value: Any) -> int | None:
     try:
@@ -565,7 +831,10 @@ def read_statuses(
         for item in resp.get("Items", []):
             raw.append(item)
             if item.get("sk", {}).get("S") == "status":
-                s = status_from_item(item)
+                try:
+                    s = status_from_item(item)
+                except UnreadableItem:
+                    continue  # a corrupt status (the poison scenario plants one) reads as absent
                 parsed[s.key] = s
         if "LastEvaluatedKey" not in resp:
             return parsed, raw

@@ -22,14 +22,17 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import poison as poison_scenario
 from faultproxy import Action, Event, Fault
 from harness import BUCKET, CLUSTER, Harness, Timing
 from invariants import (
+    AUDIT_CALLS_BYTES,
     Checker,
+    PoisonEvidence,
     Violation,
     acquisitions,
     active_revisions,
@@ -53,7 +56,7 @@ metadata:
 spec:
   cpu: 256
   memory: 512
-  taskDefinition:
+{bootstrap}  taskDefinition:
     image: ghcr.io/openabdev/openab:v{gen}
   secrets:
     - name: DISCORD_BOT_TOKEN
@@ -134,11 +137,19 @@ class Run:
         self.gen: dict[str, int] = {}
         self.gens_applied: dict[str, set[int]] = {}
         self.planted: list[str] = []
+        #: Agents whose manifest has ``bootstrapFrom`` (so their runs ingest snapshot records).
+        self.bootstrap: set[str] = set()
+        #: Scenario roles (``poison``): role -> agent key.
+        self.roles: dict[str, str] = {}
+        #: What a bad-data scenario observed (checked by the ``loops``, ``lease`` and ``poison``
+        #: invariants); ``None`` for the other scenarios.
+        self.poison: PoisonEvidence | None = None
 
     # ------------------------------------------------------------------ workload
-    def plant_secrets(self) -> None:
-        """One SecureString per agent with a value that must never leak."""
-        for key in self.keys:
+    def plant_secrets(self, keys: list[str] | None = None) -> None:
+        """One SecureString per agent (``keys``, default all) with a value that must never
+        leak."""
+        for key in self.keys if keys is None else keys:
             name = key.split("/", 1)[1]
             value = f"planted-{self.rng.getrandbits(64):016x}"
             self.planted.append(value)
@@ -158,27 +169,36 @@ class Run:
             gen = self.gen.get(key, 0) + 1
             self.gen[key] = gen
             self.gens_applied.setdefault(key, set()).add(gen)
-            docs.append(MANIFEST.format(name=key.split("/", 1)[1], gen=gen))
+            name = key.split("/", 1)[1]
+            bootstrap = (
+                f"  bootstrapFrom: s3://oab-chaos-agent-state/{key}/home.tar.gz\n"
+                if key in self.bootstrap
+                else ""
+            )
+            docs.append(MANIFEST.format(name=name, gen=gen, bootstrap=bootstrap))
         self.h.apply_text("---\n".join(docs))
         return self.h.note("apply", agents=len(keys))
 
-    def converged(self) -> bool:
-        """Every agent observed (Running) at its last generation, or failed terminally."""
+    def converged(self, *, running: bool = False) -> bool:
+        """Every agent observed (Running) at its last generation, or failed terminally
+        (``running``: Running only, for a wait after a repair of agents that had failed)."""
         statuses, _ = read_statuses(self.h.ddb, self.h.tables.state, fields=PROGRESS_FIELDS)
         for key, gen in self.gen.items():
             s = statuses.get(key)
             if s is None:
                 return False
             observed = s.phase == "Running" and s.observed_generation == gen
-            if not observed and not (s.phase == "Failed" and s.last_error):
+            if not observed and (running or not (s.phase == "Failed" and s.last_error)):
                 return False
         return True
 
-    def wait_converged(self, *, since: float, timeout: float) -> float | None:
+    def wait_converged(
+        self, *, since: float, timeout: float, running: bool = False
+    ) -> float | None:
         """Seconds from ``since`` until converged, or ``None`` (recorded) after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.converged():
+            if self.converged(running=running):
                 took = time.monotonic() - since
                 self.result.recovery_s.append(took)
                 return took
@@ -271,10 +291,41 @@ class Run:
         blobs = {"audit log": audit_text(audit), "status items": repr(raw)}
         blobs.update(bucket_texts(h.s3, BUCKET))
         checker.check_secrets(blobs, sorted(h.logs.glob("*.log")))
+        if self.poison is not None:
+            self.check_poison(checker, audit_log=blobs["audit log"], statuses=blobs["status items"])
         self.result.violations += checker.violations
         self.result.figures["ecs_calls_attributed_to_their_claim"] = float(checker.attributed)
         self.result.figures["requests"] = float(len(events))
         self.result.figures["faulted_requests"] = float(sum(1 for e in events if e.fault))
+
+    def check_poison(self, checker: Checker, *, audit_log: str, statuses: str) -> None:
+        """The bad-data invariants (``loops``, ``lease``, ``poison``) over this run."""
+        h, ev = self.h, self.poison
+        assert ev is not None
+        logs = sorted(h.logs.glob("*.log"))
+        checker.check_loops(ev.exits, logs, died=ev.died)
+        took = checker.check_lease(
+            ev.leases, retry_s=h.timing.retry_period_s, call_timeout_s=h.timing.call_timeout_s
+        )
+        self.result.figures["epoch_reused"] = took.pop("epoch_reused", 0.0)
+        for what, seconds in took.items():
+            self.result.figures[f"leader_after_{what.replace('-', '_')}_s"] = seconds
+        sizes: dict[str, int] = {}
+        for key in self.gen:
+            resp = h.ddb.query(
+                TableName=h.tables.runlog,
+                KeyConditionExpression="pk = :k",
+                ExpressionAttributeValues={":k": {"S": key}},
+            )
+            calls = [len(str(i.get("calls", {}).get("S", "")).encode()) for i in resp["Items"]]
+            sizes[key] = max(calls, default=0)
+        ev.audit_calls_bytes = sizes
+        self.result.figures["audit_calls_max_bytes"] = float(max(sizes.values(), default=0))
+        self.result.figures["audit_calls_budget_bytes"] = float(AUDIT_CALLS_BYTES)
+        queue = h.ddb.scan(TableName=h.tables.queue, ConsistentRead=True)["Items"]
+        texts = {"audit log": audit_log, "status items": statuses, "queue rows": repr(queue)}
+        texts |= {f"replica log {p.name}": p.read_text(errors="replace") for p in logs}
+        checker.check_poison(ev, texts)
 
 
 # -------------------------------------------------------------------------------- scenarios
@@ -596,6 +647,16 @@ SCENARIOS: dict[str, tuple[Scenario, dict[str, Any]]] = {
     "mass-change": (mass_change, {"mass": True}),
     "clock-offset": (clock_offset, {"skew": {0: (600.0, 1.0), 1: (-600.0, 1.0)}}),
     "clock-rate": (clock_rate, {"skew": {1: (0.0, 2.0)}}),
+    "poison": (
+        poison_scenario.poison,
+        {
+            "prepare": poison_scenario.prepare,
+            "min_agents": poison_scenario.MIN_AGENTS,
+            "metrics": True,
+            "resync_period_s": poison_scenario.RESYNC_PERIOD_S,
+            "required": poison_scenario.REQUIRED,
+        },
+    ),
 }
 
 
@@ -612,7 +673,9 @@ def run_scenario(
 ) -> RunResult:
     """One run of scenario ``name`` in a fresh harness under ``workdir``."""
     fn, opts = SCENARIOS[name]
-    n_agents = mass_agents if opts.get("mass") else agents
+    n_agents = mass_agents if opts.get("mass") else max(agents, opts.get("min_agents", 0))
+    if "resync_period_s" in opts:
+        timing = replace(timing, resync_period_s=opts["resync_period_s"])
     result = RunResult(
         scenario=name,
         iteration=iteration,
@@ -622,9 +685,13 @@ def run_scenario(
     )
     rng = random.Random(f"{seed}:{name}:{iteration}")
     started = time.monotonic()
-    with Harness(workdir, replicas=replicas, timing=timing, seed=seed) as h:
+    with Harness(
+        workdir, replicas=replicas, timing=timing, seed=seed, metrics=opts.get("metrics", False)
+    ) as h:
         run = Run(h, rng, result)
         try:
+            if "prepare" in opts:
+                opts["prepare"](run)
             skew = {i: v for i, v in opts.get("skew", {}).items() if i < replicas}
             run.start(skew=skew)
             fn(run)

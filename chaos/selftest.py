@@ -13,7 +13,12 @@ test runs it).
 The clean history: the leader (slot p0, epoch 1) enqueues the agent; a worker of replica r1
 (slot p1) claims it (token c1), registers the task definition and creates the service, and
 commits Pending with both calls audited; a worker of r2 (p2) claims it again (c2) and commits
-Running; then r2 leads in epoch 2 and the deposed leader's late enqueue is rejected.
+Running; then r2 leads in epoch 2 and the deposed leader's late enqueue is rejected. For the
+bad-data branches it also holds a poison scenario's clean evidence: an unreadable lease item
+planted at 13 s (a standby waits 5 s on it), first answered to r2 at 13.51 s and replaced by r2's
+epoch-2 acquisition at 20 s; a poisoned agent parked with the reason and detail its kind
+documents, shown by ``oabctl get`` and counted; a snapshot record audited as failed; every
+replica exited 0 on the final SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from faultproxy import Event
-from invariants import BRANCHES, Checker, Violation
+from invariants import AUDIT_CALLS_BYTES, BRANCHES, Checker, LeasePlant, PoisonEvidence, Violation
 
 from oab.controller.base.names import TableNames
 from oab.controller.core.status import AgentStatus, AuditRecord, AwsCall
 
 T = TableNames()
 KEY = "chaos/a0000"
+POISONED = "chaos/a0001"
+CANARY = "poison-canary-0123456789abcdef"
+#: Timing the lease branches judge by (retry period, call timeout).
+RETRY_S = 1.0
+CALL_TIMEOUT_S = 1.0
 SVC = "oab-chaos-a0000"
 SECRET = "planted-0123456789abcdef"
 ECS_OPS = ("CreateService", "UpdateService", "RegisterTaskDefinition")
@@ -153,9 +163,28 @@ def clean() -> Case:
         _outcome("p2", 8.0, 5, seq=2),
         _lease("p2", 20.0, "r2-1", 2),
         _enqueue("p0", 21.0, 1, ok=False),  # the deposed leader's enqueue, rejected
+        _ev("p2", "GetItem", 13.5, table=T.lease),  # the planted lease, first seen
     ]
     audit = {KEY: [_row(1, None, "Pending", calls=CREATE_CALLS), _row(2, "Pending", "Running")]}
     statuses = {KEY: AgentStatus(key=KEY, phase="Running", observed_generation=1, audit_seq=2)}
+    poison = PoisonEvidence(
+        healthy={KEY: ("Running", 1)},
+        healthy_generation={KEY: 1},
+        final={KEY: ("Running", 1)},
+        final_generation={KEY: 1},
+        expected_reason={POISONED: "CorruptRow"},
+        expected_detail={POISONED: "attempts"},
+        parked_reason={POISONED: "CorruptRow"},
+        parked_error={POISONED: "CorruptRow: attempts: expected a number"},
+        shown={POISONED: "work parked: CorruptRow: attempts: expected a number"},
+        planted={("queue", "row"): 1},
+        counted={("queue", "row"): 1.0},
+        records={"20290101T000000.000Z-big0": "failed: unreadable snapshot record: too big"},
+        canaries=[CANARY],
+        exits={"r0-1": 0, "r1-1": 0, "r2-1": 0},
+        audit_calls_bytes={KEY: 2000},
+        leases=[LeasePlant(what="lease-garbage", t_plant=13.0, epoch=None, wait_s=5.0)],
+    )
     return {
         "events": events,
         "audit": audit,
@@ -164,6 +193,8 @@ def clean() -> Case:
         "active": {SVC: 1},
         "blobs": {},
         "logs": {},
+        "poison": poison,
+        "texts": {"audit log": "no planted text here"},
     }
 
 
@@ -194,6 +225,10 @@ def check(case: Case, *, disabled: Iterable[str] = ()) -> list[Violation]:
             path.write_text(text)
             logs.append(path)
         checker.check_secrets(case["blobs"], logs)
+        ev: PoisonEvidence = case["poison"]
+        checker.check_loops(ev.exits, logs, died=ev.died)
+        checker.check_lease(ev.leases, retry_s=RETRY_S, call_timeout_s=CALL_TIMEOUT_S)
+        checker.check_poison(ev, case["texts"])
     return checker.violations
 
 
@@ -213,6 +248,15 @@ def _status(case: Case, **changes: Any) -> None:
 def _rows(case: Case) -> list[AuditRecord]:
     rows: list[AuditRecord] = case["audit"][KEY]
     return rows
+
+
+def _poison(case: Case, **changes: Any) -> None:
+    case["poison"] = replace(case["poison"], **changes)
+
+
+def _lease_plant(case: Case, **changes: Any) -> None:
+    (plant,) = case["poison"].leases
+    _poison(case, leases=[replace(plant, **changes)])
 
 
 def _same_replica_takeover(case: Case) -> None:
@@ -370,6 +414,75 @@ CASES: dict[str, tuple[str, Callable[[], Case]]] = {
     "secret in a proxied response": (
         "secrets/proxied-response",
         _mutate(lambda c: c["events"][4].secret_hits.append(SECRET)),
+    ),
+    "a replica that exited 70 on SIGTERM": (
+        "loops/replica-exit",
+        _mutate(lambda c: _poison(c, exits={**c["poison"].exits, "r1-1": 70})),
+    ),
+    "a replica that ended before the scenario stopped it": (
+        "loops/replica-exit",
+        _mutate(lambda c: _poison(c, died={"r2-1": 70})),
+    ),
+    "a replica that logged a dead control loop": (
+        "loops/loop-ended-logged",
+        _mutate(
+            lambda c: c["logs"].__setitem__(
+                "r1-1.log",
+                '{"level": "CRITICAL", "msg": "control loop(s) ended: w0; exiting 70"}\n',
+            )
+        ),
+    ),
+    "an acquisition at or below the planted epoch": (
+        "lease/epoch-went-backwards",
+        _mutate(lambda c: _lease_plant(c, epoch=2)),
+    ),
+    "a term that repeats an epoch with no unreadable lease item in between": (
+        "lease/epoch-went-backwards",
+        _mutate(lambda c: c["events"].append(_lease("p1", 22.0, "r1-1", 2))),
+    ),
+    "a planted lease replaced before a standby saw it unchanged for its wait": (
+        "lease/replaced-too-early",
+        _mutate(lambda c: _lease_plant(c, wait_s=10.0)),
+    ),
+    "no leader within the bound after a planted lease": (
+        "lease/no-leader-within-bound",
+        _mutate(lambda c: _lease_plant(c, wait_s=1.0)),
+    ),
+    "a healthy agent held up by the poison": (
+        "poison/healthy-agent-not-running",
+        _mutate(lambda c: _poison(c, healthy={KEY: ("Pending", 0)})),
+    ),
+    "an agent the runbook's repair did not bring back": (
+        "poison/not-recovered",
+        _mutate(lambda c: _poison(c, final={KEY: ("Failed", 1)})),
+    ),
+    "a poisoned agent parked with another reason": (
+        "poison/parked-with-wrong-reason",
+        _mutate(lambda c: _poison(c, parked_reason={POISONED: "CorruptStatus"})),
+    ),
+    "a poisoned agent refused by another guard than the one under test": (
+        "poison/parked-with-wrong-reason",
+        _mutate(lambda c: _poison(c, parked_error={POISONED: "CorruptRow: token: missing"})),
+    ),
+    "a parked reason `oabctl get` does not show": (
+        "poison/reason-not-shown",
+        _mutate(lambda c: _poison(c, shown={POISONED: "work parked: "})),
+    ),
+    "a planted item the poison counter missed": (
+        "poison/not-counted",
+        _mutate(lambda c: _poison(c, counted={})),
+    ),
+    "a snapshot record not audited as failed": (
+        "poison/snapshot-record-not-audited",
+        _mutate(lambda c: _poison(c, records={"20290101T000000.000Z-big0": ""})),
+    ),
+    "agent-written text copied into the audit log": (
+        "poison/untrusted-text-copied",
+        _mutate(lambda c: c["texts"].__setitem__("audit log", f'"error": "{CANARY}"')),
+    ),
+    "an audit row call list over its budget": (
+        "poison/audit-row-over-budget",
+        _mutate(lambda c: _poison(c, audit_calls_bytes={KEY: AUDIT_CALLS_BYTES + 1})),
     ),
 }
 
