@@ -9,7 +9,7 @@ import pytest
 import tomli_w
 from pydantic import ValidationError
 
-from oab.controller.api.openab import PRESETS, OpenABConfig
+from oab.controller.api.openab import PRESETS, OpenABConfig, config_warnings
 
 DISCORD_ID = "123456789012345678"
 
@@ -55,7 +55,7 @@ def test_agent_needs_a_command_or_preset() -> None:
 
 def test_backend_maps_to_preset_and_conflicts_are_errors() -> None:
     agent = OpenABConfig.model_validate(cfg(agent={"backend": "codex"})).to_toml_dict()["agent"]
-    assert agent["command"] == "codex"
+    assert agent["command"] == "codex-acp"
     assert "backend" not in agent
     found = errors(cfg(agent={"backend": "codex", "preset": "kiro"}))
     assert "contradicts" in found["agent"]["msg"]
@@ -114,8 +114,9 @@ def test_needs_a_chat_platform() -> None:
         (123456789012345678, "id_not_string"),
         (1.2345678901234568e17, "id_not_string"),
         (True, "id_type"),
-        ("12345", "discord_id"),
-        ("abc123456789012345678", "discord_id"),
+        ("123456789012345678\n", "discord_id"),
+        ("1234 5678", "discord_id"),
+        ("", "discord_id"),
     ],
 )
 def test_discord_ids_must_be_quoted_strings(value: Any, error_type: str) -> None:
@@ -127,14 +128,31 @@ def test_discord_ids_must_be_quoted_strings(value: Any, error_type: str) -> None
             assert "quote" in err["ctx"]["hint"]
 
 
+@pytest.mark.parametrize("value", ["12345", "YOUR_CHANNEL_ID", "abc123456789012345678"])
+def test_ids_of_the_wrong_shape_are_warnings(value: str) -> None:
+    # OpenAB's own examples carry ids such as YOUR_CHANNEL_ID: accepted, never matched.
+    config = OpenABConfig.model_validate(
+        cfg(discord={"bot_token": "${T}", "allowed_channels": [DISCORD_ID, value]})
+    )
+    (warning,) = config_warnings(config)
+    assert warning.path == ("discord", "allowed_channels", 1)
+    assert "not a discord id" in warning.message
+    assert "17-20 digit" in (warning.hint or "")
+    assert config.to_toml_dict()["discord"]["allowed_channels"] == [DISCORD_ID, value]
+
+
 def test_slack_ids_and_tokens() -> None:
     good = {"bot_token": "${A}", "app_token": "${B}", "allowed_channels": ["C0123ABCD"]}
     OpenABConfig.model_validate(cfg(slack=good))
-    found = errors(cfg(slack={**good, "allowed_users": [12345], "allowed_channels": ["general"]}))
+    found = errors(cfg(slack={**good, "allowed_users": [12345], "allowed_channels": ["C0\tX"]}))
     assert found["slack.allowed_users.0"]["type"] == "id_not_string"
     assert found["slack.allowed_channels.0"]["type"] == "slack_id"
+    config = OpenABConfig.model_validate(cfg(slack={**good, "allowed_channels": ["general"]}))
+    assert [w.path for w in config_warnings(config)] == [("slack", "allowed_channels", 0)]
     assert "slack.app_token" in errors(cfg(slack={"bot_token": "${A}"}))
-    assert "slack.allowed_role_ids" in errors(cfg(slack={**good, "allowed_role_ids": []}))
+    # allowed_role_ids is Discord's: on Slack it is an unknown key, kept and warned about.
+    config = OpenABConfig.model_validate(cfg(slack={**good, "allowed_role_ids": []}))
+    assert [w.path for w in config_warnings(config)] == [("slack", "allowed_role_ids")]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +200,10 @@ def test_literal_tokens_rejected_without_echoing_them(section: str, key: str) ->
         ("pool", {"max_sessions": "10"}, "pool.max_sessions"),
         ("markdown", {"tables": "html"}, "markdown.tables"),
         ("reactions", {"timing": {"debounce_ms": -5}}, "reactions.timing.debounce_ms"),
-        ("reactions", {"emojis": {"sad": "x"}}, "reactions.emojis.sad"),
+        ("reactions", {"tool_display": "verbose"}, "reactions.tool_display"),
+        ("gateway", {"allow_bot_messages": "all"}, "gateway.allow_bot_messages"),
+        ("cron", {"usercron_enabled": "yes"}, "cron.usercron_enabled"),
+        ("stt", {"echo_transcript": 1}, "stt.echo_transcript"),
         ("gateway", {"url": "http://gw"}, "gateway.url"),
         ("stt", {"base_url": "ftp://x"}, "stt.base_url"),
     ],
