@@ -140,3 +140,79 @@ def test_unknown_keys_are_kept_and_warned_with_their_path() -> None:
     svc = parse_document(_manifest(data))
     assert isinstance(svc, OABService)
     assert tomllib.loads(render_config_toml(svc)) == data
+
+
+# ------------------------------------------------------------------- check_config_toml errors
+
+GOOD = '[discord]\nbot_token = "${DISCORD_BOT_TOKEN}"\n\n[agent]\ncommand = "kiro-cli"\n'
+
+
+def _refused(text: str, *, strict: bool = False) -> ConfigTomlError:
+    with pytest.raises(ConfigTomlError) as info:
+        check_config_toml(text, source="bot/config.toml", strict=strict)
+    return info.value
+
+
+def test_a_syntax_error_names_the_file_and_line() -> None:
+    err = _refused(GOOD + '\n[pool]\nmax_sessions = "3\n')
+    assert err.line == 8
+    assert str(err).startswith("bot/config.toml:8: not valid TOML")
+
+
+def test_a_wrong_type_names_the_field() -> None:
+    err = _refused(GOOD + "\n[pool]\nmax_sessions = true\n")
+    assert "bot/config.toml: pool.max_sessions:" in str(err)
+
+
+def test_a_literal_token_is_refused_without_echoing_it() -> None:
+    secret = "MTA0NjYyNzQ4ODU1NzM4MTY0NQ.GhVq3d.abcdefghijklmnopqrstuvwxyz012345678"
+    err = _refused(GOOD.replace("${DISCORD_BOT_TOKEN}", secret))
+    assert "discord.bot_token" in str(err)
+    assert secret not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('[discord]\nbot_token = "${T}"\n\n[agent]\npreset = "kiro"\n', "agent.preset"),
+        ('[discord]\nbot_token = "${T}"\nenabled = false\n', "discord.enabled"),
+    ],
+)
+def test_spec_config_shorthands_are_refused_in_a_verbatim_file(text: str, path: str) -> None:
+    # OpenAB would ignore them: the agent would have no command, Discord would stay on.
+    err = _refused(text)
+    assert path in str(err)
+    assert "verbatim" in str(err)
+
+
+def test_a_verbatim_file_may_omit_agent_but_not_a_platform() -> None:
+    check_config_toml('[telegram]\nbot_token = "${TELEGRAM_BOT_TOKEN}"\n', source="c", strict=True)
+    assert "at least one of discord" in str(_refused('[agent]\ncommand = "kiro-cli"\n'))
+
+
+def test_strict_turns_warnings_into_errors() -> None:
+    text = GOOD + "\n[pool]\nmax_sesions = 3\n"
+    check = check_config_toml(text, source="c", strict=False)
+    assert [str(w) for w in check.warnings] == [
+        "pool.max_sesions: unknown key (not in OpenAB 0.10.0's config); kept in config.toml "
+        "as written; did you mean max_sessions?"
+    ]
+    assert "refused by --strict" in str(_refused(text, strict=True))
+
+
+def test_placeholders_and_secret_refs_are_reported() -> None:
+    text = (
+        '[discord]\nbot_token = "${secrets.discord}"\n\n[agent]\ncommand = "claude-agent-acp"\n'
+        'env = { API = "${API_BASE}" }\n\n[secrets.refs]\ndiscord = "aws-sm://oab/bot#token"\n'
+    )
+    check = check_config_toml(text, source="c", strict=True)
+    assert check.placeholders == ((("agent", "env", "API"), "API_BASE"),)
+    assert check.token_placeholders == frozenset()
+    assert dict(check.secret_refs) == {"discord": "aws-sm://oab/bot#token"}
+    assert check.secret_ref_uses == ((("discord", "bot_token"), "discord"),)
+
+
+def test_size_and_depth_are_bounded() -> None:
+    assert "larger than" in str(_refused(GOOD + "# " + "x" * (256 * 1024) + "\n"))
+    deep = GOOD + "\n[pool]\nx = " + "[" * 40 + "]" * 40 + "\n"
+    assert "nest deeper" in str(_refused(deep))
