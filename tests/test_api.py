@@ -24,7 +24,7 @@ def service(**spec_overrides: Any) -> dict[str, Any]:
         "spec": {
             "cpu": 512,
             "memory": 1024,
-            "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+            "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
             "secrets": [{"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": TOKEN_PATH}],
             "config": {
                 "agent": {"preset": "kiro"},

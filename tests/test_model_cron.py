@@ -154,7 +154,7 @@ def _doc(**job: Any) -> dict[str, Any]:
         "spec": {
             "cpu": 256,
             "memory": 512,
-            "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+            "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
             "secrets": [
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/token"}
             ],

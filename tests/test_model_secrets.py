@@ -33,7 +33,7 @@ def _doc(**spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "cpu": 256,
         "memory": 512,
-        "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+        "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
         "secrets": [{"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/t"}],
         "config": {
             "agent": {"preset": "kiro"},
@@ -275,7 +275,7 @@ def test_fleet_token_from_env_is_blamed_on_the_fleet_field() -> None:
             "defaults": {
                 "cpu": 256,
                 "memory": 512,
-                "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+                "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
                 "env": {"DISCORD_BOT_TOKEN": "from-env"},
                 "config": {
                     "agent": {"preset": "kiro"},

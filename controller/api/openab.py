@@ -573,8 +573,20 @@ Seconds = Annotated[StrictInt, Field(ge=1, le=31_536_000)]
 Bytes = Annotated[StrictInt, Field(ge=1, le=1 << 40)]
 
 
+def _tokens_may_be_wired(schema: dict[str, Any]) -> None:
+    # In a manifest, a missing token is filled from a declared conventional secret
+    # (wire_conventional_tokens) before this model sees it: editors must not flag its absence.
+    required = [k for k in schema.get("required", []) if k not in ("bot_token", "app_token")]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+
+
 class _ChatTable(_Table):
     """Keys Discord and Slack share."""
+
+    model_config = ConfigDict(json_schema_extra=_tokens_may_be_wired)
 
     allow_all_channels: StrictBool | None = None
     allow_all_users: StrictBool | None = None
