@@ -69,7 +69,7 @@ def agent(name: str = "fuzz", namespace: str = "fuzz") -> str:
         "spec:\n"
         "  cpu: 256\n"
         "  memory: 512\n"
-        "  taskDefinition: {image: ghcr.io/openabdev/openab:kiro-latest}\n"
+        "  taskDefinition: {image: ghcr.io/openabdev/openab:stable-kiro}\n"
         "  secrets:\n"
         "    - {name: DISCORD_BOT_TOKEN, source: ssm, "
         f"path: /oab/{namespace}/{name}/discord-token}}\n"

@@ -59,7 +59,7 @@ def test_apply_get_delete_round_trip(aws: AWS, ready: dict[str, str]) -> None:
     ]  # fmt: skip
     wide = oabctl("get", "-o", "wide", env=ready)
     assert "IMAGE" in wide.out
-    assert "ghcr.io/openabdev/openab:kiro-latest" in wide.out
+    assert "ghcr.io/openabdev/openab:stable-kiro" in wide.out
     assert oabctl("get", "-o", "name", env=ready).out == "oabservice.oab.dev/kiro-reviewer\n"
     one = json.loads(oabctl("get", "kiro-reviewer", "-o", "json", env=ready).out)
     assert one["metadata"]["generation"] == 1

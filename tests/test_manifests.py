@@ -26,7 +26,7 @@ GOOD = textwrap.dedent(
       cpu: 512
       memory: 1024
       taskDefinition:
-        image: ghcr.io/openabdev/openab:kiro
+        image: ghcr.io/openabdev/openab:stable-kiro
       secrets:
         - name: DISCORD_BOT_TOKEN
           source: ssm
@@ -79,7 +79,7 @@ def test_nested_list_item_line() -> None:
 
 
 def test_missing_field_points_at_parent_line() -> None:
-    text = good().replace("    image: ghcr.io/openabdev/openab:kiro\n", "    {}\n")
+    text = good().replace("    image: ghcr.io/openabdev/openab:stable-kiro\n", "    {}\n")
     text = text.replace("  taskDefinition:\n    {}\n", "  taskDefinition: {}\n")
     (issue,) = issues(text)
     assert issue.path == "spec.taskDefinition.image"

@@ -101,7 +101,7 @@ def test_apply_blames_fleet_fields_and_refuses_the_whole_fleet(
             "defaults": {
                 "cpu": 256,
                 "memory": 512,
-                "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+                "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
                 "config": {
                     "agent": {"preset": "kiro"},
                     "discord": {"bot_token": "${DISCORD_BOT_TOKEN}"},

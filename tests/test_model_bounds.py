@@ -34,7 +34,7 @@ def _service() -> dict[str, Any]:
         "spec": {
             "cpu": 256,
             "memory": 512,
-            "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+            "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
             "secrets": [
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/token"}
             ],
@@ -55,7 +55,7 @@ def _fleet() -> dict[str, Any]:
             "defaults": {
                 "cpu": 256,
                 "memory": 512,
-                "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+                "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
                 "config": {
                     "agent": {"preset": "kiro"},
                     "discord": {"bot_token": "${DISCORD_BOT_TOKEN}"},

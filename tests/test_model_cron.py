@@ -29,7 +29,9 @@ CHANNEL = "123456789012345678"
         "*/15 * * * *",
         "5/15 * * * *",
         "0-30/10 8-18/2 * * *",
-        "0 0 1 JAN,jul ?",
+        "0 0 1 JAN,jul *",
+        "0 9 * * 0",
+        "0 0 * * 0-6/2",
         "0 0 ? * SUN",
         "0 0 1-31/2 February-November/2 *",
         "59 23 31 12 7",
@@ -50,16 +52,19 @@ def test_expressions_openab_accepts(expr: str) -> None:
         ("0 0 0 * *", "day-of-month value 0"),
         ("0 0 32 * *", "day-of-month value 32"),
         ("0 0 * 13 *", "month value 13"),
-        ("0 9 * * 0", "day-of-week value 0"),
-        ("0 9 * * 8", "day-of-week value 8"),
+        ("0 9 * * 8", "day-of-week value 8 is out of range 0-7"),
+        ("0 9 * * ?", "day-of-week item '?'"),
+        ("0 9 * * 1,MON", "mixes numbers and names"),
+        ("0 9 * * 5-1", "ends before it starts"),
         ("0 9 * *", "4 fields"),
         ("0 0 9 * * 1-5", "6 fields, not 5 (OpenAB would read a sixth field as the year)"),
         ("@daily", "shortcuts"),
         ("*/0 * * * *", "step 0"),
         ("*/60 * * * *", "minute step 60"),
         ("5-1 * * * *", "ends before it starts"),
-        ("0 9 * * 3-THU", "mixes a number and a name"),
-        ("0 9 * * MON/2", "a step needs"),
+        ("0 9 * * 3-THU", "mixes numbers and names"),
+        ("0 9 * * MON/2", "mixes numbers and names"),
+        ("0 9 * JAN/2 *", "a step needs"),
         ("0 9 * * FUNDAY", "day-of-week item 'FUNDAY'"),
         ("0 9 * JUNE-JAN *", "ends before it starts"),
         ("? 9 * * *", "'?' (any) is allowed only in the day fields"),
@@ -81,10 +86,24 @@ def test_expressions_openab_refuses(expr: str, says: str) -> None:
     assert info.value.hint
 
 
-def test_sunday_zero_explains_the_numbering() -> None:
-    with pytest.raises(CronError) as info:
-        parse_cron("0 9 * * 0")
-    assert "1 = SUN" in info.value.hint
+@pytest.mark.parametrize(
+    ("posix", "crate"),
+    [
+        # OpenAB's translate_posix_dow_field (cron.rs @1f3daf2): POSIX numbers, 0 and 7 = Sunday,
+        # shifted into the crate's 1 = Sunday numbering; names are the crate's own.
+        ("1-5", {2, 3, 4, 5, 6}),
+        ("MON-FRI", {2, 3, 4, 5, 6}),
+        ("0", {1}),
+        ("7", {1}),
+        ("SUN", {1}),
+        ("6,7", {7, 1}),
+        ("*/2", {1, 3, 5, 7}),
+        ("1/2", {2, 4, 6}),
+        ("0-7", set(range(1, 8))),
+    ],
+)
+def test_day_of_week_numbers_are_posix(posix: str, crate: set[int]) -> None:
+    assert parse_cron(f"0 9 * * {posix}").days_of_week == crate
 
 
 def test_parsed_sets_follow_the_crate() -> None:
@@ -135,7 +154,7 @@ def _doc(**job: Any) -> dict[str, Any]:
         "spec": {
             "cpu": 256,
             "memory": 512,
-            "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+            "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
             "secrets": [
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/token"}
             ],

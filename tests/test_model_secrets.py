@@ -33,7 +33,7 @@ def _doc(**spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "cpu": 256,
         "memory": 512,
-        "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+        "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
         "secrets": [{"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/t"}],
         "config": {
             "agent": {"preset": "kiro"},
@@ -69,6 +69,7 @@ def _platforms() -> dict[str, dict[str, Any]]:
         "slack": {"bot_token": "${TOKEN}", "app_token": "${TOKEN}"},
         "gateway": {"url": "wss://gw.example.com/ws", "token": "${TOKEN}"},
         "stt": {"enabled": True, "api_key": "${TOKEN}"},
+        "filestore": {"bucket": "b", "region": "us-east-1", "secret_access_key": "${TOKEN}"},
     }
 
 
@@ -79,7 +80,7 @@ def test_a_token_field_may_not_refer_to_plain_env(field: tuple[str, str]) -> Non
     table, key = field
     doc = _doc(env={"TOKEN": "from-env"})
     config = _config(doc)
-    config[table] = copy.deepcopy(_platforms()[table])
+    config[table] = copy.deepcopy(_platforms().get(table, {key: "${TOKEN}"}))
     for other in config[table]:
         if (table, other) in TOKEN_FIELDS and other != key:
             config[table][other] = "${DISCORD_BOT_TOKEN}"
@@ -274,7 +275,7 @@ def test_fleet_token_from_env_is_blamed_on_the_fleet_field() -> None:
             "defaults": {
                 "cpu": 256,
                 "memory": 512,
-                "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+                "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
                 "env": {"DISCORD_BOT_TOKEN": "from-env"},
                 "config": {
                     "agent": {"preset": "kiro"},

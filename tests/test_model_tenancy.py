@@ -57,7 +57,7 @@ def _svc(name: str = "b", namespace: str = "a", **spec: Any) -> OABService:
     base: dict[str, Any] = {
         "cpu": 256,
         "memory": 512,
-        "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+        "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
         "secrets": [
             {
                 "name": "DISCORD_BOT_TOKEN",

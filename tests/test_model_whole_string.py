@@ -32,7 +32,7 @@ def _doc() -> dict[str, Any]:
         "spec": {
             "cpu": 256,
             "memory": 512,
-            "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro"},
+            "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
             "secrets": [
                 {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/team/bot/token"}
             ],
@@ -74,7 +74,7 @@ CASES: list[tuple[str, str, Callable[[str], Callable[[dict[str, Any]], None]]]] 
     ("metadata.namespace", "team", lambda v: _set(("metadata", "namespace"), v)),
     (
         "image",
-        "ghcr.io/openabdev/openab:kiro",
+        "ghcr.io/openabdev/openab:stable-kiro",
         lambda v: _set(("spec", "taskDefinition", "image"), v),
     ),
     (

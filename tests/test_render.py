@@ -83,7 +83,7 @@ def _manifest(**spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "cpu": 256,
         "memory": 512,
-        "taskDefinition": {"image": "ghcr.io/openabdev/openab:kiro-latest"},
+        "taskDefinition": {"image": "ghcr.io/openabdev/openab:stable-kiro"},
         "secrets": [
             {"name": "DISCORD_BOT_TOKEN", "source": "ssm", "path": "/oab/default/bot/token"}
         ],
@@ -341,7 +341,7 @@ def test_task_definition_follows_the_startup_design() -> None:
     ]
     assert (init["essential"], sidecar["essential"], main["essential"]) == (False, False, True)
     assert init["image"] == sidecar["image"] == CTX.agent_image
-    assert main["image"] == "ghcr.io/openabdev/openab:kiro-latest"
+    assert main["image"] == "ghcr.io/openabdev/openab:stable-kiro"
     assert init["command"] == taskcontract.init_command()
     assert sidecar["command"] == taskcontract.sidecar_command()
     assert main["entryPoint"] + main["command"] == taskcontract.entry_command()

@@ -2,10 +2,12 @@
 
 Design
 ------
-OpenAB (``src/cron.rs``) prepends ``"0 "`` (the seconds field) to a job's 5-field ``schedule``,
-parses it with the Rust ``cron`` crate (0.16) and parses ``timezone`` with ``chrono-tz``; a job
-either refuses stops the agent at start-up. So a manifest's cron jobs are checked here, before
-anything is stored, with the crate's grammar:
+OpenAB (``crates/openab-core/src/cron.rs``, ``parse_cron_expr``) translates a job's 5-field
+POSIX ``schedule`` (day-of-week only, see below), prepends ``"0 "`` (the seconds field), parses it
+with the Rust ``cron`` crate (0.16) and parses ``timezone`` with ``chrono-tz``; a job either
+refuses stops the agent at start-up. So a manifest's cron jobs are checked here, before anything
+is stored, with the grammar of the OpenAB release this project targets
+(:data:`oab.controller.api.openab.OPENAB_RELEASE`):
 
 ======== ======= ===========================================================================
 field    values  names (case-insensitive)
@@ -14,10 +16,14 @@ minute   0-59
 hour     0-23
 day      1-31    ``?`` also means "any"
 month    1-12    JAN-DEC (and full names)
-weekday  1-7     SUN-SAT (and full names, TUES, THURS); **1 = Sunday**, the crate's numbering,
-                 not POSIX's 0-6: ``0`` is refused, ``1-5`` is Sunday to Thursday (write
-                 ``MON-FRI``). ``?`` also means "any"
+weekday  0-7     SUN-SAT (and full names, TUES, THURS). Numbers are **POSIX**: 0 and 7 =
+                 Sunday, ``1-5`` = Monday to Friday. OpenAB translates them to the crate's
+                 1-7-from-Sunday numbering itself; names pass through untranslated. A field
+                 mixing numbers and names (``1,MON``, ``MON-5``) is refused, and so is ``?``.
 ======== ======= ===========================================================================
+
+OpenAB releases up to 0.8.3 did not translate: there ``1-5`` meant Sunday to Thursday and ``0``
+was refused. Names (``MON-FRI``) mean the same in every release, so examples use them.
 
 A field is a comma-separated list of items: ``*``; ``N``; ``A-B`` (``A <= B``); ``NAME``;
 ``NAME-NAME``; and ``*``, ``N``, ``A-B`` or ``NAME-NAME`` followed by ``/STEP`` with ``STEP``
@@ -132,8 +138,10 @@ FIELDS: Final[tuple[CronField, ...]] = (
     CronField("hour", 0, 23),
     CronField("day-of-month", 1, 31, any_allowed=True),
     CronField("month", 1, 12, _MONTHS),
-    CronField("day-of-week", 1, 7, _DAYS, any_allowed=True),
+    CronField("day-of-week", 0, 7, _DAYS),
 )
+#: The crate's day-of-week numbering (1 = Sunday ... 7 = Saturday): names and parsed sets use it.
+_CRATE_DOW: Final = CronField("day-of-week", 1, 7, _DAYS)
 
 _NUMBER = re.compile(r"[0-9]{1,9}")
 _NAME = re.compile(r"[A-Za-z]{1,16}")
@@ -155,15 +163,7 @@ def _value(token: str, spec: CronField, *, named: bool) -> int:
     if _NUMBER.fullmatch(token):
         value = int(token)
         if not spec.low <= value <= spec.high:
-            hint = _HINT
-            if spec.label == "day-of-week" and value == 0:
-                hint = (
-                    "OpenAB counts days of the week 1-7 from Sunday (1 = SUN ... 7 = SAT): "
-                    "write SUN (or 1) for Sunday, MON-FRI for weekdays"
-                )
-            raise CronError(
-                f"{spec.label} value {value} is out of range {spec.low}-{spec.high}", hint=hint
-            )
+            raise CronError(f"{spec.label} value {value} is out of range {spec.low}-{spec.high}")
         return value
     if named and spec.names and _NAME.fullmatch(token):
         lookup = dict(spec.names)
@@ -228,6 +228,41 @@ def _field(text: str, spec: CronField) -> frozenset[int]:
     return frozenset(values)
 
 
+def _day_of_week(text: str) -> frozenset[int]:
+    """OpenAB's ``translate_posix_dow_field``, then the crate: a set in crate numbering."""
+    has_alpha = any("a" <= c.lower() <= "z" for c in text)
+    has_digit = any("0" <= c <= "9" for c in text)
+    if has_alpha and has_digit:
+        raise CronError(
+            f"day-of-week field {text[:20]!r} mixes numbers and names",
+            hint="write either POSIX numbers (1-5 = Monday to Friday) or names (MON-FRI)",
+        )
+    if has_alpha:
+        return _field(text, _CRATE_DOW)
+    posix: set[int] = set()
+    spec = FIELDS[4]
+    for token in text.split(","):
+        if not token:
+            raise CronError(f"day-of-week field {text[:20]!r} has an empty list item")
+        base, slash, step_text = token.partition("/")
+        step = 1
+        if slash:
+            if _NUMBER.fullmatch(step_text) is None or int(step_text) == 0:
+                raise CronError(f"day-of-week step {step_text[:20]!r} is not a whole number >= 1")
+            step = int(step_text)
+        if base == "*":
+            values = list(range(0, 7))
+        elif "-" in base:
+            low, high = _range(base, spec)
+            values = list(range(low, high + 1))
+        else:
+            value = _value(base, spec, named=False)
+            # N/STEP runs from N to Saturday (7, Sunday's alias, starts at 0).
+            values = list(range(0 if value == 7 else value, 7)) if step > 1 else [value]
+        posix |= {0 if v == 7 else v for v in values[::step]}
+    return frozenset(day + 1 for day in posix)
+
+
 def parse_cron(text: str) -> CronExpression:
     """Parse a 5-field expression as OpenAB does; raises :class:`CronError` naming the field."""
     if len(text) > MAX_EXPRESSION:
@@ -245,8 +280,10 @@ def parse_cron(text: str) -> CronExpression:
     if len(parts) != len(FIELDS):
         extra = " (OpenAB would read a sixth field as the year)" if len(parts) == 6 else ""
         raise CronError(f"the expression has {len(parts)} fields, not 5{extra}")
-    sets = [_field(part, spec) for part, spec in zip(parts, FIELDS, strict=True)]
-    return CronExpression(text, *sets)
+    minutes, hours, days, months = (
+        _field(part, spec) for part, spec in zip(parts[:4], FIELDS[:4], strict=True)
+    )
+    return CronExpression(text, minutes, hours, days, months, _day_of_week(parts[4]))
 
 
 @cache

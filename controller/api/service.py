@@ -69,7 +69,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig
+from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig, wire_conventional_tokens
 from oab.controller.base.names import API_VERSION
 from oab.controller.base.taskcontract import RESERVED_ENV
 
@@ -423,6 +423,17 @@ class OABServiceSpec(ApiModel):
     capacity_provider: CapacityProvider = "FARGATE"
     config: OpenABConfig
     platform: Platform | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire_tokens(cls, data: Any) -> Any:
+        # A declared conventional secret (DISCORD_BOT_TOKEN...) fills its platform's missing
+        # token field, as fleets do (openab.wire_conventional_tokens).
+        if isinstance(data, dict) and "config" in data and isinstance(data.get("secrets"), list):
+            names = [s.get("name") for s in data["secrets"] if isinstance(s, dict)]
+            declared = [n for n in names if isinstance(n, str)]
+            data = {**data, "config": wire_conventional_tokens(data.get("config"), declared)}
+        return data
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> OABServiceSpec:

@@ -9,7 +9,10 @@ Design
 - ``delete`` writes tombstones; the controller cleans ECS up and removes them.
 - ``diff`` compares with the stored desired state (``--rendered``: config.toml and the task
   definition too) and exits 1 when anything differs.
-- ``render`` and ``schema`` make no AWS call.
+- ``render``, ``schema`` and ``version`` make no AWS call.
+- ``apply``, ``diff`` and ``render`` print each ``spec.config`` warning (a key OpenAB's modelled
+  release does not know, kept verbatim; an id OpenAB never matches) to stderr as
+  ``Warning: ...``; ``--strict`` makes them errors (exit 1, nothing written).
 
 Time model: none (stamps are the store's, from the context's wall clock).
 """
@@ -36,9 +39,44 @@ from oab.controller.cli.context import Context
 from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, UsageError, command
 
 
+def _add_strict(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat spec.config warnings (unknown keys, ids OpenAB never matches) as errors",
+    )
+
+
+def _config_warnings(ctx: Context, docs: list[Any]) -> None:
+    """Print every spec.config warning as ``Warning: ...``; with ``--strict``, refuse them."""
+    from dataclasses import replace
+
+    from oab.controller.api.fleet import OABFleet, blame_fleet_issue
+    from oab.controller.api.issues import FieldIssue
+    from oab.controller.api.manifests import ManifestError
+    from oab.controller.api.openab import config_warnings
+
+    found = []
+    for doc in docs:
+        seen: set[tuple[str, str]] = set()
+        for i, svc in enumerate(_services_of(doc.obj)):
+            for warning in config_warnings(svc.spec.config):
+                issue = FieldIssue(("spec", "config", *warning.path), warning.message, warning.hint)
+                if isinstance(doc.obj, OABFleet):
+                    issue = blame_fleet_issue(doc.obj, i, issue)
+                if (issue.dotted, issue.message) not in seen:  # fleet defaults: once
+                    seen.add((issue.dotted, issue.message))
+                    found.append(doc.issue(issue.dotted, issue.message, issue.hint))
+    if found and getattr(ctx.args, "strict", False):
+        raise ManifestError([replace(i, message=f"{i.message} (--strict)") for i in found])
+    for issue in found:
+        ctx.stderr.write(f"Warning: {issue}\n")
+
+
 def _configure_apply(p: argparse.ArgumentParser) -> None:
     add_files(p, required=True)
     p.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    _add_strict(p)
 
 
 @command(
@@ -50,6 +88,7 @@ def _apply(ctx: Context) -> int:
     from oab.controller.api.manifests import LoadedDocument, ManifestError
 
     docs = load_manifests(ctx)  # validates every document of every file before anything is written
+    _config_warnings(ctx, docs)
     # Then renders every agent as the controller will (no AWS call): all or nothing.
     rctx = render_context_for(ctx, use_bucket=False)
     refused = [issue for doc in docs for issue in _preflight_issues(doc, rctx)]
@@ -128,6 +167,7 @@ def _configure_diff(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rendered", action="store_true", help="also diff config.toml and the ECS requests"
     )
+    _add_strict(p)
 
 
 def _comparable(labels: Mapping[str, str], annotations: Mapping[str, str], spec: Any) -> str:
@@ -233,6 +273,7 @@ def _diff(ctx: Context) -> int:
     from oab.controller.api.service import OABService
 
     docs = load_manifests(ctx)
+    _config_warnings(ctx, docs)
     store = ctx.store()
     rctx = render_context_for(ctx, use_bucket=True) if ctx.args.rendered else None
     differs = False
@@ -285,6 +326,7 @@ def _diff(ctx: Context) -> int:
 def _configure_render(p: argparse.ArgumentParser) -> None:
     add_files(p, required=True)
     add_output(p, ["yaml", "json"])
+    _add_strict(p)
 
 
 @command(
@@ -294,11 +336,9 @@ def _render(ctx: Context) -> int:
     from oab.controller.core.render import render_agent
 
     rctx = render_context_for(ctx, use_bucket=False)
-    rendered = [
-        render_agent(svc, rctx).to_dict()
-        for doc in load_manifests(ctx)
-        for svc in _services_of(doc.obj)
-    ]
+    docs = load_manifests(ctx)
+    _config_warnings(ctx, docs)
+    rendered = [render_agent(svc, rctx).to_dict() for doc in docs for svc in _services_of(doc.obj)]
     payload: object = rendered[0] if len(rendered) == 1 else out.as_list(rendered)
     if ctx.output is out.OutputFormat.JSON:
         ctx.print(out.to_json(payload))
@@ -314,4 +354,18 @@ def _schema(ctx: Context) -> int:
     schema = importlib.import_module("oab.controller.api.schema")
     text: str = schema.schema_json()
     ctx.print(text.rstrip("\n"))
+    return EXIT_OK
+
+
+@command("version", help="print oabctl's version and the OpenAB release it speaks")
+def _version(ctx: Context) -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from oab.controller.api.openab import OPENAB_CONFIG_SOURCE, OPENAB_RELEASE
+
+    try:
+        own = version("oab-controller")
+    except PackageNotFoundError:  # running from a source tree without metadata
+        own = "unknown"
+    ctx.print(f"oabctl {own}\nOpenAB {OPENAB_RELEASE} (config.toml model: {OPENAB_CONFIG_SOURCE})")
     return EXIT_OK
