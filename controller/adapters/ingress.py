@@ -252,6 +252,8 @@ class AwsIngress:
             if exc.response.get("Error", {}).get("Code") == "InvalidPermission.Duplicate":
                 return  # another agent sharing the group added it: shared, nothing to record
             raise classify_aws(exc, operation="AuthorizeSecurityGroupIngress") from exc
+        except Exception as exc:
+            raise classify_aws(exc, operation="AuthorizeSecurityGroupIngress") from exc
         rules = ",".join(
             str(r.get("SecurityGroupRuleId")) for r in resp.get("SecurityGroupRules", [])
         )
