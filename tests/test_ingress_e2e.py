@@ -283,6 +283,18 @@ def test_two_paths_get_urls_and_a_removed_path_prunes_its_route(plane: Plane) ->
     agent = next(c for c in td["taskDefinition"]["containerDefinitions"] if c["name"] == "openab")
     assert agent["portMappings"][0]["containerPort"] == 8080
 
+    # Shown by get -o wide, get -o json and describe (the status as the worker stores it).
+    plane.aws.client("dynamodb").put_item(
+        TableName=plane.aws.tables.state, Item=status_to_item(status)
+    )
+    wide = oabctl("get", "bot", "-n", "team", "-o", "wide").ok()
+    assert "WEBHOOKS" in wide
+    assert ",".join(status.webhook_urls) in wide
+    doc = oabctl("get", "bot", "-n", "team", "-o", "json").json()
+    assert doc["status"]["webhookUrls"] == list(status.webhook_urls)
+    described = oabctl("describe", "bot", "-n", "team").ok()
+    assert "Webhook URLs:\n    " + status.webhook_urls[0] in described
+
     # A converged agent's progress polls read nothing from the ingress services.
     calls: list[str] = []
     quiet = plane.reconciler(
