@@ -425,6 +425,8 @@ def requests_for(call: Mapping[str, Any]) -> list[Request]:
         out = _ddb_requests(op, p)
     elif service == "ecs":
         out = _ecs_requests(op, p)
+    elif service in ("apigateway", "servicediscovery") or (service == "ec2" and "GroupId" in p):
+        out = _ingress_requests(service, op, p)
     elif service == "sts" and op == "GetCallerIdentity":
         out = []  # needs no permission
     elif service == "secretsmanager" and "SecretId" in p:
@@ -446,6 +448,65 @@ def requests_for(call: Mapping[str, Any]) -> list[Request]:
     for req in out:
         iam_action(req.action)  # every mapped action is a real IAM action
     return out
+
+
+#: API Gateway v2 operation -> (HTTP verb IAM evaluates, path under the API or the region).
+_GATEWAY: Mapping[str, tuple[str, str]] = {
+    "GetApis": ("GET", "/apis"),
+    "CreateApi": ("POST", "/apis"),
+    "GetApi": ("GET", "/apis/{ApiId}"),
+    "DeleteApi": ("DELETE", "/apis/{ApiId}"),
+    "GetIntegrations": ("GET", "/apis/{ApiId}/integrations"),
+    "CreateIntegration": ("POST", "/apis/{ApiId}/integrations"),
+    "UpdateIntegration": ("PATCH", "/apis/{ApiId}/integrations/{IntegrationId}"),
+    "GetRoutes": ("GET", "/apis/{ApiId}/routes"),
+    "CreateRoute": ("POST", "/apis/{ApiId}/routes"),
+    "DeleteRoute": ("DELETE", "/apis/{ApiId}/routes/{RouteId}"),
+    "GetStages": ("GET", "/apis/{ApiId}/stages"),
+    "CreateStage": ("POST", "/apis/{ApiId}/stages"),
+    "GetVpcLinks": ("GET", "/vpclinks"),
+    "GetVpcLink": ("GET", "/vpclinks/{VpcLinkId}"),
+    "CreateVpcLink": ("POST", "/vpclinks"),
+}
+
+
+def _ingress_requests(service: str, op: str, p: Mapping[str, Any]) -> list[Request]:
+    """Webhook ingress (oab.controller.adapters.ingress): API Gateway v2 is authorized as HTTP
+    verbs on paths; creating with tags is also a POST on ``/tags``; a VPC Link's first
+    creation makes API Gateway's service-linked role; Cloud Map's private namespace creates a
+    Route 53 hosted zone in the VPC."""
+    if service == "apigateway":
+        verb, path = _GATEWAY[op]
+        arn = f"arn:{PARTITION}:apigateway:{REGION}::" + path.format(**p)
+        out = [Request(f"apigateway:{verb}", arn)]
+        if p.get("Tags"):
+            out.append(Request("apigateway:POST", f"arn:{PARTITION}:apigateway:{REGION}::/tags/*"))
+        if op == "CreateVpcLink":
+            slr = (
+                f"arn:{PARTITION}:iam::{ACCOUNT}:role/aws-service-role/"
+                "ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway"
+            )
+            ctx = {"iam:AWSServiceName": "ops.apigateway.amazonaws.com"}
+            out.append(Request("iam:CreateServiceLinkedRole", slr, ctx))
+        return out
+    if service == "ec2":
+        return [Request(f"ec2:{op}", _arn("ec2", f"security-group/{p['GroupId']}"))]
+    if op in ("GetService", "DeleteService"):
+        return [Request(f"servicediscovery:{op}", _arn("servicediscovery", f"service/{p['Id']}"))]
+    if op == "GetNamespace":
+        return [Request(f"servicediscovery:{op}", _arn("servicediscovery", f"namespace/{p['Id']}"))]
+    if op == "CreateService":
+        ns = _arn("servicediscovery", f"namespace/{p['NamespaceId']}")
+        return [Request("servicediscovery:CreateService", ns)]
+    if op == "CreatePrivateDnsNamespace":
+        return [
+            Request("servicediscovery:CreatePrivateDnsNamespace", "*"),
+            *(Request(a, "*") for a in ("route53:CreateHostedZone", "ec2:DescribeVpcs")),
+            Request("route53:ChangeResourceRecordSets", "*"),
+            Request("route53:GetHostedZone", "*"),
+            Request("ec2:DescribeVpcAttribute", "*"),
+        ]
+    return [Request(f"servicediscovery:{op}", "*")]
 
 
 def denied(
@@ -721,6 +782,10 @@ class Run:
         }
 
 
+def _statuses(r: Run) -> dict[str, Any]:
+    return all_statuses(r.client("dynamodb"), f"{PREFIX}-state")
+
+
 @pytest.fixture
 def run(local_aws: LocalAWS, tmp_path: Path) -> Run:
     log = tmp_path / "actions.jsonl"
@@ -836,6 +901,14 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
     )
     fleet = r.workdir / "fleet.yaml"
     fleet.write_text(FLEET)
+    hook = r.workdir / "hook.yaml"
+    hook_manifest = agent_manifest("hook").replace(
+        "  config:\n", "  ingress:\n    paths: [/webhook/line, /webhook/teams]\n  config:\n", 1
+    )
+    hook.write_text(hook_manifest)
+    ssm.put_parameter(
+        Name="/oab/team/hook/discord-token", Value="planted-value", Type="SecureString"
+    )
 
     config = ClusterConfig(
         replicas=2,
@@ -851,9 +924,30 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         r.oabctl("init")
         cluster.start()
         cluster.wait_for_leader(timeout=30)
-        r.oabctl("apply", "-f", str(manifests), "-f", str(fleet))
+        r.oabctl("apply", "-f", str(manifests), "-f", str(fleet), "-f", str(hook))
         for name in ("bot", "crew-a", "crew-b"):
             r.oabctl("wait", name, "-n", "team", "--for=condition=Available", "--timeout=90s")
+        # Webhook ingress: built, a path pruned, then removed (its teardown) and the agent deleted.
+        r.oabctl("wait", "hook", "-n", "team", "--for=condition=IngressReady", "--timeout=90s")
+        hook.write_text(hook_manifest.replace(", /webhook/teams]", "]"))
+        r.oabctl("apply", "-f", str(hook))
+        wait_until(
+            lambda: len(_statuses(r)["team/hook"].webhook_urls) == 1,
+            timeout=90,
+            message="hook's pruned route",
+        )
+        hook.write_text(agent_manifest("hook"))
+        r.oabctl("apply", "-f", str(hook))
+        wait_until(
+            lambda: not _statuses(r)["team/hook"].ingress, timeout=90, message="hook's teardown"
+        )
+        hook.write_text(hook_manifest)
+        r.oabctl("apply", "-f", str(hook))
+        r.oabctl("wait", "hook", "-n", "team", "--for=condition=IngressReady", "--timeout=90s")
+        r.oabctl("delete", "hook", "-n", "team")
+        wait_until(
+            lambda: _statuses(r)["team/hook"].phase is None, timeout=90, message="hook deleted"
+        )
         for argv in (
             ("get",),
             ("get", "-A"),
@@ -959,6 +1053,13 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
     missing = [
         d
         for p, cs in by_principal.items()
-        for d in denied([c for c in cs if c["service"] != "ec2"], policies[p])
+        for d in denied([c for c in cs if p != "oabctl" or c["service"] != "ec2"], policies[p])
     ]
+    assert {
+        ("oab-controller", "CreateApi"),
+        ("oab-controller", "DeleteRoute"),
+        ("oab-controller", "DeleteApi"),
+        ("oab-controller", "AuthorizeSecurityGroupIngress"),
+        ("oab-controller", "CreatePrivateDnsNamespace"),
+    } <= ops
     assert missing == [], "\n".join(missing)

@@ -114,6 +114,16 @@ _NAME_PARAMS: Final = frozenset(
         # IAM, STS
         "RoleName",
         "RoleArn",
+        # Webhook ingress: API Gateway v2, Cloud Map, EC2
+        "ApiId",
+        "IntegrationId",
+        "RouteId",
+        "VpcLinkId",
+        "Id",
+        "NamespaceId",
+        "GroupId",
+        "GroupIds",
+        "SubnetIds",
     }
 )
 #: Parameters whose size, not content, matters for the grant (tag-on-create needs TagResource).

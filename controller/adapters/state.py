@@ -121,6 +121,8 @@ def status_to_item(status: AgentStatus) -> dict[str, Any]:
         "failed_hash": _s(status.failed_hash),
         "audit_seq": _n(status.audit_seq),
         "last_snapshot": _s(status.last_snapshot),
+        "ingress": _s(json.dumps(dict(sorted(status.ingress.items())))),
+        "webhook_urls": _s(json.dumps(list(status.webhook_urls))),
     }
     if status.phase is not None:
         item["phase"] = _s(status.phase)
@@ -173,6 +175,8 @@ def status_from_item(item: Mapping[str, Any]) -> AgentStatus:
         failed_hash=a.s("failed_hash"),
         audit_seq=a.n("audit_seq"),
         last_snapshot=a.s("last_snapshot"),
+        ingress=a.string_map("ingress"),
+        webhook_urls=tuple(a.strings("webhook_urls")),
     )
 
 

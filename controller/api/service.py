@@ -69,6 +69,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from oab.controller.api.ingress import IngressSpec
 from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig, wire_conventional_tokens
 from oab.controller.base.names import API_VERSION
 from oab.controller.base.taskcontract import RESERVED_ENV
@@ -423,6 +424,7 @@ class OABServiceSpec(ApiModel):
     capacity_provider: CapacityProvider = "FARGATE"
     config: OpenABConfig
     platform: Platform | None = None
+    ingress: IngressSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -160,6 +160,7 @@ def _service_columns(ctx: Context) -> list[out.Column]:
         out.Column("LAST-RECONCILED", lambda r: st(r).last_reconciled or None, wide_only=True),
         out.Column("WORK", lambda r: _work(r[2]), wide_only=True),
         out.Column("REASON", lambda r: _attention(r[1], r[2]), wide_only=True),
+        out.Column("WEBHOOKS", lambda r: ",".join(st(r).webhook_urls) or None, wide_only=True),
     ]
 
 

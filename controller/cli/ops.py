@@ -251,6 +251,9 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
     )
     lines.append("  Tasks:" + ("" if status["taskArns"] else "  <none>"))
     lines += ["    " + arn for arn in status["taskArns"]]
+    urls = status.get("webhookUrls") or []
+    lines.append("  Webhook URLs:" + ("" if urls else "  <none>"))
+    lines += ["    " + url for url in urls]
     cond_cols = [
         out.Column("TYPE", lambda c: c["type"]),
         out.Column("STATUS", lambda c: c["status"]),

@@ -585,6 +585,9 @@ def _containers(svc: OABService, ctx: RenderContext) -> list[dict[str, Any]]:
     secrets = _secrets(svc)
     if secrets:
         main["secrets"] = secrets
+    if spec.ingress is not None:
+        # Cloud Map SRV registration (awsvpc) needs the port in the container's mappings.
+        main["portMappings"] = [{"containerPort": spec.ingress.container_port, "protocol": "tcp"}]
     return [init, sidecar, main]
 
 

@@ -201,6 +201,10 @@ class AgentStatus:
     #: Key of the newest snapshot record already in the audit log
     # (``oab.controller.adapters.snapshots``).
     last_snapshot: str = ""
+    #: Exact ids of the agent's webhook ingress (``oab.controller.core.ingress.IngressRecord``).
+    ingress: Mapping[str, str] = field(default_factory=dict)
+    #: Public webhook URLs, one per ``spec.ingress.paths`` entry, once the ingress is ready.
+    webhook_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Bounded at construction (see the module docstring).
@@ -227,6 +231,8 @@ class AgentStatus:
             self.finalizer_step,
             self.failed_hash,
             self.last_snapshot,
+            tuple(sorted(self.ingress.items())),
+            self.webhook_urls,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -243,6 +249,7 @@ class AgentStatus:
             "attempts": self.attempts,
             "lastRunId": self.last_run_id,
             "traceId": self.trace_id,
+            "webhookUrls": list(self.webhook_urls),
         }
 
 

@@ -78,6 +78,7 @@ from oab.controller.core.status import (
     set_condition,
 )
 from oab.controller.observability.telemetry import step
+from oab.controller.reconcile.ingress import IngressReconciler
 
 #: Substrings of ECS stop reasons that mean a secret could not be injected.
 _SECRET_FAILURE_MARKERS = (
@@ -300,8 +301,10 @@ class Reconciler:
         config: ReconcileConfig | None = None,
         limiter: RateLimiter | None = None,
         snapshots: SnapshotRecords | None = None,
+        ingress: IngressReconciler | None = None,
     ) -> None:
         self._manifests = manifests
+        self._ingress = ingress
         # Defaults to the control-plane bucket's records: the replica needs no extra wiring.
         self._snapshots = snapshots if snapshots is not None else S3SnapshotRecords(s3, bucket)
         self._ecs = ecs
@@ -329,7 +332,54 @@ class Reconciler:
         if manifest is None or manifest.deleted:
             return self._delete(req, status, manifest, log, guard)
         result = self._apply(req, status, manifest, log, guard)
+        result = self._ingress_pass(req, manifest, result, log, guard)
         return self._ingest_snapshots(req, status, manifest, result, log)
+
+    def _ingress_pass(
+        self,
+        req: Request,
+        manifest: Manifest,
+        result: Result,
+        log: CallLog,
+        guard: Callable[[], bool] | None,
+    ) -> Result:
+        """Webhook ingress after the ECS service (oab.controller.reconcile.ingress): ensure it
+        while ``spec.ingress`` is set, tear down the agent's own resources once it is not."""
+        st = result.status
+        svc = manifest.service
+        if self._ingress is None or st.phase in (None, "Terminating"):
+            return result
+        if svc.spec.ingress is None and not st.ingress:
+            return result
+        name = render.service_name(svc.metadata.namespace, svc.metadata.name)
+        now = iso(self._wall())
+        if svc.spec.ingress is None:
+            run = self._ingress.remove(
+                key=req.key,
+                status=st,
+                service=self._ecs.describe_service(name),
+                log=log,
+                guard=guard,
+                now=now,
+            )
+        else:
+            run = self._ingress.ensure(
+                svc=svc,
+                status=st,
+                describe=lambda: self._ecs.describe_service(name),
+                resync=req.reason.startswith("resync"),
+                log=log,
+                guard=guard,
+                now=now,
+            )
+        waits = [w for w in (result.requeue_after, run.requeue_after) if w is not None]
+        return replace(
+            result,
+            status=replace(
+                st, ingress=run.ingress, webhook_urls=run.urls, conditions=run.conditions
+            ),
+            requeue_after=min(waits) if waits else None,
+        )
 
     def _ingest_snapshots(
         self, req: Request, status: AgentStatus, manifest: Manifest, result: Result, log: CallLog
@@ -658,6 +708,21 @@ class Reconciler:
             # The service is gone (deleted just now, by hand, or never ours): record Terminating
             # first. Only Terminating may end in a cleared status, so the next run finishes.
             return self._step(terminating, "service-deleted", "service gone", now, requeue=True)
+        if self._ingress is not None and rival is None and status.ingress:
+            # The agent's own ingress resources, now that no task is registered in Cloud Map.
+            with step("delete.ingress"):
+                run = self._ingress.remove(
+                    key=req.key, status=status, service=None, log=log, guard=guard, now=now
+                )
+            if run.requeue_after is not None:
+                terminating = replace(terminating, ingress=run.ingress)
+                return self._step(
+                    terminating, "ingress", "removing webhook ingress", now, requeue=True
+                )
+            terminating = replace(terminating, ingress={}, webhook_urls=())
+            return self._step(
+                terminating, "ingress-deleted", "webhook ingress gone", now, requeue=True
+            )
         if rival is None:
             with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
                 for arn in self._ecs.list_task_definitions(render.family(namespace, name)):

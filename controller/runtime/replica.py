@@ -36,6 +36,7 @@ from oab.controller.adapters.aws import ClientOptions, make_client, make_session
 from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.ingress import AwsIngress, AwsSecretValues
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
@@ -43,6 +44,7 @@ from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.core import render
 from oab.controller.core.clusterprofile import render_context
 from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.reconcile.ingress import IngressConfig, IngressReconciler
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler
 from oab.controller.runtime.scheduler import Scheduler, SchedulerConfig
 from oab.controller.runtime.settings import DaemonSettings
@@ -150,6 +152,19 @@ class Replica:
             wall=self.clock.time,
             config=ReconcileConfig(progress_poll_s=s.progress_poll_s),
             limiter=limiter,
+            ingress=IngressReconciler(
+                api=AwsIngress(
+                    apigateway=make_client(session, "apigatewayv2", endpoint_url=s.endpoint),
+                    servicediscovery=make_client(
+                        session, "servicediscovery", endpoint_url=s.endpoint
+                    ),
+                    ec2=make_client(session, "ec2", endpoint_url=s.endpoint),
+                    limiter=limiter,
+                ),
+                ecs=self.ecs,
+                secret_value=AwsSecretValues(ssm=ssm, secretsmanager=sm, limiter=limiter),
+                config=IngressConfig(telegram_api_url=s.telegram_api_url),
+            ),
         )
         self.worker = Worker(
             queue=self.queue,

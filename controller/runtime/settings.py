@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from oab.controller.base.errors import OabError
 from oab.controller.core.settings import ENV_VARS, LIST_FIELDS, Settings
+from oab.controller.reconcile.ingress import DEFAULT_TELEGRAM_API_URL
 
 CONFIG_ENV = "OAB_CONTROLLER_CONFIG"
 
@@ -105,6 +106,12 @@ class DaemonSettings(Settings):
     )
     progress_poll_s: float = Field(
         default=2.0, gt=0, le=600, description="Requeue delay while a deployment is progressing."
+    )
+    telegram_api_url: str = Field(
+        default=DEFAULT_TELEGRAM_API_URL,
+        pattern=r"https?://\S+",
+        max_length=2048,
+        description="Telegram Bot API base URL for setWebhook (tests point it at a local fake).",
     )
     claim_visibility_s: float = Field(
         default=20.0,
