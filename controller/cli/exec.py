@@ -222,15 +222,40 @@ def _configure_exec(p: argparse.ArgumentParser) -> None:
         "-i", "--interactive", action="store_true", help="pass stdin to the remote command"
     )
     p.add_argument(
-        "argv", nargs=argparse.REMAINDER, metavar="-- CMD", help="command (default /bin/sh)"
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD",
+        help="command after -- (default /bin/sh)",
     )
+
+
+class _OptionParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"oabctl exec: {message}")
+
+
+def _exec_options(ctx: Context, words: list[str]) -> list[str]:
+    """The command after ``--``; options written between NAME and ``--`` are applied to ``ctx``.
+
+    argparse hands everything after NAME to the remainder, so ``exec bot -n team -- ls`` would
+    otherwise run ``-n team -- ls``.
+    """
+    cut = words.index("--") if "--" in words else len(words)
+    head, command_words = words[:cut], words[cut + 1 :]
+    if head:
+        parser = _OptionParser(prog="oabctl exec", add_help=False)
+        parser.add_argument("-n", "--namespace", default=ctx.args.namespace)
+        parser.add_argument("-c", "--container", default=ctx.args.container)
+        parser.add_argument("-i", "--interactive", action="store_true")
+        opts = parser.parse_args(head)
+        ctx.args.namespace, ctx.args.container = opts.namespace, opts.container
+        ctx.args.interactive = ctx.args.interactive or opts.interactive
+    return command_words
 
 
 @command("exec", help="run a command in an agent's container (ECS Exec)", configure=_configure_exec)
 def _exec(ctx: Context) -> int:
-    words = list(ctx.args.argv)
-    if words and words[0] == "--":
-        words = words[1:]
+    words = _exec_options(ctx, list(ctx.args.argv))
     command_line = shlex.join(words) if words else "/bin/sh"
     prepared = _prepare(
         ctx, name=ctx.args.name, namespace=ctx.args.namespace, container=ctx.args.container
