@@ -425,6 +425,16 @@ class OABServiceSpec(ApiModel):
     config: OpenABConfig
     platform: Platform | None = None
     ingress: IngressSpec | None = None
+    # Left out of dumps while off, so the spec digest (and the stored manifest) of every agent
+    # that does not use exec is what it was before the field existed: no generation bump.
+    exec: StrictBool = Field(
+        default=False,
+        exclude_if=lambda on: on is False,
+        description=(
+            "ECS Exec for `oabctl exec` / `oabctl cp` (enableExecuteCommand; the task role needs "
+            "the four ssmmessages channel actions). Changing it restarts the agent's task."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

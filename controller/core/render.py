@@ -749,6 +749,8 @@ def render_create_service(
         "enableECSManagedTags": True,
         "tags": _tags(_identity_tags(svc)),
     }
+    if svc.spec.exec:
+        request["enableExecuteCommand"] = True  # ECS's default is off: sent only to turn it on
     check_service_request(request)
     return request
 
@@ -759,11 +761,14 @@ def render_update_service(
     *,
     task_definition: str,
     force_new_deployment: bool = False,
+    exec_enabled: bool = False,
 ) -> dict[str, Any]:
     """The exact ``UpdateService`` kwargs: converge every field the controller owns.
 
     ``force_new_deployment`` restarts the task with the same definition (secret rotation,
-    ``oabctl restart``).
+    ``oabctl restart``, ECS Exec switched on or off). ``exec_enabled`` is the described
+    service's ``enableExecuteCommand``: the field is sent when ``spec.exec`` wants it on or the
+    service has it on (to turn it off), and left out otherwise so ECS's default stands.
     """
     meta = svc.metadata
     request: dict[str, Any] = {
@@ -776,6 +781,8 @@ def render_update_service(
         "deploymentConfiguration": _deployment(),
         "forceNewDeployment": force_new_deployment,
     }
+    if svc.spec.exec or exec_enabled:
+        request["enableExecuteCommand"] = svc.spec.exec
     check_service_request(request)
     return request
 

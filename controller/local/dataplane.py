@@ -67,6 +67,9 @@ Differences from real ECS (deliberate or cheap approximations)
   ``RUNNING`` like ECS. Stopped tasks stay describable for ``stopped_task_retention_s``, at most
   ``max_stopped_tasks_per_service`` per service.
 - ``DeleteService`` stops the service's tasks at once (ECS drains them over seconds).
+- ``ExecuteCommand`` (moto has none) is answered from the simulated tasks, see
+  :mod:`oab.controller.local.dataplane_exec`; tasks carry ``enableExecuteCommand`` from their
+  service at launch, container runtime ids and the ExecuteCommandAgent.
 - Fault by secret: a task fails when any container's ``secrets[].valueFrom`` (or
   ``repositoryCredentials.credentialsParameter``) starts with a failing ``value_from`` prefix.
 
@@ -106,6 +109,7 @@ from oab.controller.local.dataplane_control import (
     ServiceFault,
     StepRequest,
 )
+from oab.controller.local.dataplane_exec import ExecSessions, exec_fields
 from oab.controller.local.dataplane_moto import (
     TaskDefinitionView,
     attach_eni,
@@ -246,6 +250,7 @@ class DataPlane:
         self._service_faults: dict[tuple[str, str], FaultMode] = {}
         self._secret_faults: dict[str, FaultMode] = {}
         self._tracked: dict[int, Any] = {}  # id(service) -> service, to notice replaced ones
+        self._exec = ExecSessions()  # ECS ExecuteCommand (oab.controller.local.dataplane_exec)
         self.steps = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -461,6 +466,7 @@ class DataPlane:
         task.connectivity = "CONNECTED"
         task.due_mono = self._clock.monotonic() + self.config.start_delay_s
         task.containers = [new_container(td, task, spec) for spec in td.container_definitions]
+        exec_fields(task, enabled=bool(getattr(service, "enable_execute_command", False)))
         backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
         dep.tasks.append(task)
         return task
@@ -742,6 +748,7 @@ class DataPlane:
         self._service_faults.clear()
         self._secret_faults.clear()
         self._tracked.clear()
+        self._exec.reset()
         self.config = self._initial
 
     # --------------------------------------------------------------- control API
@@ -774,6 +781,9 @@ class DataPlane:
     def _control(self, method: str, action: str, body: dict[str, Any]) -> tuple[int, Any]:
         if method == "GET" and action == "status":
             return 200, self.status()
+        if method == "GET" and action.startswith("exec/"):
+            session = self._exec.session(action.removeprefix("exec/"))
+            return (200, session) if session is not None else (404, {"error": "no such session"})
         if method != "POST":
             return 405, {"error": f"{method} not allowed"}
         if action == "configure":
@@ -863,6 +873,13 @@ class DataPlane:
         wrap("update_service", self.on_service_changed)
         wrap("delete_service", self.on_service_changed)
         wrap("list_tasks", self.on_list_tasks)
+
+        # moto has no ExecuteCommand at all: the simulator's is the only one. A function (not a
+        # bound method) so that moto's ``getattr(response, name)()`` passes the response.
+        def execute_command(response: Any) -> Any:
+            return self._exec.execute_command(response)
+
+        setattr(Responses, "execute_command", execute_command)  # noqa: B010
 
 
 # ------------------------------------------------------------------------- ECS reason texts

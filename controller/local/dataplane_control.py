@@ -138,6 +138,11 @@ class DataPlaneControl:
         except (OSError, urllib.error.URLError) as exc:
             raise ControlRequestError(f"data plane {action}: {exc}") from exc
 
+    def exec_session(self, session_id: str) -> dict[str, Any]:
+        """What an ``ExecuteCommand`` session was opened for (cluster, task, container, runtime
+        id, command; never its token); :class:`ControlRequestError` (404) when unknown."""
+        return self._call(f"exec/{session_id}")
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change settings (fields of :class:`DataPlaneConfig`); returns the status."""
         return self._call("configure", settings)

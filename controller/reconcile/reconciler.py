@@ -41,7 +41,8 @@ Time model: the injected wall clock stamps ``lastReconciled`` and condition tran
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -59,7 +60,13 @@ from oab.controller.adapters.snapshots import (
 )
 from oab.controller.api.service import AgentKey, OABService, Phase
 from oab.controller.base import names
-from oab.controller.base.errors import ClaimInDoubt, OabError, TerminalError, classify_aws
+from oab.controller.base.errors import (
+    AwsError,
+    ClaimInDoubt,
+    OabError,
+    TerminalError,
+    classify_aws,
+)
 from oab.controller.base.names import (
     CONTENT_HASH_TAG,
     NAME_TAG,
@@ -506,9 +513,12 @@ class Reconciler:
             create = render.render_create_service(
                 svc, self._ctx, task_definition=td_arn, client_token=client_token(req.token)
             )
-            with step("service.create", {"oab.service": name}):
+            with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
                 service = self._ecs.create_service(create, log=log, guard=guard)
         else:
+            # ECS applies enableExecuteCommand to new tasks only: switching it restarts the task.
+            exec_now = bool(service.get("enableExecuteCommand"))
+            force = force or exec_now != svc.spec.exec
             rolled_back = (
                 status.task_definition_arn == td_arn
                 and service.get("taskDefinition") != td_arn
@@ -517,10 +527,17 @@ class Reconciler:
             )
             if not rolled_back:
                 update = render.render_update_service(
-                    svc, self._ctx, task_definition=td_arn, force_new_deployment=force
+                    svc,
+                    self._ctx,
+                    task_definition=td_arn,
+                    force_new_deployment=force,
+                    exec_enabled=exec_now,
                 )
                 if force or _differs(service, update):
-                    with step("service.update", {"oab.service": name, "oab.forced": force}):
+                    with (
+                        step("service.update", {"oab.service": name, "oab.forced": force}),
+                        _exec_refusal(svc, name),
+                    ):
                         service = self._ecs.update_service(update, log=log, guard=guard)
         return self._observe(
             replace(base, task_definition_arn=td_arn, service_arn=str(service["serviceArn"])),
@@ -781,11 +798,36 @@ class Reconciler:
             )
 
 
+@contextmanager
+def _exec_refusal(svc: OABService, name: str) -> Iterator[None]:
+    """An ECS refusal of a service request that turns ECS Exec on parks as ``ExecRefused``.
+
+    Only an ``InvalidParameterException`` while ``spec.exec`` is on: the request is otherwise
+    one ECS accepted before, so exec is the likely cause and the message says how to go on.
+    """
+    try:
+        yield
+    except AwsError as exc:
+        if not svc.spec.exec or exc.code != "InvalidParameterException":
+            raise
+        raise TerminalError(
+            f"ECS refused ECS Exec (enableExecuteCommand) for service {name}: {exc}; "
+            "check the cluster and platform version support ECS Exec and the agent's task role "
+            "grants ssmmessages:CreateControlChannel, CreateDataChannel, OpenControlChannel and "
+            "OpenDataChannel, or set spec.exec: false and apply again",
+            reason="ExecRefused",
+        ) from exc
+
+
 def _differs(service: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
     """Whether an UpdateService request would change the described service."""
     if service.get("taskDefinition") != update.get("taskDefinition"):
         return True
     if int(service.get("desiredCount", -1)) != int(update.get("desiredCount", 1)):
+        return True
+    if "enableExecuteCommand" in update and bool(service.get("enableExecuteCommand")) != bool(
+        update["enableExecuteCommand"]
+    ):
         return True
     for field_name in ("networkConfiguration", "capacityProviderStrategy"):
         want = update.get(field_name)
