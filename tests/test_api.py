@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -478,3 +479,18 @@ def test_ecs_name_rivals_are_every_other_valid_split_of_the_joined_name() -> Non
     for ns, name in ecs_name_rivals("x-y-z", "p-q"):
         assert ecs_name(ns, name) == ecs_name("x-y-z", "p-q")
         assert (ns, name) != ("x-y-z", "p-q")
+
+
+def test_optional_features_left_unset_do_not_change_the_spec_digest() -> None:
+    # Fields added after agents were stored (ingress, exec) are left out of the dump while
+    # unset, so an upgrade does not change any stored agent's spec digest (no generation bump).
+    import yaml
+
+    from oab.controller.api.document import parse_document
+
+    doc = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "examples" / "kiro-discord.yaml").read_text()
+    )
+    spec = parse_document(doc).spec.model_dump(mode="json", by_alias=True)
+    assert "ingress" not in spec
+    assert "exec" not in spec

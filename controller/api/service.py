@@ -424,7 +424,9 @@ class OABServiceSpec(ApiModel):
     capacity_provider: CapacityProvider = "FARGATE"
     config: OpenABConfig
     platform: Platform | None = None
-    ingress: IngressSpec | None = None
+    # Left out of dumps while unset, like ``exec``: the spec digest of every agent without
+    # ingress is what it was before the field existed (no generation bump on upgrade).
+    ingress: IngressSpec | None = Field(default=None, exclude_if=lambda v: v is None)
     # Left out of dumps while off, so the spec digest (and the stored manifest) of every agent
     # that does not use exec is what it was before the field existed: no generation bump.
     exec: StrictBool = Field(
