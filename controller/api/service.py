@@ -70,6 +70,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig
+from oab.controller.api.schedule import Schedules
 from oab.controller.base.names import API_VERSION
 from oab.controller.base.taskcontract import RESERVED_ENV
 
@@ -423,6 +424,10 @@ class OABServiceSpec(ApiModel):
     capacity_provider: CapacityProvider = "FARGATE"
     config: OpenABConfig
     platform: Platform | None = None
+    # Desired count 0 while true; schedules set it level-wise (oab.controller.core.schedule).
+    # ``None`` (absent) means false / none, so manifests without them stay byte-identical.
+    suspend: StrictBool | None = None
+    schedules: Schedules | None = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> OABServiceSpec:
@@ -575,7 +580,7 @@ def _render_path(path: Sequence[str | int]) -> str:
 
 
 #: The phases of an agent (the machine that moves between them: :mod:`oab.controller.core.status`).
-Phase = Literal["Pending", "Running", "Failed", "Terminating"]
+Phase = Literal["Pending", "Running", "Suspended", "Failed", "Terminating"]
 #: The value of a condition's ``status``.
 ConditionStatus = Literal["True", "False", "Unknown"]
 
