@@ -486,8 +486,11 @@ class Reconciler:
                 if force or _differs(service, update):
                     with step("service.update", {"oab.service": name, "oab.forced": force}):
                         service = self._ecs.update_service(update, log=log, guard=guard)
-        if count_before != level.replicas:
-            # The audit row names what set the count (a schedule, spec.suspend or the spec).
+        if count_before != level.replicas and (
+            count_before is not None or level.cause != "default"
+        ):
+            # The audit row names what set the count: a schedule or spec.suspend (a plain
+            # create at the spec's count needs no note).
             log.add(
                 AwsCall(
                     action="oab:DesiredCount",

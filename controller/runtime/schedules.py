@@ -10,10 +10,11 @@ tracker, with no EventBridge and no Lambda:
 - **A plan per manifest generation.** The tracker keeps, per agent, the ETag of the manifest it
   last read and the parsed :class:`~oab.controller.core.schedule.Plan`. A manifest is read (one
   GetObject) only when its ETag is new to the tracker *and* the agent can have schedules: a
-  change record was polled for it, or its status carries the ``Scheduled`` condition or phase
-  ``Suspended`` (both set by the reconciler), or its status has not seen this ETag yet. Agents
-  without schedules therefore cost no read, ever; a scheduled agent costs one read per
-  generation and one per leader takeover.
+  change record was polled for it, or it has no status yet, or its status carries the
+  ``Scheduled`` condition or phase ``Suspended`` (both set by the reconciler), or its status has
+  not seen this ETag yet. An agent without schedules therefore costs a read only when a new
+  generation of it is applied; a scheduled agent costs one read per generation and one per
+  leader takeover.
 - **A heap of next transitions.** Each plan contributes its next transition instant; the loop
   pops what is due (``due``, an O(1) peek per iteration, O(log n) per transition) and pushes
   the plan's following transition. Entries of a replaced plan are skipped when popped (their
@@ -205,9 +206,7 @@ class ScheduleTracker:
             if known is not None and known.etag == etag:
                 continue
             status = statuses.get(key)
-            if status is None or status.phase is None:
-                continue  # never reconciled: its change record (polled) plans it
-            if known is not None or _may_be_scheduled(status, etag):
+            if known is not None or status is None or _may_be_scheduled(status, etag):
                 self.refresh(key, etag=etag)
         out: list[Due] = []
         for key, known in self._known.items():
