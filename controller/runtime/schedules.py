@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import OabError
-from oab.controller.core.schedule import Plan, reason_for
+from oab.controller.core.schedule import Level, Plan, reason_for
 from oab.controller.core.status import AgentStatus, iso
 from oab.controller.reconcile.reconciler import Manifests
 from oab.queue.workqueue import idempotency_token
@@ -114,6 +115,9 @@ class ScheduleTracker:
         self._wall = wall
         self._known: dict[str, _Known] = {}
         self._heap: list[_Entry] = []
+        #: key -> (valid from, valid until, level): a level holds until the plan's next
+        #: transition, so a warm resync recomputes none (see ``_level``).
+        self._levels: dict[str, tuple[float, float, Level]] = {}
         self._version = 0
         self.stats = TrackerStats()
 
@@ -147,11 +151,22 @@ class ScheduleTracker:
             plan=plan,
             version=self._version,
         )
+        self._levels.pop(key, None)
         self._push(key, after=self._wall())
 
     def forget(self, key: str) -> None:
         """Drop ``key`` (deleted); its heap entries are skipped when popped."""
         self._known.pop(key, None)
+        self._levels.pop(key, None)
+
+    def _level(self, key: str, known: _Known, now: float) -> Level:
+        cached = self._levels.get(key)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        level = known.plan.level(now)
+        upcoming = known.plan.next_transition(now)
+        self._levels[key] = (now, upcoming.at if upcoming else math.inf, level)
+        return level
 
     # ---------------------------------------------------------------------------- heap
     def _push(self, key: str, *, after: float) -> None:
@@ -213,7 +228,7 @@ class ScheduleTracker:
             status = statuses.get(key)
             if status is None or status.phase not in ("Running", "Suspended", "Failed"):
                 continue  # in progress (resync enqueues it anyway), deleting, or not yet seen
-            level = known.plan.level(now)
+            level = self._level(key, known, now)
             if level.since is None or (level.replicas == 0) == (status.phase == "Suspended"):
                 continue
             out.append(
