@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from oab.controller.adapters.changes import ChangeLog
+from oab.controller.adapters.changes import ChangeLog, Cursor
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import RateLimiter
@@ -75,7 +75,7 @@ def _scheduler(aws: AWS, queue: WorkQueue, clock: FakeClock) -> Scheduler:
     )
 
 
-def _agent(aws: AWS) -> str:
+def _agent(aws: AWS, *, changes: ChangeLog | None = None) -> str:
     """Store a scheduled agent (off at 22:00, on at 06:00 UTC) and its Running status; its ETag."""
     s3 = aws.client("s3")
     s3.create_bucket(Bucket=BUCKET)
@@ -87,7 +87,7 @@ def _agent(aws: AWS) -> str:
     ]
     obj = parse_document(doc)
     assert isinstance(obj, OABService)
-    store = DesiredStateStore(S3ObjectStore(s3, BUCKET))
+    store = DesiredStateStore(S3ObjectStore(s3, BUCKET), changes=changes)
     store.apply(desired_from(obj))
     stored = store.get(f"manifests/{KEY}.yaml")
     assert stored is not None
@@ -180,3 +180,30 @@ def test_failover_at_the_boundary_enqueues_the_transition_exactly_once(
         "schedule@2027-01-04T22:00:00Z",
         "schedule@2027-01-05T06:00:00Z",
     ]
+
+
+def test_an_applied_schedule_is_planned_from_its_change_record_without_a_resync(aws: AWS) -> None:
+    clock = FakeClock(wall=BOUNDARY - 60)
+    ddb = aws.client("dynamodb")
+    queue = WorkQueue(ddb, aws.tables.queue, config=QueueConfig())
+    scheduler = _scheduler(aws, queue, clock)
+    fence = _lease(aws, holder="r1", epoch=3)
+    cursor = Cursor.starting_at(0, shards=ChangeLog(ddb, aws.tables.state).shards)
+    _agent(aws, changes=ChangeLog(ddb, aws.tables.state))  # apply: writes a change record
+    scheduler.poll_changes(fence, cursor)  # enqueues the apply and plans its schedules
+    assert scheduler.schedules.stats.manifest_reads == 1
+    clock.advance(60)
+    assert scheduler.fire_schedules(fence) == 1  # no resync happened
+    assert queue.list_rows()[0].reason == "schedule@2027-01-04T22:00:00Z"
+
+
+def test_a_suspended_agent_whose_service_was_scaled_up_by_hand_is_drift() -> None:
+    status = AgentStatus(key=KEY, phase="Suspended", manifest_etag="e1")
+    drift = Scheduler._drift(
+        KEY, etag="e1", status=status, service={"desiredCount": 1}, checked=True, versions={}
+    )
+    assert drift == "desired-count-drift"
+    kept = Scheduler._drift(
+        KEY, etag="e1", status=status, service={"desiredCount": 0}, checked=True, versions={}
+    )
+    assert kept is None
