@@ -26,10 +26,11 @@ KEY = "default/a"
 
 #: README "Phase machine": from -> allowed targets (``None``: no status / cleared).
 DOCUMENTED: dict[st.Phase | None, set[st.Phase]] = {
-    None: {"Pending", "Running", "Failed", "Terminating"},
-    "Pending": {"Pending", "Running", "Failed", "Terminating"},
-    "Running": {"Pending", "Running", "Failed", "Terminating"},
-    "Failed": {"Pending", "Running", "Failed", "Terminating"},
+    None: {"Pending", "Running", "Suspended", "Failed", "Terminating"},
+    "Pending": {"Pending", "Running", "Suspended", "Failed", "Terminating"},
+    "Running": {"Pending", "Running", "Suspended", "Failed", "Terminating"},
+    "Suspended": {"Pending", "Running", "Suspended", "Failed", "Terminating"},
+    "Failed": {"Pending", "Running", "Suspended", "Failed", "Terminating"},
     "Terminating": {"Terminating"},
 }
 

@@ -71,6 +71,7 @@ from pydantic_core import PydanticCustomError
 
 from oab.controller.api.ingress import IngressSpec
 from oab.controller.api.openab import TOKEN_FIELDS, OpenABConfig, wire_conventional_tokens
+from oab.controller.api.schedule import Schedules
 from oab.controller.base.names import API_VERSION
 from oab.controller.base.taskcontract import RESERVED_ENV
 
@@ -438,6 +439,12 @@ class OABServiceSpec(ApiModel):
         ),
     )
 
+    # Desired count 0 while true; schedules set it level-wise (oab.controller.core.schedule).
+    # ``None`` (absent) means false / none, left out of dumps so manifests and spec digests
+    # without them stay byte-identical.
+    suspend: StrictBool | None = Field(default=None, exclude_if=lambda v: v is None)
+    schedules: Schedules | None = Field(default=None, exclude_if=lambda v: v is None)
+
     @model_validator(mode="before")
     @classmethod
     def _wire_tokens(cls, data: Any) -> Any:
@@ -600,7 +607,7 @@ def _render_path(path: Sequence[str | int]) -> str:
 
 
 #: The phases of an agent (the machine that moves between them: :mod:`oab.controller.core.status`).
-Phase = Literal["Pending", "Running", "Failed", "Terminating"]
+Phase = Literal["Pending", "Running", "Suspended", "Failed", "Terminating"]
 #: The value of a condition's ``status``.
 ConditionStatus = Literal["True", "False", "Unknown"]
 

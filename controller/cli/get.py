@@ -120,6 +120,14 @@ def _capacity(spec: Mapping[str, Any]) -> object:
     return ecs.get("capacityProvider") or spec.get("capacityProvider")
 
 
+def _next_transition(ctx: Context, spec: Mapping[str, Any]) -> str | None:
+    """``0@2027-03-14T07:00:00Z`` from spec.schedules and the clock (cli/scale.py)."""
+    from oab.controller.cli.scale import schedule_view
+
+    view = schedule_view(spec, ctx.wall_clock())
+    return f"{view['nextReplicas']}@{view['nextAt']}" if view and view["nextAt"] else None
+
+
 def _service_columns(ctx: Context) -> list[out.Column]:
     from oab.controller.core.stored import UnreadableItem
 
@@ -157,6 +165,7 @@ def _service_columns(ctx: Context) -> list[out.Column]:
             wide_only=True,
         ),
         out.Column("TASKS", lambda r: len(st(r).task_arns), wide_only=True),
+        out.Column("NEXT-TRANSITION", lambda r: _next_transition(ctx, r[0].spec), wide_only=True),
         out.Column("LAST-RECONCILED", lambda r: st(r).last_reconciled or None, wide_only=True),
         out.Column("WORK", lambda r: _work(r[2]), wide_only=True),
         out.Column("REASON", lambda r: _attention(r[1], r[2]), wide_only=True),

@@ -61,6 +61,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "oab.controller.cli.trace",
     "oab.controller.cli.snapshot",
     "oab.controller.cli.exec",
+    "oab.controller.cli.scale",
 )
 #: Entry-point group of command plugins (pyproject: ``oabctl local`` from the local tooling).
 PLUGIN_GROUP = "oabctl.commands"

@@ -231,6 +231,17 @@ def _describe_text(ctx: Context, doc: Mapping[str, Any], runs: Sequence[AuditRec
         out.Column("SOURCE", lambda s: s["source"]),
         out.Column("AUTO-RESTART", lambda s: str(s["autoRestart"]).lower()),
     ]
+    if doc.get("schedule"):  # spec.suspend / spec.schedules (cli/scale.py schedule_view)
+        view = doc["schedule"]
+        lines += _fields(
+            [
+                ("Suspend", str(view["suspend"]).lower()),
+                ("Desired Replicas", f"{view['desiredReplicas']} ({view['because']})"),
+                ("Next Transition", view["nextTransition"] or "<none>"),
+            ],
+            2,
+        )
+        lines += ["  Schedules:", *("    " + s for s in view["schedules"])]
     lines.append("  Secrets:" + ("" if spec["secrets"] else "  <none>"))
     if spec["secrets"]:
         lines += _indent(out.render_table(spec["secrets"], secret_cols), 4)
@@ -326,6 +337,10 @@ def _describe(ctx: Context) -> int:
         "queue": row.as_json() if row is not None else None,
         "recentRuns": [r.to_json() for r in runs],
     }
+    from oab.controller.cli.scale import schedule_view
+
+    if (view := schedule_view(obj.spec, ctx.wall_clock())) is not None:
+        doc["schedule"] = view
     if skipped:
         doc["unreadableRuns"] = skipped
     if ctx.output in (out.OutputFormat.JSON, out.OutputFormat.YAML):

@@ -48,11 +48,14 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 
 #: Every allowed phase change. ``None`` is "no status" (never reconciled, or deleted);
 #: ``Terminating`` ends only in :func:`cleared` (deletion done), never back in a live phase.
+#: ``Suspended`` (desired count 0: ``spec.suspend`` or a schedule) is a live phase: it comes from
+#: and goes to every live phase, and deletion may start from it.
 ALLOWED_TRANSITIONS: Mapping[Phase | None, frozenset[Phase]] = {
-    None: frozenset({"Pending", "Running", "Failed", "Terminating"}),
-    "Pending": frozenset({"Pending", "Running", "Failed", "Terminating"}),
-    "Running": frozenset({"Pending", "Running", "Failed", "Terminating"}),
-    "Failed": frozenset({"Pending", "Running", "Failed", "Terminating"}),
+    None: frozenset({"Pending", "Running", "Suspended", "Failed", "Terminating"}),
+    "Pending": frozenset({"Pending", "Running", "Suspended", "Failed", "Terminating"}),
+    "Running": frozenset({"Pending", "Running", "Suspended", "Failed", "Terminating"}),
+    "Suspended": frozenset({"Pending", "Running", "Suspended", "Failed", "Terminating"}),
+    "Failed": frozenset({"Pending", "Running", "Suspended", "Failed", "Terminating"}),
     "Terminating": frozenset({"Terminating"}),
 }
 
@@ -63,6 +66,8 @@ CONDITION_TYPES = (
     "Degraded",
     "SecretsRefreshed",
     "SecretInjectionFailed",
+    "Suspended",
+    "Scheduled",
 )
 
 

@@ -74,6 +74,7 @@ from oab.controller.base.names import (
     RESTART_ANNOTATION,
 )
 from oab.controller.core import render
+from oab.controller.core import schedule as schedules
 from oab.controller.core.outcome import Request, Result
 from oab.controller.core.status import (
     AgentStatus,
@@ -468,6 +469,11 @@ class Reconciler:
         with step("describe_service", {"oab.service": name}) as span:
             service = self._ecs.describe_service(name)
             span.set_attribute("oab.service.exists", service is not None)
+        # Desired count from spec.suspend and spec.schedules at this instant (core/schedule.py).
+        plan = schedules.Plan.of(svc.spec)
+        at = schedules.evaluation_instant(self._wall(), req.reason)
+        level = plan.level(at)
+        count_before = int(service.get("desiredCount", 0)) if service is not None else None
         rival = _foreign(service, req.key)
         if rival is not None:
             raise TerminalError(
@@ -495,9 +501,15 @@ class Reconciler:
             attempts=req.attempt,
             last_run_id=req.run_id,
         )
-        if status.failed_hash == content_hash and not force and service is not None:
+        if (
+            status.failed_hash == content_hash
+            and not force
+            and service is not None
+            and count_before == level.replicas
+        ):
             # This exact content already failed to roll out; observe, do not redeploy.
-            return self._observe(base, service, status.task_definition_arn, (), now)
+            observed = self._observe(base, service, status.task_definition_arn, (), now)
+            return self._leveled(observed, service, plan=plan, level=level, at=at, now=now)
 
         with step("task_definition") as span:
             td_arn = self._task_definition(
@@ -513,6 +525,7 @@ class Reconciler:
             create = render.render_create_service(
                 svc, self._ctx, task_definition=td_arn, client_token=client_token(req.token)
             )
+            create["desiredCount"] = level.replicas
             with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
                 service = self._ecs.create_service(create, log=log, guard=guard)
         else:
@@ -525,7 +538,7 @@ class Reconciler:
                 and not force
                 and status.phase in ("Pending", "Failed")
             )
-            if not rolled_back:
+            if not rolled_back or count_before != level.replicas:
                 update = render.render_update_service(
                     svc,
                     self._ctx,
@@ -533,18 +546,67 @@ class Reconciler:
                     force_new_deployment=force,
                     exec_enabled=exec_now,
                 )
+                update["desiredCount"] = level.replicas
                 if force or _differs(service, update):
                     with (
                         step("service.update", {"oab.service": name, "oab.forced": force}),
                         _exec_refusal(svc, name),
                     ):
                         service = self._ecs.update_service(update, log=log, guard=guard)
-        return self._observe(
+        if count_before != level.replicas and (
+            count_before is not None or level.cause != "default"
+        ):
+            # The audit row names what set the count: a schedule or spec.suspend (a plain
+            # create at the spec's count needs no note).
+            log.add(
+                AwsCall(
+                    action="oab:DesiredCount",
+                    target=name,
+                    result=f"{count_before if count_before is not None else '-'} -> "
+                    f"{level.replicas}: {level.describe()}",
+                )
+            )
+        observed = self._observe(
             replace(base, task_definition_arn=td_arn, service_arn=str(service["serviceArn"])),
             service,
             td_arn,
             rotated,
             now,
+        )
+        return self._leveled(observed, service, plan=plan, level=level, at=at, now=now)
+
+    def _leveled(
+        self,
+        result: Result,
+        service: Mapping[str, Any],
+        *,
+        plan: schedules.Plan,
+        level: schedules.Level,
+        at: float,
+        now: str,
+    ) -> Result:
+        """``result`` with the schedule's conditions, and phase ``Suspended`` at count 0."""
+        conds = result.status.conditions
+        marked = any(c.type in ("Suspended", "Scheduled") for c in conds)
+        if level.replicas != 0 and not plan.entries and not marked:
+            return result  # neither suspended nor scheduled, now or before
+        running = int(service.get("runningCount", 0))
+        conds, draining = schedules.level_conditions(
+            conds,
+            plan=plan,
+            level=level,
+            upcoming=plan.next_transition(at),
+            running=running,
+            now=now,
+        )
+        if level.replicas != 0:
+            return replace(result, status=replace(result.status, conditions=conds))
+        status = replace(
+            result.status, phase="Suspended", conditions=conds, last_error="", failed_hash=""
+        )
+        return Result(
+            status=status,
+            requeue_after=self._config.progress_poll_s if draining else None,
         )
 
     def _observe(

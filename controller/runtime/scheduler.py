@@ -55,12 +55,16 @@ from opentelemetry.trace import SpanKind
 
 from oab.controller.adapters.changes import ChangeLog, Cursor
 from oab.controller.adapters.ecs import EcsAdapter
+from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.state import scan_statuses
+from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.base.names import MANIFEST_PREFIX, agent_key_of, ecs_name, is_agent_key
 from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem, clip
 from oab.controller.observability.telemetry import instruments
+from oab.controller.reconcile.desired import StoreManifests
+from oab.controller.runtime.schedules import ScheduleTracker
 from oab.leader.errors import FencedOut
 from oab.leader.fence import Fence
 from oab.queue.errors import ExtraConditionFailed, QueueError
@@ -128,6 +132,7 @@ class Scheduler:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        schedules: ScheduleTracker | None = None,
     ) -> None:
         self._queue = queue
         self._changes = changes
@@ -142,6 +147,10 @@ class Scheduler:
         self._wall = wall
         self._rng = rng or random.Random()
         self._round = 0
+        #: spec.schedules' next transitions (runtime/schedules.py); reads the manifests itself.
+        self.schedules = schedules or ScheduleTracker(
+            manifests=StoreManifests(DesiredStateStore(S3ObjectStore(s3, bucket))), wall=wall
+        )
 
     # ------------------------------------------------------------------ loop
     def run(self, fence: Fence, stop: threading.Event) -> Literal["stopped", "fenced"]:
@@ -162,6 +171,7 @@ class Scheduler:
                     # A failed poll keeps the old cursor: the same changes are read (and
                     # enqueued, idempotently) again next time.
                     cursor = self.poll_changes(fence, cursor)
+                    self.fire_schedules(fence)
                     if self._monotonic() >= next_reap and not stop.is_set():
                         # Claims of dead workers whose wall clocks ran ahead: see the queue.
                         next_reap = self._monotonic() + reap_every
@@ -224,7 +234,22 @@ class Scheduler:
                 token=token,
                 carrier=change.trace_context,
             )
+            self.schedules.refresh(key)  # a new generation: re-plan its schedules at once
         return nxt
+
+    def fire_schedules(self, fence: Fence) -> int:
+        """Enqueue every schedule transition now due (fenced; runtime/schedules.py)."""
+        due = self.schedules.due(self._wall())
+        for item in due:
+            self._enqueue_or_skip(
+                fence,
+                key=item.key,
+                generation=item.generation,
+                reason=item.reason,
+                token=item.token,
+                carrier={},
+            )
+        return len(due)
 
     def _enqueue_or_skip(
         self,
@@ -307,12 +332,27 @@ class Scheduler:
             statuses = self._statuses(report, unreadable)
             for key, problem in sorted(unreadable.items()):
                 self._park_unreadable(fence, key, problem, report)
+            # Plans once per manifest generation; transitions already due enqueued at once.
+            for item in self.schedules.resync(etags=etags, statuses=statuses, now=self._wall()):
+                if self._enqueue_or_skip(
+                    fence,
+                    key=item.key,
+                    generation=item.generation,
+                    reason=item.reason,
+                    token=item.token,
+                    carrier={},
+                ):
+                    report.enqueued[item.key] = item.reason
             keys = sorted(
                 (set(etags) | {k for k, s in statuses.items() if s.phase is not None})
                 - set(unreadable)
             )
             report.agents = len(keys)
-            live = [k for k in keys if k in statuses and statuses[k].phase in ("Running", "Failed")]
+            live = [
+                k
+                for k in keys
+                if k in statuses and statuses[k].phase in ("Running", "Suspended", "Failed")
+            ]
             names = {k: ecs_name(*k.split("/", 1)) for k in live}
             described = self._ecs.describe_services(list(names.values())) if names else {}
             report.aws_requests += (len(names) + 9) // 10
@@ -384,6 +424,8 @@ class Scheduler:
                 return "desired-count-drift"
             if int(service.get("runningCount", 0)) < 1:
                 return "not-running"
+        if status.phase == "Suspended" and int(service.get("desiredCount", 0)) != 0:
+            return "desired-count-drift"
         return None
 
     def _manifest_etags(self, report: ResyncReport) -> dict[str, str]:
@@ -466,7 +508,9 @@ class Scheduler:
 
 def _census(statuses: Mapping[str, AgentStatus]) -> None:
     """Agents by phase and SecretInjectionFailed count, for the ``oab.agents*`` gauges."""
-    phases: dict[str, int] = dict.fromkeys(("Pending", "Running", "Failed", "Terminating"), 0)
+    phases: dict[str, int] = dict.fromkeys(
+        ("Pending", "Running", "Suspended", "Failed", "Terminating"), 0
+    )
     failed_injection = 0
     for status in statuses.values():
         if status.phase is None:
