@@ -362,7 +362,18 @@ def render_config_toml(svc: OABService) -> str:
     ``svc.spec.config_toml_dict()``; a mismatch raises :class:`RenderError` rather than writing
     an artifact OpenAB would read differently.
     """
-    data = svc.spec.config_toml_dict()
+    spec = svc.spec
+    if spec.config_toml is not None:
+        # oab.dev/v2 configFrom (and spec.configToml): the user's file, byte for byte; it was
+        # checked (oab.controller.api.v2), never rewritten.
+        return spec.config_toml
+    if spec.config is None:
+        raise RenderError(
+            "the config.toml at configFrom has not been read (it is read by the controller at "
+            "each reconcile, and by oabctl apply/render)",
+            field="spec.configFrom",
+        )
+    data = spec.config_toml_dict()
     text = tomli_w.dumps(data)
     if tomllib.loads(text) != data:
         raise RenderError("config.toml does not parse back to the same data", field="spec.config")
@@ -611,6 +622,11 @@ def task_definition_hash(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _architecture(svc: OABService, ctx: RenderContext) -> str:
+    ecs = svc.spec.platform.ecs if svc.spec.platform else None
+    return ecs.architecture if ecs and ecs.architecture else ctx.cpu_architecture
+
+
 def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any]:
     """The exact ``RegisterTaskDefinition`` kwargs for this agent and generation.
 
@@ -628,7 +644,7 @@ def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any
         "executionRoleArn": execution,
         "taskRoleArn": task,
         "runtimePlatform": {
-            "cpuArchitecture": ctx.cpu_architecture,
+            "cpuArchitecture": _architecture(svc, ctx),
             "operatingSystemFamily": "LINUX",
         },
         "volumes": [{"name": taskcontract.SHARED_VOLUME}],
