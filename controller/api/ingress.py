@@ -32,7 +32,10 @@ def _path(value: str) -> str:
         raise PydanticCustomError(
             "ingress_path",
             "{text}",
-            {"text": f"{value!r} does not start with '/'", "hint": "write a path like /webhook/line"},
+            {
+                "text": f"{value!r} does not start with '/'",
+                "hint": "write a path like /webhook/line",
+            },
         )
     return value
 

@@ -65,6 +65,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from oab.controller.api.ingress import IngressSpec
@@ -309,7 +310,7 @@ class V2Fleet(_Model):
     kind: Literal["OABFleet"] = "OABFleet"
     metadata: FleetMetadata
     spec: FleetSpec
-    children: list[OABService] = Field(default_factory=list, exclude=True)
+    children: SkipJsonSchema[list[OABService]] = Field(default_factory=list, exclude=True)
 
     @property
     def key(self) -> AgentKey:
@@ -377,7 +378,7 @@ def check_config_text(text: str, *, source: str) -> ConfigCheck:
                     source,
                     _line_of_key(text, table, key),
                     f"{table}.{key} holds {shape} as a literal",
-                    f'store it in Secrets Manager, declare it in spec.secrets and write {key} = '
+                    f"store it in Secrets Manager, declare it in spec.secrets and write {key} = "
                     '"${VAR}" (then rotate the leaked credential)',
                 )
     refs: dict[str, str] = {}
@@ -425,6 +426,11 @@ def _line_of_key(text: str, table: str, key: str | None) -> int | None:
 # ----------------------------------------------------------------------------- conversion
 
 
+def _read_capped(path: Path, limit: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ConversionContext:
     """What converting a v2 document needs from outside the document.
@@ -438,14 +444,7 @@ class ConversionContext:
 
     base_dir: Path | None = None
     resolve_secret: Callable[[str], str] | None = None
-    read_file: Callable[[Path, int], bytes] = field(
-        default=lambda path, limit: _read_capped(path, limit)
-    )
-
-
-def _read_capped(path: Path, limit: int) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(limit + 1)
+    read_file: Callable[[Path, int], bytes] = field(default=_read_capped)
 
 
 def resolve_secret_value(value: str, *, resolve: Callable[[str], str] | None) -> tuple[str, str]:
@@ -469,7 +468,14 @@ def resolve_secret_value(value: str, *, resolve: Callable[[str], str] | None) ->
                 "apply, which resolves it with DescribeSecret",
             )
         else:
-            arn = resolve(secret_id)
+            try:
+                arn = resolve(secret_id)
+            except LookupError as exc:
+                raise _error(
+                    "secret_not_found",
+                    str(exc),
+                    "create the secret first (or write its full ARN), and check the region",
+                ) from None
         return "secretsmanager", f"{arn}:{json_key}::"
     if _SM_ARN_RE.match(value):
         return "secretsmanager", value
@@ -656,7 +662,10 @@ def _config_source(
         raise ConfigFileInvalid(
             str(path),
             _first_line(text, f"${{{missing[0]}}}"),
-            "${" + "}, ${".join(missing) + "} " + ("is" if len(missing) == 1 else "are")
+            "${"
+            + "}, ${".join(missing)
+            + "} "
+            + ("is" if len(missing) == 1 else "are")
             + " not declared",
             "declare each in spec.secrets (OpenAB substitutes ${VAR} from the container's "
             "environment; an undeclared one stays empty)",

@@ -13,12 +13,17 @@ Outcomes of a read, and what the worker does with each:
   unreadable object). The read never costs more than the caps of
   :mod:`oab.controller.api.intake`: an oversized object is refused from its size, unread;
 - any other failure (S3 unreachable, throttled, denied): retryable.
+
+An ``oab.dev/v2`` agent whose ``configFrom`` is an ``s3://`` URL gets the object's current text
+here, at every read (:mod:`oab.controller.adapters.configsource`): new bytes render a new task
+definition (its ``CONFIG_SHA256``), hence a rollout.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from oab.controller.adapters.configsource import ConfigObjects, with_config_text
 from oab.controller.adapters.store import (
     ConflictError,
     DesiredStateStore,
@@ -35,8 +40,9 @@ from oab.controller.reconcile.reconciler import Manifest
 class StoreManifests:
     """Reads agents' manifests from the desired-state store; removes them after deletion."""
 
-    def __init__(self, store: DesiredStateStore) -> None:
+    def __init__(self, store: DesiredStateStore, *, configs: ConfigObjects | None = None) -> None:
         self._store = store
+        self._configs = configs
 
     def read(self, key: AgentKey) -> Manifest | None:
         """The stored manifest of ``key``, validated; ``None`` when absent."""
@@ -61,6 +67,8 @@ class StoreManifests:
             raise TerminalError(
                 f"{obj.key} holds a {parsed.kind}, not an OABService", reason="InvalidManifest"
             )
+        if self._configs is not None and not obj.deleted:
+            parsed = with_config_text(parsed, self._configs)
         return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted)
 
     def remove(self, manifest: Manifest) -> None:

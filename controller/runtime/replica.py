@@ -35,6 +35,7 @@ from typing import Any
 from oab.controller.adapters.aws import ClientOptions, make_client, make_session
 from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.adapters.configsource import ConfigObjects
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
@@ -141,7 +142,7 @@ class Replica:
         self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=limiter)
         secrets = SecretVersions(ssm=ssm, secretsmanager=sm, limiter=limiter)
         self.reconciler = Reconciler(
-            manifests=StoreManifests(store),
+            manifests=StoreManifests(store, configs=ConfigObjects(self.s3, limiter=limiter)),
             ecs=self.ecs,
             s3=self.s3,
             bucket=s.bucket,
