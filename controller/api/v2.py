@@ -362,10 +362,13 @@ def check_config_text(text: str, *, source: str) -> ConfigCheck:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_LINE_RE.search(str(exc))
+        line = int(found.group(1)) if found else None
+        if "end of document" in str(exc):
+            line = max(1, len(text.splitlines()))  # tomllib names no line at the very end
         raise ConfigFileInvalid(
             source,
-            int(found.group(1)) if found else None,
-            f"not valid TOML: {str(exc).split(' (at line')[0]}",
+            line,
+            f"not valid TOML: {str(exc).split(' (at ')[0]}",
             "fix the TOML syntax (OpenAB refuses the file at start-up)",
         ) from None
     for table, key in sorted(TOKEN_FIELDS):
