@@ -257,7 +257,9 @@ def test_s3_config_object_is_read_and_a_new_version_changes_the_task(aws: AWS) -
         context=ConversionContext(resolve_secret=resolver),
     )
     store.apply(desired_from(docs[0].obj))
-    manifests = StoreManifests(store, configs=ConfigObjects(s3))
+    manifests = StoreManifests(
+        store, configs=ConfigObjects(s3, control_plane_bucket="oab-v2-store")
+    )
     ctx = render.RenderContext(
         region="us-east-1",
         bucket="oab-control-plane",

@@ -80,7 +80,8 @@ def _with_configs(ctx: Context, svc: Any) -> Any:
 
     if svc.spec.config_from is None:
         return svc
-    return with_config_text(svc, ConfigObjects(ctx.client("s3")))
+    configs = ConfigObjects(ctx.client("s3"), control_plane_bucket=ctx.settings.bucket)
+    return with_config_text(svc, configs)
 
 
 def _configure_apply(p: argparse.ArgumentParser) -> None:

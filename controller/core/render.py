@@ -515,7 +515,8 @@ def _mount() -> list[dict[str, Any]]:
 
 
 def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
-    """Refuse secrets outside the agent's own paths and a bootstrapFrom in the control plane."""
+    """Refuse secrets outside the agent's own paths, and a bootstrapFrom or configFrom in the
+    control plane."""
     policy, meta, spec = ctx.policy, svc.metadata, svc.spec
     for i, secret in enumerate(spec.secrets):
         if isinstance(secret, SsmSecret):
@@ -531,6 +532,10 @@ def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
         refusal = policy.bootstrap_refusal(spec.bootstrap_from)
         if refusal is not None:
             raise _policy_error(refusal, "spec.bootstrapFrom")
+    if spec.config_from is not None:
+        refusal = tenancy.config_from_refusal(spec.config_from, control_plane_bucket=policy.bucket)
+        if refusal is not None:
+            raise _policy_error(refusal, "spec.configFrom")
 
 
 def _secrets(svc: OABService) -> list[dict[str, str]]:

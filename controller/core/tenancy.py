@@ -26,6 +26,9 @@ function of the agent, the value and the platform team's settings:
 - **bootstrapFrom** may not point under a prefix of the control-plane bucket that the controller
   or its agents write or read (:data:`~oab.controller.base.names.CONTROL_PLANE_PREFIXES`, the one
   list).
+- **configFrom** (``oab.dev/v2``, an ``s3://`` config.toml the controller reads with its own role)
+  may not be any object of the control-plane bucket: the controller would deliver another
+  agent's manifest or rendered artifact to this one (:func:`config_from_refusal`).
 
 Allow-list entries are ARN globs (:func:`fnmatch.fnmatchcase`: ``*`` matches any run of
 characters, ``/`` included; ``?`` one character; ``[...]`` a set), case-sensitive, in which
@@ -68,6 +71,7 @@ __all__ = [
     "RoleArn",
     "TenantPolicy",
     "check_allowlist",
+    "config_from_refusal",
     "control_plane_prefix",
     "parse_role_arn",
 ]
@@ -168,6 +172,19 @@ def check_allowlist(kind: AllowlistKind, entries: tuple[str, ...]) -> tuple[str,
 def control_plane_prefix(key: str) -> str | None:
     """The control-plane prefix ``key`` (an object key of the control-plane bucket) is under."""
     return next((p for p in CONTROL_PLANE_PREFIXES if key.startswith(p)), None)
+
+
+def config_from_refusal(uri: str, *, control_plane_bucket: str) -> Refusal | None:
+    """Why ``uri`` (``s3://BUCKET/KEY``, a ``configFrom``) may not be read as an agent's
+    config.toml: it is in the control-plane bucket, whose every object the controller owns."""
+    if uri.removeprefix("s3://").partition("/")[0] != control_plane_bucket:
+        return None
+    return Refusal(
+        f"{uri} is in the control-plane bucket, which the controller owns (it would hand this "
+        "agent another agent's manifest or config)",
+        "keep the config.toml in a bucket of your team (e.g. s3://TEAM-agent-config/NAMESPACE/"
+        "NAME/config.toml), or use a local configFrom path, which oabctl apply uploads",
+    )
 
 
 def _mask_account(arn: str) -> str:

@@ -16,14 +16,16 @@ Outcomes of a read, and what the worker does with each:
 
 An ``oab.dev/v2`` agent whose ``configFrom`` is an ``s3://`` URL gets the object's current text
 here, at every read (:mod:`oab.controller.adapters.configsource`): new bytes render a new task
-definition (its ``CONFIG_SHA256``), hence a rollout.
+definition (its ``CONFIG_SHA256``), hence a rollout. The version of the bytes read comes with
+the manifest (``Manifest.config_version``) so that the reconciler records it for the resync's
+watch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from oab.controller.adapters.configsource import ConfigObjects, with_config_text
+from oab.controller.adapters.configsource import ConfigObjects, with_config_object
 from oab.controller.adapters.store import (
     ConflictError,
     DesiredStateStore,
@@ -67,9 +69,11 @@ class StoreManifests:
             raise TerminalError(
                 f"{obj.key} holds a {parsed.kind}, not an OABService", reason="InvalidManifest"
             )
+        version = ""
         if self._configs is not None and not obj.deleted:
-            parsed = with_config_text(parsed, self._configs)
-        return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted)
+            parsed, read = with_config_object(parsed, self._configs)
+            version = read.version if read is not None else ""
+        return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted, config_version=version)
 
     def remove(self, manifest: Manifest) -> None:
         """Remove the tombstone read as ``manifest`` (only if unchanged since)."""

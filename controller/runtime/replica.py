@@ -140,9 +140,10 @@ class Replica:
         changes = ChangeLog(self.dynamodb, tables.state, wall_clock=self.clock.time)
         store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
         self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=limiter)
-        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, limiter=limiter)
+        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, s3=self.s3, limiter=limiter)
+        configs = ConfigObjects(self.s3, control_plane_bucket=s.bucket, limiter=limiter)
         self.reconciler = Reconciler(
-            manifests=StoreManifests(store, configs=ConfigObjects(self.s3, limiter=limiter)),
+            manifests=StoreManifests(store, configs=configs),
             ecs=self.ecs,
             s3=self.s3,
             bucket=s.bucket,
