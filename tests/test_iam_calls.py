@@ -962,3 +962,23 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         for d in denied([c for c in cs if c["service"] != "ec2"], policies[p])
     ]
     assert missing == [], "\n".join(missing)
+
+
+def test_configfrom_objects_are_readable_only_where_the_platform_allows() -> None:
+    """oab.dev/v2 ``configFrom: s3://``: GetObject at reconcile and apply, HeadObject by the
+    resync's watch; nothing of any tenant bucket unless ``ConfigFromObjectArns`` lists it."""
+    url = {"Bucket": "team-agent-config", "Key": "team/bot/config.toml"}
+    calls = [
+        _call(who, "s3", op, **url)
+        for who in ("oab-controller", "oabctl")
+        for op in ("GetObject", "HeadObject")
+    ]
+    other = [_call("oab-controller", "s3", "HeadObject", Bucket="other-team", Key="c.toml")]
+    for stack, grants in (
+        (control_plane(), False),
+        (control_plane(ConfigFromObjectArns="arn:aws:s3:::team-agent-config/*"), True),
+    ):
+        for call in calls:
+            policy = stack.statements(PRINCIPAL_POLICY[call["principal"]])
+            assert (denied([call], policy) == []) is grants, call
+        assert denied(other, stack.statements("ControllerTaskRole")) != []
