@@ -92,6 +92,7 @@ __all__ = [
     "ConversionContext",
     "V2Fleet",
     "V2Service",
+    "applied_view",
     "check_config_text",
     "convert_service",
     "expand_v2_fleet",
@@ -737,6 +738,41 @@ def expand_v2_fleet(fleet: V2Fleet, ctx: ConversionContext) -> list[OABService]:
 
 
 # ----------------------------------------------------------------------------- entry point
+
+
+def applied_view(document: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A stored agent's document as the user applied it (``get -o yaml|json``), or ``None``
+    when it was not applied as ``oab.dev/v2`` (or its annotation does not decode).
+
+    The ``oab.dev/v2`` document of :data:`LAST_APPLIED` with the server's metadata (generation,
+    labels, other annotations) and ``status``/``workUnit`` added by the caller. The annotation is
+    stored data: read only if it is a JSON object of the same kind, name and namespace (the
+    document's own size cap bounds it), else the internal form is shown.
+    """
+    meta = document.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    annotations = meta.get("annotations")
+    annotations = annotations if isinstance(annotations, Mapping) else {}
+    raw = annotations.get(LAST_APPLIED)
+    if not isinstance(raw, str):
+        return None
+    try:
+        applied = json.loads(raw)
+    except ValueError:
+        return None
+    applied_meta = applied.get("metadata") if isinstance(applied, dict) else None
+    if (
+        not isinstance(applied, dict)
+        or applied.get("apiVersion") != API_VERSION_V2
+        or applied.get("kind") != document.get("kind")
+        or not isinstance(applied_meta, dict)
+        or any(applied_meta.get(k) != meta.get(k) for k in ("name", "namespace"))
+    ):
+        return None
+    server = {k: v for k, v in meta.items() if k != "annotations"}
+    others = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    applied["metadata"] = {**applied_meta, **server, **({"annotations": others} if others else {})}
+    return dict(applied)
 
 
 def parse_v2(data: Mapping[str, Any], ctx: ConversionContext) -> OABService | V2Fleet:
