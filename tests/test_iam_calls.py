@@ -975,3 +975,17 @@ def test_configfrom_objects_are_readable_only_where_the_platform_allows() -> Non
     assert denied(calls, granted.statements("ControllerTaskRole")) == []
     assert len(denied(other, granted.statements("ControllerTaskRole"))) == 1
     assert len(denied(calls, control_plane().statements("ControllerTaskRole"))) == 2
+
+
+def test_a_task_role_reads_exactly_its_config_secret_refs() -> None:
+    """config.toml ``[secrets.refs]``: OpenAB calls GetSecretValue with the task role, which
+    may read exactly the secrets ``ConfigSecretRefArns`` names, and none by default."""
+    ref = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:oab/team/bot/discord-AbCdEf"
+    other = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:oab/team/bot/other-AbCdEf"
+    reads = [
+        _call("oab-agent", "secretsmanager", "GetSecretValue", SecretId=arn) for arn in (ref, other)
+    ]
+    task = agent_roles("team", "bot", ConfigSecretRefArns=ref).statements("TaskRole")
+    (refused,) = denied(reads, task)
+    assert refused.endswith(str(Request("secretsmanager:GetSecretValue", other)))
+    assert len(denied(reads, agent_roles("team", "bot").statements("TaskRole"))) == 2

@@ -166,3 +166,66 @@ def test_v2_fleet_to_v1_writes_name_interpolation_out_and_names_config_and_ingre
         assert {s.name: s.arn for s in v1.spec.secrets if s.source == "secretsmanager"} == {
             s.name: s.arn for s in child.spec.secrets
         }
+
+
+REFS = """\
+[secrets.refs]
+discord_bot_token = "{ref}"
+
+[discord]
+bot_token = "${{secrets.discord_bot_token}}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("ref", "refused"),
+    [
+        ("aws-sm://oab/team/bot/discord#DISCORD_BOT_TOKEN", None),  # the agent's own secret
+        (f"aws-sm://{ARN.replace('prod/tokens', 'team/bot/discord')}#TOKEN", None),
+        ("aws-sm://oab/shared/discord#TOKEN", None),  # allow-listed by the platform
+        ("exec://get-token.sh discord", None),  # reads nothing through IAM
+        ("aws-sm://oab/team/other/discord#DISCORD_BOT_TOKEN", "not one of this agent's secrets"),
+        ("aws-sm://oab/team/bot/discord", "neither aws-sm://"),
+        ("https://example.com/token", "neither aws-sm://"),
+    ],
+)
+def test_config_secret_refs_stay_within_the_tenant(
+    tmp_path: Path, ref: str, refused: str | None
+) -> None:
+    from oab.controller.core import render
+
+    (tmp_path / "config.toml").write_text(REFS.format(ref=ref))
+    manifest = MANIFEST.replace("SUBNET", "subnet-0aaa0000").replace("GROUP", "sg-0ccc0000")
+    (tmp_path / "bot.yaml").write_text(manifest)
+    (doc,) = _load(tmp_path / "bot.yaml")
+    ctx = render.RenderContext(
+        region="us-east-1",
+        bucket=PLANE,
+        cluster="oab",
+        agent_image="ghcr.io/openabdev/oab-controller:0.1.0",
+        execution_role_arn="arn:aws:iam::{account}:role/x-{namespace}-{name}",
+        task_role_arn="arn:aws:iam::{account}:role/y-{namespace}-{name}",
+        account_id="123456789012",
+        secret_allowlist=("arn:aws:secretsmanager:{region}:{account}:secret:oab/shared/*",),
+    )
+    if refused is None:
+        render.render_task_definition(doc.obj, ctx)
+        return
+    with pytest.raises(render.RenderError, match=refused) as info:
+        render.render_task_definition(doc.obj, ctx)
+    assert info.value.field == "spec.configFrom"
+    assert "[secrets.refs] discord_bot_token" in str(info.value)
+
+
+def test_apply_refuses_a_foreign_secret_ref(applied: dict[str, Any], tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.toml").write_text(REFS.format(ref="aws-sm://oab/team/bot/discord#T"))
+    (other / "bot.yaml").write_text(
+        yaml.safe_dump({**applied, "metadata": {"name": "thief", "namespace": "team"}})
+    )
+    code, _, err = oabctl("apply", "-f", str(other / "bot.yaml"))
+    assert code == 1
+    assert "spec.configFrom" in err
+    assert "[secrets.refs] discord_bot_token" in err
+    assert oabctl("get", "thief", "-n", "team").code != 0  # nothing written

@@ -94,6 +94,7 @@ __all__ = [
     "V2Service",
     "applied_view",
     "check_config_text",
+    "config_secret_refs",
     "convert_service",
     "expand_v2_fleet",
     "parse_v2",
@@ -400,6 +401,18 @@ def check_config_text(text: str, *, source: str) -> ConfigCheck:
     placeholders: set[str] = set()
     _walk_placeholders(data, placeholders)
     return ConfigCheck(placeholders=frozenset(placeholders), secret_refs=refs)
+
+
+def config_secret_refs(text: str) -> dict[str, str]:
+    """The ``[secrets.refs]`` of a config.toml already checked by :func:`check_config_text`
+    (``{}`` for text that does not parse: that was refused where it was read)."""
+    try:
+        refs = tomllib.loads(text).get("secrets", {}).get("refs", {})
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return {}
+    return (
+        {str(k): v for k, v in refs.items() if isinstance(v, str)} if isinstance(refs, dict) else {}
+    )
 
 
 def _walk_placeholders(data: Any, out: set[str]) -> None:

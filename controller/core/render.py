@@ -72,6 +72,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oab.controller.api.service import FARGATE_MEMORY, AgentKey, OABService, SsmSecret
+from oab.controller.api.v2 import config_secret_refs
 from oab.controller.base import names, taskcontract
 from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import (
@@ -534,6 +535,10 @@ def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
             raise _policy_error(refusal, "spec.bootstrapFrom")
     if spec.config_from is not None:
         refusal = tenancy.config_from_refusal(spec.config_from, control_plane_bucket=policy.bucket)
+        if refusal is not None:
+            raise _policy_error(refusal, "spec.configFrom")
+    for key, ref in sorted(config_secret_refs(spec.config_toml or "").items()):
+        refusal = policy.secret_ref_refusal(key, ref, namespace=meta.namespace, name=meta.name)
         if refusal is not None:
             raise _policy_error(refusal, "spec.configFrom")
 
