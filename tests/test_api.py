@@ -262,7 +262,7 @@ def test_snake_case_keys_also_accepted_and_paths_use_the_written_key() -> None:
 
 def test_api_version_and_kind_checked_first() -> None:
     doc = service()
-    doc["apiVersion"] = "oab.dev/v2"
+    doc["apiVersion"] = "oab.dev/v9"
     assert "oab.dev/v1" in issues_of(doc)["apiVersion"]
     doc = service()
     doc["kind"] = "Deployment"
@@ -492,5 +492,8 @@ def test_optional_features_left_unset_do_not_change_the_spec_digest() -> None:
         (Path(__file__).resolve().parent.parent / "examples" / "kiro-discord.yaml").read_text()
     )
     spec = parse_document(doc).spec.model_dump(mode="json", by_alias=True)
-    for added in ("ingress", "exec", "suspend", "schedules"):
+    for added in ("ingress", "exec", "suspend", "schedules", "configToml", "configFrom"):
         assert added not in spec, added
+    from oab.controller.api.service import EcsPlatform
+
+    assert "architecture" not in EcsPlatform().model_dump(mode="json", by_alias=True)

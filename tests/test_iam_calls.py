@@ -1063,3 +1063,30 @@ def test_every_recorded_call_is_granted_to_its_principal(run: Run) -> None:
         ("oab-controller", "CreatePrivateDnsNamespace"),
     } <= ops
     assert missing == [], "\n".join(missing)
+
+
+def test_configfrom_objects_are_readable_only_where_the_platform_allows() -> None:
+    """oab.dev/v2 ``configFrom: s3://``: the controller's GetObject at reconcile and HeadObject
+    by the resync's watch; nothing of any tenant bucket unless ``ConfigFromObjectArn`` names it.
+    (``oabctl apply`` reads the object with the caller's own access to the tenant's bucket.)"""
+    url = {"Bucket": "team-agent-config", "Key": "team/bot/config.toml"}
+    calls = [_call("oab-controller", "s3", op, **url) for op in ("GetObject", "HeadObject")]
+    other = [_call("oab-controller", "s3", "HeadObject", Bucket="other-team", Key="c.toml")]
+    granted = control_plane(ConfigFromObjectArn="arn:aws:s3:::team-agent-config/*")
+    assert denied(calls, granted.statements("ControllerTaskRole")) == []
+    assert len(denied(other, granted.statements("ControllerTaskRole"))) == 1
+    assert len(denied(calls, control_plane().statements("ControllerTaskRole"))) == 2
+
+
+def test_a_task_role_reads_exactly_its_config_secret_refs() -> None:
+    """config.toml ``[secrets.refs]``: OpenAB calls GetSecretValue with the task role, which
+    may read exactly the secrets ``ConfigSecretRefArns`` names, and none by default."""
+    ref = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:oab/team/bot/discord-AbCdEf"
+    other = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:oab/team/bot/other-AbCdEf"
+    reads = [
+        _call("oab-agent", "secretsmanager", "GetSecretValue", SecretId=arn) for arn in (ref, other)
+    ]
+    task = agent_roles("team", "bot", ConfigSecretRefArns=ref).statements("TaskRole")
+    (refused,) = denied(reads, task)
+    assert refused.endswith(str(Request("secretsmanager:GetSecretValue", other)))
+    assert len(denied(reads, agent_roles("team", "bot").statements("TaskRole"))) == 2

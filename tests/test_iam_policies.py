@@ -237,7 +237,12 @@ REQUEST = "snapshot-requests/${Namespace}/${Name}"
 
 def test_agent_roles_are_confined_to_their_own_agent() -> None:
     roles = role_statements(load("agent-roles.yaml"))
-    own = ("${Namespace}/${Name}", "${BootstrapBucket}", "${SecretsKmsKeyArn}")
+    own = (
+        "${Namespace}/${Name}",
+        "${BootstrapBucket}",
+        "${SecretsKmsKeyArn}",
+        "${ConfigSecretRefArns}",
+    )
     for role, statements in roles.items():
         for st in statements:
             prefix = st.get("Condition", {}).get("StringEquals", {}).get("s3:prefix")
@@ -267,9 +272,12 @@ def test_agent_roles_are_confined_to_their_own_agent() -> None:
             "arn:${AWS::Partition}:s3:::${BootstrapBucket}/${BootstrapKey}",
         ]
     )
-    # The task role holds no secret-reading power: secrets reach the container via the
-    # execution role only.
-    assert not _actions(task) & set(SECRET_VALUE_ACTIONS)
+    # Secrets reach the container via the execution role, except the config.toml's
+    # [secrets.refs], which OpenAB reads itself: exactly the ARNs the stack is given.
+    readers = [st for st in task if _actions([st]) & set(SECRET_VALUE_ACTIONS)]
+    assert [(st["Sid"], _subs(st)) for st in readers] == [
+        ("ReadConfigSecretRefs", ["${ConfigSecretRefArns}"])
+    ]
 
 
 def test_role_names_match_what_the_controller_may_pass() -> None:

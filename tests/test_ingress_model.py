@@ -63,12 +63,12 @@ def test_ingress_is_optional() -> None:
 )
 def test_bad_paths_name_the_item(path: str) -> None:
     found = issues_of(service({"paths": ["/ok", path]}))
-    assert list(found) == ["spec.ingress.paths.1"], found
-    assert "webhook path" in found["spec.ingress.paths.1"]
+    assert list(found) == ["spec.ingress.paths[1]"], found
+    assert "webhook path" in found["spec.ingress.paths[1]"]
 
 
 def test_duplicate_and_empty_and_too_many_paths() -> None:
-    assert "listed twice" in issues_of(service({"paths": ["/a", "/a"]}))["spec.ingress.paths.1"]
+    assert "listed twice" in issues_of(service({"paths": ["/a", "/a"]}))["spec.ingress.paths[1]"]
     assert "spec.ingress.paths" in issues_of(service({"paths": []}))
     assert "spec.ingress.paths" in issues_of(service({"paths": [f"/p{i}" for i in range(21)]}))
 

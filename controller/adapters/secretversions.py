@@ -5,6 +5,12 @@ the parameter's ``Version`` and no value), for Secrets Manager ``DescribeSecret`
 ``VersionIdsToStages``; the version labelled ``AWSCURRENT`` is the live one). IAM grants exactly
 these two reads on ``/oab/*`` (see ops/). A secret that does not exist yet is reported as version
 ``""``: the deployment then fails with SecretInjectionFailed, which is the user-visible signal.
+
+An ``oab.dev/v2`` ``configFrom: s3://`` object is watched the same way (source ``s3``, see
+:mod:`oab.controller.adapters.configsource`): ``HeadObject`` (no body) gives its version. The
+bucket is the tenant's, so a missing object or a denied read is version ``""`` (no enqueue; the
+agent's next reconcile reports ``ConfigUnavailable``), never an error that would end the resync
+of every other agent; throttling and network errors stay retryable, as for secrets.
 """
 
 from __future__ import annotations
@@ -12,8 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from oab.controller.adapters.configsource import object_version
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.base.errors import classify_aws
+
+#: ``HeadObject`` errors that mean "no readable object": version ``""`` (see the docstring).
+_S3_UNREADABLE = ("NoSuchKey", "NoSuchBucket", "NotFound", "404", "AccessDenied", "403")
 
 
 def _ssm_name(path: str) -> str:
@@ -26,10 +36,29 @@ def _ssm_name(path: str) -> str:
 class SecretVersions:
     """Reads the current version of each secret an agent references."""
 
-    def __init__(self, *, ssm: Any, secretsmanager: Any, limiter: RateLimiter) -> None:
+    def __init__(
+        self, *, ssm: Any, secretsmanager: Any, limiter: RateLimiter, s3: Any = None
+    ) -> None:
         self._ssm = ssm
         self._sm = secretsmanager
+        self._s3 = s3
         self._limiter = limiter
+
+    def s3_version(self, url: str) -> str:
+        """The version of the ``s3://BUCKET/KEY`` object (``""`` when it cannot be read, or
+        without an S3 client)."""
+        if self._s3 is None:
+            return ""
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        self._limiter.acquire("s3")
+        try:
+            resp = self._s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            err = classify_aws(exc, operation="HeadObject")
+            if err.code in _S3_UNREADABLE:
+                return ""
+            raise err from exc
+        return object_version(resp)
 
     def ssm_version(self, path: str) -> str:
         """The parameter's version number as a string (``""`` if it does not exist)."""
@@ -65,7 +94,8 @@ class SecretVersions:
         SSM: ``DescribeParameters`` with up to 50 names per call. Secrets Manager: one
         ``ListSecrets`` listing of the ``oab/`` prefix (100 per page, versions included), then
         ``DescribeSecret`` only for ARNs the listing did not cover. This is what keeps a no-op
-        resync cheap with many auto-restart secrets.
+        resync cheap with many auto-restart secrets. S3 (``configFrom`` objects): one
+        ``HeadObject`` per distinct URL.
         """
         wanted = sorted(set(refs))
         out: dict[tuple[str, str], str] = {}
@@ -92,7 +122,9 @@ class SecretVersions:
                 kwargs["NextToken"] = resp["NextToken"]
         for name, where in names.items():
             out[("ssm", where)] = found.get(name, "")
-        arns = [where for source, where in wanted if source != "ssm"]
+        for url in sorted({where for source, where in wanted if source == "s3"}):
+            out[("s3", url)] = self.s3_version(url)
+        arns = [where for source, where in wanted if source == "secretsmanager"]
         if arns:
             listed = self._list_secret_versions()
             for arn in arns:

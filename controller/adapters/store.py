@@ -102,6 +102,7 @@ from oab.controller.api.intake import (
     load_stored,
 )
 from oab.controller.api.service import OABService, ecs_name_rivals
+from oab.controller.api.v2 import V2Fleet
 from oab.controller.base import names
 from oab.controller.base.names import API_VERSION, CLEANUP_FINALIZER, FLEET_LABEL
 
@@ -261,6 +262,8 @@ class Desired:
     spec: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: ``oab.dev/v2`` for a v2 fleet, stored as written (the controller reads only agents).
+    api_version: str = API_VERSION
 
     @property
     def key(self) -> ObjectKey:
@@ -820,7 +823,12 @@ class DesiredStateStore:
             meta["annotations"] = annotations
         if outcome == "unchanged" and current is not None:
             return _deep_copy(dict(current.document)), outcome
-        document = {"apiVersion": API_VERSION, "kind": desired.kind, "metadata": meta, "spec": spec}
+        document = {
+            "apiVersion": desired.api_version,
+            "kind": desired.kind,
+            "metadata": meta,
+            "spec": spec,
+        }
         return document, outcome
 
     def _write(self, key: str, document: Mapping[str, Any], current: StoredObject | None) -> Blob:
@@ -861,7 +869,7 @@ class DesiredStateStore:
         self._sleep(self._rng.uniform(0, ceiling))
 
 
-def desired_from(obj: OABService | OABFleet) -> Desired:
+def desired_from(obj: OABService | OABFleet | V2Fleet) -> Desired:
     """The store's view of a validated API object (identity, labels, annotations, spec).
 
     The spec is the model's JSON dump (aliases, defaults filled, ``None`` left out), so the same
@@ -877,6 +885,7 @@ def desired_from(obj: OABService | OABFleet) -> Desired:
         spec=manifest["spec"],
         labels=dict(meta.get("labels") or {}),
         annotations=dict(meta.get("annotations") or {}),
+        api_version=str(manifest.get("apiVersion", API_VERSION)),
     )
 
 

@@ -1,7 +1,11 @@
 """The document entry point: one parsed manifest document to an ``OABService`` or ``OABFleet``.
 
 Design
-    ``apiVersion`` and ``kind`` pick the model; credential-shaped literals are reported first and
+    ``apiVersion`` picks the API: ``oab.dev/v1`` is validated here, ``oab.dev/v2`` (upstream
+    OpenAB's manifests) by :mod:`oab.controller.api.v2`, which converts a service to the same
+    internal ``OABService`` (a fleet to a ``V2Fleet`` holding converted children) using the
+    caller's :class:`~oab.controller.api.v2.ConversionContext` (the manifest's directory, the
+    secret resolver). ``kind`` picks the model; credential-shaped literals are reported first and
     once (:func:`~oab.controller.api.issues.secret_literal_issues`); a fleet is validated through
     its expansion too, so a returned fleet always expands.
 
@@ -23,29 +27,36 @@ from oab.controller.api.issues import (
     type_name,
 )
 from oab.controller.api.service import OABService
+from oab.controller.api.v2 import API_VERSION_V2, ConversionContext, V2Fleet, parse_v2
 from oab.controller.base.names import API_VERSION
 
-__all__ = ["parse_document"]
+__all__ = ["API_VERSIONS", "parse_document"]
+
+#: Every apiVersion a manifest may declare.
+API_VERSIONS = (API_VERSION, API_VERSION_V2)
 
 
-def parse_document(data: object) -> OABService | OABFleet:
+def parse_document(
+    data: object, *, context: ConversionContext | None = None
+) -> OABService | OABFleet | V2Fleet:
     """Validate one manifest document (already parsed from YAML) into an API object.
 
     Fleets are validated through their expansion too, so a returned fleet always expands.
-    Raises ``InvalidDocument``.
+    ``context`` serves ``oab.dev/v2`` documents (default: no local files, no secret lookups).
+    Raises ``InvalidDocument`` (and ``ConfigFileInvalid`` for a v2 ``configFrom`` file).
     """
     if not isinstance(data, Mapping):
         raise InvalidDocument(
             [FieldIssue((), f"a manifest must be a mapping, got {type_name(data)}")]
         )
     api_version = data.get("apiVersion", data.get("api_version"))
-    if api_version != API_VERSION:
+    if api_version not in API_VERSIONS:
         raise InvalidDocument(
             [
                 FieldIssue(
                     ("apiVersion",),
                     "missing" if api_version is None else f"unknown apiVersion {api_version!r}",
-                    f"write apiVersion: {API_VERSION}",
+                    f"write apiVersion: {API_VERSION} or apiVersion: {API_VERSION_V2}",
                 )
             ]
         )
@@ -66,6 +77,10 @@ def parse_document(data: object) -> OABService | OABFleet:
             ]
         )
     literals = secret_literal_issues(data)
+    if api_version == API_VERSION_V2:
+        if literals:
+            raise InvalidDocument(literals)
+        return parse_v2(data, context or ConversionContext())
     try:
         obj = model.model_validate(dict(data))
     except ValidationError as exc:

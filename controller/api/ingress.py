@@ -77,14 +77,14 @@ def _paths(value: list[str]) -> list[str]:
                 f"path {path[:MAX_PATH_LENGTH]!r} is not a webhook path",
                 "write '/segment/segment' (letters, digits, '.', '_', '~', '-'; at most "
                 f"{MAX_PATH_LENGTH} characters; no trailing '/'), e.g. {TELEGRAM_PATH}",
-                path=str(i),
+                path=f"[{i}]",
             )
         if path in seen:
             raise _error(
                 "ingress_path_duplicate",
                 f"path {path!r} is listed twice",
                 "list each path once: each becomes one route",
-                path=str(i),
+                path=f"[{i}]",
             )
         seen.add(path)
     return value

@@ -19,6 +19,9 @@ Invariants
       service) naming the same ``kind namespace/name`` are an error, since one apply could not
       say which wins.
     - Directories are read non-recursively, ``*.yaml``/``*.yml`` in sorted order; ``-`` is stdin.
+    - ``oab.dev/v2`` documents are converted with a context per file: a local ``configFrom`` is
+      relative to that file's directory (stdin: the working directory); a problem inside such a
+      config file is reported with the config file's name and line.
 
 Messages never include field values of token fields: validators do not echo them, and issues
 carry no input values.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import yaml
@@ -53,6 +57,7 @@ from oab.controller.api.intake import (
 )
 from oab.controller.api.issues import FieldIssue, InvalidDocument
 from oab.controller.api.service import OABService
+from oab.controller.api.v2 import ConfigFileInvalid, ConversionContext, V2Fleet
 from oab.controller.base.names import ecs_name
 
 __all__ = [
@@ -64,7 +69,11 @@ __all__ = [
     "load_bytes",
     "load_paths",
     "load_text",
+    "services_of",
 ]
+
+#: An API object a manifest document becomes.
+ApiObject = OABService | OABFleet | V2Fleet
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +83,7 @@ class LoadedDocument:
     source: str
     index: int
     line: int
-    obj: OABService | OABFleet
+    obj: ApiObject
     raw: dict[str, Any]
 
     def issue(self, path: str, message: str, hint: str | None = None) -> ManifestIssue:
@@ -97,16 +106,23 @@ def load_paths(
     *,
     stdin: TextIO | BinaryIO | None = None,
     limits: ManifestLimits = LIMITS,
+    context: ConversionContext | None = None,
 ) -> list[LoadedDocument]:
     """Load files, directories (``*.yaml``/``*.yml``, sorted) and ``-`` (stdin), all or nothing.
 
-    Raises ``ManifestError`` listing every issue of every file.
+    ``context`` converts ``oab.dev/v2`` documents (its ``base_dir`` is replaced per file by the
+    file's directory). Raises ``ManifestError`` listing every issue of every file.
     """
     docs: list[LoadedDocument] = []
     issues: list[ManifestIssue] = []
+    base = context or ConversionContext()
     for source, data in read_sources(paths, stdin=stdin, issues=issues, limits=limits):
+        directory = Path.cwd() if source == STDIN_NAME else Path(source).parent
+        per_file = ConversionContext(
+            base_dir=directory, resolve_secret=base.resolve_secret, read_file=base.read_file
+        )
         try:
-            docs.extend(load_bytes(data, source=source, limits=limits))
+            docs.extend(load_bytes(data, source=source, limits=limits, context=per_file))
         except ManifestError as exc:
             issues.extend(exc.issues)
     if not issues:
@@ -117,16 +133,27 @@ def load_paths(
 
 
 def load_bytes(
-    data: bytes, *, source: str = STDIN_NAME, limits: ManifestLimits = LIMITS
+    data: bytes,
+    *,
+    source: str = STDIN_NAME,
+    limits: ManifestLimits = LIMITS,
+    context: ConversionContext | None = None,
 ) -> list[LoadedDocument]:
     """Decode (UTF-8, or UTF-16 with a BOM) and load one YAML stream; see :func:`load_text`."""
-    return load_text(decode(data, source=source), source=source, limits=limits)
+    return load_text(decode(data, source=source), source=source, limits=limits, context=context)
 
 
 def load_text(
-    text: str, *, source: str = STDIN_NAME, limits: ManifestLimits = LIMITS
+    text: str,
+    *,
+    source: str = STDIN_NAME,
+    limits: ManifestLimits = LIMITS,
+    context: ConversionContext | None = None,
 ) -> list[LoadedDocument]:
-    """Load every document of one YAML stream; raises ``ManifestError`` on any issue."""
+    """Load every document of one YAML stream; raises ``ManifestError`` on any issue.
+
+    ``context`` converts ``oab.dev/v2`` documents (default: no local config files, no secret
+    lookups)."""
     docs: list[LoadedDocument] = []
     issues: list[ManifestIssue] = []
     for index, node, data in documents(text, source=source, limits=limits, issues=issues):
@@ -147,9 +174,21 @@ def load_text(
             )
             continue
         try:
-            obj = parse_document(data)
+            obj = parse_document(data, context=context)
         except InvalidDocument as exc:
             issues.extend(_locate(exc.issues, node, source=source, index=index))
+            continue
+        except ConfigFileInvalid as exc:
+            issues.append(
+                ManifestIssue(
+                    file=exc.source,
+                    document=None,
+                    line=exc.line,
+                    path="",
+                    message=f"{exc.message} (configFrom of {source}, document {index})",
+                    hint=exc.hint,
+                )
+            )
             continue
         line = node.start_mark.line + 1
         doc = LoadedDocument(source=source, index=index, line=line, obj=obj, raw=data)
@@ -238,11 +277,20 @@ def _node_count(data: object) -> int:
     return count
 
 
-def _objects(doc: LoadedDocument) -> list[tuple[OABService | OABFleet, str]]:
+def services_of(obj: ApiObject) -> list[OABService]:
+    """The agents an API object stands for: itself, or a fleet's (converted) children."""
+    if isinstance(obj, OABFleet):
+        return expand_fleet(obj)
+    if isinstance(obj, V2Fleet):
+        return list(obj.children)
+    return [obj]
+
+
+def _objects(doc: LoadedDocument) -> list[tuple[ApiObject, str]]:
     """The document's object and, for a fleet, each child, with the field that defines it."""
-    objects: list[tuple[OABService | OABFleet, str]] = [(doc.obj, "metadata.name")]
-    if isinstance(doc.obj, OABFleet):
-        objects.extend((child, "spec.agents") for child in expand_fleet(doc.obj))
+    objects: list[tuple[ApiObject, str]] = [(doc.obj, "metadata.name")]
+    if not isinstance(doc.obj, OABService):
+        objects.extend((child, "spec.agents") for child in services_of(doc.obj))
     return objects
 
 

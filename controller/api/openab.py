@@ -1597,6 +1597,8 @@ def check_config_toml(text: str, *, source: str, strict: bool) -> ConfigCheck:
         message = str(exc)
         found = _TOML_LINE_RE.search(message)
         line = int(found.group(1)) if found else None
+        if line is None and "end of document" in message:
+            line = max(1, len(text.splitlines()))  # tomllib names no line at the very end
         message = _TOML_LINE_RE.sub("", message).strip()
         if found:
             message += f" (column {found.group(2)})"

@@ -76,6 +76,7 @@ from oab.controller.base.names import API_VERSION
 from oab.controller.base.taskcontract import RESERVED_ENV
 
 __all__ = [
+    "CONFIG_TOML_MAX_CHARS",
     "FARGATE_MEMORY",
     "MAX_COUNT",
     "MAX_GENERATION",
@@ -325,6 +326,12 @@ class EcsPlatform(ApiModel):
     """``spec.platform.ecs``: ECS-specific settings; override the top-level forms."""
 
     capacity_provider: CapacityProvider | None = None
+    architecture: Literal["X86_64", "ARM64"] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # absent: stored specs and digests as before the field
+        description="runtimePlatform.cpuArchitecture of this agent's task (default: the "
+        "platform's setting); the image must match.",
+    )
     execution_role: RoleRef | None = None
     task_role: RoleRef | None = None
     networking: Networking | None = None
@@ -389,6 +396,21 @@ def _s3_uri(value: str) -> str:
     return value
 
 
+#: Largest ``spec.configToml`` (characters): OpenAB reads at most 1 MiB of config, and the text
+#: is stored inside the manifest object (1 MiB cap with metadata), so leave room for the rest.
+CONFIG_TOML_MAX_CHARS: Final = 256 * 1024
+
+
+def _config_s3_uri(value: str) -> str:
+    if _S3_URI_RE.fullmatch(value) is None:
+        raise api_error(
+            "format",
+            f"{value!r} is not an s3:// URI",
+            "write s3://BUCKET/KEY/config.toml (a local file is read by oabctl apply instead)",
+        )
+    return value
+
+
 def _env_names(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         if _ENV_NAME_RE.fullmatch(key) is None:
@@ -423,11 +445,27 @@ class OABServiceSpec(ApiModel):
     )
     networking: Networking | None = None
     capacity_provider: CapacityProvider = "FARGATE"
-    config: OpenABConfig
+    config: OpenABConfig | None = None
+    config_toml: Annotated[StrictStr, Field(max_length=CONFIG_TOML_MAX_CHARS)] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="config.toml text delivered verbatim (what an oab.dev/v2 configFrom file "
+        "becomes); checked, never rewritten. Exactly one of config, configToml, configFrom.",
+    )
+    config_from: Annotated[StrictStr, AfterValidator(_config_s3_uri)] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="s3:// URL of a config.toml the controller reads at every reconcile and "
+        "delivers verbatim; a new object version rolls the agent out.",
+    )
     platform: Platform | None = None
     # Left out of dumps while unset, like ``exec``: the spec digest of every agent without
     # ingress is what it was before the field existed (no generation bump on upgrade).
-    ingress: IngressSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    ingress: IngressSpec | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Inbound webhook ingress (API Gateway HTTP API -> VPC Link -> Cloud Map).",
+    )
     # Left out of dumps while off, so the spec digest (and the stored manifest) of every agent
     # that does not use exec is what it was before the field existed: no generation bump.
     exec: StrictBool = Field(
@@ -455,6 +493,29 @@ class OABServiceSpec(ApiModel):
             declared = [n for n in names if isinstance(n, str)]
             data = {**data, "config": wire_conventional_tokens(data.get("config"), declared)}
         return data
+
+    @model_validator(mode="after")
+    def _one_config_source(self) -> OABServiceSpec:
+        given = [
+            n
+            for n, v in (
+                ("config", self.config),
+                ("configToml", self.config_toml),
+                ("configFrom", self.config_from),
+            )
+            if v is not None
+        ]
+        if len(given) != 1:
+            raise api_error(
+                "config_source",
+                "missing: give the agent's config"
+                if not given
+                else f"{' and '.join(given)} are both set",
+                "write exactly one of config (OpenAB's config.toml as YAML), configToml (its "
+                "text) or configFrom (an s3:// URL of it)",
+                path=given[-1] if given else "config",
+            )
+        return self
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> OABServiceSpec:
@@ -491,6 +552,8 @@ class OABServiceSpec(ApiModel):
                     "keep it only in secrets",
                     path=f"env.{key}",
                 )
+        if self.config is None:
+            return self  # configToml/configFrom: checked as a file (oab.controller.api.v2)
         tokens: set[str] = set()
         for path, var in self.config.placeholder_uses():
             _check_placeholder(path, var, secrets=seen, env=self.env)
@@ -522,7 +585,10 @@ class OABServiceSpec(ApiModel):
         return [s.name for s in self.secrets] + list(self.env)
 
     def config_toml_dict(self) -> dict[str, Any]:
-        """``config.toml`` content for this agent (``OpenABConfig.to_toml_dict``)."""
+        """``config.toml`` content for this agent (``OpenABConfig.to_toml_dict``); only for a
+        ``spec.config`` agent (a ``configToml`` one is delivered as its text)."""
+        if self.config is None:
+            raise ValueError("this agent's config.toml is text (configToml/configFrom)")
         return self.config.to_toml_dict(self.container_env_names())
 
 

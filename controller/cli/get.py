@@ -217,11 +217,12 @@ def _get(ctx: Context) -> int:
         columns = _fleet_columns(ctx)
 
     def to_object(row: Any) -> dict[str, Any]:
+        from oab.controller.api.v2 import applied_view
         from oab.controller.core.status import unreadable_json
         from oab.controller.core.stored import UnreadableItem
 
         obj, status, unit = row
-        doc = dict(obj.document)
+        doc = applied_view(obj.document) or dict(obj.document)  # oab.dev/v2: as applied
         if isinstance(status, UnreadableItem):
             doc["status"] = unreadable_json(f"{obj.namespace}/{obj.name}", status)
         elif status is not None:

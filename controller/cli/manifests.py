@@ -9,10 +9,16 @@ Design
 - ``delete`` writes tombstones; the controller cleans ECS up and removes them.
 - ``diff`` compares with the stored desired state (``--rendered``: config.toml and the task
   definition too) and exits 1 when anything differs.
-- ``render``, ``schema`` and ``version`` make no AWS call.
+- ``schema``, ``version`` and ``convert`` make no AWS call; ``render`` makes none either, except
+  that it reads an ``oab.dev/v2`` ``configFrom: s3://`` object (to show it under ``configToml``).
 - ``apply``, ``diff`` and ``render`` print each ``spec.config`` warning (a key OpenAB's modelled
   release does not know, kept verbatim; an id OpenAB never matches) to stderr as
   ``Warning: ...``; ``--strict`` makes them errors (exit 1, nothing written).
+- Either apiVersion is accepted everywhere (:mod:`oab.controller.api.v2` converts ``oab.dev/v2``
+  to the internal model at load). ``apply``/``diff`` resolve ``aws-sm://NAME#KEY`` secrets with
+  ``DescribeSecret``; ``render`` needs the full ARN form. ``convert`` rewrites a file between
+  the two versions and names every field the target cannot express (exit 1; ``--force`` drops
+  them with a warning on stderr).
 
 Time model: none (stamps are the store's, from the context's wall clock).
 """
@@ -32,7 +38,6 @@ from oab.controller.cli.common import (
     add_files,
     add_namespace,
     add_output,
-    load_manifests,
     split_target,
 )
 from oab.controller.cli.context import Context
@@ -47,6 +52,19 @@ def _add_strict(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _warnings_of(svc: Any) -> list[Any]:
+    """The config warnings of one agent: of ``spec.config``, or of its verbatim ``configToml``
+    (an ``oab.dev/v2`` ``configFrom`` file; an ``s3://`` one is checked where it is read)."""
+    from oab.controller.api.openab import check_config_toml, config_warnings
+
+    if svc.spec.config is not None:
+        return config_warnings(svc.spec.config)
+    if svc.spec.config_toml is not None:
+        # Already checked at load; only its warnings are wanted here.
+        return list(check_config_toml(svc.spec.config_toml, source="", strict=False).warnings)
+    return []
+
+
 def _config_warnings(ctx: Context, docs: list[Any]) -> None:
     """Print every spec.config warning as ``Warning: ...``; with ``--strict``, refuse them."""
     from dataclasses import replace
@@ -54,13 +72,12 @@ def _config_warnings(ctx: Context, docs: list[Any]) -> None:
     from oab.controller.api.fleet import OABFleet, blame_fleet_issue
     from oab.controller.api.issues import FieldIssue
     from oab.controller.api.manifests import ManifestError
-    from oab.controller.api.openab import config_warnings
 
     found = []
     for doc in docs:
         seen: set[tuple[str, str]] = set()
         for i, svc in enumerate(_services_of(doc.obj)):
-            for warning in config_warnings(svc.spec.config):
+            for warning in _warnings_of(svc):
                 issue = FieldIssue(("spec", "config", *warning.path), warning.message, warning.hint)
                 if isinstance(doc.obj, OABFleet):
                     issue = blame_fleet_issue(doc.obj, i, issue)
@@ -71,6 +88,49 @@ def _config_warnings(ctx: Context, docs: list[Any]) -> None:
         raise ManifestError([replace(i, message=f"{i.message} (--strict)") for i in found])
     for issue in found:
         ctx.stderr.write(f"Warning: {issue}\n")
+
+
+def load_manifests(ctx: Context, *, resolve_secrets: bool = False) -> list[Any]:
+    """Every document of ``-f``, validated and converted (all or nothing).
+
+    ``resolve_secrets``: resolve ``aws-sm://NAME#KEY`` references with ``DescribeSecret``.
+    """
+    from oab.controller.api.manifests import load_paths
+    from oab.controller.api.v2 import ConversionContext
+
+    resolver = _secret_resolver(ctx) if resolve_secrets else None
+    docs: list[Any] = load_paths(
+        ctx.args.filename, stdin=ctx.stdin, context=ConversionContext(resolve_secret=resolver)
+    )
+    return docs
+
+
+def _secret_resolver(ctx: Context) -> Any:
+    """``DescribeSecret(SecretId=NAME).ARN`` (upstream oabctl's resolution), cached per run."""
+    cache: dict[str, str] = {}
+
+    def resolve(secret_id: str) -> str:
+        if secret_id not in cache:
+            try:
+                resp = ctx.client("secretsmanager").describe_secret(SecretId=secret_id)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+                raise LookupError(f"DescribeSecret {secret_id!r} failed: {code}") from exc
+            cache[secret_id] = str(resp["ARN"])
+        return cache[secret_id]
+
+    return resolve
+
+
+def _with_configs(ctx: Context, svc: Any) -> Any:
+    """``svc`` with its ``configFrom: s3://`` text read (apply/render check it as the controller
+    will read it); unchanged without one."""
+    from oab.controller.adapters.configsource import ConfigObjects, with_config_text
+
+    if svc.spec.config_from is None:
+        return svc
+    configs = ConfigObjects(ctx.client("s3"), control_plane_bucket=ctx.settings.bucket)
+    return with_config_text(svc, configs)
 
 
 def _configure_apply(p: argparse.ArgumentParser) -> None:
@@ -84,14 +144,15 @@ def _configure_apply(p: argparse.ArgumentParser) -> None:
 )
 def _apply(ctx: Context) -> int:
     from oab.controller.adapters.store import NameCollisionError, OwnershipError, desired_from
-    from oab.controller.api.fleet import OABFleet, expand_fleet
-    from oab.controller.api.manifests import LoadedDocument, ManifestError
+    from oab.controller.api.manifests import LoadedDocument, ManifestError, services_of
+    from oab.controller.api.service import OABService
 
-    docs = load_manifests(ctx)  # validates every document of every file before anything is written
+    # Validates every document of every file before anything is written.
+    docs = load_manifests(ctx, resolve_secrets=True)
     _config_warnings(ctx, docs)
     # Then renders every agent as the controller will (no AWS call): all or nothing.
     rctx = render_context_for(ctx, use_bucket=False)
-    refused = [issue for doc in docs for issue in _preflight_issues(doc, rctx)]
+    refused = [issue for doc in docs for issue in _preflight_issues(doc, rctx, ctx)]
     if refused:
         raise ManifestError(refused)
     store = ctx.store()
@@ -100,9 +161,9 @@ def _apply(ctx: Context) -> int:
     for doc in docs:
         desired = desired_from(doc.obj)
         children = (
-            [desired_from(c) for c in expand_fleet(doc.obj)]
-            if isinstance(doc.obj, OABFleet)
-            else []
+            []
+            if isinstance(doc.obj, OABService)
+            else [desired_from(c) for c in services_of(doc.obj)]
         )
         plans.append((desired, children))
         origin[desired.key] = (doc, "metadata.name")
@@ -142,7 +203,7 @@ def _delete(ctx: Context) -> int:
     if ctx.args.filename:
         if ctx.args.target:
             raise UsageError("give either NAME or -f FILE, not both")
-        for doc in load_manifests(ctx):
+        for doc in load_manifests(ctx, resolve_secrets=False):
             targets.append((doc.obj.kind, doc.obj.metadata.namespace, doc.obj.metadata.name))
     else:
         kind, name = split_target(ctx.args.target)
@@ -215,22 +276,24 @@ def render_context_for(ctx: Context, *, use_bucket: bool) -> Any:
     return render_context(settings, profile, account=account, account_known=known)
 
 
-def _preflight_issues(doc: Any, rctx: Any) -> list[Any]:
+def _preflight_issues(doc: Any, rctx: Any, ctx: Context) -> list[Any]:
     """Render every agent of one loaded document as the controller will; one issue per refusal.
 
     Roles (IAM limits and the tenant boundary), secrets, ``bootstrapFrom`` and the task
     definition's size are checked here, at apply, and again by the controller at every reconcile
     (a stored manifest that breaks them parks its agent with the same message).
     """
-    from oab.controller.api.fleet import OABFleet, blame_fleet_issue, expand_fleet
+    from oab.controller.api.fleet import OABFleet, blame_fleet_issue
     from oab.controller.api.issues import FieldIssue, parse_field_path
+    from oab.controller.api.manifests import services_of
+    from oab.controller.api.v2 import V2Fleet
+    from oab.controller.base.errors import TerminalError
     from oab.controller.core.render import RenderError, preflight
 
     issues: list[Any] = []
-    children = expand_fleet(doc.obj) if isinstance(doc.obj, OABFleet) else [doc.obj]
-    for index, svc in enumerate(children):
+    for index, svc in enumerate(services_of(doc.obj)):
         try:
-            preflight(svc, rctx)
+            preflight(_with_configs(ctx, svc), rctx)
         except RenderError as exc:
             in_manifest = exc.field.split(".", 1)[0] in ("spec", "metadata")
             path = parse_field_path(exc.field) if in_manifest else ("spec",)
@@ -238,8 +301,18 @@ def _preflight_issues(doc: Any, rctx: Any) -> list[Any]:
             issue = FieldIssue(path, message, exc.hint)
             if isinstance(doc.obj, OABFleet):
                 issue = blame_fleet_issue(doc.obj, index, issue)
+            elif isinstance(doc.obj, V2Fleet) and issue.path[:1] == ("spec",):
+                issue = FieldIssue(("spec", "agents", index, *issue.path[1:]), *issue_text(issue))
             issues.append(doc.issue(issue.dotted, issue.message, issue.hint))
+        except TerminalError as exc:  # the configFrom object is missing or invalid
+            where = f"spec.agents[{index}].configFrom" if isinstance(doc.obj, V2Fleet) else ""
+            issues.append(doc.issue(where or "spec.configFrom", str(exc)))
     return issues
+
+
+def issue_text(issue: Any) -> tuple[str, str | None]:
+    """``(message, hint)`` of a field issue."""
+    return issue.message, issue.hint
 
 
 def _rendered_texts(svc: Any, rctx: Any) -> dict[str, str]:
@@ -253,12 +326,9 @@ def _rendered_texts(svc: Any, rctx: Any) -> dict[str, str]:
 
 
 def _services_of(doc_obj: Any) -> Iterator[Any]:
-    from oab.controller.api.fleet import OABFleet, expand_fleet
+    from oab.controller.api.manifests import services_of
 
-    if isinstance(doc_obj, OABFleet):
-        yield from expand_fleet(doc_obj)
-    else:
-        yield doc_obj
+    yield from services_of(doc_obj)
 
 
 @command(
@@ -269,17 +339,16 @@ def _services_of(doc_obj: Any) -> Iterator[Any]:
 def _diff(ctx: Context) -> int:
     from oab.controller.adapters.store import desired_from
     from oab.controller.api.document import parse_document
-    from oab.controller.api.fleet import OABFleet
     from oab.controller.api.service import OABService
 
-    docs = load_manifests(ctx)
+    docs = load_manifests(ctx, resolve_secrets=True)
     _config_warnings(ctx, docs)
     store = ctx.store()
     rctx = render_context_for(ctx, use_bucket=True) if ctx.args.rendered else None
     differs = False
     for doc in docs:
         objects: list[Any] = [doc.obj]
-        if isinstance(doc.obj, OABFleet):
+        if not isinstance(doc.obj, OABService):
             objects += list(_services_of(doc.obj))
         for obj in objects:
             desired = desired_from(obj)
@@ -301,7 +370,7 @@ def _diff(ctx: Context) -> int:
             if live and stored is not None:
                 stored_svc = parse_document(dict(stored.document))
                 if isinstance(stored_svc, OABService):
-                    before = _rendered_texts(stored_svc, rctx)
+                    before = _rendered_texts(_with_configs(ctx, stored_svc), rctx)
             # The new generation is what an apply would store: same if the spec is unchanged.
             next_gen = (stored.generation if stored and live else 0) + (0 if not text else 1)
             renderable = obj.model_copy(
@@ -309,7 +378,7 @@ def _diff(ctx: Context) -> int:
                     "metadata": obj.metadata.model_copy(update={"generation": max(1, next_gen)})
                 }
             )
-            after = _rendered_texts(renderable, rctx)
+            after = _rendered_texts(_with_configs(ctx, renderable), rctx)
             for part, new_text in after.items():
                 rtext = _unified(
                     before.get(part, ""),
@@ -338,7 +407,11 @@ def _render(ctx: Context) -> int:
     rctx = render_context_for(ctx, use_bucket=False)
     docs = load_manifests(ctx)
     _config_warnings(ctx, docs)
-    rendered = [render_agent(svc, rctx).to_dict() for doc in docs for svc in _services_of(doc.obj)]
+    rendered = [
+        render_agent(_with_configs(ctx, svc), rctx).to_dict()
+        for doc in docs
+        for svc in _services_of(doc.obj)
+    ]
     payload: object = rendered[0] if len(rendered) == 1 else out.as_list(rendered)
     if ctx.output is out.OutputFormat.JSON:
         ctx.print(out.to_json(payload))
@@ -347,12 +420,23 @@ def _render(ctx: Context) -> int:
     return EXIT_OK
 
 
-@command("schema", help="print the JSON Schema of oab.dev/v1 manifests")
+def _configure_schema(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api-version",
+        choices=["oab.dev/v1", "oab.dev/v2"],
+        default="oab.dev/v1",
+        help="which manifest version (default oab.dev/v1)",
+    )
+
+
+@command(
+    "schema", help="print the JSON Schema of oab.dev/v1|v2 manifests", configure=_configure_schema
+)
 def _schema(ctx: Context) -> int:
     # Imported by name: mypy resolves `oab.controller.api.schema` to the data folder `schema/` (a
     # namespace package) instead of schema.py, which the runtime picks.
     schema = importlib.import_module("oab.controller.api.schema")
-    text: str = schema.schema_json()
+    text: str = schema.schema_json(ctx.args.api_version)
     ctx.print(text.rstrip("\n"))
     return EXIT_OK
 
@@ -368,4 +452,41 @@ def _version(ctx: Context) -> int:
     except PackageNotFoundError:  # running from a source tree without metadata
         own = "unknown"
     ctx.print(f"oabctl {own}\nOpenAB {OPENAB_RELEASE} (config.toml model: {OPENAB_CONFIG_SOURCE})")
+    return EXIT_OK
+
+
+def _configure_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--filename", required=True, help="the manifest file to convert")
+    p.add_argument("--to", required=True, choices=["oab.dev/v1", "oab.dev/v2"], dest="to")
+    p.add_argument(
+        "--force", action="store_true", help="drop what the target cannot express (warns)"
+    )
+
+
+@command(
+    "convert",
+    help="rewrite a manifest file as oab.dev/v1 or oab.dev/v2 (names what cannot be converted)",
+    configure=_configure_convert,
+)
+def _convert(ctx: Context) -> int:
+    """Convert each document of one file; no AWS call.
+
+    Every document is first validated as ``apply`` would (so the output is a valid manifest).
+    Fields the target version cannot express are listed on stderr: exit 1, unless ``--force``,
+    which drops them with a warning per field.
+    """
+    from oab.controller.api.manifests import load_paths
+    from oab.controller.api.v2 import ConversionContext
+    from oab.controller.api.v2_convert import convert_documents
+
+    # Resolving aws-sm:// names is not needed: the conversion keeps the written references.
+    load_paths([ctx.args.filename], stdin=ctx.stdin, context=ConversionContext())
+    result = convert_documents(ctx.args.filename, to=ctx.args.to)
+    for field_path in result.dropped:
+        verb = "dropped" if ctx.args.force else "cannot be expressed in"
+        ctx.progress(f"{ctx.args.filename}: {field_path}: {verb} {ctx.args.to}")
+    if result.dropped and not ctx.args.force:
+        ctx.progress("nothing written; convert with --force to drop these fields")
+        return EXIT_INVALID
+    ctx.print(result.text.rstrip("\n"))
     return EXIT_OK

@@ -72,6 +72,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from oab.controller.api.service import FARGATE_MEMORY, AgentKey, OABService, SsmSecret
+from oab.controller.api.v2 import config_secret_refs
 from oab.controller.base import names, taskcontract
 from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import (
@@ -362,7 +363,18 @@ def render_config_toml(svc: OABService) -> str:
     ``svc.spec.config_toml_dict()``; a mismatch raises :class:`RenderError` rather than writing
     an artifact OpenAB would read differently.
     """
-    data = svc.spec.config_toml_dict()
+    spec = svc.spec
+    if spec.config_toml is not None:
+        # oab.dev/v2 configFrom (and spec.configToml): the user's file, byte for byte; it was
+        # checked (oab.controller.api.v2), never rewritten.
+        return spec.config_toml
+    if spec.config is None:
+        raise RenderError(
+            "the config.toml at configFrom has not been read (it is read by the controller at "
+            "each reconcile, and by oabctl apply/render)",
+            field="spec.configFrom",
+        )
+    data = spec.config_toml_dict()
     text = tomli_w.dumps(data)
     if tomllib.loads(text) != data:
         raise RenderError("config.toml does not parse back to the same data", field="spec.config")
@@ -504,7 +516,8 @@ def _mount() -> list[dict[str, Any]]:
 
 
 def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
-    """Refuse secrets outside the agent's own paths and a bootstrapFrom in the control plane."""
+    """Refuse secrets outside the agent's own paths, and a bootstrapFrom or configFrom in the
+    control plane."""
     policy, meta, spec = ctx.policy, svc.metadata, svc.spec
     for i, secret in enumerate(spec.secrets):
         if isinstance(secret, SsmSecret):
@@ -520,6 +533,14 @@ def _check_tenancy(svc: OABService, ctx: RenderContext) -> None:
         refusal = policy.bootstrap_refusal(spec.bootstrap_from)
         if refusal is not None:
             raise _policy_error(refusal, "spec.bootstrapFrom")
+    if spec.config_from is not None:
+        refusal = tenancy.config_from_refusal(spec.config_from, control_plane_bucket=policy.bucket)
+        if refusal is not None:
+            raise _policy_error(refusal, "spec.configFrom")
+    for key, ref in sorted(config_secret_refs(spec.config_toml or "").items()):
+        refusal = policy.secret_ref_refusal(key, ref, namespace=meta.namespace, name=meta.name)
+        if refusal is not None:
+            raise _policy_error(refusal, "spec.configFrom")
 
 
 def _secrets(svc: OABService) -> list[dict[str, str]]:
@@ -614,6 +635,11 @@ def task_definition_hash(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _architecture(svc: OABService, ctx: RenderContext) -> str:
+    ecs = svc.spec.platform.ecs if svc.spec.platform else None
+    return ecs.architecture if ecs and ecs.architecture else ctx.cpu_architecture
+
+
 def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any]:
     """The exact ``RegisterTaskDefinition`` kwargs for this agent and generation.
 
@@ -631,7 +657,7 @@ def render_task_definition(svc: OABService, ctx: RenderContext) -> dict[str, Any
         "executionRoleArn": execution,
         "taskRoleArn": task,
         "runtimePlatform": {
-            "cpuArchitecture": ctx.cpu_architecture,
+            "cpuArchitecture": _architecture(svc, ctx),
             "operatingSystemFamily": "LINUX",
         },
         "volumes": [{"name": taskcontract.SHARED_VOLUME}],

@@ -26,6 +26,14 @@ function of the agent, the value and the platform team's settings:
 - **bootstrapFrom** may not point under a prefix of the control-plane bucket that the controller
   or its agents write or read (:data:`~oab.controller.base.names.CONTROL_PLANE_PREFIXES`, the one
   list).
+- **[secrets.refs]** of a delivered config.toml (OpenAB resolves them itself, with the task
+  role): ``aws-sm://`` references follow the secret rule above (the agent's own secrets or the
+  allow-list; a bare secret id is matched as the ARN it names in this region and account);
+  ``exec://`` runs a program of the agent's own image and reads nothing through IAM; any other
+  scheme is refused (OpenAB refuses it at start-up).
+- **configFrom** (``oab.dev/v2``, an ``s3://`` config.toml the controller reads with its own role)
+  may not be any object of the control-plane bucket: the controller would deliver another
+  agent's manifest or rendered artifact to this one (:func:`config_from_refusal`).
 
 Allow-list entries are ARN globs (:func:`fnmatch.fnmatchcase`: ``*`` matches any run of
 characters, ``/`` included; ``?`` one character; ``[...]`` a set), case-sensitive, in which
@@ -68,6 +76,7 @@ __all__ = [
     "RoleArn",
     "TenantPolicy",
     "check_allowlist",
+    "config_from_refusal",
     "control_plane_prefix",
     "parse_role_arn",
 ]
@@ -170,6 +179,19 @@ def control_plane_prefix(key: str) -> str | None:
     return next((p for p in CONTROL_PLANE_PREFIXES if key.startswith(p)), None)
 
 
+def config_from_refusal(uri: str, *, control_plane_bucket: str) -> Refusal | None:
+    """Why ``uri`` (``s3://BUCKET/KEY``, a ``configFrom``) may not be read as an agent's
+    config.toml: it is in the control-plane bucket, whose every object the controller owns."""
+    if uri.removeprefix("s3://").partition("/")[0] != control_plane_bucket:
+        return None
+    return Refusal(
+        f"{uri} is in the control-plane bucket, which the controller owns (it would hand this "
+        "agent another agent's manifest or config)",
+        "keep the config.toml in a bucket of your team (e.g. s3://TEAM-agent-config/NAMESPACE/"
+        "NAME/config.toml), or use a local configFrom path, which oabctl apply uploads",
+    )
+
+
 def _mask_account(arn: str) -> str:
     # arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE -> the account segment as a literal '*', which
     # an equally masked glob matches whatever account either side named.
@@ -264,6 +286,36 @@ class TenantPolicy:
             "allowed by the platform's secret_allowlist",
             f"store the secret under {own_prefix} (the agent's execution role can read only "
             "those), or ask the platform team to add it to secret_allowlist",
+        )
+
+    def secret_ref_refusal(
+        self, key: str, ref: str, *, namespace: str, name: str
+    ) -> Refusal | None:
+        """Why the config.toml's ``[secrets.refs] key = ref`` is outside the agent."""
+        if ref.startswith("exec://"):
+            return None
+        secret_id, _, json_key = ref.removeprefix("aws-sm://").rpartition("#")
+        if not ref.startswith("aws-sm://") or not secret_id or not json_key:
+            return Refusal(
+                f"[secrets.refs] {key} = {ref[:200]!r} is neither aws-sm://<secret-id>#<json-key> "
+                "nor exec://<program>",
+                "OpenAB refuses any other reference at start-up",
+            )
+        arn = (
+            secret_id
+            if secret_id.startswith("arn:")
+            else f"arn:{self.partition}:secretsmanager:{self.region}:{self.account or '*'}:"
+            f"secret:{secret_id}"
+        )
+        refusal = self.secret_refusal(
+            source="secretsmanager", reference=arn, namespace=namespace, name=name
+        )
+        if refusal is None:
+            return None
+        return Refusal(
+            f"[secrets.refs] {key}: {refusal.message}",
+            refusal.hint + "; the task role must also be granted exactly this secret "
+            "(ConfigSecretRefArns of ops/cloudformation/agent-roles.yaml)",
         )
 
     def bootstrap_refusal(self, uri: str) -> Refusal | None:

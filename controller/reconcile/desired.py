@@ -13,12 +13,19 @@ Outcomes of a read, and what the worker does with each:
   unreadable object). The read never costs more than the caps of
   :mod:`oab.controller.api.intake`: an oversized object is refused from its size, unread;
 - any other failure (S3 unreachable, throttled, denied): retryable.
+
+An ``oab.dev/v2`` agent whose ``configFrom`` is an ``s3://`` URL gets the object's current text
+here, at every read (:mod:`oab.controller.adapters.configsource`): new bytes render a new task
+definition (its ``CONFIG_SHA256``), hence a rollout. The version of the bytes read comes with
+the manifest (``Manifest.config_version``) so that the reconciler records it for the resync's
+watch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from oab.controller.adapters.configsource import ConfigObjects, with_config_object
 from oab.controller.adapters.store import (
     ConflictError,
     DesiredStateStore,
@@ -35,8 +42,9 @@ from oab.controller.reconcile.reconciler import Manifest
 class StoreManifests:
     """Reads agents' manifests from the desired-state store; removes them after deletion."""
 
-    def __init__(self, store: DesiredStateStore) -> None:
+    def __init__(self, store: DesiredStateStore, *, configs: ConfigObjects | None = None) -> None:
         self._store = store
+        self._configs = configs
 
     def read(self, key: AgentKey) -> Manifest | None:
         """The stored manifest of ``key``, validated; ``None`` when absent."""
@@ -61,7 +69,11 @@ class StoreManifests:
             raise TerminalError(
                 f"{obj.key} holds a {parsed.kind}, not an OABService", reason="InvalidManifest"
             )
-        return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted)
+        version = ""
+        if self._configs is not None and not obj.deleted:
+            parsed, read = with_config_object(parsed, self._configs)
+            version = read.version if read is not None else ""
+        return Manifest(service=parsed, etag=obj.etag, deleted=obj.deleted, config_version=version)
 
     def remove(self, manifest: Manifest) -> None:
         """Remove the tombstone read as ``manifest`` (only if unchanged since)."""

@@ -48,6 +48,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from oab.controller.adapters.configsource import CONFIG_VERSION_KEY, watch_entry
 from oab.controller.adapters.ecs import CallLog, EcsAdapter
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
@@ -106,6 +107,8 @@ class Manifest:
     service: OABService
     etag: str
     deleted: bool
+    #: Version of the ``configFrom: s3://`` object whose text ``service`` holds ("" without one).
+    config_version: str = ""
 
 
 class Manifests(Protocol):
@@ -446,13 +449,22 @@ class Reconciler:
         fresh = (
             status.observed_generation != generation
             or req.reason.startswith("resync")
-            or set(status.secret_versions) != {r["name"] for r in refs}
+            or set(status.secret_versions) - {CONFIG_VERSION_KEY} != {r["name"] for r in refs}
         )
         with step("secret_versions", {"oab.secrets.count": len(refs), "oab.fresh": fresh}):
             if refs and fresh:
                 versions = self._secrets.versions(refs)
             else:
                 versions = dict(status.secret_versions) if refs else {}
+        watched = {
+            s.name: f"ssm:{s.path}" if s.source == "ssm" else f"secretsmanager:{s.arn}"
+            for s in svc.spec.secrets
+            if s.auto_restart
+        }
+        if manifest.config_version and svc.spec.config_from:
+            # The configFrom object is watched like a secret (adapters.configsource).
+            versions[CONFIG_VERSION_KEY] = manifest.config_version
+            watched[CONFIG_VERSION_KEY] = watch_entry(svc.spec.config_from)
         auto = {s.name for s in svc.spec.secrets if s.auto_restart}
         rotated = sorted(
             n for n in auto if status.secret_versions.get(n, "") not in ("", versions.get(n, ""))
@@ -490,11 +502,7 @@ class Reconciler:
             manifest_etag=manifest.etag,
             task_definition_hash=content_hash,
             secret_versions=versions,
-            watched_secrets={
-                s.name: f"ssm:{s.path}" if s.source == "ssm" else f"secretsmanager:{s.arn}"
-                for s in svc.spec.secrets
-                if s.auto_restart
-            },
+            watched_secrets=watched,
             restart_marker=marker,
             last_reconciled=now,
             last_error="",

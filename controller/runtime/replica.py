@@ -35,6 +35,7 @@ from typing import Any
 from oab.controller.adapters.aws import ClientOptions, make_client, make_session
 from oab.controller.adapters.changes import ChangeLog
 from oab.controller.adapters.clusterprofile import read_cluster_profile
+from oab.controller.adapters.configsource import ConfigObjects
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.ingress import AwsIngress, AwsSecretValues
 from oab.controller.adapters.objectstore import S3ObjectStore
@@ -141,9 +142,10 @@ class Replica:
         changes = ChangeLog(self.dynamodb, tables.state, wall_clock=self.clock.time)
         store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
         self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=limiter)
-        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, limiter=limiter)
+        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, s3=self.s3, limiter=limiter)
+        configs = ConfigObjects(self.s3, control_plane_bucket=s.bucket, limiter=limiter)
         self.reconciler = Reconciler(
-            manifests=StoreManifests(store),
+            manifests=StoreManifests(store, configs=configs),
             ecs=self.ecs,
             s3=self.s3,
             bucket=s.bucket,

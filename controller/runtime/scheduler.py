@@ -13,7 +13,8 @@ Design
   takeover. It lists the manifests' ETags (one ListObjectsV2 per 1,000 agents), scans the status
   items, describes the ECS services in batches of 10 and the auto-restart secrets' versions, and
   enqueues only what differs: a manifest whose ETag is not the one last reconciled, a status
-  without a manifest, a Running agent whose service is missing or drifted, a new secret version.
+  without a manifest, a Running agent whose service is missing or drifted, a new secret version
+  or a new version of an ``oab.dev/v2`` ``configFrom: s3://`` object (both ``watched_secrets``).
   A no-op resync therefore costs about 0.1 AWS request per agent (DescribeServices) and reads
   no manifest.
 - Idempotency tokens are deterministic: (key, generation, S3 version id, "apply"|"delete") for
@@ -54,6 +55,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from oab.controller.adapters.changes import ChangeLog, Cursor
+from oab.controller.adapters.configsource import CONFIG_VERSION_KEY
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.secretversions import SecretVersions
@@ -411,8 +413,9 @@ class Scheduler:
             return "manifest-changed"
         if status.phase in ("Pending", "Terminating"):
             return "in-progress"
-        if any(status.secret_versions.get(n, "") != v for n, v in versions.items() if v):
-            return "secret-rotated"
+        changed = {n for n, v in versions.items() if v and status.secret_versions.get(n, "") != v}
+        if changed:
+            return "config-changed" if changed == {CONFIG_VERSION_KEY} else "secret-rotated"
         if not checked:
             return None
         if service is None:
