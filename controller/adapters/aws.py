@@ -51,6 +51,8 @@ from typing import Any, Final, Literal
 import boto3
 from botocore.config import Config
 
+from oab.controller.adapters.models import TableModels, bind_models
+from oab.controller.base.names import TableNames
 from oab.controller.base.redact import REDACTED, looks_like_secret
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "Principal",
     "make_client",
     "make_session",
+    "make_table_models",
     "resource_params",
 ]
 
@@ -235,3 +238,26 @@ def make_client(
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     return session.client(service, **kwargs)
+
+
+def make_table_models(
+    session: boto3.Session,
+    names: TableNames,
+    *,
+    endpoint_url: str | None = None,
+    options: ClientOptions | None = None,
+    client: Any = None,
+) -> TableModels:
+    """The controller's table models (:mod:`oab.controller.adapters.models`) bound once to
+    ``names`` (the table prefix) and to the DynamoDB client's region and endpoint.
+
+    The client is ``client`` when given (the composition root's), else one built here by
+    :func:`make_client`; it does every request of the models (profile, action log, the one retry
+    layer), PynamoDB's own connection never does.
+    """
+    ddb = (
+        client
+        if client is not None
+        else make_client(session, "dynamodb", endpoint_url=endpoint_url, options=options)
+    )
+    return bind_models(ddb, names)
