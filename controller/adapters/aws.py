@@ -4,6 +4,11 @@ Every client honours ``AWS_ENDPOINT_URL`` (boto3 reads it itself), so the same c
 AWS and to the embedded local emulator. Clients are built once in the composition root and passed
 down; nothing below this module calls ``boto3.client`` on its own.
 
+The controller's table models (:mod:`oab.controller.adapters.models`) are bound here too, once, by
+:func:`make_table_models`: to the table prefix and to a client of this factory, which does all
+their requests (PynamoDB's own connection, with its own session, retries and no action log, is
+never used).
+
 Retries happen at one layer only: the clients built here use botocore's ``standard`` retry mode
 with a small attempt budget, and callers do not wrap them in a second retry loop, except the
 lease client, which gets no botocore retries at all and short timeouts (its caller owns the
