@@ -4,6 +4,11 @@ Every client honours ``AWS_ENDPOINT_URL`` (boto3 reads it itself), so the same c
 AWS and to the embedded local emulator. Clients are built once in the composition root and passed
 down; nothing below this module calls ``boto3.client`` on its own.
 
+The controller's table models (:mod:`oab.controller.adapters.models`) are bound here too, once, by
+:func:`make_table_models`: to the table prefix and to a client of this factory, which does all
+their requests (PynamoDB's own connection, with its own session, retries and no action log, is
+never used).
+
 Retries happen at one layer only: the clients built here use botocore's ``standard`` retry mode
 with a small attempt budget, and callers do not wrap them in a second retry loop, except the
 lease client, which gets no botocore retries at all and short timeouts (its caller owns the
@@ -51,6 +56,8 @@ from typing import Any, Final, Literal
 import boto3
 from botocore.config import Config
 
+from oab.controller.adapters.models import TableModels, bind_models
+from oab.controller.base.names import TableNames
 from oab.controller.base.redact import REDACTED, looks_like_secret
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "Principal",
     "make_client",
     "make_session",
+    "make_table_models",
     "resource_params",
 ]
 
@@ -245,3 +253,26 @@ def make_client(
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     return session.client(service, **kwargs)
+
+
+def make_table_models(
+    session: boto3.Session,
+    names: TableNames,
+    *,
+    endpoint_url: str | None = None,
+    options: ClientOptions | None = None,
+    client: Any = None,
+) -> TableModels:
+    """The controller's table models (:mod:`oab.controller.adapters.models`) bound once to
+    ``names`` (the table prefix) and to the DynamoDB client's region and endpoint.
+
+    The client is ``client`` when given (the composition root's), else one built here by
+    :func:`make_client`; it does every request of the models (profile, action log, the one retry
+    layer), PynamoDB's own connection never does.
+    """
+    ddb = (
+        client
+        if client is not None
+        else make_client(session, "dynamodb", endpoint_url=endpoint_url, options=options)
+    )
+    return bind_models(ddb, names)

@@ -18,6 +18,9 @@ bucket:
   version this change produced), ``at`` (ISO-8601), ``trace_context`` (W3C headers, JSON) and
   ``expires_at`` (TTL, :data:`RETENTION_SECONDS` after the write).
 
+The item's shape is :class:`~oab.controller.adapters.models.ChangeRow`; the records are stored
+through a small seam (:class:`ChangeRows`: the table, or :class:`MemoryChangeRows` in tests).
+
 Invariants and recovery
 -----------------------
 - The S3 write is the source of truth; a change record is only a hint. It is written *after*
@@ -47,16 +50,17 @@ left to the full resync.
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from oab.controller.adapters.models import ChangeRow, decode
 from oab.controller.base.errors import OabError
 from oab.controller.base.names import (
     CHANGE_SHARDS,
@@ -65,7 +69,7 @@ from oab.controller.base.names import (
     change_sort_key,
     is_object_key,
 )
-from oab.controller.core.stored import TRACE_CONTEXT_BYTES, Attributes, UnreadableItem
+from oab.controller.core.stored import UnreadableItem
 from oab.controller.observability.telemetry import instruments
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,10 @@ __all__ = [
     "Change",
     "ChangeLog",
     "ChangeLogError",
+    "ChangeRows",
     "Cursor",
+    "DynamoChangeRows",
+    "MemoryChangeRows",
     "current_trace_context",
 ]
 
@@ -140,6 +147,74 @@ class Cursor:
         return cls(high_water=dict.fromkeys(range(shards), epoch_ms))
 
 
+class ChangeRows(Protocol):
+    """Where change records are stored: the storage seam under :class:`ChangeLog`."""
+
+    def put(self, item: Mapping[str, Any]) -> None:
+        """Store one encoded record (unconditionally). Raises :class:`ChangeLogError`."""
+        ...
+
+    def query(self, partition: str, start_sk: str) -> list[Mapping[str, Any]]:
+        """Every stored item of ``partition`` with a sort key ``>= start_sk``, in sort-key order
+        (consistent read). Raises :class:`ChangeLogError`."""
+        ...
+
+
+class DynamoChangeRows:
+    """Change records in the ``state`` table, through the low-level client."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._ddb = dynamodb
+        self._table = table
+
+    def put(self, item: Mapping[str, Any]) -> None:
+        """PutItem."""
+        try:
+            self._ddb.put_item(TableName=self._table, Item=dict(item))
+        except (ClientError, BotoCoreError) as exc:
+            key = _key_text(item, "key")
+            raise ChangeLogError(f"cannot record change of {key}: {exc}") from exc
+
+    def query(self, partition: str, start_sk: str) -> list[Mapping[str, Any]]:
+        """A paginated, consistent range Query."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk >= :start",
+            "ExpressionAttributeValues": {":pk": {"S": partition}, ":start": {"S": start_sk}},
+            "ConsistentRead": True,
+        }
+        out: list[Mapping[str, Any]] = []
+        try:
+            while True:
+                resp = self._ddb.query(**kwargs)
+                out.extend(resp.get("Items", []))
+                if "LastEvaluatedKey" not in resp:
+                    return out
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            shard = partition.removeprefix("changes#")
+            raise ChangeLogError(f"cannot read change shard {shard}: {exc}") from exc
+
+
+class MemoryChangeRows:
+    """In-memory :class:`ChangeRows` holding the same encoded items as the table would."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, item: Mapping[str, Any]) -> None:
+        """Store ``item`` as it is, valid or not (tests plant unreadable records with it)."""
+        with self._lock:
+            self._items[(_key_text(item, "pk"), _key_text(item, "sk"))] = dict(item)
+
+    def query(self, partition: str, start_sk: str) -> list[Mapping[str, Any]]:
+        """The partition's items from ``start_sk`` on, in sort-key order."""
+        with self._lock:
+            found = [(k[1], v) for k, v in self._items.items() if k[0] == partition]
+        return [v for sk, v in sorted(found, key=lambda kv: kv[0]) if sk >= start_sk]
+
+
 class ChangeLog:
     """Records and reads change records in the ``state`` table."""
 
@@ -153,13 +228,15 @@ class ChangeLog:
         retention_seconds: int = RETENTION_SECONDS,
         lookback_ms: int = LOOKBACK_MS,
         on_unreadable: Callable[[UnreadableItem], None] | None = None,
+        rows: ChangeRows | None = None,
     ) -> None:
         """``on_unreadable`` receives each record that does not decode (default: logged and
-        counted in ``oab.poison.items{oab.table=state, oab.kind=change}``)."""
+        counted in ``oab.poison.items{oab.table=state, oab.kind=change}``). ``rows`` replaces
+        the ``dynamodb`` client and ``table`` as the storage (:class:`MemoryChangeRows` in
+        tests)."""
         if shards < 1:
             raise ValueError("shards must be >= 1")
-        self._ddb = dynamodb
-        self._table = table
+        self._rows = rows or DynamoChangeRows(dynamodb, table)
         self._shards = shards
         self._clock = wall_clock
         self._retention = retention_seconds
@@ -191,22 +268,19 @@ class ChangeLog:
             epoch_ms=int(now * 1000),
             trace_context=dict(current_trace_context() if trace_context is None else trace_context),
         )
-        item = {
-            "pk": {"S": change_partition_key(change_shard_of(key, shards=self._shards))},
-            "sk": {"S": change.sort_key},
-            "key": {"S": key},
-            "generation": {"N": str(generation)},
-            "kind": {"S": kind},
-            "version_id": {"S": version_id},
-            "at": {"S": change.at},
-            "epoch_ms": {"N": str(change.epoch_ms)},
-            "trace_context": {"S": json.dumps(dict(change.trace_context), sort_keys=True)},
-            "expires_at": {"N": str(int(now) + self._retention)},
-        }
-        try:
-            self._ddb.put_item(TableName=self._table, Item=item)
-        except (ClientError, BotoCoreError) as exc:
-            raise ChangeLogError(f"cannot record change of {key}: {exc}") from exc
+        item = ChangeRow(
+            pk=change_partition_key(change_shard_of(key, shards=self._shards)),
+            sk=change.sort_key,
+            key=key,
+            generation=generation,
+            kind=kind,
+            version_id=version_id,
+            at=change.at,
+            epoch_ms=change.epoch_ms,
+            trace_context=dict(change.trace_context),
+            expires_at=datetime.fromtimestamp(int(now) + self._retention, tz=UTC),
+        ).serialize()
+        self._rows.put(item)
         return change
 
     def read_since(self, cursor: Cursor | None = None) -> tuple[list[Change], Cursor]:
@@ -247,29 +321,13 @@ class ChangeLog:
 
     def _query(self, shard: int, start_sk: str) -> list[tuple[str, Change | UnreadableItem]]:
         out: list[tuple[str, Change | UnreadableItem]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND sk >= :start",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": change_partition_key(shard)},
-                ":start": {"S": start_sk},
-            },
-            "ConsistentRead": True,
-        }
-        try:
-            while True:
-                resp = self._ddb.query(**kwargs)
-                for item in resp.get("Items", []):
-                    sk = _key_text(item, "sk")
-                    try:
-                        out.append((sk, _from_item(item)))
-                    except UnreadableItem as exc:
-                        out.append((sk, exc))
-                if "LastEvaluatedKey" not in resp:
-                    return out
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise ChangeLogError(f"cannot read change shard {shard}: {exc}") from exc
+        for item in self._rows.query(change_partition_key(shard), start_sk):
+            sk = _key_text(item, "sk")
+            try:
+                out.append((sk, _from_item(item)))
+            except UnreadableItem as exc:
+                out.append((sk, exc))
+        return out
 
 
 def _key_text(item: Mapping[str, Any], name: str) -> str:
@@ -292,30 +350,31 @@ def _stamp_of(sort_key: str) -> int:
 
 
 def _from_item(item: Mapping[str, Any]) -> Change:
-    """Decode one record; raises :class:`UnreadableItem` (reason ``CorruptChangeRecord``)."""
-    a = Attributes(
-        item,
-        table="state",
-        item=f"changes/{_key_text(item, 'sk') or '?'}",
-        reason="CorruptChangeRecord",
-    )
-    key = a.s("key", required=True, budget=512)
-    if not is_object_key(key):
-        raise a.error("key", "not manifests/{ns}/{name}.yaml or fleets/{ns}/{name}.yaml")
-    kind = a.s("kind", required=True, budget=16)
-    if kind not in ("apply", "delete"):
-        raise a.error("kind", f"{kind!r} is not apply|delete")
-    context = a.json("trace_context", default={}, budget=TRACE_CONTEXT_BYTES, depth=1)
+    """Decode one record through :class:`ChangeRow`; raises :class:`UnreadableItem` (reason
+    ``CorruptChangeRecord``)."""
+    name = f"changes/{_key_text(item, 'sk') or '?'}"
+    row = decode(ChangeRow, item, table="state", name=name, reason="CorruptChangeRecord")
+
+    def bad(field: str, problem: str) -> UnreadableItem:
+        return UnreadableItem(
+            table="state", item=name, field=field, problem=problem, reason="CorruptChangeRecord"
+        )
+
+    if not is_object_key(row["key"]):
+        raise bad("key", "not manifests/{ns}/{name}.yaml or fleets/{ns}/{name}.yaml")
+    if row["kind"] not in ("apply", "delete"):
+        raise bad("kind", f"{row['kind']!r} is not apply|delete")
+    context = row["trace_context"]
     if not isinstance(context, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in context.items()
     ):
-        raise a.error("trace_context", "expected a JSON object of strings")
+        raise bad("trace_context", "expected a JSON object of strings")
     return Change(
-        key=key,
-        generation=a.n("generation", required=True),
-        kind=kind,  # type: ignore[arg-type]
-        version_id=a.s("version_id", required=True, budget=1024),
-        at=a.s("at", budget=64),
-        epoch_ms=a.n("epoch_ms", required=True, high=10**13),
+        key=row["key"],
+        generation=row["generation"],
+        kind=row["kind"],
+        version_id=row["version_id"],
+        at=row["at"],
+        epoch_ms=row["epoch_ms"],
         trace_context={k: v for k, v in context.items() if k in _TRACE_HEADERS},
     )

@@ -16,8 +16,15 @@ leader's fence to the same transaction, so:
 
 The domain types (:class:`~oab.controller.core.status.AgentStatus`,
 :class:`~oab.controller.core.status.AuditRecord`) and the phase machine are
-:mod:`oab.controller.core.status`; this module is their one encoding (``*_to_item`` /
-``*_from_item``) and the reads and the transition items built on it.
+:mod:`oab.controller.core.status`; the items' shape is declared once by the PynamoDB models of
+:mod:`oab.controller.adapters.models` (:class:`~oab.controller.adapters.models.StatusRow`,
+:class:`~oab.controller.adapters.models.RunLogRow`); this module is the mapping between the two
+(``*_to_item`` / ``*_from_item``) and the reads and the transition items built on it. Every
+request goes through the low-level client (the models never do I/O), and the transition items are
+low-level ``TransactWriteItems`` actions the work queue sends in the caller's order, so that a
+cancellation reason maps back to its item by position (PynamoDB's own transactions reorder items,
+upstream issue 1284). :mod:`oab.controller.adapters.statestore` wraps these functions in the one
+state-store interface and its in-memory twin.
 
 Invariants
 ----------
@@ -41,7 +48,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from oab.controller.adapters.models import RunLogRow, StatusRow, decode
 from oab.controller.base.names import (
+    RUN_INDEX,
     STATUS_SORT_KEY,
     agent_of_status_partition,
     status_partition_key,
@@ -59,10 +68,10 @@ from oab.controller.core.status import (
 )
 from oab.controller.core.stored import (
     AUDIT_CALLS_BYTES,
-    AUDIT_ERROR_BYTES,
-    ERROR_BYTES,
+    SHORT_TEXT_BYTES,
     Attributes,
     UnreadableItem,
+    clip,
 )
 
 __all__ = [
@@ -70,6 +79,7 @@ __all__ = [
     "audit_from_item",
     "audit_to_item",
     "newest_audit_seq",
+    "read_run",
     "read_runlog",
     "read_status",
     "scan_statuses",
@@ -98,85 +108,119 @@ def _n(value: int | float) -> dict[str, str]:
 
 
 def status_to_item(status: AgentStatus) -> dict[str, Any]:
-    """Serialise to a low-level DynamoDB item (key included)."""
-    item: dict[str, Any] = {
-        **status_key(status.key),
-        "key": _s(status.key),
-        "observed_generation": _n(status.observed_generation),
-        "conditions": _s(json.dumps([c.to_json() for c in status.conditions])),
-        "task_arns": _s(json.dumps(list(status.task_arns))),
-        "service_arn": _s(status.service_arn),
-        "task_definition_arn": _s(status.task_definition_arn),
-        "task_definition_hash": _s(status.task_definition_hash),
-        "last_reconciled": _s(status.last_reconciled),
-        "last_error": _s(status.last_error),
-        "attempts": _n(status.attempts),
-        "last_run_id": _s(status.last_run_id),
-        "trace_id": _s(status.trace_id),
-        "secret_versions": _s(json.dumps(dict(sorted(status.secret_versions.items())))),
-        "watched_secrets": _s(json.dumps(dict(sorted(status.watched_secrets.items())))),
-        "restart_marker": _s(status.restart_marker),
-        "finalizer_step": _s(status.finalizer_step),
-        "manifest_etag": _s(status.manifest_etag),
-        "failed_hash": _s(status.failed_hash),
-        "audit_seq": _n(status.audit_seq),
-        "last_snapshot": _s(status.last_snapshot),
-        "ingress": _s(json.dumps(dict(sorted(status.ingress.items())))),
-        "webhook_urls": _s(json.dumps(list(status.webhook_urls))),
-    }
-    if status.phase is not None:
-        item["phase"] = _s(status.phase)
-    return item
+    """Serialise to a low-level DynamoDB item (key included), through :class:`StatusRow`."""
+    row = StatusRow(
+        pk=status_partition_key(status.key),
+        sk=STATUS_SORT_KEY,
+        key=status.key,
+        phase=status.phase,
+        observed_generation=status.observed_generation,
+        conditions=[c.to_json() for c in status.conditions],
+        task_arns=list(status.task_arns),
+        service_arn=status.service_arn,
+        task_definition_arn=status.task_definition_arn,
+        task_definition_hash=status.task_definition_hash,
+        last_reconciled=status.last_reconciled,
+        last_error=status.last_error,
+        attempts=status.attempts,
+        last_run_id=status.last_run_id,
+        trace_id=status.trace_id,
+        secret_versions=dict(sorted(status.secret_versions.items())),
+        watched_secrets=dict(sorted(status.watched_secrets.items())),
+        restart_marker=status.restart_marker,
+        finalizer_step=status.finalizer_step,
+        manifest_etag=status.manifest_etag,
+        failed_hash=status.failed_hash,
+        audit_seq=status.audit_seq,
+        last_snapshot=status.last_snapshot,
+        ingress=dict(sorted(status.ingress.items())),
+        webhook_urls=list(status.webhook_urls),
+    )
+    return row.serialize()
+
+
+def _status_name(item: Mapping[str, Any]) -> str:
+    pk = item.get("pk")
+    name = pk.get("S") if isinstance(pk, Mapping) else None
+    return f"{name if isinstance(name, str) else '?'}/status"
 
 
 def _status_reader(item: Mapping[str, Any]) -> Attributes:
-    pk = item.get("pk")
-    name = pk.get("S") if isinstance(pk, Mapping) else None
-    return Attributes(
-        item,
-        table="state",
-        item=f"{name if isinstance(name, str) else '?'}/status",
-        reason="CorruptStatus",
-    )
+    return Attributes(item, table="state", item=_status_name(item), reason="CorruptStatus")
+
+
+def _bad(table: str, name: str, reason: str, field: str, problem: str) -> UnreadableItem:
+    return UnreadableItem(table=table, item=name, field=field, problem=problem, reason=reason)
+
+
+def _strings(value: Any, *, field: str, bad: Callable[[str, str], UnreadableItem]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad(field, "expected a JSON list of strings")
+    return [clip(v, SHORT_TEXT_BYTES) for v in value]
+
+
+def _string_map(
+    value: Any, *, field: str, bad: Callable[[str, str], UnreadableItem]
+) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise bad(field, "expected a JSON object of strings")
+    return {clip(k, SHORT_TEXT_BYTES): clip(v, SHORT_TEXT_BYTES) for k, v in value.items()}
+
+
+def _objects(
+    value: Any, *, field: str, bad: Callable[[str, str], UnreadableItem]
+) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise bad(field, "expected a JSON list of objects")
+    return value
 
 
 def status_from_item(item: Mapping[str, Any]) -> AgentStatus:
-    """Parse a low-level DynamoDB status item; raises :class:`UnreadableItem` (reason
-    ``CorruptStatus``) naming the field when it does not decode. Absent optional attributes
-    read as their defaults (items written by older versions lack the newer ones)."""
-    a = _status_reader(item)
-    key = a.s("key") or agent_of_status_partition(a.s("pk", required=True))
-    phase = a.s("phase") or None
+    """Parse a low-level DynamoDB status item through :class:`StatusRow`; raises
+    :class:`UnreadableItem` (reason ``CorruptStatus``) naming the field when it does not decode.
+    Absent optional attributes read as their defaults (items written by older versions lack the
+    newer ones)."""
+    name = _status_name(item)
+    row = decode(StatusRow, item, table="state", name=name, reason="CorruptStatus")
+
+    def bad(field: str, problem: str) -> UnreadableItem:
+        return _bad("state", name, "CorruptStatus", field, problem)
+
+    phase = row["phase"] or None
     if phase is not None and phase not in PHASES:
-        raise a.error("phase", f"{phase!r} is not one of {', '.join(PHASES)}")
+        raise bad("phase", f"{phase!r} is not one of {', '.join(PHASES)}")
     try:
-        conditions = tuple(Condition.from_json(c) for c in a.objects("conditions"))
+        conditions = tuple(
+            Condition.from_json(c) for c in _objects(row["conditions"], field="conditions", bad=bad)
+        )
     except ValueError as exc:
-        raise a.error("conditions", str(exc)) from None
+        raise bad("conditions", str(exc)) from None
     return AgentStatus(
-        key=key,
+        key=row["key"] or agent_of_status_partition(row["pk"]),
         phase=phase,
-        observed_generation=a.n("observed_generation"),
+        observed_generation=row["observed_generation"],
         conditions=conditions,
-        task_arns=tuple(a.strings("task_arns")),
-        service_arn=a.s("service_arn"),
-        task_definition_arn=a.s("task_definition_arn"),
-        task_definition_hash=a.s("task_definition_hash"),
-        last_reconciled=a.s("last_reconciled"),
-        last_error=a.s("last_error", budget=ERROR_BYTES),
-        attempts=a.n("attempts"),
-        last_run_id=a.s("last_run_id"),
-        trace_id=a.s("trace_id"),
-        secret_versions=a.string_map("secret_versions"),
-        watched_secrets=a.string_map("watched_secrets"),
-        restart_marker=a.s("restart_marker"),
-        finalizer_step=a.s("finalizer_step"),
-        manifest_etag=a.s("manifest_etag"),
-        failed_hash=a.s("failed_hash"),
-        audit_seq=a.n("audit_seq"),
-        last_snapshot=a.s("last_snapshot"),
-        ingress=a.string_map("ingress"),
-        webhook_urls=tuple(a.strings("webhook_urls")),
+        task_arns=tuple(_strings(row["task_arns"], field="task_arns", bad=bad)),
+        service_arn=row["service_arn"],
+        task_definition_arn=row["task_definition_arn"],
+        task_definition_hash=row["task_definition_hash"],
+        last_reconciled=row["last_reconciled"],
+        last_error=row["last_error"],
+        attempts=row["attempts"],
+        last_run_id=row["last_run_id"],
+        trace_id=row["trace_id"],
+        secret_versions=_string_map(row["secret_versions"], field="secret_versions", bad=bad),
+        watched_secrets=_string_map(row["watched_secrets"], field="watched_secrets", bad=bad),
+        restart_marker=row["restart_marker"],
+        finalizer_step=row["finalizer_step"],
+        manifest_etag=row["manifest_etag"],
+        failed_hash=row["failed_hash"],
+        audit_seq=row["audit_seq"],
+        last_snapshot=row["last_snapshot"],
+        ingress=_string_map(row["ingress"], field="ingress", bad=bad),
+        webhook_urls=tuple(_strings(row["webhook_urls"], field="webhook_urls", bad=bad)),
     )
 
 
@@ -237,25 +281,32 @@ def read_status(client: Any, table: str, key: str) -> AgentStatus:
     return status_from_item(item) if item else AgentStatus(key=key)
 
 
-def stored_calls(calls: Sequence[AwsCall], *, budget: int = AUDIT_CALLS_BYTES) -> str:
-    """The JSON of an audit row's call list within ``budget`` bytes: calls in order while they
-    fit, then one :data:`OMITTED_CALLS_ACTION` entry saying how many were left out."""
+def _stored_call_entries(calls: Sequence[AwsCall], *, budget: int) -> list[dict[str, Any]]:
+    """An audit row's call entries within ``budget`` bytes of stored JSON (see
+    :func:`stored_calls`)."""
     reserve = 200  # room for the omitted-calls entry
-    parts: list[str] = []
+    entries: list[dict[str, Any]] = []
     size = 2  # the brackets
     for n, call in enumerate(calls):
-        text = json.dumps(call.to_json())
-        if size + len(text.encode()) + 1 > budget - reserve:
+        entry = call.to_json()
+        length = len(json.dumps(entry).encode())
+        if size + length + 1 > budget - reserve:
             left = AwsCall(
                 action=OMITTED_CALLS_ACTION,
                 target="",
                 result=f"{len(calls) - n} more call(s) over the audit row's {budget}-byte budget",
             )
-            parts.append(json.dumps(left.to_json()))
+            entries.append(left.to_json())
             break
-        parts.append(text)
-        size += len(text.encode()) + 1
-    return "[" + ",".join(parts) + "]"
+        entries.append(entry)
+        size += length + 1
+    return entries
+
+
+def stored_calls(calls: Sequence[AwsCall], *, budget: int = AUDIT_CALLS_BYTES) -> str:
+    """The JSON of an audit row's call list within ``budget`` bytes: calls in order while they
+    fit, then one :data:`OMITTED_CALLS_ACTION` entry saying how many were left out."""
+    return RunLogRow.calls.serialize(_stored_call_entries(calls, budget=budget))
 
 
 def transition_items(
@@ -361,56 +412,78 @@ def read_runlog(
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
+def read_run(client: Any, table: str, run_id: str) -> AuditRecord | None:
+    """The audit row of run ``run_id`` through the ``run-index`` GSI (one Query), or None.
+    Raises :class:`UnreadableItem` (``CorruptAuditRow``) when the row does not decode."""
+    resp = client.query(
+        TableName=table,
+        IndexName=RUN_INDEX,
+        KeyConditionExpression="run_id = :r",
+        ExpressionAttributeValues={":r": _s(run_id)},
+        Limit=1,
+    )
+    items = resp.get("Items", [])
+    return audit_from_item(items[0]) if items else None
+
+
 def audit_to_item(
     record: AuditRecord, *, retention_days: int = RUNLOG_RETENTION_DAYS
 ) -> dict[str, Any]:
-    """A run-log row as a low-level DynamoDB item with its TTL (``expires_at``)."""
-    return {
-        "pk": _s(record.key),
-        "seq": _n(record.seq),
-        "run_id": _s(record.run_id),
-        "event": _s(record.event),
-        "generation": _n(record.generation),
-        "token": _s(record.token),
-        "replica": _s(record.replica),
-        "epoch": _n(record.epoch),
-        "trace_id": _s(record.trace_id),
-        "span_id": _s(record.span_id),
-        "from_phase": _s(record.from_phase or ""),
-        "to_phase": _s(record.to_phase or ""),
-        "calls": _s(stored_calls(record.calls)),
-        "outcome": _s(record.outcome),
-        "error": _s(record.error),
-        "duration_ms": _n(record.duration_ms),
-        "at": _s(iso(record.at)),
-        "expires_at": _n(int(record.at) + retention_days * 86_400),
-    }
+    """A run-log row as a low-level DynamoDB item with its TTL (``expires_at``), through
+    :class:`RunLogRow`."""
+    row = RunLogRow(
+        pk=record.key,
+        seq=record.seq,
+        run_id=record.run_id,
+        event=record.event,
+        generation=record.generation,
+        token=record.token,
+        replica=record.replica,
+        epoch=record.epoch,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+        from_phase=record.from_phase or "",
+        to_phase=record.to_phase or "",
+        calls=_stored_call_entries(record.calls, budget=AUDIT_CALLS_BYTES),
+        outcome=record.outcome,
+        error=record.error,
+        duration_ms=record.duration_ms,
+        at=iso(record.at),
+        expires_at=datetime.fromtimestamp(int(record.at) + retention_days * 86_400, tz=UTC),
+    )
+    return row.serialize()
+
+
+def _audit_name(item: Mapping[str, Any]) -> str:
+    pk, seq = item.get("pk"), item.get("seq")
+    return (
+        f"{pk.get('S', '?') if isinstance(pk, Mapping) else '?'}#"
+        f"{seq.get('N', '?') if isinstance(seq, Mapping) else '?'}"
+    )
 
 
 def audit_from_item(item: Mapping[str, Any]) -> AuditRecord:
-    """Parse a stored run-log row; raises :class:`UnreadableItem` (``CorruptAuditRow``)."""
-    pk, seq = item.get("pk"), item.get("seq")
-    a = Attributes(
-        item,
-        table="runlog",
-        item=f"{pk.get('S', '?') if isinstance(pk, Mapping) else '?'}#"
-        f"{seq.get('N', '?') if isinstance(seq, Mapping) else '?'}",
-        reason="CorruptAuditRow",
-    )
-    stamp = a.s("at", required=True)
+    """Parse a stored run-log row through :class:`RunLogRow`; raises :class:`UnreadableItem`
+    (``CorruptAuditRow``)."""
+    name = _audit_name(item)
+    row = decode(RunLogRow, item, table="runlog", name=name, reason="CorruptAuditRow")
+
+    def bad(field: str, problem: str) -> UnreadableItem:
+        return _bad("runlog", name, "CorruptAuditRow", field, problem)
+
     try:
-        at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        at = datetime.strptime(row["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
-        raise a.error("at", "not an ISO-8601 UTC time") from None
-    phases = {p: a.s(p) or None for p in ("from_phase", "to_phase")}
-    for name, phase in phases.items():
+        raise bad("at", "not an ISO-8601 UTC time") from None
+    phases = {p: row[p] or None for p in ("from_phase", "to_phase")}
+    for field, phase in phases.items():
         if phase is not None and phase not in PHASES:
-            raise a.error(name, f"{phase!r} is not one of {', '.join(PHASES)}")
+            raise bad(field, f"{phase!r} is not one of {', '.join(PHASES)}")
     calls: list[AwsCall] = []
-    for raw in a.objects("calls", budget=AUDIT_CALLS_BYTES):
+    for raw in _objects(row["calls"], field="calls", bad=bad):
         fields = {f: raw.get(f, "") for f in ("action", "target", "result", "requestId")}
         if not all(isinstance(v, str) for v in fields.values()):
-            raise a.error("calls", "a call field is not a string")
+            raise bad("calls", "a call field is not a string")
         calls.append(
             AwsCall(
                 action=fields["action"],
@@ -421,21 +494,21 @@ def audit_from_item(item: Mapping[str, Any]) -> AuditRecord:
             )
         )
     return AuditRecord(
-        key=a.s("pk", required=True),
-        seq=a.n("seq", required=True),
-        run_id=a.s("run_id"),
-        generation=a.n("generation"),
-        token=a.s("token"),
-        replica=a.s("replica"),
-        epoch=a.n("epoch"),
-        trace_id=a.s("trace_id"),
-        span_id=a.s("span_id"),
-        from_phase=phases["from_phase"],  # type: ignore[arg-type]
-        to_phase=phases["to_phase"],  # type: ignore[arg-type]
+        key=row["pk"],
+        seq=row["seq"],
+        run_id=row["run_id"],
+        generation=row["generation"],
+        token=row["token"],
+        replica=row["replica"],
+        epoch=row["epoch"],
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        from_phase=phases["from_phase"],
+        to_phase=phases["to_phase"],
         calls=tuple(calls),
-        outcome=a.s("outcome"),
-        error=a.s("error", budget=AUDIT_ERROR_BYTES),
-        duration_ms=a.n("duration_ms"),
+        outcome=row["outcome"],
+        error=row["error"],
+        duration_ms=row["duration_ms"],
         at=at,
-        event=a.s("event") or "reconcile",
+        event=row["event"] or "reconcile",
     )

@@ -65,7 +65,9 @@ fleet write loses, the whole sequence is redone from a fresh read, so the last f
 also wrote its children last.
 
 Time model: wall-clock readings (injected) only stamp ``creationTimestamp`` /
-``deletionTimestamp``; nothing compares them. Backoff sleeps use the injected ``sleep``.
+``deletionTimestamp``; nothing compares them. The compare-and-swap rounds are a tenacity
+``Retrying`` (full jitter between rounds, none after the last) whose sleep and random source are
+the injected ``sleep`` and ``rng``.
 """
 
 from __future__ import annotations
@@ -80,9 +82,17 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType, TypeGuard
+from typing import Any, Literal, NewType, NoReturn, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random_exponential,
+)
 
 from oab.controller.adapters.changes import ChangeKind, ChangeLog
 from oab.controller.adapters.objectstore import (
@@ -602,27 +612,24 @@ class DesiredStateStore:
     def apply(self, desired: Desired, *, dry_run: bool = False) -> ApplyResult:
         """Create or update one document; retries lost conditional writes (see module doc)."""
         key = desired.key
-        for attempt in range(1, self._config.max_attempts + 1):
-            current = self._current(key)
-            if _claimed(current) and current.owner != desired.owner:
-                raise OwnershipError(key, owner=current.owner, writer=desired.owner)
-            if current is None:
-                self._check_ecs_name(desired)
-            document, outcome = self._next_document(desired, current)
-            if outcome == "unchanged" or dry_run:
-                gen = int(document["metadata"]["generation"])
-                return ApplyResult(key, desired.kind, desired.name, outcome, gen, None)
-            try:
-                blob = self._write(key, document, current)
-            except PreconditionFailed:
-                self._backoff(attempt)
-                continue
-            generation = int(document["metadata"]["generation"])
-            self._record(key, generation, "apply", blob.version_id)
-            return ApplyResult(
-                key, desired.kind, desired.name, outcome, generation, blob.version_id
-            )
-        raise self._gave_up(key)
+        for attempt in self._rounds(key):
+            with attempt:
+                current = self._current(key)
+                if _claimed(current) and current.owner != desired.owner:
+                    raise OwnershipError(key, owner=current.owner, writer=desired.owner)
+                if current is None:
+                    self._check_ecs_name(desired)
+                document, outcome = self._next_document(desired, current)
+                if outcome == "unchanged" or dry_run:
+                    gen = int(document["metadata"]["generation"])
+                    return ApplyResult(key, desired.kind, desired.name, outcome, gen, None)
+                blob = self._cas_write(key, document, current)
+                generation = int(document["metadata"]["generation"])
+                self._record(key, generation, "apply", blob.version_id)
+                return ApplyResult(
+                    key, desired.kind, desired.name, outcome, generation, blob.version_id
+                )
+        raise AssertionError("unreachable: the last lost round raises ConflictError")
 
     def delete(
         self,
@@ -639,27 +646,24 @@ class DesiredStateStore:
         user deletes a fleet's child directly.
         """
         key = object_key(kind, namespace, name)
-        for attempt in range(1, self._config.max_attempts + 1):
-            current = self.get(key)
-            if current is None:
-                raise NotFoundError(key)
-            if current.owner != owner:
-                raise OwnershipError(key, owner=current.owner, writer=owner)
-            if current.deleted:
-                return DeleteResult(key, kind, name, "unchanged", current.generation)
-            if dry_run:
+        for attempt in self._rounds(key):
+            with attempt:
+                current = self.get(key)
+                if current is None:
+                    raise NotFoundError(key)
+                if current.owner != owner:
+                    raise OwnershipError(key, owner=current.owner, writer=owner)
+                if current.deleted:
+                    return DeleteResult(key, kind, name, "unchanged", current.generation)
+                if dry_run:
+                    return DeleteResult(key, kind, name, "deleted", current.generation)
+                document = _deep_copy(current.document)
+                document["metadata"]["deletionTimestamp"] = _iso(self._clock())
+                document["metadata"]["finalizers"] = [CLEANUP_FINALIZER]
+                blob = self._cas_write(key, document, current)
+                self._record(key, current.generation, "delete", blob.version_id)
                 return DeleteResult(key, kind, name, "deleted", current.generation)
-            document = _deep_copy(current.document)
-            document["metadata"]["deletionTimestamp"] = _iso(self._clock())
-            document["metadata"]["finalizers"] = [CLEANUP_FINALIZER]
-            try:
-                blob = self._write(key, document, current)
-            except PreconditionFailed:
-                self._backoff(attempt)
-                continue
-            self._record(key, current.generation, "delete", blob.version_id)
-            return DeleteResult(key, kind, name, "deleted", current.generation)
-        raise self._gave_up(key)
+        raise AssertionError("unreachable: the last lost round raises ConflictError")
 
     def finalize(self, obj: StoredObject) -> None:
         """Remove a tombstoned object after cleanup (controller only), if it is unchanged.
@@ -692,31 +696,28 @@ class DesiredStateStore:
         labelled = [_owned(child, fleet.name) for child in children]
         self.preflight(labelled)
         wanted = {c.name for c in labelled}
-        for attempt in range(1, self._config.max_attempts + 1):
-            before = self._current(fleet.key)
-            results = [self.apply(child, dry_run=dry_run) for child in labelled]
-            previous = set(_agent_names(before)) if before and not before.deleted else set()
-            for gone in sorted(previous - wanted):
-                result = self._tombstone_child(fleet, gone, dry_run=dry_run)
-                if result is not None:
-                    results.append(result)
-            document, outcome = self._next_document(fleet, before)
-            if outcome == "unchanged" or dry_run:
+        for attempt in self._rounds(fleet.key):
+            with attempt:
+                before = self._current(fleet.key)
+                results = [self.apply(child, dry_run=dry_run) for child in labelled]
+                previous = set(_agent_names(before)) if before and not before.deleted else set()
+                for gone in sorted(previous - wanted):
+                    result = self._tombstone_child(fleet, gone, dry_run=dry_run)
+                    if result is not None:
+                        results.append(result)
+                document, outcome = self._next_document(fleet, before)
+                if outcome == "unchanged" or dry_run:
+                    gen = int(document["metadata"]["generation"])
+                    return [
+                        ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, None),
+                        *results,
+                    ]
+                blob = self._cas_write(fleet.key, document, before)
                 gen = int(document["metadata"]["generation"])
-                return [
-                    ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, None),
-                    *results,
-                ]
-            try:
-                blob = self._write(fleet.key, document, before)
-            except PreconditionFailed:
-                self._backoff(attempt)
-                continue
-            gen = int(document["metadata"]["generation"])
-            self._record(fleet.key, gen, "apply", blob.version_id)
-            head = ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, blob.version_id)
-            return [head, *results]
-        raise self._gave_up(fleet.key)
+                self._record(fleet.key, gen, "apply", blob.version_id)
+                head = ApplyResult(fleet.key, "OABFleet", fleet.name, outcome, gen, blob.version_id)
+                return [head, *results]
+        raise AssertionError("unreachable: the last lost round raises ConflictError")
 
     def delete_fleet(
         self, namespace: str, name: str, *, dry_run: bool = False
@@ -864,9 +865,50 @@ class DesiredStateStore:
             current_generation=latest.generation if latest else None,
         )
 
-    def _backoff(self, attempt: int) -> None:
-        ceiling = min(self._config.backoff_cap, self._config.backoff_base * 2 ** (attempt - 1))
-        self._sleep(self._rng.uniform(0, ceiling))
+    def _rounds(self, key: str) -> Retrying:
+        """The compare-and-swap rounds of one write: a round lost to a concurrent writer
+        (:class:`_LostRound`) is retried after a full-jitter wait, at most
+        ``max_attempts`` rounds in all; then :class:`ConflictError` naming what won. Any other
+        error ends the rounds at once, as it is."""
+
+        def gave_up(_: RetryCallState) -> NoReturn:
+            raise self._gave_up(key)
+
+        return Retrying(
+            stop=stop_after_attempt(self._config.max_attempts),
+            wait=_FullJitter(
+                base=self._config.backoff_base, cap=self._config.backoff_cap, rng=self._rng
+            ),
+            retry=retry_if_exception_type(_LostRound),
+            sleep=self._sleep,
+            retry_error_callback=gave_up,
+        )
+
+    def _cas_write(
+        self, key: str, document: Mapping[str, Any], current: StoredObject | None
+    ) -> Blob:
+        """:meth:`_write`, a lost condition turned into a lost round (retried by the caller)."""
+        try:
+            return self._write(key, document, current)
+        except PreconditionFailed as exc:
+            raise _LostRound(key) from exc
+
+
+class _LostRound(Exception):
+    """A compare-and-swap round lost to a concurrent writer (never leaves the store)."""
+
+
+class _FullJitter(wait_random_exponential):
+    """tenacity's full jitter (``uniform(0, min(cap, base * 2 ** (round - 1)))``) drawing from an
+    injected random source, so that tests and replays are deterministic."""
+
+    def __init__(self, *, base: float, cap: float, rng: random.Random) -> None:
+        super().__init__(multiplier=base, max=cap)
+        self._rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        """A wait drawn uniformly below the round's exponential ceiling."""
+        return self._rng.uniform(0, wait_exponential.__call__(self, retry_state))
 
 
 def desired_from(obj: OABService | OABFleet | V2Fleet) -> Desired:

@@ -13,9 +13,10 @@ table they touch and its queries scan whole tables; real DynamoDB has neither co
   GSI ``run-index`` (``run_id`` S) to find a run by id.
 
 Names and key formats are defined in :mod:`oab.controller.base.names` (the lease's and the queue's
-in their own packages). Every table is on-demand, has TTL on ``expires_at`` (epoch seconds; used by
-change records and the run log's retention) and is created with deletion protection where the API
-supports it.
+in their own packages); the ``state`` and ``runlog`` keys and the ``run-index`` are read from the
+models that declare their items (:mod:`oab.controller.adapters.models`). Every table is
+on-demand, has TTL on ``expires_at`` (epoch seconds; used by change records and the run log's
+retention) and is created with deletion protection where the API supports it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pynamodb.models import Model
 
-from oab.controller.base.names import RUN_INDEX, TTL_ATTRIBUTE, TableNames
+from oab.controller.adapters.models import RunLogRow, StatusRow
+from oab.controller.base.names import TTL_ATTRIBUTE, TableNames
 from oab.queue.store import READY_INDEX
 
 __all__ = ["ensure_tables", "table_definitions"]
@@ -47,6 +50,31 @@ def _pk_sk(name: str) -> dict[str, Any]:
     }
 
 
+def _from_model(model: type[Model], name: str) -> dict[str, Any]:
+    """The ``CreateTable`` body of a table whose items a model declares (keys and indexes)."""
+    schema = model._get_schema()
+    definition: dict[str, Any] = {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": schema["attribute_definitions"],
+        "KeySchema": [
+            {"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]}
+            for k in schema["key_schema"]
+        ],
+    }
+    indexes = schema["global_secondary_indexes"]
+    if indexes:
+        definition["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index["index_name"],
+                "KeySchema": index["key_schema"],
+                "Projection": index["projection"],
+            }
+            for index in indexes
+        ]
+    return definition
+
+
 def table_definitions(names: TableNames) -> dict[str, dict[str, Any]]:
     """``CreateTable`` request bodies for every table, keyed by table name."""
     lease = _pk_sk(names.lease)
@@ -65,27 +93,8 @@ def table_definitions(names: TableNames) -> dict[str, dict[str, Any]]:
             "Projection": {"ProjectionType": "KEYS_ONLY"},
         }
     ]
-    state = _pk_sk(names.state)
-    runlog: dict[str, Any] = {
-        "TableName": names.runlog,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "seq", "AttributeType": "N"},
-            {"AttributeName": "run_id", "AttributeType": "S"},
-        ],
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "seq", "KeyType": "RANGE"},
-        ],
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": RUN_INDEX,
-                "KeySchema": [{"AttributeName": "run_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    }
+    state = _from_model(StatusRow, names.state)
+    runlog = _from_model(RunLogRow, names.runlog)
     return {d["TableName"]: d for d in (lease, queue, state, runlog)}
 
 
