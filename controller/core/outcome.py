@@ -8,7 +8,10 @@ Design (controller-runtime's ``pkg/reconcile`` and ``reconcileHandler``, STYLE.m
 - :func:`decide` is the policy for every outcome: done; requeue after N s; retry with the queue's
   persisted full-jitter backoff (retryable errors, throttling); park (terminal errors, until a
   newer generation or ``oabctl queue retry``); drop (claim lost or in doubt: someone else owns
-  the key now). The worker applies the :class:`Decision` it returns.
+  the key now). The worker applies the :class:`Decision` it returns, and passes the failures
+  of its own reads and commits through it too (:class:`InvalidKey`, :class:`CorruptStatus`,
+  :class:`CommitRejected`, :class:`CommitFailed`, a voided commit), so no decision is written
+  anywhere else.
 
 Invariants: pure; every error text a decision carries is scrubbed and bounded
 (:mod:`oab.controller.core.stored`), since it is stored in status, audit and queue rows.
@@ -24,12 +27,28 @@ from typing import Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.api.service import AgentKey
-from oab.controller.base.errors import ClaimInDoubt, OabError, classify_aws
-from oab.controller.core.status import AgentStatus, IllegalTransition
-from oab.controller.core.stored import ERROR_BYTES, safe_text
-from oab.queue.errors import ClaimLost
+from oab.controller.base.errors import (
+    ClaimInDoubt,
+    OabError,
+    RetryableError,
+    TerminalError,
+    classify_aws,
+)
+from oab.controller.core.status import AgentStatus
+from oab.controller.core.stored import ERROR_BYTES, UnreadableItem, clip, safe_text
+from oab.queue.errors import ClaimLost, ExtraConditionFailed
 
-__all__ = ["Decision", "Kind", "Request", "Result", "decide"]
+__all__ = [
+    "CommitFailed",
+    "CommitRejected",
+    "CorruptStatus",
+    "Decision",
+    "InvalidKey",
+    "Kind",
+    "Request",
+    "Result",
+    "decide",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,27 +87,80 @@ class Decision:
     reason: str = ""
 
 
+class InvalidKey(TerminalError):
+    """A work unit whose key is not ``namespace/name`` (DNS labels): nothing can reconcile it."""
+
+    reason = "InvalidKey"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"InvalidKey: {clip(key, 200)!r} is not namespace/name (DNS labels)")
+        self.key = key
+
+
+class CorruptStatus(TerminalError):
+    """The unit's status item does not decode: park until it is repaired or deleted."""
+
+    reason = "CorruptStatus"
+
+    def __init__(self, key: str, problem: UnreadableItem) -> None:
+        super().__init__(
+            f"CorruptStatus: {problem}; repair or delete the item, then `oabctl queue retry {key}`"
+        )
+        self.key = key
+        self.problem = problem
+
+
+class CommitRejected(TerminalError):
+    """DynamoDB refused a run's outcome as invalid (an item too large, ...): storing the same
+    outcome again cannot succeed, so the unit parks."""
+
+    reason = "CommitRejected"
+
+    def __init__(self, *, kind: Kind, cause: BaseException) -> None:
+        super().__init__(
+            f"CommitRejected: the run's outcome ({kind}) could not be stored: {cause}; the unit "
+            "is parked until a new generation or `oabctl queue retry`"
+        )
+
+
+class CommitFailed(RetryableError):
+    """A run's outcome could not be stored for a reason that may pass (throttling, 5xx after
+    botocore's retries): back off."""
+
+    reason = "CommitFailed"
+
+    def __init__(self, *, code: str, cause: BaseException) -> None:
+        super().__init__(f"CommitFailed: {code}: {cause}")
+        self.code = code
+
+
+#: Errors that mean someone else owns the key now (the claim was taken over or is in doubt, or
+#: another writer moved the status first): the run is void and writes nothing more.
+_VOID = (ClaimInDoubt, ClaimLost, ExtraConditionFailed)
+
+
 def decide(*, result: Result | None = None, error: BaseException | None = None) -> Decision:
     """The one outcome policy: a run's result or error -> queue action.
 
-    The error text is scrubbed and bounded here (it is stored in status, audit and queue rows).
+    The worker calls it for every outcome, including those of its own reads and commits (an
+    invalid key, an unreadable status, a commit refused or failed, a commit voided by another
+    writer), so no decision is made anywhere else. The error text is scrubbed and bounded here
+    (it is stored in status, audit and queue rows).
     """
-    if error is not None:
-        text = safe_text(str(error), ERROR_BYTES)
-        if isinstance(error, ClaimInDoubt | ClaimLost):
-            return Decision(kind="drop", error=text, reason="ClaimLost")
-        if isinstance(error, IllegalTransition):
-            return Decision(kind="park", error=text, reason="IllegalTransition")
-        if isinstance(error, OabError):
-            kind: Kind = "retry" if error.retryable else "park"
-            return Decision(kind=kind, error=text, reason=error.reason)
-        if isinstance(error, ClientError | BotoCoreError):
-            return decide(error=classify_aws(error, operation="DynamoDB"))
-        # Unknown exceptions are bugs or unclassified infrastructure failures: retry with backoff
-        # (bounded by the queue's cap) rather than park a healthy agent forever.
-        text = safe_text(f"{type(error).__name__}: {error}", ERROR_BYTES)
-        return Decision(kind="retry", error=text, reason="Error")
-    assert result is not None
-    if result.requeue_after is not None:
-        return Decision(kind="requeue", requeue_after=result.requeue_after)
-    return Decision(kind="done", error=result.failure)
+    if error is None:
+        assert result is not None
+        if result.requeue_after is not None:
+            return Decision(kind="requeue", requeue_after=result.requeue_after)
+        return Decision(kind="done", error=result.failure)
+    if isinstance(error, ClientError | BotoCoreError):
+        error = classify_aws(error, operation="DynamoDB")
+    text = safe_text(str(error), ERROR_BYTES)
+    if isinstance(error, _VOID):
+        return Decision(kind="drop", error=text, reason="ClaimLost")
+    if isinstance(error, OabError):
+        kind: Kind = "retry" if error.retryable else "park"
+        return Decision(kind=kind, error=text, reason=error.reason)
+    # Unknown exceptions are bugs or unclassified infrastructure failures: retry with backoff
+    # (bounded by the queue's cap) rather than park a healthy agent forever.
+    text = safe_text(f"{type(error).__name__}: {error}", ERROR_BYTES)
+    return Decision(kind="retry", error=text, reason="Error")

@@ -68,7 +68,16 @@ from oab.controller.adapters.ecs import CallLog
 from oab.controller.adapters.state import newest_audit_seq, read_status, transition_items
 from oab.controller.api.service import AgentKey
 from oab.controller.base.names import TableNames, is_agent_key
-from oab.controller.core.outcome import Decision, Request, Result, decide
+from oab.controller.core.outcome import (
+    CommitFailed,
+    CommitRejected,
+    CorruptStatus,
+    Decision,
+    InvalidKey,
+    Request,
+    Result,
+    decide,
+)
 from oab.controller.core.status import (
     OMITTED_CALLS_ACTION,
     AgentStatus,
@@ -358,11 +367,7 @@ class Worker:
         result: Result | None = None
         before: AgentStatus | None = None
         if not is_agent_key(claim.key):
-            decision = Decision(
-                kind="park",
-                reason="InvalidKey",
-                error=f"InvalidKey: {clip(claim.key, 200)!r} is not namespace/name (DNS labels)",
-            )
+            decision = decide(error=InvalidKey(claim.key))
         else:
             try:
                 before = read_status(self._ddb, self._tables.state, claim.key)
@@ -370,12 +375,7 @@ class Worker:
                 instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "status"})
                 log.warning("status item unreadable: %s", exc, extra={"key": claim.key})
                 span.record_exception(exc)
-                decision = Decision(
-                    kind="park",
-                    reason="CorruptStatus",
-                    error=f"CorruptStatus: {exc}; repair or delete the item, then "
-                    f"`oabctl queue retry {claim.key}`",
-                )
+                decision = decide(error=CorruptStatus(claim.key, exc))
             except Exception as exc:  # throttled, 5xx, or no access: the policy decides
                 decision = decide(error=exc)
             else:
@@ -517,9 +517,7 @@ class Worker:
                 items = self._items(before, after, audit)
             except IllegalTransition as exc:
                 span.record_exception(exc)
-                decision = Decision(
-                    kind="park", error=safe_text(str(exc), ERROR_BYTES), reason="IllegalTransition"
-                )
+                decision = decide(error=exc)
                 items = []
                 audit = None
             span.add_event(
@@ -585,7 +583,7 @@ class Worker:
         # Someone else owns the key now (or wrote its status): our run is void.
         span.record_exception(exc)
         log.warning("outcome rejected: %s", exc, extra={"key": claim.key})
-        return Decision(kind="drop", error=safe_text(str(exc), ERROR_BYTES), reason="ClaimLost")
+        return decide(error=exc)
 
     def _resume(
         self,
@@ -647,15 +645,7 @@ class Worker:
         span.record_exception(exc)
         instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "commit"})
         log.error("commit refused by DynamoDB; parking: %s", exc, extra={"key": claim.key})
-        parked = Decision(
-            kind="park",
-            reason="CommitRejected",
-            error=safe_text(
-                f"CommitRejected: the run's outcome ({decision.kind}) could not be stored: "
-                f"{exc}; the unit is parked until a new generation or `oabctl queue retry`",
-                ERROR_BYTES,
-            ),
-        )
+        parked = decide(error=CommitRejected(kind=decision.kind, cause=exc))
         try:
             after = self._status_after(before, None, parked, req, made)
             after = replace(after, audit_seq=before.audit_seq + 1)
@@ -689,11 +679,7 @@ class Worker:
         span.record_exception(exc)
         code = exc.code if isinstance(exc, QueueError) and exc.code else type(exc).__name__
         log.warning("commit failed (%s); backing off", code, extra={"key": claim.key})
-        failed = Decision(
-            kind="retry",
-            reason="CommitFailed",
-            error=safe_text(f"CommitFailed: {code}: {exc}", ERROR_BYTES),
-        )
+        failed = decide(error=CommitFailed(code=code, cause=exc))
         try:
             self._queue.fail(claim, failed.error, retryable=True)
         except Exception:
