@@ -40,6 +40,7 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.base.clock import Clock
 from oab.controller.core import render
 from oab.controller.core.clusterprofile import render_context
 from oab.controller.reconcile.desired import StoreManifests
@@ -59,7 +60,8 @@ log = logging.getLogger("oab.controller.runtime.replica")
 
 @dataclass(frozen=True)
 class SkewedClock:
-    """Monotonic and wall clocks with a chaos offset and rate (identity in production)."""
+    """The controller's :class:`~oab.controller.base.clock.Clock` with a chaos offset and rate
+    (identity in production)."""
 
     offset: float = 0.0
     rate: float = 1.0
@@ -74,6 +76,10 @@ class SkewedClock:
         """Wall-clock seconds plus ``offset``."""
         return time.time() + self.offset
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` as this clock counts them (real seconds divided by ``rate``)."""
+        time.sleep(max(0.0, seconds) / self.rate)
+
 
 class Replica:
     """Builds and runs one replica (see the module docstring)."""
@@ -82,7 +88,7 @@ class Replica:
         self,
         settings: DaemonSettings,
         *,
-        clock: SkewedClock | None = None,
+        clock: Clock | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_loop_died: Callable[[str], None] | None = None,
     ) -> None:
@@ -90,7 +96,7 @@ class Replica:
         self._on_loop_died = on_loop_died or (lambda _name: None)
         self._dead: list[str] = []
         self._dead_lock = threading.Lock()
-        self.clock = clock or SkewedClock(
+        self.clock: Clock = clock or SkewedClock(
             offset=settings.chaos_clock_offset_s, rate=settings.chaos_clock_rate
         )
         self._on_event = on_event or (lambda _kind, _data: None)
