@@ -33,7 +33,7 @@ from oab.controller.cli.common import (
     split_target,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, UsageError, command
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, Command, UsageError, command
 
 
 def _configure_apply(p: argparse.ArgumentParser) -> None:
@@ -315,3 +315,7 @@ def _schema(ctx: Context) -> int:
     text: str = schema.schema_json()
     ctx.print(text.rstrip("\n"))
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_apply, _delete, _diff, _render, _schema)
