@@ -29,6 +29,7 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
+from types import UnionType
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -136,20 +137,19 @@ def exit_code_for(exc: BaseException) -> int:
     from oab.controller.api.manifests import ManifestError
     from oab.controller.cli.init import InitError
 
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE
     invalid = ManifestError | InvalidDocument | SettingsError | NotFoundError
     stored = InvalidStoredObject | DocumentTooLarge  # someone must replace or shrink it
-    if isinstance(exc, invalid | stored | OwnershipError | NameCollisionError):
-        return EXIT_INVALID
-    if isinstance(exc, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(exc, StorageError | InitError | ChangeLogError):
-        return EXIT_INFRA
-    if isinstance(exc, AwsError | ClientError | BotoCoreError):
-        return EXIT_INFRA
+    aws = AwsError | ClientError | BotoCoreError
+    table: tuple[tuple[type[BaseException] | UnionType, int], ...] = (
+        (KeyboardInterrupt, EXIT_INTERRUPTED),
+        (UsageError, EXIT_USAGE),
+        (invalid | stored | OwnershipError | NameCollisionError, EXIT_INVALID),
+        (ConflictError, EXIT_CONFLICT),
+        (StorageError | InitError | ChangeLogError | aws, EXIT_INFRA),
+    )
+    for kinds, code in table:
+        if isinstance(exc, kinds):
+            return code
     if isinstance(exc, OabError):
         return EXIT_INFRA if exc.retryable else EXIT_INVALID
     return EXIT_INTERNAL
