@@ -59,7 +59,13 @@ from oab.controller.adapters.snapshots import (
 )
 from oab.controller.api.service import AgentKey, OABService, Phase
 from oab.controller.base import names
-from oab.controller.base.errors import ClaimInDoubt, OabError, TerminalError, classify_aws
+from oab.controller.base.errors import (
+    ClaimInDoubt,
+    OabError,
+    TerminalError,
+    classify_aws,
+    precondition_failed,
+)
 from oab.controller.base.names import (
     CONTENT_HASH_TAG,
     NAME_TAG,
@@ -591,8 +597,7 @@ class Reconciler:
                 ContentType="application/toml",
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if precondition_failed(exc, key=key) is not None:
                 return False  # written by an earlier attempt: artifacts are write-once
             raise classify_aws(exc, operation="PutObject") from exc
         log.add(
