@@ -8,11 +8,13 @@ import pytest
 
 from oab.controller.base.errors import ClaimInDoubt, OabError, TerminalError
 from oab.controller.core.outcome import (
+    Cause,
     CommitFailed,
     CommitRejected,
     CorruptStatus,
     InvalidKey,
     decide,
+    origin_of,
 )
 from oab.controller.core.status import IllegalTransition, check_transition
 from oab.controller.core.stored import UnreadableItem
@@ -81,3 +83,39 @@ def test_a_lost_claim_drops_the_unit() -> None:
         current_claim_token="c2",
     )
     assert decide(error=lost).kind == "drop"
+
+
+# ---------------------------------------------------------------- the origin of a work unit
+_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("reason", "context", "cause", "detail", "epoch"),
+    [
+        # Rows as the previous version's scheduler wrote them (reason text, epoch in the map).
+        ("apply", {"traceparent": _TRACEPARENT, "epoch": "7"}, Cause.APPLY, "", 7),
+        ("delete", {"epoch": "3"}, Cause.DELETE, "", 3),
+        ("resync:service missing", {"epoch": "12"}, Cause.RESYNC, "service missing", 12),
+        # Rows the queue wrote itself, or that carry no context at all.
+        ("park", None, Cause.PARK, "", 0),
+        ("quarantine", {}, Cause.QUARANTINE, "", 0),
+        # Garbage never stops the worker: unknown causes are kept as text, bad epochs are 0.
+        ("frobnicate:x", {"epoch": "not a number"}, Cause.OTHER, "frobnicate:x", 0),
+        ("apply", {"epoch": "-4"}, Cause.APPLY, "", 0),
+    ],
+)
+def test_rows_of_every_version_decode(
+    reason: str, context: dict[str, str] | None, cause: Cause, detail: str, epoch: int
+) -> None:
+    origin = origin_of(reason, context)
+    assert (origin.cause, origin.detail, origin.epoch) == (cause, detail, epoch)
+    assert "epoch" not in origin.trace  # the epoch is a field, not a trace header
+    assert origin.reason() == reason
+
+
+def test_the_stored_form_is_the_one_the_scheduler_writes() -> None:
+    stored = {"traceparent": _TRACEPARENT, "tracestate": "k=v", "epoch": "9"}
+    origin = origin_of("resync:drift", stored)
+    assert origin.trace == {"traceparent": _TRACEPARENT, "tracestate": "k=v"}
+    assert origin.context() == stored
+    assert origin_of(origin.reason(), origin.context()) == origin

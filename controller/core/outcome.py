@@ -21,7 +21,9 @@ Time model: none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,16 +41,80 @@ from oab.controller.core.stored import ERROR_BYTES, UnreadableItem, clip, safe_t
 from oab.queue.errors import ClaimLost, ExtraConditionFailed
 
 __all__ = [
+    "Cause",
     "CommitFailed",
     "CommitRejected",
     "CorruptStatus",
     "Decision",
     "InvalidKey",
     "Kind",
+    "Origin",
     "Request",
     "Result",
     "decide",
+    "origin_of",
 ]
+
+
+class Cause(StrEnum):
+    """Why a work unit was enqueued: the first part of the queue row's ``reason``."""
+
+    APPLY = "apply"  # a change record (``oabctl apply``, ``restart``, ``snapshot``'s nudge)
+    DELETE = "delete"  # a change record of a deletion
+    RESYNC = "resync"  # the leader's periodic comparison found drift (``detail``: which)
+    PARK = "park"  # written by the queue when it parks a unit
+    QUARANTINE = "quarantine"  # written by the queue for a row that does not decode
+    OTHER = "other"  # anything else (``detail`` keeps the stored text)
+
+
+#: The queue row's context key that carries the leader's epoch (beside the W3C trace headers).
+_EPOCH_KEY = "epoch"
+_TRACE_KEYS = ("traceparent", "tracestate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Why, and on which leader's authority, a work unit was enqueued.
+
+    Decoded once from the queue row (:func:`origin_of`); :meth:`reason` and :meth:`context` are
+    its stored form, the one the scheduler has always written (``reason`` ``"resync:<drift>"``,
+    a context map of the trace headers plus ``"epoch"``), so rows of every version decode.
+    """
+
+    cause: Cause
+    #: The rest of the stored reason (a resync's drift, or the whole text of an unknown one).
+    detail: str = ""
+    #: The leader epoch whose fence admitted the enqueue (0: unknown, e.g. a row the queue wrote).
+    epoch: int = 0
+    #: The W3C trace headers of the enqueue span (``traceparent``, ``tracestate``), only.
+    trace: Mapping[str, str] = field(default_factory=dict)
+
+    def reason(self) -> str:
+        """The stored ``reason``: ``cause`` or ``cause:detail``."""
+        if self.cause is Cause.OTHER:
+            return self.detail
+        return f"{self.cause}:{self.detail}" if self.detail else str(self.cause)
+
+    def context(self) -> dict[str, str]:
+        """The stored context map: the trace headers and the epoch."""
+        trace = {k: v for k, v in self.trace.items() if k in _TRACE_KEYS}
+        return {**trace, _EPOCH_KEY: str(self.epoch)}
+
+
+def origin_of(reason: str, context: Mapping[str, str] | None) -> Origin:
+    """Decode a queue row's ``reason`` and context map (any version's; never raises)."""
+    head, _, detail = reason.partition(":")
+    try:
+        cause = Cause(head)
+    except ValueError:
+        cause, detail = Cause.OTHER, reason
+    ctx = context or {}
+    try:
+        epoch = max(0, int(ctx.get(_EPOCH_KEY, "0")))
+    except ValueError:
+        epoch = 0
+    trace = {k: ctx[k] for k in _TRACE_KEYS if k in ctx}
+    return Origin(cause=cause, detail=detail, epoch=epoch, trace=trace)
 
 
 @dataclass(frozen=True, kw_only=True)

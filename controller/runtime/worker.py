@@ -55,7 +55,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,6 +77,7 @@ from oab.controller.core.outcome import (
     Request,
     Result,
     decide,
+    origin_of,
 )
 from oab.controller.core.status import (
     OMITTED_CALLS_ACTION,
@@ -167,14 +168,6 @@ class _Heartbeat:
                 self.claim = renewed
 
 
-def _epoch_of(claim: Claim) -> int:
-    ctx = claim.trace_context or {}
-    try:
-        return int(ctx.get("epoch", "0"))
-    except ValueError:
-        return 0
-
-
 def _links(claim: Claim) -> list[Link]:
     span_ctx = trace.get_current_span(_parent(claim)).get_span_context()
     return [Link(span_ctx)] if span_ctx.is_valid else []
@@ -187,7 +180,7 @@ def _parent(claim: Claim) -> Context:
     every run of that generation, retries and progress polls included), while a backend that
     shows only links still finds the producer.
     """
-    carrier: Mapping[str, str] = claim.trace_context or {}
+    carrier = origin_of(claim.reason, claim.trace_context).trace
     return TraceContextTextMapPropagator().extract(carrier=dict(carrier), context=Context())
 
 
@@ -315,7 +308,7 @@ class Worker:
                     "oab.run_id": run_id,
                     "oab.idempotency_token": claim.token,
                     "oab.replica_id": self._replica,
-                    "oab.epoch": _epoch_of(claim),
+                    "oab.epoch": origin_of(claim.reason, claim.trace_context).epoch,
                     "oab.attempt": claim.attempt,
                     "messaging.system": "aws_dynamodb",
                     "messaging.operation.type": "process",
@@ -464,7 +457,7 @@ class Worker:
             generation=(result.status.observed_generation if result else 0) or claim.generation,
             token=claim.token,
             replica=self._replica,
-            epoch=_epoch_of(claim),
+            epoch=origin_of(claim.reason, claim.trace_context).epoch,
             trace_id=format(ctx.trace_id, "032x"),
             span_id=format(ctx.span_id, "016x"),
             from_phase=before.phase,
