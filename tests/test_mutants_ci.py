@@ -96,8 +96,8 @@ MUTANTS = (
     Mutant(
         name="outcome-local-claim-loss-drops",
         path="controller/core/outcome.py",
-        original="        if isinstance(error, ClaimInDoubt | ClaimLost):",
-        mutated="        if isinstance(error, ClaimLost):",
+        original="_VOID = (ClaimInDoubt, ClaimLost, ExtraConditionFailed)",
+        mutated="_VOID = (ClaimLost, ExtraConditionFailed)",
         tests=("tests/test_reconcile.py::test_decide_maps_every_outcome",),
     ),
     Mutant(
