@@ -194,7 +194,7 @@ def test_every_command_group_registers_and_local_plugs_in_by_entry_point() -> No
     # `oabctl local` is the local tooling's plugin: the CLI finds it through the
     # `oabctl.commands` entry point, never by importing oab.controller.local itself.
     main.build_parser()
-    commands = registry.registered()
+    commands = main.commands()
     assert commands["local"].run.__module__ == "oab.controller.local.command"
     for name in ("init", "apply", "get", "delete", "diff", "render", "schema", "config", "wait"):
         assert commands[name].run.__module__.startswith("oab.controller.cli."), name

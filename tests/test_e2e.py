@@ -36,7 +36,7 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.state import read_runlog
 from oab.controller.adapters.store import Desired, DesiredStateStore
 from oab.controller.base.names import RESTART_ANNOTATION, TableNames
-from oab.controller.cli import registry
+from oab.controller.cli import main
 from oab.controller.core import render
 from oab.controller.core.status import AgentStatus, AuditRecord, iso
 from oab.controller.local.cluster import ClusterConfig, LocalCluster
@@ -315,7 +315,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     before = e.service(RESTARTED)
     before_deployment = before["deployments"][0]["id"]
     restarted_key = f"{NS}/{RESTARTED}"
-    if "restart" in registry.registered():
+    if "restart" in main.commands():
         e.oabctl("restart", RESTARTED, "-n", NS)
     else:
         # `oabctl restart` is not registered yet (cli_ops): write its annotation with the store.
@@ -348,7 +348,7 @@ def test_three_replicas_end_to_end(e2e: Env) -> None:
     mark("restarted")
     # ---- rollback ROLLED_BACK (at gen 2) to generation 1: a new generation 3 with gen 1's spec.
     rolled_key = f"{NS}/{ROLLED_BACK}"
-    if "rollback" in registry.registered():
+    if "rollback" in main.commands():
         e.oabctl("rollback", ROLLED_BACK, "-n", NS, "--to-generation", "1")
     else:
         # `oabctl rollback` is not registered yet (cli_ops): re-apply gen 1's spec with the store.

@@ -268,7 +268,10 @@ def test_a_corrupt_status_is_parked_shown_and_repaired_by_deleting_it(
         header = wide[0].split()
         bad = next(line.split() for line in wide if line.startswith("bad "))
         assert bad[header.index("PHASE")] == "CorruptStatus"
-        assert bad[-2:] == ["parked", "CorruptStatus"]  # WORK, REASON
+        assert [bad[header.index("WORK")], bad[header.index("REASON")]] == [
+            "parked",
+            "CorruptStatus",
+        ]
         described = oabctl("describe", "bad", "-n", "team").ok()
         assert "Unknown (CorruptStatus)" in described
         assert "conditions: condition type is not a string" in described
@@ -318,8 +321,11 @@ def test_a_corrupt_queue_row_is_quarantined_shown_and_retried(
             message="quarantined",
         )
         assert parked.last_error == "CorruptRow: generation: expected a number"
-        wide = oabctl("get", "q", "-n", "team", "-o", "wide").ok().splitlines()[1].split()
-        assert wide[-2:] == ["parked", "CorruptRow"]
+        header, row = (
+            line.split()
+            for line in oabctl("get", "q", "-n", "team", "-o", "wide").ok().splitlines()
+        )
+        assert [row[header.index("WORK")], row[header.index("REASON")]] == ["parked", "CorruptRow"]
         assert "CorruptRow: generation" in oabctl("queue").ok()
         assert counted(reader, "oab.poison.items", **{"oab.table": "queue"}) >= 1
         oabctl("queue", "retry", "team/q").ok()

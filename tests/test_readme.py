@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from oab.controller.cli import main as cli
-from oab.controller.cli import registry
 from oab.controller.runtime.settings import DaemonSettings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -13,7 +12,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 def test_every_oabctl_command_is_documented() -> None:
     cli.build_parser()  # imports the extension modules, which register their commands
-    names = sorted(registry.registered())
+    names = sorted(cli.commands())
     assert len(names) >= 10
     missing = [n for n in names if f"oabctl {n}" not in README]
     assert missing == [], f"README.md does not document: {missing}"

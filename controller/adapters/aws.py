@@ -246,10 +246,14 @@ def make_client(
     *,
     endpoint_url: str | None = None,
     options: ClientOptions | None = None,
+    config: Config | None = None,
 ) -> Any:
-    """Build a client for ``service``; ``endpoint_url`` overrides ``AWS_ENDPOINT_URL``."""
-    opts = options or ClientOptions()
-    kwargs: dict[str, Any] = {"config": opts.to_botocore()}
+    """Build a client for ``service``; ``endpoint_url`` overrides ``AWS_ENDPOINT_URL``.
+
+    ``config`` replaces ``options`` with a complete botocore ``Config``, for a client whose
+    retries another layer owns (the leader's lease client: ``ElectionConfig.botocore_config``).
+    """
+    kwargs: dict[str, Any] = {"config": config or (options or ClientOptions()).to_botocore()}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     return session.client(service, **kwargs)

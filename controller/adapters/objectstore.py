@@ -32,7 +32,12 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.api.intake import MAX_STORED_BYTES
-from oab.controller.base.errors import OabError, classify_aws
+from oab.controller.base.errors import (
+    OabError,
+    PreconditionFailed,
+    classify_aws,
+    precondition_failed,
+)
 
 __all__ = [
     "Blob",
@@ -62,10 +67,6 @@ class StorageError(StoreError):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
-
-
-class PreconditionFailed(Exception):
-    """A conditional write's condition did not hold: someone else wrote first (S3 412/409)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,6 @@ def _aws_error(exc: Exception) -> str:
     return ""
 
 
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
-
-
 class S3ObjectStore:
     """:class:`ObjectStore` on one S3 bucket (boto3 client passed in).
 
@@ -176,9 +174,10 @@ class S3ObjectStore:
                 **cond,
             )
         except ClientError as exc:
-            # NoSuchKey: the object we read was removed meanwhile (If-Match on a missing key).
-            if _aws_error(exc) in _CONFLICT_CODES | {"NoSuchKey"}:
-                raise PreconditionFailed(key) from exc
+            # NoSuchKey on If-Match: the object read was removed meanwhile (someone won).
+            lost = precondition_failed(exc, key=key)
+            if lost is not None or _aws_error(exc) == "NoSuchKey":
+                raise lost or PreconditionFailed(key, code="NoSuchKey") from exc
             raise self._fail(key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail(key, exc) from exc
@@ -188,8 +187,10 @@ class S3ObjectStore:
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=key, IfMatch=if_match)
         except ClientError as exc:
-            if _aws_error(exc) in _CONFLICT_CODES | {"NoSuchKey"}:
-                raise PreconditionFailed(key) from exc
+            # NoSuchKey on If-Match: the object read was removed meanwhile (someone won).
+            lost = precondition_failed(exc, key=key)
+            if lost is not None or _aws_error(exc) == "NoSuchKey":
+                raise lost or PreconditionFailed(key, code="NoSuchKey") from exc
             raise self._fail(key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail(key, exc) from exc

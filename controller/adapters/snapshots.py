@@ -66,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oab.controller.api.service import AgentKey, Phase
 from oab.controller.base import names
 from oab.controller.base.clock import Clock, SystemClock
-from oab.controller.base.errors import AwsError, classify_aws
+from oab.controller.base.errors import AwsError, classify_aws, precondition_failed
 from oab.controller.base.names import snapshot_record_prefix
 from oab.controller.core.snapshot import (
     MAX_RECORD_BYTES,
@@ -347,10 +347,7 @@ def request_snapshot(
             IfNoneMatch="*",
         )
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code", "")) not in (
-            "PreconditionFailed",
-            "ConditionalRequestConflict",
-        ):
+        if precondition_failed(exc, key=names.snapshot_request_key(key)) is None:
             raise classify_aws(exc, operation="PutObject") from exc
         try:
             body = s3.get_object(Bucket=bucket, Key=names.snapshot_request_key(key))["Body"].read()

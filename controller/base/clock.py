@@ -2,10 +2,16 @@
 
 Design
 ------
-client-go passes a ``Clock`` in every component's config; this is that seam for the controller's
-components that wait (the snapshot sidecar and ``oabctl snapshot``'s requester). Tests pass
-``oab.controller.testing.FakeClock``, which satisfies it structurally (as it does the clocks of
-``oab.leader`` and ``oab.queue``, which cannot import this one).
+client-go passes a ``Clock`` in every component's config; this is the controller's one clock
+protocol. Every clock the controller builds implements it: :class:`SystemClock`, the replica's
+chaos-skewed clock (:class:`oab.controller.runtime.replica.SkewedClock`), ``oabctl``'s display
+clock and the simulated data plane's (:mod:`oab.controller.local.dataplane`). Tests pass
+``oab.controller.testing.FakeClock``.
+
+``oab.leader`` and ``oab.queue`` import nothing of the controller, so each declares its own
+``Clock`` with the same two readings (``monotonic``, ``time``); this protocol is theirs plus
+``sleep``, so any controller clock can be handed to the elector and the work queue as is
+(``tests/test_tidy_clock.py`` checks the three protocols stay in step).
 
 Time model: ``monotonic`` is meaningful only on this host and never stored; ``time`` is the wall
 clock, for values stored or shown (compared across hosts only with an allowance for skew).

@@ -52,6 +52,14 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+#: S3's answers to a conditional write (``If-Match``/``If-None-Match``) whose condition did not
+#: hold: 412 ``PreconditionFailed``, and 409 ``ConditionalRequestConflict`` while a concurrent
+#: conditional write to the same key is in flight. The one list: :func:`precondition_failed`.
+CONDITION_FAILED_CODES = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+)
+
+
 class OabError(Exception):
     """Base of every controller error."""
 
@@ -96,6 +104,32 @@ class AgentError(OabError):
 
     retryable = False
     reason = "AgentError"
+
+
+class PreconditionFailed(OabError):
+    """A conditional write's condition did not hold: someone else wrote ``key`` first.
+
+    S3 does not return the winning object, so the caller reads it (the desired-state store
+    re-reads and recomputes; ``oabctl snapshot`` reports the pending request it finds). Retryable:
+    a compare-and-swap round after a fresh read may succeed. ``code`` is S3's error code.
+    """
+
+    retryable = True
+    reason = "PreconditionFailed"
+
+    def __init__(self, key: str, *, code: str = "") -> None:
+        super().__init__(key)
+        self.key = key
+        self.code = code
+
+
+def precondition_failed(exc: Exception, *, key: str) -> PreconditionFailed | None:
+    """The :class:`PreconditionFailed` that ``exc`` means for a conditional write of ``key``,
+    or None when it is another failure. The one place S3's condition codes are read."""
+    if not isinstance(exc, ClientError):
+        return None
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return PreconditionFailed(key, code=code) if code in CONDITION_FAILED_CODES else None
 
 
 class AwsError(OabError):

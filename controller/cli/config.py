@@ -9,7 +9,7 @@ from oab.controller.cli.common import (
     add_output,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_OK, command
+from oab.controller.cli.registry import EXIT_OK, Command, command
 
 
 def _configure_config(p: argparse.ArgumentParser) -> None:
@@ -34,3 +34,7 @@ def _config(ctx: Context) -> int:
     else:
         ctx.print(out.to_yaml(data).rstrip("\n"))
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_config,)

@@ -68,7 +68,7 @@ from oab.controller.base.redact import scrub
 from oab.controller.base.taskcontract import AGENT_CONTAINER
 from oab.controller.cli.common import add_namespace, require_agent
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import UsageError, command
+from oab.controller.cli.registry import Command, UsageError, command
 from oab.controller.core.render import service_name
 
 __all__ = [
@@ -503,3 +503,7 @@ def _cp(ctx: Context) -> int:
 
 def _pack_name(local: Path) -> str:
     return local.resolve().name if local.name in ("", ".", "..") else local.name
+
+
+#: This group's commands (listed in :data:`oab.controller.cli.main.GROUPS`).
+COMMANDS: tuple[Command, ...] = (_exec, _cp)

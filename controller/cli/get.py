@@ -21,7 +21,7 @@ from oab.controller.cli.common import (
     split_target,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_OK, command
+from oab.controller.cli.registry import EXIT_OK, Command, command
 
 
 def _configure_get(p: argparse.ArgumentParser) -> None:
@@ -248,3 +248,7 @@ def _get(ctx: Context) -> int:
         )
     )
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_get,)

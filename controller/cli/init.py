@@ -43,17 +43,11 @@ from oab.controller.adapters.tables import ensure_tables
 from oab.controller.base.errors import OabError, classify_aws
 from oab.controller.base.names import CLUSTER_PROFILE_KEY, LOCAL_TAG
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_OK, command
+from oab.controller.cli.registry import EXIT_OK, Command, command
 from oab.controller.core.clusterprofile import ClusterProfile
 from oab.controller.core.settings import Settings
 
-__all__ = [
-    "InitError",
-    "InitReport",
-    "Step",
-    "init",
-    "init_command",
-]
+__all__ = ["COMMANDS", "InitError", "InitReport", "Step", "init", "init_command"]
 
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 
@@ -297,7 +291,6 @@ def _iso(ts: float) -> str:
 # ------------------------------------------------------------------------------ the command
 
 
-@command("init", help="create or verify the bucket, tables and ECS cluster (idempotent)")
 def init_command(ctx: Context) -> int:
     """``oabctl init``: run :func:`init` with the context's settings and clients; one line per
     step on stdout."""
@@ -314,3 +307,12 @@ def init_command(ctx: Context) -> int:
     for step in report.steps:
         ctx.print(step.line())
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (
+    # init_command stays a function: ``oabctl local up`` runs it after starting the emulator.
+    command("init", help="create or verify the bucket, tables and ECS cluster (idempotent)")(
+        init_command
+    ),
+)

@@ -1,7 +1,7 @@
 """``oabctl logs``: an agent's CloudWatch log lines, once or followed.
 
-Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
-:data:`oab.controller.cli.main.COMMAND_MODULES`); exit 0, 2 usage, 3 AWS.
+Listed in ``COMMANDS`` (offered by
+:data:`oab.controller.cli.main.GROUPS`); exit 0, 2 usage, 3 AWS.
 
 Design: :class:`LogTail` reads the agent's streams incrementally and is tested on its own; the
 command only chooses the streams (one container's, or ``--all-containers``), the start
@@ -27,9 +27,9 @@ from botocore.exceptions import ClientError
 
 from oab.controller.cli.common import add_namespace, parse_duration
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_OK, UsageError, command
+from oab.controller.cli.registry import EXIT_OK, Command, UsageError, command
 
-__all__ = ["LogLine", "LogTail"]
+__all__ = ["COMMANDS", "LogLine", "LogTail"]
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,7 @@ def _logs(ctx: Context) -> int:
         time.sleep(interval)
         emit(tail.poll())
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_logs,)

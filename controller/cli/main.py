@@ -2,11 +2,13 @@
 
 Design
 ------
-- **Registry** (:mod:`oab.controller.cli.registry`). Every subcommand is a ``Command``
-  registered at import time by its module: one module per command group, listed in
-  :data:`COMMAND_MODULES`, plus the plugins named by the ``oabctl.commands`` entry points (the
-  ``local`` group lives in :mod:`oab.controller.local`, which the product never imports).
-  :func:`build_parser` imports them all first. Adding a command never touches the parser code.
+- **Commands** (:mod:`oab.controller.cli.registry`). Every subcommand is a ``Command``; each
+  command-group module lists its own in ``COMMANDS`` and :data:`GROUPS` lists the groups, here,
+  explicitly (no registration as an import side effect, no loading by module-name strings).
+  Plugins are the ``oabctl.commands`` entry points (the ``local`` group lives in
+  :mod:`oab.controller.local`, which the product never imports): each names a module with a
+  ``COMMANDS`` tuple. :func:`commands` is the whole set; :func:`build_parser` adds each to the
+  parser. Adding a command never touches the parser code.
 - **Context** (:mod:`oab.controller.cli.context`): arguments, settings, lazily built clients,
   the output format and the three streams.
 - **Errors.** Commands raise; :func:`exit_code_for` is the single place mapping errors to exit
@@ -23,16 +25,29 @@ Time model: ``AGE`` is computed from the injected wall clock; nothing else reads
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
+from types import UnionType
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from oab.controller.base.errors import AwsError, OabError
+from oab.controller.cli import (
+    config,
+    get,
+    init,
+    logs,
+    manifests,
+    ops,
+    scale,
+    snapshot,
+    trace,
+    wait,
+)
+from oab.controller.cli import exec as exec_
 from oab.controller.cli.context import Context
 from oab.controller.cli.registry import (
     EXIT_CONFLICT,
@@ -42,26 +57,27 @@ from oab.controller.cli.registry import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_USAGE,
+    Command,
     UsageError,
-    registered,
+    index,
 )
 from oab.controller.core.settings import Settings, SettingsError
 
-__all__ = ["COMMAND_MODULES", "PLUGIN_GROUP", "build_parser", "exit_code_for", "main"]
+__all__ = ["GROUPS", "PLUGIN_GROUP", "build_parser", "commands", "exit_code_for", "main"]
 
-#: The command groups of ``oabctl``: each module registers its commands when imported.
-COMMAND_MODULES: tuple[str, ...] = (
-    "oab.controller.cli.init",
-    "oab.controller.cli.manifests",
-    "oab.controller.cli.get",
-    "oab.controller.cli.config",
-    "oab.controller.cli.wait",
-    "oab.controller.cli.ops",
-    "oab.controller.cli.logs",
-    "oab.controller.cli.trace",
-    "oab.controller.cli.snapshot",
-    "oab.controller.cli.exec",
-    "oab.controller.cli.scale",
+#: The command groups of ``oabctl``, each a module's ``COMMANDS``.
+GROUPS: tuple[tuple[Command, ...], ...] = (
+    init.COMMANDS,
+    manifests.COMMANDS,
+    get.COMMANDS,
+    config.COMMANDS,
+    wait.COMMANDS,
+    ops.COMMANDS,
+    logs.COMMANDS,
+    trace.COMMANDS,
+    snapshot.COMMANDS,
+    exec_.COMMANDS,
+    scale.COMMANDS,
 )
 #: Entry-point group of command plugins (pyproject: ``oabctl local`` from the local tooling).
 PLUGIN_GROUP = "oabctl.commands"
@@ -88,18 +104,31 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _plugin_commands() -> list[Command]:
+    """The commands of the ``oabctl.commands`` entry points (each names a module whose
+    ``COMMANDS`` lists them)."""
+    found: list[Command] = []
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        offered = getattr(plugin.load(), "COMMANDS", None)
+        if not isinstance(offered, tuple) or not all(isinstance(c, Command) for c in offered):
+            raise TypeError(f"oabctl plugin {plugin.value!r} has no COMMANDS tuple of Command")
+        found.extend(offered)
+    return found
+
+
+def commands() -> Mapping[str, Command]:
+    """Every ``oabctl`` command by name: :data:`GROUPS`, then the plugins."""
+    return index([*(c for group in GROUPS for c in group), *_plugin_commands()])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: global options (accepted before or after the command) + every command."""
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
-    for plugin in entry_points(group=PLUGIN_GROUP):
-        plugin.load()
     parser = _Parser(prog="oabctl", description="Declarative OpenAB agents on Amazon ECS.")
     _global_options(parser, default=None)
     common = _Parser(add_help=False)
     _global_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for cmd in sorted(registered().values(), key=lambda c: c.name):
+    for cmd in sorted(commands().values(), key=lambda c: c.name):
         p = sub.add_parser(cmd.name, help=cmd.help, aliases=list(cmd.aliases), parents=[common])
         p.set_defaults(_command=cmd)
         cmd.configure(p)
@@ -122,20 +151,19 @@ def exit_code_for(exc: BaseException) -> int:
     from oab.controller.api.manifests import ManifestError
     from oab.controller.cli.init import InitError
 
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE
     invalid = ManifestError | InvalidDocument | SettingsError | NotFoundError
     stored = InvalidStoredObject | DocumentTooLarge  # someone must replace or shrink it
-    if isinstance(exc, invalid | stored | OwnershipError | NameCollisionError):
-        return EXIT_INVALID
-    if isinstance(exc, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(exc, StorageError | InitError | ChangeLogError):
-        return EXIT_INFRA
-    if isinstance(exc, AwsError | ClientError | BotoCoreError):
-        return EXIT_INFRA
+    aws = AwsError | ClientError | BotoCoreError
+    table: tuple[tuple[type[BaseException] | UnionType, int], ...] = (
+        (KeyboardInterrupt, EXIT_INTERRUPTED),
+        (UsageError, EXIT_USAGE),
+        (invalid | stored | OwnershipError | NameCollisionError, EXIT_INVALID),
+        (ConflictError, EXIT_CONFLICT),
+        (StorageError | InitError | ChangeLogError | aws, EXIT_INFRA),
+    )
+    for kinds, code in table:
+        if isinstance(exc, kinds):
+            return code
     if isinstance(exc, OabError):
         return EXIT_INFRA if exc.retryable else EXIT_INVALID
     return EXIT_INTERNAL

@@ -41,7 +41,7 @@ from oab.controller.cli.common import (
     split_target,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, UsageError, command
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, Command, UsageError, command
 
 
 def _add_strict(p: argparse.ArgumentParser) -> None:
@@ -490,3 +490,15 @@ def _convert(ctx: Context) -> int:
         return EXIT_INVALID
     ctx.print(result.text.rstrip("\n"))
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (
+    _apply,
+    _delete,
+    _diff,
+    _render,
+    _schema,
+    _version,
+    _convert,
+)

@@ -1,7 +1,7 @@
 """Day-two ``oabctl`` commands: describe, history, restart, rollback, leader, queue.
 
-Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
-:data:`oab.controller.cli.main.COMMAND_MODULES`); exit codes follow the registry's table (0 ok, 1
+Listed in ``COMMANDS`` (offered by
+:data:`oab.controller.cli.main.GROUPS`); exit codes follow the registry's table (0 ok, 1
 not found / not met / refused, 2 usage, 3 AWS, 4 concurrent modifications, 130 Ctrl-C).
 
 Design
@@ -67,12 +67,13 @@ from oab.controller.cli.common import (
     require_agent,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_OK, UsageError, command
+from oab.controller.cli.registry import EXIT_OK, Command, UsageError, command
 from oab.controller.core.status import AuditRecord, unreadable_json
 from oab.controller.core.stored import UnreadableItem
 
 __all__ = [
     "CAS_ATTEMPTS",
+    "COMMANDS",
     "DEFAULT_LEASE",
     "DESCRIBE_RUNS",
     "OperationRefused",
@@ -577,16 +578,23 @@ def _rollback(ctx: Context) -> int:
 
 
 class _WallClock:
-    """The leader package's clock protocol over the context's wall clock (ages are display)."""
+    """The controller's :class:`~oab.controller.base.clock.Clock` over the context's injected
+    wall clock (ages are display only); handed to the leader's and the queue's readers."""
 
     def __init__(self, wall: Callable[[], float]) -> None:
         self._wall = wall
 
     def monotonic(self) -> float:
+        """``time.monotonic()``."""
         return time.monotonic()
 
     def time(self) -> float:
+        """The context's wall clock."""
         return self._wall()
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep(seconds)``."""
+        time.sleep(max(0.0, seconds))
 
 
 def _configure_leader(p: argparse.ArgumentParser) -> None:
@@ -732,3 +740,7 @@ def _queue(ctx: Context) -> int:
         )
     )
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_describe, _history, _restart, _rollback, _leader, _queue)

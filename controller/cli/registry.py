@@ -2,11 +2,12 @@
 
 Design
 ------
-Every subcommand is a :class:`Command` (name, help, how to add its arguments, how to run)
-registered with :func:`command`. The command modules (``oab.controller.cli.*``, listed in
-:data:`oab.controller.cli.main.COMMAND_MODULES`, and plugins named by the ``oabctl.commands``
-entry points) call it at import time; :func:`oab.controller.cli.main.build_parser` imports them
-first. Adding a command never touches the parser code.
+Every subcommand is a :class:`Command` (name, help, how to add its arguments, how to run), built
+by decorating its ``run`` with :func:`command`. Nothing is registered as a side effect of an
+import: each command-group module lists its commands in a ``COMMANDS`` tuple, and
+:data:`oab.controller.cli.main.GROUPS` lists the groups, explicitly, in one place. Plugins (the
+``oabctl.commands`` entry points: ``oabctl local`` from the local tooling, which the product never
+imports) name a module with such a tuple; :func:`oab.controller.cli.main.commands` loads them.
 
 Exit codes
 ----------
@@ -25,7 +26,7 @@ Exit codes
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ __all__ = [
     "Command",
     "UsageError",
     "command",
-    "registered",
+    "index",
 ]
 
 EXIT_OK = 0
@@ -69,30 +70,31 @@ class Command:
     aliases: tuple[str, ...] = ()
 
 
-_REGISTRY: dict[str, Command] = {}
-
-
 def command(
     name: str,
     *,
     help: str,
     configure: Callable[[argparse.ArgumentParser], None] = lambda _p: None,
     aliases: Sequence[str] = (),
-) -> Callable[[Callable[[Context], int]], Callable[[Context], int]]:
-    """Register the decorated ``run(ctx) -> exit code`` as subcommand ``name``."""
+) -> Callable[[Callable[[Context], int]], Command]:
+    """Make the decorated ``run(ctx) -> exit code`` subcommand ``name`` (a :class:`Command`; list
+    it in its module's ``COMMANDS`` to offer it)."""
 
-    def register(run: Callable[[Context], int]) -> Callable[[Context], int]:
-        if name in _REGISTRY:
-            raise ValueError(f"oabctl command {name!r} registered twice")
-        _REGISTRY[name] = Command(name, help, run, configure, tuple(aliases))
-        return run
+    def make(run: Callable[[Context], int]) -> Command:
+        return Command(name, help, run, configure, tuple(aliases))
 
-    return register
+    return make
 
 
-def registered() -> Mapping[str, Command]:
-    """Every command registered so far, by name (read-only)."""
-    return MappingProxyType(_REGISTRY)
+def index(commands: Iterable[Command]) -> Mapping[str, Command]:
+    """``commands`` by name (read-only); a name or alias offered twice is a ``ValueError``."""
+    found: dict[str, Command] = {}
+    for cmd in commands:
+        for name in (cmd.name, *cmd.aliases):
+            if name in found:
+                raise ValueError(f"oabctl command {name!r} registered twice")
+            found[name] = cmd
+    return MappingProxyType({c.name: c for c in found.values()})
 
 
 class UsageError(OabError):

@@ -36,7 +36,7 @@ from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli.common import KIND, add_namespace, require_agent
 from oab.controller.cli.context import Context
 from oab.controller.cli.ops import _compare_and_swap  # the one CAS helper (restart, rollback)
-from oab.controller.cli.registry import EXIT_OK, command
+from oab.controller.cli.registry import EXIT_OK, Command, command
 from oab.controller.core.schedule import Plan
 from oab.controller.core.status import iso
 
@@ -122,3 +122,7 @@ def _scale(ctx: Context) -> int:
         if level.replicas == 0:
             ctx.stderr.write(f"note: spec.schedules keep it at 0 for now: {level.describe()}\n")
     return EXIT_OK
+
+
+#: This group's commands (listed in :data:`oab.controller.cli.main.GROUPS`).
+COMMANDS: tuple[Command, ...] = (_scale,)

@@ -1,7 +1,7 @@
 """``oabctl snapshot NAME``: archive an agent's HOME to its ``bootstrapFrom`` location now.
 
-Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
-:data:`oab.controller.cli.main.COMMAND_MODULES`).
+Listed in ``COMMANDS`` (offered by
+:data:`oab.controller.cli.main.GROUPS`).
 
 Design
 ------
@@ -51,7 +51,7 @@ from oab.controller.cli import output as out
 from oab.controller.cli.common import parse_duration
 from oab.controller.cli.context import Context
 from oab.controller.cli.ops import OperationRefused
-from oab.controller.cli.registry import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, command
+from oab.controller.cli.registry import EXIT_CONFLICT, EXIT_INVALID, EXIT_OK, Command, command
 from oab.controller.core.snapshot import (
     SnapshotAlreadyRequested,
     SnapshotFailed,
@@ -60,7 +60,7 @@ from oab.controller.core.snapshot import (
     SnapshotTimeout,
 )
 
-__all__ = ["describe_record", "nudge"]
+__all__ = ["COMMANDS", "describe_record", "nudge"]
 
 
 def describe_record(record: SnapshotRecord) -> str:
@@ -255,3 +255,7 @@ def _snapshot(ctx: Context) -> int:
     else:
         ctx.print(describe_record(record))
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_snapshot,)

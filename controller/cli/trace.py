@@ -41,11 +41,11 @@ from oab.controller.adapters.state import audit_from_item, read_runlog, read_sta
 from oab.controller.base.names import RUN_INDEX
 from oab.controller.cli import output as out
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, command
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, Command, command
 from oab.controller.core.status import AuditRecord
 from oab.controller.observability.telemetry import DEFAULT_TRACE_FILE, read_spans
 
-__all__ = ["RunRef", "format_tree", "resolve_link", "select_spans"]
+__all__ = ["COMMANDS", "RunRef", "format_tree", "resolve_link", "select_spans"]
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 #: Attributes shown on a tree line, in this order (the rest is in ``-o json``).
@@ -294,3 +294,7 @@ def _trace(ctx: Context) -> int:
             "to print a link to your tracing backend"
         )
     return EXIT_OK
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_trace,)

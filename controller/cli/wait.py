@@ -1,7 +1,7 @@
 """``oabctl wait``: block until an agent meets a condition for its current generation.
 
-Registered with :func:`oab.controller.cli.registry.command` when imported (listed in
-:data:`oab.controller.cli.main.COMMAND_MODULES`); exit 0 when met, 1 when failed, timed out or not
+Listed in ``COMMANDS`` (offered by
+:data:`oab.controller.cli.main.GROUPS`); exit 0 when met, 1 when failed, timed out or not
 found, 2 usage.
 
 Design
@@ -43,11 +43,12 @@ from oab.controller.cli.common import (
     require_agent,
 )
 from oab.controller.cli.context import Context
-from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, UsageError, command
+from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, Command, UsageError, command
 from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem
 
 __all__ = [
+    "COMMANDS",
     "Observation",
     "Verdict",
     "WaitPolicy",
@@ -271,3 +272,7 @@ def _wait(ctx: Context) -> int:
     else:
         ctx.stderr.write(f"error: {key}: {verdict.message}\n")
     return EXIT_INVALID
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_wait,)

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 
 from oab.controller.api.service import ConditionStatus, Phase
+from oab.controller.base.errors import TerminalError
 from oab.controller.core.stored import (
     AUDIT_ERROR_BYTES,
     CALL_FIELD_BYTES,
@@ -71,8 +72,11 @@ CONDITION_TYPES = (
 )
 
 
-class IllegalTransition(Exception):
-    """A phase change the machine does not allow (terminal: never retried)."""
+class IllegalTransition(TerminalError):
+    """A phase change the machine does not allow (terminal: never retried; the outcome policy
+    parks the unit with reason ``IllegalTransition``)."""
+
+    reason = "IllegalTransition"
 
     def __init__(self, current: Phase | None, target: Phase | None) -> None:
         super().__init__(f"illegal phase transition {current or '<none>'} -> {target or '<none>'}")

@@ -15,9 +15,9 @@ import time
 from oab.controller.base.errors import OabError
 from oab.controller.cli.context import Context
 from oab.controller.cli.init import init_command
-from oab.controller.cli.registry import EXIT_INFRA, EXIT_OK, command
+from oab.controller.cli.registry import EXIT_INFRA, EXIT_OK, Command, command
 
-__all__ = ["LOCAL_DEFAULT_PORT", "LocalAwsError"]
+__all__ = ["COMMANDS", "LOCAL_DEFAULT_PORT", "LocalAwsError"]
 
 
 class LocalAwsError(OabError):
@@ -74,3 +74,7 @@ def _local(ctx: Context) -> int:
         return EXIT_OK
     finally:
         emulator.stop()
+
+
+#: This group's commands, in the order ``oabctl --help`` lists them (sorted there by name).
+COMMANDS: tuple[Command, ...] = (_local,)

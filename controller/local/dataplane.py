@@ -98,6 +98,7 @@ from pydantic import ValidationError
 
 # The control API's models, errors and client live apart (no moto there); re-exported here so
 # ``from oab.controller.local.dataplane import DataPlaneControl`` keeps working.
+from oab.controller.base.clock import Clock
 from oab.controller.local.dataplane_control import (
     CONTROL_PREFIX,
     ControlRequestError,
@@ -143,16 +144,10 @@ _BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
 
 
 # ---------------------------------------------------------------------------------------- clock
-class SimClock(Protocol):
-    """What the simulator needs from a clock (``oab.controller.testing.FakeClock`` fits)."""
-
-    def monotonic(self) -> float:
-        """Seconds on a monotonic clock: deadlines."""
-        ...
-
-    def time(self) -> float:
-        """Seconds since the epoch: shown timestamps only."""
-        ...
+class SimClock(Clock, Protocol):
+    """The controller's :class:`~oab.controller.base.clock.Clock` (``monotonic`` for deadlines,
+    ``time`` for shown timestamps only) that a test can also move forward
+    (``oab.controller.testing.FakeClock`` fits)."""
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward (``step`` with ``advance_s``)."""
@@ -182,6 +177,10 @@ class OffsetClock:
             raise ValueError("a clock never goes backwards")
         with self._lock:
             self._offset += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep(seconds)`` (real time; skipping ahead is :meth:`advance`)."""
+        time.sleep(max(0.0, seconds))
 
 
 def _random_deployment_id() -> DeploymentId:

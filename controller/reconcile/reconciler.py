@@ -67,6 +67,7 @@ from oab.controller.base.errors import (
     OabError,
     TerminalError,
     classify_aws,
+    precondition_failed,
 )
 from oab.controller.base.names import (
     CONTENT_HASH_TAG,
@@ -728,8 +729,7 @@ class Reconciler:
                 ContentType="application/toml",
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if precondition_failed(exc, key=key) is not None:
                 return False  # written by an earlier attempt: artifacts are write-once
             raise classify_aws(exc, operation="PutObject") from exc
         log.add(

@@ -2,10 +2,14 @@
 
 Design
 ------
-- AWS clients are built here and nowhere else, from :class:`DaemonSettings`. The lease gets its
-  own DynamoDB client with short timeouts and no botocore retries (the elector owns its retry
+- Wiring only: the constructor builds objects and makes no AWS request. Every AWS client
+  (:class:`Clients`, including STS and the lease's) comes from the one factory
+  (:mod:`oab.controller.adapters.aws`) on one session that honours the profile. The lease's
+  DynamoDB client has short timeouts and no botocore retries (the elector owns its retry
   budget); everything else uses botocore's standard mode with a small attempt budget (the only
-  retry layer below the queue's persisted backoff).
+  retry layer below the queue's persisted backoff). The one read the wiring needs (the render
+  context: the cluster profile in S3, the account from STS) happens when the reconciler is first
+  used, which :meth:`Replica.start` does first.
 - Every replica runs the worker pool; only the leader runs the scheduler, started by the elector
   with the term's stop event and the term's fence.
 - Shutdown (SIGTERM): stop claiming; let in-flight work finish within the budget and release
@@ -42,6 +46,7 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
+from oab.controller.base.clock import Clock
 from oab.controller.core import render
 from oab.controller.core.clusterprofile import render_context
 from oab.controller.reconcile.desired import StoreManifests
@@ -62,7 +67,8 @@ log = logging.getLogger("oab.controller.runtime.replica")
 
 @dataclass(frozen=True)
 class SkewedClock:
-    """Monotonic and wall clocks with a chaos offset and rate (identity in production)."""
+    """The controller's :class:`~oab.controller.base.clock.Clock` with a chaos offset and rate
+    (identity in production)."""
 
     offset: float = 0.0
     rate: float = 1.0
@@ -77,6 +83,98 @@ class SkewedClock:
         """Wall-clock seconds plus ``offset``."""
         return time.time() + self.offset
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` as this clock counts them (real seconds divided by ``rate``)."""
+        time.sleep(max(0.0, seconds) / self.rate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clients:
+    """Every AWS client a replica uses, each from the one factory
+    (:func:`~oab.controller.adapters.aws.make_client`) on one session that honours the
+    settings' profile, region and endpoint. Building them makes no request."""
+
+    dynamodb: Any
+    s3: Any
+    ecs: Any
+    ssm: Any
+    secretsmanager: Any
+    sts: Any
+    #: Webhook ingress (API Gateway HTTP APIs, Cloud Map, EC2 security groups and VPCs).
+    apigateway: Any
+    servicediscovery: Any
+    ec2: Any
+    #: The lease's own DynamoDB client: short timeouts, no botocore retries (the elector owns
+    #: its retry budget: :meth:`~oab.leader.config.ElectionConfig.botocore_config`).
+    lease: Any
+
+    @classmethod
+    def build(cls, settings: DaemonSettings, *, election: ElectionConfig) -> Clients:
+        """The clients of ``settings`` (``aws_profile``, ``region``, ``endpoint``)."""
+        s = settings
+        session = make_session(region=s.region, profile=s.aws_profile, principal="oab-controller")
+        opts = ClientOptions()
+
+        def client(service: str) -> Any:
+            return make_client(session, service, endpoint_url=s.endpoint, options=opts)
+
+        return cls(
+            dynamodb=client("dynamodb"),
+            s3=client("s3"),
+            ecs=client("ecs"),
+            ssm=client("ssm"),
+            secretsmanager=client("secretsmanager"),
+            sts=client("sts"),
+            apigateway=client("apigatewayv2"),
+            servicediscovery=client("servicediscovery"),
+            ec2=client("ec2"),
+            lease=make_client(
+                session, "dynamodb", endpoint_url=s.endpoint, config=election.botocore_config()
+            ),
+        )
+
+
+def election_config(settings: DaemonSettings) -> ElectionConfig:
+    """The elector's configuration from the daemon's settings."""
+    s = settings
+    return ElectionConfig(
+        identity=ReplicaId(s.replica_id),
+        lease_name=s.lease_name,
+        lease_duration=s.lease_duration_s,
+        renew_deadline=s.renew_deadline_s,
+        retry_period=s.retry_period_s,
+        call_timeout=min(1.0, s.renew_deadline_s / 2),
+    )
+
+
+def rate_buckets(settings: DaemonSettings) -> dict[str, BucketConfig]:
+    """The AWS rate limiter's buckets: the defaults with the settings' ECS rates."""
+    s = settings
+    buckets = dict(DEFAULT_BUCKETS)
+    buckets["ecs.read"] = BucketConfig(rate=s.ecs_read_rate, burst=int(s.ecs_read_rate * 2) + 1)
+    buckets["ecs.mutate"] = BucketConfig(
+        rate=s.ecs_mutate_rate, burst=int(s.ecs_mutate_rate * 2) + 1
+    )
+    buckets["ecs.register"] = BucketConfig(
+        rate=s.ecs_register_rate, burst=int(s.ecs_register_rate * 5) + 1
+    )
+    return buckets
+
+
+def resolve_render_context(settings: DaemonSettings, *, s3: Any, sts: Any) -> render.RenderContext:
+    """The renderer's context: the settings, the cluster profile ``oabctl init`` stored, and the
+    account (from the settings or the profile, else asked of STS: role ARNs need it).
+
+    I/O (one S3 read, at most one STS call): called when the reconciler is first needed, never
+    while the replica is being wired.
+    """
+    s = settings
+    profile = read_cluster_profile(s3, s.bucket)
+    account = s.account or (profile.account if profile else None)
+    if account is None:
+        account = str(sts.get_caller_identity()["Account"])
+    return render_context(s, profile, account=account)
+
 
 class Replica:
     """Builds and runs one replica (see the module docstring)."""
@@ -85,48 +183,30 @@ class Replica:
         self,
         settings: DaemonSettings,
         *,
-        clock: SkewedClock | None = None,
+        clients: Clients | None = None,
+        clock: Clock | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         on_loop_died: Callable[[str], None] | None = None,
     ) -> None:
+        """Wire the replica's parts; no AWS request is made until :meth:`start` (or the first
+        use of :attr:`reconciler`)."""
         self.settings = settings
         self._on_loop_died = on_loop_died or (lambda _name: None)
         self._dead: list[str] = []
         self._dead_lock = threading.Lock()
-        self.clock = clock or SkewedClock(
+        self.clock: Clock = clock or SkewedClock(
             offset=settings.chaos_clock_offset_s, rate=settings.chaos_clock_rate
         )
         self._on_event = on_event or (lambda _kind, _data: None)
         s = settings
-        session = make_session(region=s.region, profile=s.aws_profile, principal="oab-controller")
-        opts = ClientOptions()
-        self.dynamodb = make_client(session, "dynamodb", endpoint_url=s.endpoint, options=opts)
-        self.s3 = make_client(session, "s3", endpoint_url=s.endpoint, options=opts)
-        self.ecs_client = make_client(session, "ecs", endpoint_url=s.endpoint, options=opts)
-        ssm = make_client(session, "ssm", endpoint_url=s.endpoint, options=opts)
-        sm = make_client(session, "secretsmanager", endpoint_url=s.endpoint, options=opts)
-        election = ElectionConfig(
-            identity=ReplicaId(s.replica_id),
-            lease_name=s.lease_name,
-            lease_duration=s.lease_duration_s,
-            renew_deadline=s.renew_deadline_s,
-            retry_period=s.retry_period_s,
-            call_timeout=min(1.0, s.renew_deadline_s / 2),
-        )
-        lease_client = session.client(
-            "dynamodb", endpoint_url=s.endpoint, config=election.botocore_config()
-        )
+        election = election_config(s)
+        self.clients = clients or Clients.build(s, election=election)
+        self.dynamodb = self.clients.dynamodb
+        self.s3 = self.clients.s3
+        self.ecs_client = self.clients.ecs
         tables = s.tables
         self.tables = tables
-        buckets = dict(DEFAULT_BUCKETS)
-        buckets["ecs.read"] = BucketConfig(rate=s.ecs_read_rate, burst=int(s.ecs_read_rate * 2) + 1)
-        buckets["ecs.mutate"] = BucketConfig(
-            rate=s.ecs_mutate_rate, burst=int(s.ecs_mutate_rate * 2) + 1
-        )
-        buckets["ecs.register"] = BucketConfig(
-            rate=s.ecs_register_rate, burst=int(s.ecs_register_rate * 5) + 1
-        )
-        limiter = RateLimiter(buckets, monotonic=self.clock.monotonic)
+        self._limiter = RateLimiter(rate_buckets(s), monotonic=self.clock.monotonic)
         self.queue = WorkQueue(
             self.dynamodb,
             tables.queue,
@@ -140,44 +220,15 @@ class Replica:
             clock=self.clock,
         )
         changes = ChangeLog(self.dynamodb, tables.state, wall_clock=self.clock.time)
-        store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
-        self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=limiter)
-        secrets = SecretVersions(ssm=ssm, secretsmanager=sm, s3=self.s3, limiter=limiter)
-        configs = ConfigObjects(self.s3, control_plane_bucket=s.bucket, limiter=limiter)
-        self.reconciler = Reconciler(
-            manifests=StoreManifests(store, configs=configs),
-            ecs=self.ecs,
+        self._store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
+        self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=self._limiter)
+        self._secrets = SecretVersions(
+            ssm=self.clients.ssm,
+            secretsmanager=self.clients.secretsmanager,
             s3=self.s3,
-            bucket=s.bucket,
-            secrets=secrets,
-            context=self._render_context(),
-            wall=self.clock.time,
-            config=ReconcileConfig(progress_poll_s=s.progress_poll_s),
-            limiter=limiter,
-            ingress=IngressReconciler(
-                api=AwsIngress(
-                    apigateway=make_client(session, "apigatewayv2", endpoint_url=s.endpoint),
-                    servicediscovery=make_client(
-                        session, "servicediscovery", endpoint_url=s.endpoint
-                    ),
-                    ec2=make_client(session, "ec2", endpoint_url=s.endpoint),
-                    limiter=limiter,
-                ),
-                ecs=self.ecs,
-                secret_value=AwsSecretValues(ssm=ssm, secretsmanager=sm, limiter=limiter),
-                config=IngressConfig(telegram_api_url=s.telegram_api_url),
-            ),
+            limiter=self._limiter,
         )
-        self.worker = Worker(
-            queue=self.queue,
-            reconciler=self.reconciler,
-            dynamodb=self.dynamodb,
-            tables=tables,
-            replica_id=s.replica_id,
-            config=WorkerConfig(workers=s.workers, idle_poll_s=s.idle_poll_s),
-            monotonic=self.clock.monotonic,
-            wall=self.clock.time,
-        )
+        self._configs = ConfigObjects(self.s3, control_plane_bucket=s.bucket, limiter=self._limiter)
         self.scheduler = Scheduler(
             queue=self.queue,
             changes=changes,
@@ -186,7 +237,7 @@ class Replica:
             dynamodb=self.dynamodb,
             state_table=tables.state,
             ecs=self.ecs,
-            secrets=secrets,
+            secrets=self._secrets,
             config=SchedulerConfig(
                 change_poll_s=s.change_poll_s, resync_period_s=s.resync_period_s
             ),
@@ -195,7 +246,7 @@ class Replica:
         )
         self.elector = LeaderElector(
             election,
-            DynamoLeaseStore(lease_client, tables.lease, s.lease_name),
+            DynamoLeaseStore(self.clients.lease, tables.lease, s.lease_name),
             on_started_leading=self._lead,
             on_stopped_leading=self._stopped,
             on_new_leader=self._new_leader,
@@ -204,16 +255,51 @@ class Replica:
         self._stop_workers = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _render_context(self) -> render.RenderContext:
+    @functools.cached_property
+    def reconciler(self) -> Reconciler:
+        """The reconciler, built on first use: its render context is read from S3 (and STS)."""
         s = self.settings
-        profile = read_cluster_profile(self.s3, s.bucket)
-        account = s.account or (profile.account if profile else None)
-        if account is None:
-            # Role ARNs need the account: ask STS (the emulator answers with its fixed one).
-            session = make_session(region=s.region, principal="oab-controller")
-            sts = make_client(session, "sts", endpoint_url=s.endpoint)
-            account = str(sts.get_caller_identity()["Account"])
-        return render_context(s, profile, account=account)
+        return Reconciler(
+            manifests=StoreManifests(self._store, configs=self._configs),
+            ecs=self.ecs,
+            s3=self.s3,
+            bucket=s.bucket,
+            secrets=self._secrets,
+            context=resolve_render_context(s, s3=self.s3, sts=self.clients.sts),
+            wall=self.clock.time,
+            config=ReconcileConfig(progress_poll_s=s.progress_poll_s),
+            limiter=self._limiter,
+            ingress=IngressReconciler(
+                api=AwsIngress(
+                    apigateway=self.clients.apigateway,
+                    servicediscovery=self.clients.servicediscovery,
+                    ec2=self.clients.ec2,
+                    limiter=self._limiter,
+                ),
+                ecs=self.ecs,
+                secret_value=AwsSecretValues(
+                    ssm=self.clients.ssm,
+                    secretsmanager=self.clients.secretsmanager,
+                    limiter=self._limiter,
+                ),
+                config=IngressConfig(telegram_api_url=s.telegram_api_url),
+            ),
+        )
+
+    @functools.cached_property
+    def worker(self) -> Worker:
+        """The worker pool's loop (built with the reconciler, on first use)."""
+        s = self.settings
+        return Worker(
+            queue=self.queue,
+            reconciler=self.reconciler,
+            dynamodb=self.dynamodb,
+            tables=self.tables,
+            replica_id=s.replica_id,
+            config=WorkerConfig(workers=s.workers, idle_poll_s=s.idle_poll_s),
+            monotonic=self.clock.monotonic,
+            wall=self.clock.time,
+        )
 
     # -------------------------------------------------------------- callbacks
     def _lead(self, epoch: Epoch, stop: threading.Event) -> None:
@@ -262,11 +348,12 @@ class Replica:
 
     # ---------------------------------------------------------------- running
     def start(self) -> None:
-        """Start the elector and the worker pool (returns at once)."""
+        """Start the elector and the worker pool (returns once the render context is read)."""
+        worker = self.worker  # the first AWS requests: fail here, before leading or claiming
         self.elector.start()
         for i in range(self.settings.workers):
             name = f"w{i}"
-            run = functools.partial(self.worker.run, self._stop_workers)
+            run = functools.partial(worker.run, self._stop_workers)
             t = threading.Thread(target=self._supervised(name, run), name=name, daemon=True)
             t.start()
             self._threads.append(t)

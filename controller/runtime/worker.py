@@ -55,7 +55,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,7 +68,17 @@ from oab.controller.adapters.ecs import CallLog
 from oab.controller.adapters.state import newest_audit_seq, read_status, transition_items
 from oab.controller.api.service import AgentKey
 from oab.controller.base.names import TableNames, is_agent_key
-from oab.controller.core.outcome import Decision, Request, Result, decide
+from oab.controller.core.outcome import (
+    CommitFailed,
+    CommitRejected,
+    CorruptStatus,
+    Decision,
+    InvalidKey,
+    Request,
+    Result,
+    decide,
+    origin_of,
+)
 from oab.controller.core.status import (
     OMITTED_CALLS_ACTION,
     AgentStatus,
@@ -158,14 +168,6 @@ class _Heartbeat:
                 self.claim = renewed
 
 
-def _epoch_of(claim: Claim) -> int:
-    ctx = claim.trace_context or {}
-    try:
-        return int(ctx.get("epoch", "0"))
-    except ValueError:
-        return 0
-
-
 def _links(claim: Claim) -> list[Link]:
     span_ctx = trace.get_current_span(_parent(claim)).get_span_context()
     return [Link(span_ctx)] if span_ctx.is_valid else []
@@ -178,7 +180,7 @@ def _parent(claim: Claim) -> Context:
     every run of that generation, retries and progress polls included), while a backend that
     shows only links still finds the producer.
     """
-    carrier: Mapping[str, str] = claim.trace_context or {}
+    carrier = origin_of(claim.reason, claim.trace_context).trace
     return TraceContextTextMapPropagator().extract(carrier=dict(carrier), context=Context())
 
 
@@ -306,7 +308,7 @@ class Worker:
                     "oab.run_id": run_id,
                     "oab.idempotency_token": claim.token,
                     "oab.replica_id": self._replica,
-                    "oab.epoch": _epoch_of(claim),
+                    "oab.epoch": origin_of(claim.reason, claim.trace_context).epoch,
                     "oab.attempt": claim.attempt,
                     "messaging.system": "aws_dynamodb",
                     "messaging.operation.type": "process",
@@ -358,11 +360,7 @@ class Worker:
         result: Result | None = None
         before: AgentStatus | None = None
         if not is_agent_key(claim.key):
-            decision = Decision(
-                kind="park",
-                reason="InvalidKey",
-                error=f"InvalidKey: {clip(claim.key, 200)!r} is not namespace/name (DNS labels)",
-            )
+            decision = decide(error=InvalidKey(claim.key))
         else:
             try:
                 before = read_status(self._ddb, self._tables.state, claim.key)
@@ -370,12 +368,7 @@ class Worker:
                 instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "status"})
                 log.warning("status item unreadable: %s", exc, extra={"key": claim.key})
                 span.record_exception(exc)
-                decision = Decision(
-                    kind="park",
-                    reason="CorruptStatus",
-                    error=f"CorruptStatus: {exc}; repair or delete the item, then "
-                    f"`oabctl queue retry {claim.key}`",
-                )
+                decision = decide(error=CorruptStatus(claim.key, exc))
             except Exception as exc:  # throttled, 5xx, or no access: the policy decides
                 decision = decide(error=exc)
             else:
@@ -464,7 +457,7 @@ class Worker:
             generation=(result.status.observed_generation if result else 0) or claim.generation,
             token=claim.token,
             replica=self._replica,
-            epoch=_epoch_of(claim),
+            epoch=origin_of(claim.reason, claim.trace_context).epoch,
             trace_id=format(ctx.trace_id, "032x"),
             span_id=format(ctx.span_id, "016x"),
             from_phase=before.phase,
@@ -517,9 +510,7 @@ class Worker:
                 items = self._items(before, after, audit)
             except IllegalTransition as exc:
                 span.record_exception(exc)
-                decision = Decision(
-                    kind="park", error=safe_text(str(exc), ERROR_BYTES), reason="IllegalTransition"
-                )
+                decision = decide(error=exc)
                 items = []
                 audit = None
             span.add_event(
@@ -585,7 +576,7 @@ class Worker:
         # Someone else owns the key now (or wrote its status): our run is void.
         span.record_exception(exc)
         log.warning("outcome rejected: %s", exc, extra={"key": claim.key})
-        return Decision(kind="drop", error=safe_text(str(exc), ERROR_BYTES), reason="ClaimLost")
+        return decide(error=exc)
 
     def _resume(
         self,
@@ -647,15 +638,7 @@ class Worker:
         span.record_exception(exc)
         instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "commit"})
         log.error("commit refused by DynamoDB; parking: %s", exc, extra={"key": claim.key})
-        parked = Decision(
-            kind="park",
-            reason="CommitRejected",
-            error=safe_text(
-                f"CommitRejected: the run's outcome ({decision.kind}) could not be stored: "
-                f"{exc}; the unit is parked until a new generation or `oabctl queue retry`",
-                ERROR_BYTES,
-            ),
-        )
+        parked = decide(error=CommitRejected(kind=decision.kind, cause=exc))
         try:
             after = self._status_after(before, None, parked, req, made)
             after = replace(after, audit_seq=before.audit_seq + 1)
@@ -689,11 +672,7 @@ class Worker:
         span.record_exception(exc)
         code = exc.code if isinstance(exc, QueueError) and exc.code else type(exc).__name__
         log.warning("commit failed (%s); backing off", code, extra={"key": claim.key})
-        failed = Decision(
-            kind="retry",
-            reason="CommitFailed",
-            error=safe_text(f"CommitFailed: {code}: {exc}", ERROR_BYTES),
-        )
+        failed = decide(error=CommitFailed(code=code, cause=exc))
         try:
             self._queue.fail(claim, failed.error, retryable=True)
         except Exception:
