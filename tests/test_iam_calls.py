@@ -502,9 +502,11 @@ def _ingress_requests(service: str, op: str, p: Mapping[str, Any]) -> list[Reque
         return [
             Request("servicediscovery:CreatePrivateDnsNamespace", "*"),
             *(Request(a, "*") for a in ("route53:CreateHostedZone", "ec2:DescribeVpcs")),
-            Request("route53:ChangeResourceRecordSets", "*"),
-            Request("route53:GetHostedZone", "*"),
-            Request("ec2:DescribeVpcAttribute", "*"),
+            # On the private zone Cloud Map creates (its id is new: any hosted zone) and on
+            # the namespace's VPC.
+            Request("route53:ChangeResourceRecordSets", "arn:aws:route53:::hostedzone/Z0NEW"),
+            Request("route53:GetHostedZone", "arn:aws:route53:::hostedzone/Z0NEW"),
+            Request("ec2:DescribeVpcAttribute", _arn("ec2", f"vpc/{p['Vpc']}")),
         ]
     return [Request(f"servicediscovery:{op}", "*")]
 

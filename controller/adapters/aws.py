@@ -129,6 +129,7 @@ _NAME_PARAMS: Final = frozenset(
         "VpcLinkId",
         "Id",
         "NamespaceId",
+        "Vpc",
         "GroupId",
         "GroupIds",
         "SubnetIds",
