@@ -33,3 +33,32 @@ def test_quick_start_is_the_two_make_commands() -> None:
     assert "make test" in quick
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_the_oabctl_table_lists_every_command_with_every_flag() -> None:
+    """Each command has a row in the "## oabctl" table whose first cell shows all its own flags
+    (the global settings flags are listed once above the table)."""
+    import argparse
+
+    section = README.split("\n## oabctl\n", 1)[1].split("\n## ", 1)[0]
+    usage = [
+        line[2:].split(" | ", 1)[0]
+        for line in section.splitlines()
+        if line.startswith("| `oabctl ")
+    ]
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    global_flags = {"--profile", "--config", "--region", "--bucket", "--table-prefix"}
+    global_flags |= {"--cluster", "--endpoint", "--debug", "--help", "-h"}
+    assert all(f"`{flag}`" in section for flag in global_flags - {"--help", "-h"})
+    missing: list[str] = []
+    for name, command in sorted(sub.choices.items()):
+        cells = " ".join(u for u in usage if u.startswith(f"`oabctl {name}"))
+        if not cells:
+            missing.append(name)
+            continue
+        for action in command._actions:
+            flags = [f for f in action.option_strings if f not in global_flags]
+            if flags and not any(f in cells for f in flags):
+                missing.append(f"{name} {'/'.join(flags)}")
+    assert missing == [], f"README.md ## oabctl table misses: {missing}"

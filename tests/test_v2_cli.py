@@ -136,7 +136,7 @@ def test_v1_fleet_to_v2_keeps_each_agents_effective_values(tmp_path: Path) -> No
             assert v2.spec.capacity_provider == v1.spec.capacity_provider, name
 
 
-def test_v2_fleet_to_v1_writes_name_interpolation_out_and_names_config_and_ingress(
+def test_v2_fleet_to_v1_writes_name_interpolation_out_names_config_and_keeps_ingress(
     tmp_path: Path,
 ) -> None:
     fleet = (ROOT / "examples" / "v2" / "fleet.yaml").read_text()
@@ -150,7 +150,6 @@ def test_v2_fleet_to_v1_writes_name_interpolation_out_and_names_config_and_ingre
     assert sorted(result.dropped) == [
         "spec.agents[0].configFrom (v1 fleet agents take inline config only)",
         "spec.agents[1].configFrom (v1 fleet agents take inline config only)",
-        "spec.template.ingress (v1 fleets have no ingress)",
     ]
     converted = yaml.safe_load(result.text)
     # v1 fleet agents need inline config: add one, then the v1 fleet expands to the same agents.
@@ -164,7 +163,14 @@ def test_v2_fleet_to_v1_writes_name_interpolation_out_and_names_config_and_ingre
     for child in services_of(v2.obj):
         assert isinstance(child, OABService)
         v1 = v1_children[child.metadata.name]
-        for field in ("cpu", "memory", "task_definition", "networking", "bootstrap_from"):
+        for field in (
+            "cpu",
+            "memory",
+            "task_definition",
+            "networking",
+            "bootstrap_from",
+            "ingress",
+        ):
             assert getattr(v1.spec, field) == getattr(child.spec, field), field
         assert v1.spec.capacity_provider == child.spec.capacity_provider
         assert {s.name: s.arn for s in v1.spec.secrets if s.source == "secretsmanager"} == {

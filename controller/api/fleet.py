@@ -4,6 +4,13 @@ Design
     A fleet's ``spec.defaults`` is deep-merged under each ``spec.agents[i]`` and the result is an
     ordinary ``OABService`` labelled ``oab.dev/fleet: <fleet name>`` (:func:`expand_fleet`); the
     store keeps the fleet and writes its children, the controller reconciles only the children.
+    ``ingress``, ``exec``, ``suspend`` and ``schedules`` take the same values as on a single
+    agent; an agent's own value replaces the default's whole value (no merge: a schedule list
+    or a path list is one decision). Ingress paths get no ``${name}`` interpolation: each agent
+    has its own HTTP API (``oab-webhook-<ns>-<name>``), so the same path never collides, and a
+    path must be the ``webhook_path`` OpenAB serves, which is per platform, not per agent.
+    Fleet members are suspended through the fleet (``oabctl scale`` refuses them), hence
+    ``suspend`` here.
 
 Invariants
     - A fleet is valid only if every child it expands to is a valid ``OABService``; an issue of
@@ -21,9 +28,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
+from oab.controller.api.ingress import IngressSpec
 from oab.controller.api.issues import FieldIssue, InvalidDocument, issues_from_validation_error
+from oab.controller.api.schedule import Schedules
 from oab.controller.api.service import (
     AgentKey,
     ApiModel,
@@ -66,6 +75,11 @@ class FleetDefaults(ApiModel):
     config: dict[StrictStr, Any] = Field(
         default_factory=dict, description="Config parts deep-merged under each agent's config."
     )
+    # Left out of dumps while unset: the spec digest of every fleet without them is unchanged.
+    ingress: IngressSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    exec: StrictBool | None = Field(default=None, exclude_if=lambda v: v is None)
+    suspend: StrictBool | None = Field(default=None, exclude_if=lambda v: v is None)
+    schedules: Schedules | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class FleetAgent(ApiModel):
@@ -87,6 +101,11 @@ class FleetAgent(ApiModel):
     env: dict[StrictStr, StrictStr] | None = None
     platform: dict[StrictStr, Any] | None = None
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    # Left out of dumps while unset: the spec digest of every fleet without them is unchanged.
+    ingress: IngressSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    exec: StrictBool | None = Field(default=None, exclude_if=lambda v: v is None)
+    suspend: StrictBool | None = Field(default=None, exclude_if=lambda v: v is None)
+    schedules: Schedules | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class FleetSpec(ApiModel):
@@ -199,6 +218,7 @@ def _child_document(fleet: OABFleet, index: int) -> dict[str, Any]:
             "path": DISCORD_TOKEN_PATH.format(namespace=ns, name=agent.name),
         }
     spec["secrets"] = list(secrets.values())
+    spec.update(_agent_or_default(agent, defaults))
     labels = {**fleet.metadata.labels, **agent.labels, FLEET_LABEL: fleet.metadata.name}
     return {
         "apiVersion": API_VERSION,
@@ -206,6 +226,26 @@ def _child_document(fleet: OABFleet, index: int) -> dict[str, Any]:
         "metadata": {"name": agent.name, "namespace": ns, "labels": labels},
         "spec": spec,
     }
+
+
+def _agent_or_default(agent: FleetAgent, defaults: FleetDefaults) -> dict[str, Any]:
+    """``ingress``, ``exec``, ``suspend``, ``schedules`` of the child: the agent's when set, else
+    the defaults' (whole values), left out when neither sets them (as on a single agent)."""
+    out: dict[str, Any] = {}
+    ingress = agent.ingress or defaults.ingress
+    if ingress is not None:
+        out["ingress"] = ingress.model_dump(mode="json", by_alias=True)
+    for key in ("exec", "suspend"):
+        value = getattr(agent, key)
+        value = getattr(defaults, key) if value is None else value
+        if value is not None:
+            out[key] = value
+    schedules = agent.schedules if agent.schedules is not None else defaults.schedules
+    if schedules is not None:
+        out["schedules"] = [
+            s.model_dump(mode="json", by_alias=True, exclude_none=True) for s in schedules
+        ]
+    return out
 
 
 def _discord_token_var(config: Mapping[str, Any]) -> str | None:
@@ -223,10 +263,10 @@ def _discord_token_var(config: Mapping[str, Any]) -> str | None:
 def expand_fleet(fleet: OABFleet) -> list[OABService]:
     """One validated OABService per agent, labelled ``oab.dev/fleet: <fleet name>``.
 
-    Per agent: cpu, memory, image/taskDefinition, bootstrapFrom, networking, capacityProvider
-    override the defaults; env and secrets merge by name (the agent wins); platform and config
-    deep-merge (mappings key by key, lists replaced). By convention, a Discord agent whose
-    ``bot_token`` placeholder has no provider gets it from SSM
+    Per agent: cpu, memory, image/taskDefinition, bootstrapFrom, networking, capacityProvider,
+    ingress, exec, suspend, schedules override the defaults; env and secrets merge by name (the
+    agent wins); platform and config deep-merge (mappings key by key, lists replaced). By
+    convention, a Discord agent whose ``bot_token`` placeholder has no provider gets it from SSM
     ``/oab/{namespace}/{name}/discord-token``.
 
     Raises ``InvalidDocument`` with paths under ``spec.agents[i]`` (or ``spec.defaults`` when the
@@ -257,6 +297,10 @@ _AGENT_KEYS = {
     "env": "env",
     "config": "config",
     "secrets": "secrets",
+    "ingress": "ingress",
+    "exec": "exec",
+    "suspend": "suspend",
+    "schedules": "schedules",
 }
 
 

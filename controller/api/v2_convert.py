@@ -17,7 +17,9 @@ Design
     ``configFrom`` files), an agent's own ``networking``/``capacityProvider``/``platform`` (v2's
     ``runtime`` is the template's only), ``env``, labels; v2 → v1, every agent's ``configFrom``
     (v1 fleet agents take inline ``config`` only: keep such fleets in ``oab.dev/v2``, which is
-    accepted everywhere) and ``ingress`` (v1 fleets have none).
+    accepted everywhere). ``ingress`` converts both ways (template ↔ ``defaults``, agent ↔
+    agent). v2 has no ``exec``, ``suspend`` or ``schedules`` (upstream calls ECS for them): they
+    are named, on single agents and fleets.
 
 Time model: none.
 """
@@ -92,6 +94,7 @@ def _to_v2(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
     out["runtime"] = _runtime_to_v2(spec, "spec", lost)
     if "ingress" in spec:
         out["ingress"] = spec["ingress"]
+    _controller_only(spec, "spec", lost)
     return {
         "apiVersion": API_VERSION_V2,
         "kind": "OABService",
@@ -132,6 +135,25 @@ def _to_v1(doc: dict[str, Any], lost: list[str], source: Path) -> dict[str, Any]
 def source_kind_key(source: str) -> str:
     """The v1 secret field holding the reference of ``source``."""
     return "path" if source == "ssm" else "arn"
+
+
+#: v1 fields that only this controller has (upstream's oabctl calls ECS/EventBridge instead).
+_CONTROLLER_ONLY = ("exec", "suspend", "schedules")
+
+
+def _controller_only(spec: dict[str, Any], at: str, lost: list[str]) -> None:
+    for key in _CONTROLLER_ONLY:
+        if spec.get(key) is not None and spec.get(key) is not False:
+            lost.append(f"{at}.{key} (oab.dev/v2 has no {key})")
+
+
+def _ingress_and_controller_only(
+    v1: dict[str, Any], v2: dict[str, Any], at: str, lost: list[str]
+) -> None:
+    """A v1 fleet part's ``ingress`` onto its v2 part; its controller-only fields named."""
+    if v1.get("ingress") is not None:
+        v2["ingress"] = v1["ingress"]
+    _controller_only(v1, at, lost)
 
 
 def _namespace_to_v2(meta: dict[str, Any], lost: list[str]) -> str:
@@ -236,6 +258,7 @@ def _fleet_to_v2(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
         lost.append("spec.defaults.env")
     if defaults.get("config"):
         lost.append("spec.defaults.config (v2 agents take configFrom files)")
+    _ingress_and_controller_only(defaults, template, "spec.defaults", lost)
     agents: list[dict[str, Any]] = []
     for i, agent in enumerate(spec["agents"]):
         at = f"spec.agents[{i}]"
@@ -262,6 +285,7 @@ def _fleet_to_v2(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
         for key in ("env", "labels"):
             if agent.get(key):
                 lost.append(f"{at}.{key}")
+        _ingress_and_controller_only(agent, out, at, lost)
         agents.append(out)
     return {
         "apiVersion": API_VERSION_V2,
@@ -288,7 +312,7 @@ def _fleet_to_v1(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
         defaults["secrets"] = _secrets_to_v1(fixed, "spec.template", lost)
     defaults.update(_runtime_to_v1(template["runtime"]))
     if template.get("ingress") is not None:
-        lost.append("spec.template.ingress (v1 fleets have no ingress)")
+        defaults["ingress"] = template["ingress"]
     agents: list[dict[str, Any]] = []
     for i, agent in enumerate(spec["agents"]):
         at, name = f"spec.agents[{i}]", agent["name"]
@@ -316,7 +340,7 @@ def _fleet_to_v1(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
         if extra:
             out["secrets"] = _secrets_to_v1(extra, at, lost)
         if agent.get("ingress") is not None:
-            lost.append(f"{at}.ingress (v1 fleets have no ingress)")
+            out["ingress"] = agent["ingress"]
         agents.append(out)
     return {
         "apiVersion": "oab.dev/v1",

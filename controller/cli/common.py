@@ -3,7 +3,12 @@
 Registers no command. Holds what several commands need in the same form: the agent, file and
 output options, ``[TYPE] [NAME]`` targets, loading ``-f`` manifests, the agent key, the
 stored-manifest lookup that turns a missing agent into exit 1, duration parsing (``--timeout``,
-``--since``, ``--poll-interval``) and time formatting.
+``--since``, ``--poll-interval``), time formatting, and :func:`compare_and_swap`, the one
+read-modify-write of a stored manifest that ``restart``, ``rollback`` and ``scale`` use.
+
+Invariant of :func:`compare_and_swap`: the document written is computed from exactly one read
+and written ``If-Match`` that read's ETag, so a concurrent ``apply`` is never overwritten with a
+stale spec; a lost race is re-read and retried, then a conflict (exit 4).
 
 Time model: formatting only; ``relative`` reads the context's injected wall clock (display).
 """
@@ -12,22 +17,33 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from oab.controller.adapters.store import DesiredStateStore, NotFoundError, StoredObject, object_key
+from oab.controller.adapters.objectstore import Blob, ObjectStore, S3ObjectStore, VersionInfo
+from oab.controller.adapters.store import (
+    ConflictError,
+    DesiredStateStore,
+    NotFoundError,
+    StoreConfig,
+    StoredObject,
+    object_key,
+)
 from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli import output as out
 from oab.controller.cli.context import Context
 from oab.controller.cli.registry import UsageError
 
 __all__ = [
+    "CAS_ATTEMPTS",
     "KIND",
     "add_files",
     "add_namespace",
     "add_output",
     "agent_key",
+    "compare_and_swap",
     "iso_ms",
     "iso_s",
     "load_manifests",
@@ -40,6 +56,10 @@ __all__ = [
 
 #: The kind every day-two command acts on (its name in messages: ``names.SERVICE_RESOURCE``).
 KIND: Literal["OABService"] = "OABService"
+#: Compare-and-swap rounds of :func:`compare_and_swap` before giving up with a conflict (exit 4).
+CAS_ATTEMPTS = 5
+
+_T = TypeVar("_T")
 
 # ------------------------------------------------------------------------------- durations
 
@@ -158,3 +178,76 @@ def print_structured(ctx: Context, payload: object) -> None:
         ctx.print(out.to_json(payload))
     else:
         ctx.print(out.to_yaml(payload).rstrip("\n"))
+
+
+# ------------------------------------------------------- compare-and-swap of one manifest
+
+
+@dataclass
+class _PinnedReads:
+    """An :class:`~oab.controller.adapters.objectstore.ObjectStore` that answers reads of ``key``
+    with ``blob``, read once before.
+
+    The store computes its write from what it reads and writes ``If-Match`` that read's ETag, so
+    pinning the read turns the store's apply into a compare-and-swap against *our* read: if the
+    object changed since, S3 refuses the write instead of the store recomputing on a newer
+    document we never looked at.
+    """
+
+    inner: ObjectStore
+    key: str
+    blob: Blob | None
+
+    def read(self, key: str) -> Blob | None:
+        return self.blob if key == self.key else self.inner.read(key)
+
+    def put(
+        self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
+    ) -> Blob:
+        return self.inner.put(key, body, if_match=if_match, metadata=metadata)
+
+    def remove(self, key: str, *, if_match: str) -> None:
+        self.inner.remove(key, if_match=if_match)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return self.inner.list_keys(prefix)
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        return self.inner.versions(key)
+
+    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
+        return self.inner.read_version(key, version_id)
+
+
+def compare_and_swap(ctx: Context, key: str, change: Callable[[DesiredStateStore], _T]) -> _T:
+    """Run ``change`` on a store whose reads of the object ``key`` are pinned to one fresh read,
+    so the store's write is ``If-Match`` that read's ETag; return what ``change`` returns.
+
+    When the write loses (:class:`ConflictError`: someone wrote ``key`` since our read), read
+    again and rerun ``change``, up to :data:`CAS_ATTEMPTS` times; then raise
+    :class:`ConflictError` with the current generation (exit 4). ``change`` must be a pure
+    function of what it reads from the store it is given (it may run several times) and raise
+    a domain error to refuse (not found, fleet-owned, being deleted).
+    """
+    from oab.controller.adapters.changes import ChangeLog
+
+    objects = S3ObjectStore(ctx.client("s3"), ctx.settings.bucket)
+    changes = ChangeLog(
+        ctx.client("dynamodb"), ctx.settings.tables.state, wall_clock=ctx.wall_clock
+    )
+    for _attempt in range(CAS_ATTEMPTS):
+        pinned = _PinnedReads(objects, key, objects.read(key))
+        store = DesiredStateStore(
+            pinned,
+            changes=changes,
+            config=StoreConfig(max_attempts=1),  # a lost write means our read is stale: re-read
+            wall_clock=ctx.wall_clock,
+        )
+        try:
+            return change(store)
+        except ConflictError:
+            continue
+    latest = ctx.store().get(key)
+    raise ConflictError(
+        key, attempts=CAS_ATTEMPTS, current_generation=latest.generation if latest else None
+    )

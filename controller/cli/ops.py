@@ -13,10 +13,11 @@ Design
 - **Writes go through the store, never to ECS.** ``restart`` writes the annotation
   ``oab.dev/restartedAt`` (no generation bump; a change record makes the controller reconcile and
   force a new deployment); ``rollback`` re-applies a stored generation's spec as a new
-  generation. Both are compare-and-swap read-modify-writes: the document is computed from one
-  read and written ``If-Match`` that read's ETag (:func:`_compare_and_swap`), so a concurrent
-  ``apply`` is never silently overwritten with a stale spec; a lost race is re-read and retried,
-  then reported as a conflict (exit 4).
+  generation. Both are compare-and-swap read-modify-writes
+  (:func:`~oab.controller.cli.common.compare_and_swap`, shared with ``scale``): the document is
+  computed from one read and written ``If-Match`` that read's ETag, so a concurrent ``apply`` is
+  never silently overwritten with a stale spec; a lost race is re-read and retried, then
+  reported as a conflict (exit 4).
 - **Siblings.** ``wait`` (:mod:`oab.controller.cli.wait`) and ``logs``
   (:mod:`oab.controller.cli.logs`) are modules of their own; helpers all of them share
   (agent lookup, options, durations, time formatting) are in :mod:`oab.controller.cli.common`.
@@ -38,17 +39,13 @@ import argparse
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from oab.controller.adapters.objectstore import Blob, ObjectStore, S3ObjectStore, VersionInfo
 from oab.controller.adapters.state import read_runlog, read_status
 from oab.controller.adapters.store import (
-    ConflictError,
     Desired,
     DesiredStateStore,
     NotFoundError,
-    StoreConfig,
     StoredObject,
     object_key,
 )
@@ -60,6 +57,7 @@ from oab.controller.cli.common import (
     add_namespace,
     add_output,
     agent_key,
+    compare_and_swap,
     iso_ms,
     iso_s,
     print_structured,
@@ -72,7 +70,6 @@ from oab.controller.core.status import AuditRecord, unreadable_json
 from oab.controller.core.stored import UnreadableItem
 
 __all__ = [
-    "CAS_ATTEMPTS",
     "COMMANDS",
     "DEFAULT_LEASE",
     "DESCRIBE_RUNS",
@@ -82,8 +79,6 @@ __all__ = [
 
 #: Lease the daemon elects on (``DaemonSettings.lease_name``'s default).
 DEFAULT_LEASE = "controller"
-#: Compare-and-swap rounds of ``restart``/``rollback`` before giving up with a conflict.
-CAS_ATTEMPTS = 5
 #: Rows of the audit run log ``describe`` shows.
 DESCRIBE_RUNS = 10
 
@@ -396,69 +391,6 @@ def _history(ctx: Context) -> int:
 # ------------------------------------------------------------- restart and rollback (CAS)
 
 
-@dataclass
-class _PinnedReads:
-    """An :class:`~oab.controller.adapters.objectstore.ObjectStore` that answers reads of ``key``
-    with ``blob``, read once before.
-
-    The store computes its write from what it reads and writes ``If-Match`` that read's ETag, so
-    pinning the read turns the store's apply into a compare-and-swap against *our* read: if the
-    object changed since, S3 refuses the write instead of the store recomputing on a newer
-    document we never looked at.
-    """
-
-    inner: ObjectStore
-    key: str
-    blob: Blob | None
-
-    def read(self, key: str) -> Blob | None:
-        return self.blob if key == self.key else self.inner.read(key)
-
-    def put(
-        self, key: str, body: bytes, *, if_match: str | None, metadata: Mapping[str, str]
-    ) -> Blob:
-        return self.inner.put(key, body, if_match=if_match, metadata=metadata)
-
-    def remove(self, key: str, *, if_match: str) -> None:
-        self.inner.remove(key, if_match=if_match)
-
-    def list_keys(self, prefix: str) -> list[str]:
-        return self.inner.list_keys(prefix)
-
-    def versions(self, key: str) -> list[VersionInfo]:
-        return self.inner.versions(key)
-
-    def read_version(self, key: str, version_id: str) -> tuple[Blob, Mapping[str, str]]:
-        return self.inner.read_version(key, version_id)
-
-
-def _compare_and_swap(ctx: Context, key: str, change: Callable[[DesiredStateStore], Any]) -> Any:
-    """Run ``change`` on a store whose reads of ``key`` are pinned to one fresh read; retry
-    (fresh read) when the conditional write loses, up to :data:`CAS_ATTEMPTS` times."""
-    from oab.controller.adapters.changes import ChangeLog
-
-    objects = S3ObjectStore(ctx.client("s3"), ctx.settings.bucket)
-    changes = ChangeLog(
-        ctx.client("dynamodb"), ctx.settings.tables.state, wall_clock=ctx.wall_clock
-    )
-    for _attempt in range(CAS_ATTEMPTS):
-        pinned = _PinnedReads(objects, key, objects.read(key))
-        store = DesiredStateStore(
-            pinned,
-            changes=changes,
-            config=StoreConfig(max_attempts=1),  # a lost write means our read is stale: re-read
-            wall_clock=ctx.wall_clock,
-        )
-        try:
-            return change(store)
-        except ConflictError:
-            continue
-    latest = ctx.store().get(key)
-    raise ConflictError(
-        key, attempts=CAS_ATTEMPTS, current_generation=latest.generation if latest else None
-    )
-
-
 def _with_annotations(obj: StoredObject, annotations: Mapping[str, str]) -> Desired:
     return Desired(
         kind=KIND,
@@ -492,7 +424,7 @@ def _restart(ctx: Context) -> int:
         notes = {**obj.annotations, RESTART_ANNOTATION: stamp}
         return store.apply(_with_annotations(obj, notes))
 
-    result = _compare_and_swap(ctx, key, change)
+    result = compare_and_swap(ctx, key, change)
     note = "" if result.outcome != "unchanged" else " (already requested at this time)"
     ctx.print(f"{SERVICE_RESOURCE}/{name} restarted{note}")
     return EXIT_OK
@@ -560,7 +492,7 @@ def _rollback(ctx: Context) -> int:
         assert isinstance(parsed, OABService)
         return current.generation, store.apply(desired_from(parsed))
 
-    before, result = _compare_and_swap(ctx, key, change)
+    before, result = compare_and_swap(ctx, key, change)
     if result.outcome == "unchanged":
         ctx.print(
             f"{SERVICE_RESOURCE}/{name} unchanged: generation {before} already has generation "

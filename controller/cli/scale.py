@@ -33,9 +33,8 @@ from oab.controller.adapters.store import (
 from oab.controller.api.service import OABServiceSpec
 from oab.controller.base.errors import OabError
 from oab.controller.base.names import SERVICE_RESOURCE
-from oab.controller.cli.common import KIND, add_namespace, require_agent
+from oab.controller.cli.common import KIND, add_namespace, compare_and_swap, require_agent
 from oab.controller.cli.context import Context
-from oab.controller.cli.ops import _compare_and_swap  # the one CAS helper (restart, rollback)
 from oab.controller.cli.registry import EXIT_OK, Command, command
 from oab.controller.core.schedule import Plan
 from oab.controller.core.status import iso
@@ -113,7 +112,7 @@ def _scale(ctx: Context) -> int:
             raise InvalidSize(f"{namespace}/{name} is being deleted; nothing to scale")
         return obj, store.apply(_suspended(obj, suspend=suspend))
 
-    obj, result = _compare_and_swap(ctx, key, change)
+    obj, result = compare_and_swap(ctx, key, change)
     note = " (unchanged)" if result.outcome == "unchanged" else f" (generation {result.generation})"
     ctx.print(f"{SERVICE_RESOURCE}/{name} scaled to {size}{note}")
     if not suspend:
