@@ -52,10 +52,26 @@ _V2Document = Annotated[V2Service | V2Fleet, Field(discriminator="kind")]
 def schema_dict(api_version: str = API_VERSION) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one manifest document of ``api_version``."""
     if api_version == API_VERSION_V2:
-        return _v2_schema()
-    schema = TypeAdapter(_Document).json_schema(by_alias=True, mode="validation")
+        return _schema(
+            TypeAdapter(_V2Document),
+            kinds=("V2Service", "V2Fleet"),
+            schema_id=SCHEMA_ID_V2,
+            title=f"{API_VERSION_V2} manifest (OABService or OABFleet, upstream OpenAB's shape)",
+        )
+    return _schema(
+        TypeAdapter(_Document),
+        kinds=("OABService", "OABFleet"),
+        schema_id=SCHEMA_ID,
+        title=f"{API_VERSION} manifest (OABService or OABFleet)",
+    )
+
+
+def _schema(
+    adapter: TypeAdapter[Any], *, kinds: tuple[str, ...], schema_id: str, title: str
+) -> dict[str, Any]:
+    schema = adapter.json_schema(by_alias=True, mode="validation")
     defs = schema.get("$defs", {})
-    for name in ("OABService", "OABFleet"):
+    for name in kinds:
         # The models default apiVersion/kind for Python callers; a manifest must spell them out.
         definition = defs[name]
         required = definition.setdefault("required", [])
@@ -66,27 +82,8 @@ def schema_dict(api_version: str = API_VERSION) -> dict[str, Any]:
         definition["properties"]["kind"].pop("default", None)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": f"{API_VERSION} manifest (OABService or OABFleet)",
-        **schema,
-    }
-
-
-def _v2_schema() -> dict[str, Any]:
-    schema = TypeAdapter(_V2Document).json_schema(by_alias=True, mode="validation")
-    defs = schema.get("$defs", {})
-    for name in ("V2Service", "V2Fleet"):
-        definition = defs[name]
-        required = definition.setdefault("required", [])
-        for key in ("apiVersion", "kind"):
-            if key not in required:
-                required.insert(0, key)
-        definition["properties"]["apiVersion"].pop("default", None)
-        definition["properties"]["kind"].pop("default", None)
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID_V2,
-        "title": f"{API_VERSION_V2} manifest (OABService or OABFleet, upstream OpenAB's shape)",
+        "$id": schema_id,
+        "title": title,
         **schema,
     }
 
