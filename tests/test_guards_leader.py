@@ -1,0 +1,247 @@
+"""Leader guards pinned by the mutation run over ``leader/`` (issue 15): each test kills survivors.
+
+``make mutate`` (cosmic-ray, ``mutation/leader.toml``) left these mutants alive against the
+leader's own tests; the mutants judged equivalent are in ``mutation/equivalent.md`` with their
+reason. Everything here runs on the leader's own doubles (:mod:`oab.leader.testing`: the in-memory
+store with fault injection, the fake clock); where a store call has to hang, a subclass of the
+in-memory store blocks in its primitive, as the elector's own tests do. Real time appears only as
+deadlines of ``wait_until`` for threads the elector starts itself (its loop and its watchdog).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from typing import NoReturn
+
+import pytest
+
+from oab.leader.config import ElectionConfig
+from oab.leader.elector import EXIT_STUCK, LeaderElector
+from oab.leader.record import Epoch, ReplicaId, StoredLease
+from oab.leader.testing import FakeClock, MemoryLeaseStore, SequentialIds, wait_until
+
+LEASE = 6.0
+DEADLINE = 4.0
+RETRY = 1.0
+
+
+def _config(name: str = "a", **overrides: object) -> ElectionConfig:
+    settings: dict[str, object] = {
+        "identity": ReplicaId(name),
+        "lease_duration": LEASE,
+        "renew_deadline": DEADLINE,
+        "retry_period": RETRY,
+        "watchdog": False,
+        **overrides,
+    }
+    return ElectionConfig(**settings)  # type: ignore[arg-type]
+
+
+def _elector(
+    store: MemoryLeaseStore,
+    clock: FakeClock | None,
+    *,
+    name: str = "a",
+    started: list[Epoch] | None = None,
+    **kwargs: object,
+) -> LeaderElector:
+    def on_started(epoch: Epoch, stop: threading.Event) -> None:
+        if started is not None:
+            started.append(epoch)
+        stop.wait(10)
+
+    return LeaderElector(
+        _config(name, **kwargs.pop("config", {})),  # type: ignore[arg-type]
+        store,
+        on_started_leading=on_started,
+        clock=clock,
+        new_revision=SequentialIds(f"{name}-rev"),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class Blocking(MemoryLeaseStore):
+    """An in-memory store whose reads hang while ``gate`` is clear (a call that never returns)."""
+
+    def __init__(self) -> None:
+        super().__init__("controller")
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def _read(self) -> StoredLease | None:
+        if not self.gate.is_set():
+            self.entered.set()
+            self.gate.wait(60)
+        return super()._read()
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_is_immutable_and_keyword_only() -> None:
+    config = ElectionConfig(identity=ReplicaId("a"))
+    # Validated once at construction: a later assignment would bypass every timing check.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lease_duration = 100.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ElectionConfig("a")  # type: ignore[misc]  # keyword-only on purpose
+
+
+def test_config_documented_defaults() -> None:
+    config = ElectionConfig(identity=ReplicaId("a"))
+    assert config.watchdog is True  # the watchdog is on unless a test turns it off
+    assert config.recent_revisions == 8
+    assert config.lease_name == "controller"
+    assert config.call_timeout == 1.0
+
+
+def test_config_rejects_a_blank_identity() -> None:
+    with pytest.raises(ValueError, match="identity"):
+        ElectionConfig(identity=ReplicaId("   "))
+
+
+def test_exit_status_of_a_stuck_loop_is_ex_software() -> None:
+    # Supervisors (ECS, systemd) see this code: it must stay EX_SOFTWARE.
+    assert EXIT_STUCK == os.EX_SOFTWARE == 70
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize("store_name", ["a-lease", "z-lease"])
+def test_elector_refuses_a_store_for_another_lease(store_name: str) -> None:
+    with pytest.raises(ValueError, match="store is for lease"):
+        _elector(MemoryLeaseStore(store_name), FakeClock(), config={"lease_name": "m-lease"})
+
+
+def test_elector_accepts_a_store_whose_name_is_equal_but_not_the_same_object() -> None:
+    name = "".join(["contr", "oller"])  # built at run time: equal, not identical
+    assert name == "controller"
+    elector = _elector(MemoryLeaseStore(name), FakeClock())
+    assert elector.config.lease_name == "controller"
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_start_runs_the_loop_on_a_daemon_thread() -> None:
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, FakeClock())
+    elector.start()
+    try:
+        loops = [t for t in threading.enumerate() if t.name == "elector-a"]
+        assert loops
+        assert all(t.daemon for t in loops)  # never keeps the interpreter alive
+        assert not [t for t in threading.enumerate() if t.name == "elector-watchdog"]
+    finally:
+        elector.stop(timeout=5)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_watchdog_thread_ends_the_process_when_a_step_hangs() -> None:
+    store = Blocking()
+    store.gate.clear()
+    exits: list[int] = []
+
+    def exit_process(code: int) -> NoReturn:
+        exits.append(code)
+        raise SystemExit(code)  # ends only the watchdog thread (ignored warning above)
+
+    elector = LeaderElector(
+        _config("a", watchdog=True),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        exit_process=exit_process,
+        watchdog_timeout=0.3,  # real clock: the step below hangs for real
+    )
+    elector.start()
+    try:
+        assert store.entered.wait(10)
+        wait_until(lambda: exits, timeout=30, message="the watchdog's exit")
+        assert exits[0] == EXIT_STUCK
+    finally:
+        store.gate.set()
+        elector.stop(timeout=5)
+
+
+def test_stop_without_a_timeout_waits_one_lease_duration_not_forever() -> None:
+    store = Blocking()
+    elector = LeaderElector(
+        ElectionConfig(
+            identity=ReplicaId("a"),
+            lease_duration=0.5,
+            renew_deadline=0.3,
+            retry_period=0.2,
+            call_timeout=0.1,
+            watchdog=False,
+        ),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+    )
+    store.gate.clear()
+    elector.start()
+    done = threading.Event()
+    try:
+        assert store.entered.wait(10)  # the loop hangs in a read
+
+        def stop() -> None:
+            elector.stop()
+            done.set()
+
+        threading.Thread(target=stop, daemon=True).start()
+        wait_until(done.is_set, timeout=30, message="stop() returning while the loop hangs")
+        assert not store.gate.is_set()  # it returned while the call was still hanging
+    finally:
+        store.gate.set()
+
+
+def _fast_config(name: str = "a", **overrides: object) -> ElectionConfig:
+    """Short real-time periods, for tests that run the elector's own loop thread."""
+    settings: dict[str, object] = {
+        "identity": ReplicaId(name),
+        "lease_duration": 0.5,
+        "renew_deadline": 0.3,
+        "retry_period": 0.2,
+        "call_timeout": 0.1,
+        "watchdog": False,
+        **overrides,
+    }
+    return ElectionConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_the_loop_survives_an_unexpected_error_from_the_store() -> None:
+    class Flaky(MemoryLeaseStore):
+        def __init__(self) -> None:
+            super().__init__("controller")
+            self.failures = 1
+
+        def _read(self) -> StoredLease | None:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("a bug in a store adapter")  # not a LeaderError
+            return super()._read()
+
+    store = Flaky()
+    elector = LeaderElector(
+        _fast_config(), store, on_started_leading=lambda _e, stop: stop.wait(10)
+    )
+    elector.start()
+    try:
+        wait_until(lambda: elector.is_leader, timeout=30, message="leading after the error")
+        assert store.failures == 0
+    finally:
+        elector.stop(timeout=5)
+
+
+def test_stop_logs_that_the_elector_stopped(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, FakeClock())
+    elector.step()
+    assert elector.is_leader
+    with caplog.at_level("WARNING", logger="oab.leader"):
+        elector.stop(timeout=1)
+    assert "stopped leading: elector stopped" in caplog.messages
+    assert not elector.is_leader
