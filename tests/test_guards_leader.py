@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from typing import NoReturn
 
@@ -19,7 +20,17 @@ import pytest
 
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import EXIT_STUCK, LeaderElector
-from oab.leader.record import Epoch, ReplicaId, StoredLease
+from oab.leader.errors import LeaseLost
+from oab.leader.record import (
+    Epoch,
+    LeaseRecord,
+    ReplicaId,
+    Revision,
+    StoredLease,
+    UnreadableLease,
+    decode_item,
+    lease_key,
+)
 from oab.leader.testing import FakeClock, MemoryLeaseStore, SequentialIds, wait_until
 
 LEASE = 6.0
@@ -125,6 +136,81 @@ def test_elector_accepts_a_store_whose_name_is_equal_but_not_the_same_object() -
 
 
 # ----------------------------------------------------------------------------- threads
+
+
+class JumpClock(FakeClock):
+    """A fake clock that can jump exactly at the start of one watchdog iteration.
+
+    The jump is applied inside the watchdog loop's own reading of the clock, so the whole
+    iteration sees it at once (as after a real pause), whatever real time the threads take.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0.0
+        self.loop_reads = 0
+
+    def monotonic(self) -> float:
+        if (
+            threading.current_thread().name == "elector-watchdog"
+            and sys._getframe(1).f_code.co_name == "_loop"
+        ):
+            self.loop_reads += 1
+            if self.pending:
+                self.advance(self.pending)
+                self.pending = 0.0
+        return super().monotonic()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize(
+    ("jump", "stuck"),
+    [(1.45, True), (1.55, False), (1.0, False)],
+    ids=["a slow loop is stuck", "a whole-process pause is not", "exactly the timeout is not"],
+)
+def test_the_watchdog_tells_a_process_pause_from_a_stuck_loop(jump: float, stuck: bool) -> None:
+    # Between two watchdog iterations (0.1 s apart) more than 10 intervals + 0.5 s = 1.5 s
+    # passed: the whole process was paused, and the stuck timer restarts. Otherwise the loop is
+    # stuck once its step ran *longer* than the watchdog timeout (1 s here).
+    store = Blocking()
+    store.gate.clear()
+    clock = JumpClock()
+    exits: list[int] = []
+
+    def exit_process(code: int) -> NoReturn:
+        exits.append(code)
+        raise SystemExit(code)  # ends only the watchdog thread (ignored warning above)
+
+    elector = LeaderElector(
+        _config("a", watchdog=True),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=clock,
+        exit_process=exit_process,
+        watchdog_timeout=1.0,
+    )
+    elector.start()
+    try:
+        assert store.entered.wait(10)  # the loop's step hangs from now on
+        wait_until(lambda: clock.loop_reads >= 2, timeout=30, message="the watchdog running")
+        before = clock.loop_reads
+        clock.pending = jump
+        watchdogs = [t for t in threading.enumerate() if t.name == "elector-watchdog"]
+        assert watchdogs
+        assert all(t.daemon for t in watchdogs)  # never keeps the interpreter alive
+        if stuck:
+            wait_until(lambda: exits, timeout=30, message="the watchdog's exit")
+            assert exits == [EXIT_STUCK]
+        else:
+            wait_until(
+                lambda: clock.loop_reads >= before + 3,
+                timeout=30,
+                message="two watchdog iterations after the jump",
+            )
+            assert exits == []
+    finally:
+        store.gate.set()
+        elector.stop(timeout=5)
 
 
 def test_start_runs_the_loop_on_a_daemon_thread() -> None:
@@ -245,3 +331,90 @@ def test_stop_logs_that_the_elector_stopped(caplog: pytest.LogCaptureFixture) ->
         elector.stop(timeout=1)
     assert "stopped leading: elector stopped" in caplog.messages
     assert not elector.is_leader
+
+
+def test_stop_called_from_the_electors_own_thread_does_not_join_itself() -> None:
+    # e.g. a replica that stops campaigning from a callback (they run on the elector's thread).
+    returned = threading.Event()
+    holder: list[LeaderElector] = []
+
+    def on_new_leader(_holder: str) -> None:
+        holder[0].stop(timeout=1)
+        returned.set()
+
+    elector = LeaderElector(
+        _config(),
+        MemoryLeaseStore("controller"),
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        on_new_leader=on_new_leader,
+        clock=FakeClock(),
+        watchdog_timeout=0.2,  # stop() waits this long for the step it is called from
+    )
+    holder.append(elector)
+    elector.start()
+    try:
+        wait_until(returned.is_set, timeout=30, message="stop() returning inside the callback")
+        wait_until(lambda: not elector.running, timeout=30, message="the loop ending")
+        assert not elector.is_leader
+    finally:
+        elector.stop(timeout=5)
+
+
+def test_config_accepts_a_call_timeout_of_exactly_half_the_renew_deadline() -> None:
+    config = ElectionConfig(identity=ReplicaId("a"), renew_deadline=4.0, call_timeout=2.0)
+    assert config.call_timeout == 2.0
+    with pytest.raises(ValueError, match="call_timeout"):
+        ElectionConfig(identity=ReplicaId("a"), renew_deadline=4.0, call_timeout=2.001)
+
+
+# ----------------------------------------------------------------------------- store conditions
+
+
+def _record(holder: str | None, *, epoch: int = 1, rev: str = "r1") -> LeaseRecord:
+    return LeaseRecord(
+        name="controller",
+        holder=ReplicaId(holder) if holder is not None else None,
+        epoch=Epoch(epoch),
+        revision=Revision(rev),
+        lease_duration_ms=6000,
+        transitions=epoch,
+        acquired_at=1.0,
+        renewed_at=1.0,
+    )
+
+
+@pytest.mark.parametrize(("stored", "claimed"), [("a", "b"), ("b", "a")])
+def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, claimed: str) -> None:
+    # Both orders: the holder comparison is an equality, not an ordering of ids.
+    store = MemoryLeaseStore("controller")
+    store.record = _record(stored)
+    with pytest.raises(LeaseLost):
+        store.renew(_record(claimed, rev="r2"), current=_record(claimed))
+    assert store.record == _record(stored)
+
+
+@pytest.mark.parametrize(("stored", "claimed"), [(1, 2), (2, 1)])
+def test_renewal_at_another_epoch_of_the_same_revision_is_lost(stored: int, claimed: int) -> None:
+    store = MemoryLeaseStore("controller")
+    store.record = _record("a", epoch=stored)
+    with pytest.raises(LeaseLost):
+        store.renew(_record("a", epoch=claimed, rev="r2"), current=_record("a", epoch=claimed))
+    assert store.record == _record("a", epoch=stored)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _item(**changes: dict[str, object]) -> dict[str, object]:
+    return {**_record("a").to_item(), **changes, **lease_key("controller")}
+
+
+def test_a_number_longer_than_64_characters_is_unreadable() -> None:
+    longest = "0." + "0" * 61 + "1"  # 64 characters: a valid (tiny) timestamp
+    assert len(longest) == 64
+    decoded = decode_item(_item(acquired_at={"N": longest}), name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    too_long = "0." + "0" * 62 + "1"
+    decoded = decode_item(_item(acquired_at={"N": too_long}), name="controller")
+    assert isinstance(decoded, UnreadableLease)
+    assert "acquired_at: not a number" in decoded.problem

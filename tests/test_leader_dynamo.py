@@ -532,6 +532,16 @@ def test_a_5xx_after_the_write_applied_resolves_to_success(aws: Account) -> None
     assert got.revision == "r1"
 
 
+def test_every_5xx_not_only_500_is_ambiguous_and_read_back(aws: Account) -> None:
+    client = aws.client("dynamodb")
+    fail_once(client, "after-call.dynamodb.PutItem", client_error("ServiceUnavailable", 503))
+    calls = count_calls(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    got = store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert got.revision == "r1"
+    assert calls == ["PutItem", "GetItem"]
+
+
 def test_throttling_is_retryable_and_writes_nothing(aws: Account) -> None:
     client = aws.client("dynamodb")
     code = "ProvisionedThroughputExceededException"
