@@ -17,10 +17,12 @@ import threading
 from typing import NoReturn
 
 import pytest
+from botocore.exceptions import ClientError
 
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import EXIT_STUCK, LeaderElector
 from oab.leader.errors import LeaseLost
+from oab.leader.fence import fence_failed
 from oab.leader.record import (
     Epoch,
     LeaseRecord,
@@ -360,6 +362,12 @@ def test_stop_called_from_the_electors_own_thread_does_not_join_itself() -> None
         elector.stop(timeout=5)
 
 
+def test_config_requires_remembering_at_least_one_revision() -> None:
+    assert ElectionConfig(identity=ReplicaId("a"), recent_revisions=1).recent_revisions == 1
+    with pytest.raises(ValueError, match="recent_revisions"):
+        ElectionConfig(identity=ReplicaId("a"), recent_revisions=0)
+
+
 def test_config_accepts_a_call_timeout_of_exactly_half_the_renew_deadline() -> None:
     config = ElectionConfig(identity=ReplicaId("a"), renew_deadline=4.0, call_timeout=2.0)
     assert config.call_timeout == 2.0
@@ -418,3 +426,20 @@ def test_a_number_longer_than_64_characters_is_unreadable() -> None:
     decoded = decode_item(_item(acquired_at={"N": too_long}), name="controller")
     assert isinstance(decoded, UnreadableLease)
     assert "acquired_at: not a number" in decoded.problem
+
+
+# ----------------------------------------------------------------------------- fence
+
+
+def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
+    cancelled = ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+            "CancellationReasons": [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}],
+        },
+        "TransactWriteItems",
+    )
+    assert fence_failed(cancelled, 1)
+    assert not fence_failed(cancelled, 0)
+    assert not fence_failed(cancelled, -1)  # no fence at index -1, whatever failed last
+    assert not fence_failed(cancelled, 2)
