@@ -167,8 +167,13 @@ class JumpClock(FakeClock):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize(
     ("jump", "stuck"),
-    [(1.45, True), (1.55, False), (1.0, False)],
-    ids=["a slow loop is stuck", "a whole-process pause is not", "exactly the timeout is not"],
+    [(1.45, True), (1.5, True), (1.55, False), (1.0, False)],
+    ids=[
+        "a slow loop is stuck",
+        "exactly 1.5 s is no pause yet",
+        "a whole-process pause is not",
+        "exactly the timeout is not",
+    ],
 )
 def test_the_watchdog_tells_a_process_pause_from_a_stuck_loop(jump: float, stuck: bool) -> None:
     # Between two watchdog iterations (0.1 s apart) more than 10 intervals + 0.5 s = 1.5 s
@@ -360,6 +365,11 @@ def test_stop_called_from_the_electors_own_thread_does_not_join_itself() -> None
         assert not elector.is_leader
     finally:
         elector.stop(timeout=5)
+
+
+def test_config_names_the_longest_lease_standbys_honour() -> None:
+    with pytest.raises(ValueError, match=r"must be at most 60 s \(the longest duration"):
+        ElectionConfig(identity=ReplicaId("a"), lease_duration=61.0, renew_deadline=4.0)
 
 
 def test_config_requires_remembering_at_least_one_revision() -> None:
