@@ -420,6 +420,31 @@ def test_renewal_at_another_epoch_of_the_same_revision_is_lost(stored: int, clai
     assert store.record == _record("a", epoch=stored)
 
 
+def test_renewal_loses_cleanly_when_the_stored_epoch_changed_type() -> None:
+    # An operator rewrote the epoch as a string: the item is unreadable and the renewal's
+    # condition (epoch = our number) is false; never an error from comparing the two types.
+    store = MemoryLeaseStore("controller")
+    store.store_item({**_record("a").to_item(), "epoch": {"S": "1"}})
+    assert isinstance(store.record, UnreadableLease)
+    with pytest.raises(LeaseLost):
+        store.renew(_record("a", rev="r2"), current=_record("a"))
+    assert isinstance(store.record, UnreadableLease)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_a_standby_reports_zero_for_leading_and_epoch() -> None:
+    store = MemoryLeaseStore("controller")
+    store.record = _record("other", epoch=5)
+    elector = _elector(store, FakeClock(), name="b")
+    elector.step()
+    values = elector.metric_values()
+    assert values["oab.leader.is_leader"] == 0.0
+    assert values["oab.leader.epoch"] == 0.0
+    assert values["oab.leader.seconds_since_renew"] is None
+
+
 # ----------------------------------------------------------------------------- decoding
 
 

@@ -542,6 +542,20 @@ def test_every_5xx_not_only_500_is_ambiguous_and_read_back(aws: Account) -> None
     assert calls == ["PutItem", "GetItem"]
 
 
+def test_every_lease_read_is_strongly_consistent(aws: Account) -> None:
+    # An eventually consistent read could show a standby a revision already replaced.
+    client = aws.client("dynamodb")
+    sent: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem", lambda params, **_: sent.append(dict(params))
+    )
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    store.get()
+    fail_once(client, "after-call.dynamodb.PutItem", ReadTimeoutError(endpoint_url="http://x"))
+    store.try_acquire(record("a", 1, "r1"), expected=None)  # ambiguous: read back
+    assert [params.get("ConsistentRead") for params in sent] == [True, True]
+
+
 def test_throttling_is_retryable_and_writes_nothing(aws: Account) -> None:
     client = aws.client("dynamodb")
     code = "ProvisionedThroughputExceededException"
