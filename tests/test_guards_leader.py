@@ -11,8 +11,11 @@ deadlines of ``wait_until`` for threads the elector starts itself (its loop and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 from typing import NoReturn
 
@@ -445,11 +448,64 @@ def test_a_standby_reports_zero_for_leading_and_epoch() -> None:
     assert values["oab.leader.seconds_since_renew"] is None
 
 
+#: Runs in a fresh interpreter: the global meter provider can be set only once per process.
+_COUNT_TRANSITIONS = textwrap.dedent(
+    """
+    import json, threading
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+    from oab.leader.config import ElectionConfig
+    from oab.leader.elector import LeaderElector
+    from oab.leader.testing import FakeClock, MemoryLeaseStore
+
+    elector = LeaderElector(
+        ElectionConfig(identity="a", watchdog=False),
+        MemoryLeaseStore("controller"),
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        clock=FakeClock(),
+    )
+    elector.step()
+    elector.stop(timeout=1)
+    points = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == "oab.leader.transitions":
+                    for p in metric.data.data_points:
+                        points[p.attributes["oab.leader.transition"]] = p.value
+    print(json.dumps(points))
+    """
+)
+
+
+def test_each_start_and_stop_counts_one_transition() -> None:
+    # The leader-flapping runbook alerts on this counter.
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_TRANSITIONS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert json.loads(out.splitlines()[-1]) == {"started": 1, "stopped": 1}
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
 def _item(**changes: dict[str, object]) -> dict[str, object]:
     return {**_record("a").to_item(), **changes, **lease_key("controller")}
+
+
+def test_a_stored_transitions_count_of_zero_is_readable() -> None:
+    decoded = decode_item(_item(transitions={"N": "0"}), name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.transitions == 0
 
 
 def test_a_number_longer_than_64_characters_is_unreadable() -> None:
