@@ -502,6 +502,15 @@ def _item(**changes: dict[str, object]) -> dict[str, object]:
     return {**_record("a").to_item(), **changes, **lease_key("controller")}
 
 
+def test_a_lease_name_longer_than_the_id_limit_is_unreadable() -> None:
+    longest = {**_item(), "pk": {"S": "lease#" + "n" * 256}}
+    decoded = decode_item(longest, name="n" * 256)
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.name == "n" * 256
+    too_long = {**_item(), "pk": {"S": "lease#" + "n" * 257}}
+    assert isinstance(decode_item(too_long, name="n" * 257), UnreadableLease)
+
+
 def test_a_stored_transitions_count_of_zero_is_readable() -> None:
     decoded = decode_item(_item(transitions={"N": "0"}), name="controller")
     assert isinstance(decoded, LeaseRecord)
