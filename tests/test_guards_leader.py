@@ -24,9 +24,10 @@ from botocore.exceptions import ClientError
 
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import EXIT_STUCK, LeaderElector
-from oab.leader.errors import LeaseLost
+from oab.leader.errors import LeaseLost, LeaseUnavailable
 from oab.leader.fence import fence_failed
 from oab.leader.record import (
+    MAX_LEASE_DURATION_MS,
     Epoch,
     LeaseRecord,
     ReplicaId,
@@ -138,6 +139,29 @@ def test_elector_accepts_a_store_whose_name_is_equal_but_not_the_same_object() -
     assert name == "controller"
     elector = _elector(MemoryLeaseStore(name), FakeClock())
     assert elector.config.lease_name == "controller"
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def test_a_renewal_failing_past_the_deadline_steps_down_and_campaigns_at_once() -> None:
+    clock = FakeClock()
+
+    class Slow(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                clock.advance(DEADLINE)  # the call outlives the renew deadline, then fails
+                raise LeaseUnavailable("injected: timed out")
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    store = Slow("controller")
+    elector = _elector(store, clock)
+    elector.step()
+    clock.advance(RETRY)
+    assert elector.step() == 0.0  # no waiting: the next step campaigns for a new epoch
+    assert not elector.is_leader
+    elector.step()
+    assert elector.epoch == 2
 
 
 # ----------------------------------------------------------------------------- threads
@@ -368,6 +392,20 @@ def test_stop_called_from_the_electors_own_thread_does_not_join_itself() -> None
         assert not elector.is_leader
     finally:
         elector.stop(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "field", ["lease_duration", "renew_deadline", "retry_period", "call_timeout"]
+)
+def test_config_rejects_a_negative_period(field: str) -> None:
+    with pytest.raises(ValueError, match="must be > 0"):
+        ElectionConfig(**{"identity": ReplicaId("a"), field: -1.0})  # type: ignore[arg-type]
+
+
+def test_config_accepts_the_longest_lease_standbys_honour() -> None:
+    assert MAX_LEASE_DURATION_MS == 60_000  # documented: 10 x the 6 s default
+    config = ElectionConfig(identity=ReplicaId("a"), lease_duration=60.0, renew_deadline=4.0)
+    assert config.lease_duration_ms == MAX_LEASE_DURATION_MS
 
 
 def test_config_names_the_longest_lease_standbys_honour() -> None:
