@@ -164,6 +164,20 @@ def test_a_renewal_failing_past_the_deadline_steps_down_and_campaigns_at_once() 
     assert elector.epoch == 2
 
 
+def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock)
+    assert elector.enforce_deadline() is False  # never led
+    elector.step()
+    clock.advance(DEADLINE)
+    assert elector.enforce_deadline() is True  # the term's work is told to stop
+    assert elector.enforce_deadline() is False  # already told
+    elector.step()  # steps down
+    clock.advance(DEADLINE)
+    assert elector.enforce_deadline() is False  # no term any more
+
+
 # ----------------------------------------------------------------------------- threads
 
 
