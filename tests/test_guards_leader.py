@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import EXIT_STUCK, LeaderElector
 from oab.leader.errors import LeaseLost, LeaseUnavailable
-from oab.leader.fence import fence_failed
+from oab.leader.fence import Fence, fence_failed
 from oab.leader.record import (
     MAX_LEASE_DURATION_MS,
     Epoch,
@@ -37,7 +37,7 @@ from oab.leader.record import (
     decode_item,
     lease_key,
 )
-from oab.leader.testing import FakeClock, MemoryLeaseStore, SequentialIds, wait_until
+from oab.leader.testing import FakeClock, Fault, MemoryLeaseStore, SequentialIds, wait_until
 
 LEASE = 6.0
 DEADLINE = 4.0
@@ -162,6 +162,56 @@ def test_a_renewal_failing_past_the_deadline_steps_down_and_campaigns_at_once() 
     assert not elector.is_leader
     elector.step()
     assert elector.epoch == 2
+
+
+@pytest.mark.parametrize("intruder", ["a", "c"])  # ids sorting before and after ours
+def test_a_leader_never_adopts_its_revision_under_another_holder(intruder: str) -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock, name="b")
+    elector.step()
+    assert isinstance(store.record, LeaseRecord)
+    # Someone rewrote the item with our epoch and revision but their own name.
+    store.record = dataclasses.replace(store.record, holder=ReplicaId(intruder))
+    clock.advance(RETRY)
+    elector.step()
+    assert not elector.is_leader
+
+
+def test_a_late_renewal_as_old_as_the_remembered_window_is_still_ours() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock, config={"recent_revisions": 3})
+    elector.step()
+    store.fail_writes(Fault.DEFERRED)
+    clock.advance(RETRY)
+    elector.step()  # rev 2 held back
+    store.fail_writes(Fault.NOT_APPLIED)
+    clock.advance(RETRY)
+    elector.step()  # rev 3 not applied
+    assert store.deliver_deferred() == 1  # rev 2 lands
+    clock.advance(RETRY)
+    elector.step()  # sends rev 4: revs 2, 3 and 4 are the three remembered
+    assert elector.is_leader  # rev 2 recognised as its own late write
+    assert elector.epoch == 1
+
+
+def test_stuck_for_measures_the_running_step_from_zero() -> None:
+    clock = FakeClock()
+    seen: list[float] = []
+
+    class Timed(MemoryLeaseStore):
+        def _read(self) -> StoredLease | None:
+            seen.append(elector.stuck_for())
+            clock.advance(2.0)
+            seen.append(elector.stuck_for())
+            return super()._read()
+
+    elector = _elector(Timed("controller"), clock)
+    assert elector.stuck_for() == 0.0
+    elector.step()
+    assert seen == [0.0, 2.0]
+    assert elector.stuck_for() == 0.0
 
 
 def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
@@ -466,6 +516,25 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     assert store.record == _record(stored)
 
 
+@pytest.mark.parametrize(("stored", "claimed"), [("r1", "r2"), ("r2", "r1")])
+def test_a_write_expecting_another_revision_is_lost(stored: str, claimed: str) -> None:
+    store = MemoryLeaseStore("controller")
+    store.record = _record("a", rev=stored)
+    with pytest.raises(LeaseLost):
+        store.renew(_record("a", rev="r3"), current=_record("a", rev=claimed))
+    with pytest.raises(LeaseLost):
+        store.try_acquire(_record("b", epoch=2, rev="r3"), expected=_record("a", rev=claimed))
+    assert store.record == _record("a", rev=stored)
+
+
+def test_renewal_loses_cleanly_when_the_stored_epoch_is_not_a_number() -> None:
+    store = MemoryLeaseStore("controller")
+    store.store_item({**_record("a").to_item(), "epoch": {"N": "three"}})
+    assert isinstance(store.record, UnreadableLease)
+    with pytest.raises(LeaseLost):
+        store.renew(_record("a", rev="r2"), current=_record("a"))
+
+
 @pytest.mark.parametrize(("stored", "claimed"), [(1, 2), (2, 1)])
 def test_renewal_at_another_epoch_of_the_same_revision_is_lost(stored: int, claimed: int) -> None:
     store = MemoryLeaseStore("controller")
@@ -563,6 +632,25 @@ def test_a_lease_name_longer_than_the_id_limit_is_unreadable() -> None:
     assert isinstance(decode_item(too_long, name="n" * 257), UnreadableLease)
 
 
+def test_a_problem_quotes_at_most_8_characters_of_a_foreign_type_name() -> None:
+    decoded = decode_item(_item(epoch={"Q" * 100: "1"}), name="controller")
+    assert isinstance(decoded, UnreadableLease)
+    assert decoded.problem == "epoch: expected type N, got QQQQQQQQ"
+
+
+def test_display_timestamps_are_stored_to_the_millisecond() -> None:
+    item = dataclasses.replace(_record("a"), acquired_at=1.23456, renewed_at=2.0).to_item()
+    assert item["acquired_at"] == {"N": "1.235"}
+    assert item["renewed_at"] == {"N": "2.0"}
+
+
+def test_an_absent_transitions_count_reads_as_zero() -> None:
+    item = {k: v for k, v in _item().items() if k != "transitions"}
+    decoded = decode_item(item, name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.transitions == 0
+
+
 def test_a_stored_transitions_count_of_zero_is_readable() -> None:
     decoded = decode_item(_item(transitions={"N": "0"}), name="controller")
     assert isinstance(decoded, LeaseRecord)
@@ -581,6 +669,12 @@ def test_a_number_longer_than_64_characters_is_unreadable() -> None:
 
 
 # ----------------------------------------------------------------------------- fence
+
+
+def test_a_fence_is_immutable() -> None:
+    fence = Fence(table="t", lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fence.epoch = Epoch(2)  # type: ignore[misc]
 
 
 def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
