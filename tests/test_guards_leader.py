@@ -516,6 +516,24 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     assert store.record == _record(stored)
 
 
+def test_names_and_revisions_compare_by_value_not_identity() -> None:
+    # Values decoded from a reply or built at run time are equal strings, not the same objects.
+    store = MemoryLeaseStore("controller")
+    store.record = _record("a", rev="r1")
+    current = _record("a", rev="".join(["r", "1"]))
+    renewed = dataclasses.replace(_record("a", rev="r2"), name="".join(["contr", "oller"]))
+    assert store.renew(renewed, current=current) == renewed
+    assert store.record == renewed
+
+
+def test_lease_values_are_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _record("a").epoch = Epoch(2)  # type: ignore[misc]
+    unreadable = UnreadableLease.of({"epoch": {"S": "x"}}, name="controller", problem="p")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        unreadable.fingerprint = "other"  # type: ignore[misc]
+
+
 @pytest.mark.parametrize(("stored", "claimed"), [("r1", "r2"), ("r2", "r1")])
 def test_a_write_expecting_another_revision_is_lost(stored: str, claimed: str) -> None:
     store = MemoryLeaseStore("controller")
@@ -689,3 +707,4 @@ def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
     assert not fence_failed(cancelled, 0)
     assert not fence_failed(cancelled, -1)  # no fence at index -1, whatever failed last
     assert not fence_failed(cancelled, 2)
+    assert not fence_failed(cancelled, 5)
