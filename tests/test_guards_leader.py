@@ -214,6 +214,25 @@ def test_stuck_for_measures_the_running_step_from_zero() -> None:
     assert elector.stuck_for() == 0.0
 
 
+def test_a_renewal_returning_after_the_watchdog_stopped_the_term_campaigns_at_once() -> None:
+    clock = FakeClock()
+
+    class Slow(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                clock.advance(DEADLINE)  # the renewal outlives the renew deadline
+                elector.watchdog_check()  # the watchdog stops the term's work meanwhile
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    elector = _elector(Slow("controller"), clock)
+    elector.step()
+    clock.advance(RETRY)
+    assert elector.step() == 0.0  # stepped down; the next step takes a new epoch at once
+    assert not elector.is_leader
+    elector.step()
+    assert elector.epoch == 2
+
+
 def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -314,12 +333,14 @@ def test_the_watchdog_tells_a_process_pause_from_a_stuck_loop(jump: float, stuck
 def test_start_runs_the_loop_on_a_daemon_thread() -> None:
     store = MemoryLeaseStore("controller")
     elector = _elector(store, FakeClock())
+    before = set(threading.enumerate())  # earlier tests' threads may still be ending
     elector.start()
     try:
-        loops = [t for t in threading.enumerate() if t.name == "elector-a"]
+        started = [t for t in threading.enumerate() if t not in before]
+        loops = [t for t in started if t.name == "elector-a"]
         assert loops
         assert all(t.daemon for t in loops)  # never keeps the interpreter alive
-        assert not [t for t in threading.enumerate() if t.name == "elector-watchdog"]
+        assert not [t for t in started if t.name == "elector-watchdog"]  # watchdog=False
     finally:
         elector.stop(timeout=5)
 
@@ -429,6 +450,30 @@ def test_stop_logs_that_the_elector_stopped(caplog: pytest.LogCaptureFixture) ->
         elector.stop(timeout=1)
     assert "stopped leading: elector stopped" in caplog.messages
     assert not elector.is_leader
+
+
+def test_stop_returns_once_the_loop_thread_has_ended() -> None:
+    store = Blocking()
+    elector = LeaderElector(
+        _fast_config(), store, on_started_leading=lambda _e, stop: stop.wait(10)
+    )
+    store.gate.clear()
+    elector.start()
+    running_after_stop: list[bool] = []
+
+    def stop() -> None:
+        elector.stop(timeout=30)
+        running_after_stop.append(elector.running)
+
+    try:
+        assert store.entered.wait(10)  # the loop is inside a step
+        stopper = threading.Thread(target=stop, daemon=True)
+        stopper.start()
+        store.gate.set()  # the step ends; the loop sees the stop and ends
+        stopper.join(60)
+        assert running_after_stop == [False]
+    finally:
+        store.gate.set()
 
 
 def test_stop_called_from_the_electors_own_thread_does_not_join_itself() -> None:
@@ -669,6 +714,30 @@ def test_an_absent_transitions_count_reads_as_zero() -> None:
     assert decoded.transitions == 0
 
 
+def test_an_unreadable_items_epoch_is_salvaged_from_zero_up() -> None:
+    zero = UnreadableLease.of({"epoch": {"N": "0"}}, name="controller", problem="p")
+    assert zero.epoch == 0
+    negative = UnreadableLease.of({"epoch": {"N": "-1"}}, name="controller", problem="p")
+    assert negative.epoch is None
+
+
+def test_the_fingerprint_ignores_the_order_attributes_were_read_in() -> None:
+    one = UnreadableLease.of(
+        {"epoch": {"S": "x"}, "holder": {"S": "a"}}, name="controller", problem="p"
+    )
+    two = UnreadableLease.of(
+        {"holder": {"S": "a"}, "epoch": {"S": "x"}}, name="controller", problem="p"
+    )
+    assert one.fingerprint == two.fingerprint
+
+
+def test_the_latest_display_timestamp_is_readable() -> None:
+    latest = decode_item(_item(renewed_at={"N": "253402300799"}), name="controller")
+    assert isinstance(latest, LeaseRecord)
+    beyond = decode_item(_item(renewed_at={"N": "253402300799.5"}), name="controller")
+    assert isinstance(beyond, UnreadableLease)
+
+
 def test_a_stored_transitions_count_of_zero_is_readable() -> None:
     decoded = decode_item(_item(transitions={"N": "0"}), name="controller")
     assert isinstance(decoded, LeaseRecord)
@@ -708,3 +777,16 @@ def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
     assert not fence_failed(cancelled, -1)  # no fence at index -1, whatever failed last
     assert not fence_failed(cancelled, 2)
     assert not fence_failed(cancelled, 5)
+
+
+@pytest.mark.parametrize("code", ["ConditionalCheckFailedException", "ValidationException"])
+def test_fence_failed_only_reads_reasons_of_a_cancelled_transaction(code: str) -> None:
+    # Codes sorting before and after TransactionCanceledException, with reasons attached.
+    other = ClientError(
+        {
+            "Error": {"Code": code, "Message": "no"},
+            "CancellationReasons": [{"Code": "ConditionalCheckFailed"}],
+        },
+        "TransactWriteItems",
+    )
+    assert not fence_failed(other, 0)
