@@ -22,7 +22,7 @@ from typing import NoReturn
 import pytest
 from botocore.exceptions import ClientError
 
-from oab.leader.config import ElectionConfig
+from oab.leader.config import ElectionConfig, lease_client_config
 from oab.leader.elector import EXIT_STUCK, LeaderElector
 from oab.leader.errors import LeaseLost, LeaseUnavailable
 from oab.leader.fence import Fence, fence_failed
@@ -164,15 +164,24 @@ def test_a_renewal_failing_past_the_deadline_steps_down_and_campaigns_at_once() 
     assert elector.epoch == 2
 
 
-@pytest.mark.parametrize("intruder", ["a", "c"])  # ids sorting before and after ours
-def test_a_leader_never_adopts_its_revision_under_another_holder(intruder: str) -> None:
+@pytest.mark.parametrize(
+    "forged",
+    [{"holder": "a"}, {"holder": "c"}, {"epoch": 1}, {"epoch": 3}],
+    ids=["holder before ours", "holder after ours", "older epoch", "newer epoch"],
+)
+def test_a_leader_never_adopts_its_revision_under_another_holder_or_epoch(
+    forged: dict[str, object],
+) -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
+    store.record = _record("old", epoch=1, rev="old")
+    store.record = dataclasses.replace(store.record, holder=None)  # released: b takes epoch 2
     elector = _elector(store, clock, name="b")
     elector.step()
+    assert elector.epoch == 2
     assert isinstance(store.record, LeaseRecord)
-    # Someone rewrote the item with our epoch and revision but their own name.
-    store.record = dataclasses.replace(store.record, holder=ReplicaId(intruder))
+    # Someone rewrote the item with our revision but another holder or epoch.
+    store.record = dataclasses.replace(store.record, **forged)  # type: ignore[arg-type]
     clock.advance(RETRY)
     elector.step()
     assert not elector.is_leader
@@ -231,6 +240,111 @@ def test_a_renewal_returning_after_the_watchdog_stopped_the_term_campaigns_at_on
     assert not elector.is_leader
     elector.step()
     assert elector.epoch == 2
+
+
+def test_a_renewal_that_took_longer_than_the_retry_period_renews_again_at_once() -> None:
+    clock = FakeClock()
+
+    class Slow(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                clock.advance(1.5 * RETRY)  # slow, but within the renew deadline
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    elector = _elector(Slow("controller"), clock)
+    elector.step()
+    clock.advance(RETRY)
+    assert elector.step() == 0.0  # overdue: no negative wait
+    assert elector.is_leader
+
+
+def test_a_released_elector_never_touches_the_store_again() -> None:
+    reads: list[int] = []
+
+    class Counting(MemoryLeaseStore):
+        def _read(self) -> StoredLease | None:
+            reads.append(1)
+            return super()._read()
+
+    leaders: list[str] = []
+    store = Counting("controller")
+    elector = LeaderElector(
+        _config(),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        on_new_leader=leaders.append,
+        clock=FakeClock(),
+    )
+    elector.step()
+    assert elector.release(drain_timeout=5)
+    store.record = _record("b", epoch=2, rev="b1")  # another replica takes over
+    before = len(reads)
+    elector.step()
+    assert len(reads) == before
+    assert leaders == ["a"]
+
+
+def test_release_warns_when_it_gives_up_on_a_stuck_renewal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    entered, unblock = threading.Event(), threading.Event()
+
+    class Stuck(MemoryLeaseStore):
+        def _put(self, new: LeaseRecord, pre: object) -> None:
+            if new.revision == "a-rev-000002":
+                entered.set()
+                unblock.wait(60)
+            super()._put(new, pre)  # type: ignore[arg-type]
+
+    elector = _elector(Stuck("controller"), clock, watchdog_timeout=0.2)
+    elector.step()
+    clock.advance(RETRY)
+    stepper = threading.Thread(target=elector.step, daemon=True)
+    stepper.start()
+    try:
+        assert entered.wait(10)
+        with caplog.at_level("WARNING", logger="oab.leader"):
+            assert not elector.release(drain_timeout=0)
+        assert any("release: the elector step is stuck" in m for m in caplog.messages)
+    finally:
+        unblock.set()
+        stepper.join(10)
+
+
+def test_release_of_a_stuck_standby_has_no_lease_to_warn_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Blocking()
+    elector = _elector(store, FakeClock(), watchdog_timeout=0.2)
+    store.gate.clear()
+    stepper = threading.Thread(target=elector.step, daemon=True)
+    stepper.start()
+    try:
+        assert store.entered.wait(10)
+        with caplog.at_level("WARNING", logger="oab.leader"):
+            assert not elector.release(drain_timeout=0)
+        assert not any("release: the elector step is stuck" in m for m in caplog.messages)
+    finally:
+        store.gate.set()
+        stepper.join(10)
+
+
+def test_a_failing_leader_callback_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def on_started(_epoch: Epoch, _stop: threading.Event) -> None:
+        raise RuntimeError("the leader's work failed to start")
+
+    elector = LeaderElector(
+        _config(), MemoryLeaseStore("controller"), on_started_leading=on_started, clock=FakeClock()
+    )
+    with caplog.at_level("ERROR", logger="oab.leader"):
+        elector.step()
+        wait_until(
+            lambda: "on_started_leading failed" in caplog.messages,
+            timeout=30,
+            message="the callback's failure logged",
+        )
+    elector.stop(timeout=5)
 
 
 def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
@@ -517,6 +631,23 @@ def test_config_accepts_the_longest_lease_standbys_honour() -> None:
     assert config.lease_duration_ms == MAX_LEASE_DURATION_MS
 
 
+def test_config_timing_relations_and_their_messages() -> None:
+    relaxed = ElectionConfig(
+        identity=ReplicaId("a"), lease_duration=3.0, renew_deadline=2.0, retry_period=1.0
+    )
+    assert relaxed.renew_deadline == 2.0  # 2.0 > 1.2 * 1.0 is enough
+    with pytest.raises(ValueError, match=r"lease_duration \(3.0\) must be greater than"):
+        ElectionConfig(identity=ReplicaId("a"), lease_duration=3.0, renew_deadline=4.0)
+    with pytest.raises(ValueError, match=r"1.2 \* retry_period \(1.2\)"):
+        ElectionConfig(identity=ReplicaId("a"), renew_deadline=1.2, retry_period=1.0)
+    with pytest.raises(ValueError, match=r"at most renew_deadline / 2 \(2.0\)"):
+        ElectionConfig(identity=ReplicaId("a"), call_timeout=3.0)
+
+
+def test_lease_clients_keep_their_connections_alive() -> None:
+    assert lease_client_config(call_timeout=1.0).tcp_keepalive is True
+
+
 def test_config_names_the_longest_lease_standbys_honour() -> None:
     with pytest.raises(ValueError, match=r"must be at most 60 s \(the longest duration"):
         ElectionConfig(identity=ReplicaId("a"), lease_duration=61.0, renew_deadline=4.0)
@@ -643,7 +774,7 @@ _COUNT_TRANSITIONS = textwrap.dedent(
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
-    from oab.leader.config import ElectionConfig
+    from oab.leader.config import ElectionConfig, lease_client_config
     from oab.leader.elector import LeaderElector
     from oab.leader.testing import FakeClock, MemoryLeaseStore
 
@@ -736,6 +867,28 @@ def test_the_latest_display_timestamp_is_readable() -> None:
     assert isinstance(latest, LeaseRecord)
     beyond = decode_item(_item(renewed_at={"N": "253402300799.5"}), name="controller")
     assert isinstance(beyond, UnreadableLease)
+
+
+def test_a_lease_duration_of_one_millisecond_is_readable() -> None:
+    decoded = decode_item(_item(lease_duration_ms={"N": "1"}), name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.lease_duration_ms == 1
+
+
+def test_out_of_range_problems_name_the_allowed_range() -> None:
+    duration = decode_item(_item(lease_duration_ms={"N": "0"}), name="controller")
+    assert isinstance(duration, UnreadableLease)
+    assert duration.problem == "lease_duration_ms: out of range (allowed >= 1)"
+    epoch = decode_item(_item(epoch={"N": "-1"}), name="controller")
+    assert isinstance(epoch, UnreadableLease)
+    assert epoch.problem == f"epoch: out of range (allowed 0..{2**63 - 1})"
+
+
+def test_binary_attributes_are_fingerprinted_by_content() -> None:
+    one = UnreadableLease.of({"epoch": {"B": b"\x00\x01"}}, name="controller", problem="p")
+    same = UnreadableLease.of({"epoch": {"B": b"\x00\x01"}}, name="controller", problem="p")
+    other = UnreadableLease.of({"epoch": {"B": b"\x00\x02"}}, name="controller", problem="p")
+    assert one.fingerprint == same.fingerprint != other.fingerprint
 
 
 def test_a_stored_transitions_count_of_zero_is_readable() -> None:
