@@ -347,6 +347,87 @@ def test_a_failing_leader_callback_is_logged(caplog: pytest.LogCaptureFixture) -
     elector.stop(timeout=5)
 
 
+def test_a_lost_renewal_steps_down_and_looks_again_at_once() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock)
+    elector.step()
+    store.record = _record("b", epoch=2, rev="b1")  # taken over
+    clock.advance(RETRY)
+    assert elector.step() == 0.0
+    assert not elector.is_leader
+
+
+def test_replacing_an_unreadable_item_is_logged_and_a_normal_acquisition_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock)
+    with caplog.at_level("WARNING", logger="oab.leader"):
+        elector.step()  # an empty table: a normal acquisition
+        assert not [m for m in caplog.messages if "replacing the unreadable" in m]
+        elector.release(drain_timeout=5)
+        store.store_item({**_record("x", epoch=4).to_item(), "holder": {"N": "1"}})
+        other = _elector(store, clock, name="b")
+        other.step()
+        clock.advance(LEASE)
+        other.step()
+    assert other.epoch == 5
+    assert "replacing the unreadable lease item with epoch 5" in caplog.messages
+
+
+def test_a_failing_stop_callback_is_logged_and_the_step_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def on_stopped() -> None:
+        raise RuntimeError("the callback failed")
+
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = LeaderElector(
+        _config(),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        on_stopped_leading=on_stopped,
+        clock=clock,
+    )
+    elector.step()
+    store.record = _record("b", epoch=2, rev="b1")
+    clock.advance(RETRY)
+    with caplog.at_level("ERROR", logger="oab.leader"):
+        assert elector.step() == 0.0
+    assert "on_stopped_leading failed" in caplog.messages
+    assert not elector.is_leader
+
+
+@pytest.mark.parametrize("stubborn", [True, False])
+def test_release_warns_only_about_work_that_did_not_drain(
+    caplog: pytest.LogCaptureFixture, stubborn: bool
+) -> None:
+    drained = threading.Event()
+    gate = threading.Event()
+
+    def on_started(_epoch: Epoch, stop: threading.Event) -> None:
+        stop.wait(30)
+        if stubborn:
+            gate.wait(30)
+        drained.set()
+
+    elector = LeaderElector(
+        _config(), MemoryLeaseStore("controller"), on_started_leading=on_started, clock=FakeClock()
+    )
+    elector.step()
+    try:
+        with caplog.at_level("WARNING", logger="oab.leader"):
+            elector.release(drain_timeout=0 if stubborn else 30)
+        warned = "leader work did not drain in time" in caplog.messages
+        assert warned is stubborn
+        assert drained.is_set() is not stubborn
+    finally:
+        gate.set()
+
+
 def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -889,6 +970,19 @@ def test_binary_attributes_are_fingerprinted_by_content() -> None:
     same = UnreadableLease.of({"epoch": {"B": b"\x00\x01"}}, name="controller", problem="p")
     other = UnreadableLease.of({"epoch": {"B": b"\x00\x02"}}, name="controller", problem="p")
     assert one.fingerprint == same.fingerprint != other.fingerprint
+
+
+def test_an_epoch_of_zero_is_readable() -> None:
+    decoded = decode_item(_item(epoch={"N": "0"}), name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.epoch == 0
+
+
+@pytest.mark.parametrize("raw", [5, ["1"]])
+def test_a_number_attribute_holding_no_string_is_unreadable_not_an_error(raw: object) -> None:
+    decoded = decode_item(_item(epoch={"N": raw}), name="controller")
+    assert isinstance(decoded, UnreadableLease)
+    assert decoded.problem == "epoch: not a number"
 
 
 def test_a_stored_transitions_count_of_zero_is_readable() -> None:
