@@ -428,6 +428,39 @@ def test_release_warns_only_about_work_that_did_not_drain(
         gate.set()
 
 
+def test_a_step_during_release_never_asks_for_a_negative_wait() -> None:
+    clock = FakeClock()
+    reading, go_on = threading.Event(), threading.Event()
+
+    class Gated(MemoryLeaseStore):
+        def _read(self) -> StoredLease | None:
+            if not go_on.is_set():
+                reading.set()
+                go_on.wait(30)
+            return super()._read()
+
+    store = Gated("controller")
+    store.record = _record("other", epoch=3)
+    elector = _elector(store, clock, name="b")
+    go_on.set()
+    elector.step()  # first sight of other's revision
+    go_on.clear()
+    clock.advance(LEASE + 2)  # long expired, but release() forbids acquiring
+    waits: list[float] = []
+    stepper = threading.Thread(target=lambda: waits.append(elector.step()))
+    stepper.start()
+    assert reading.wait(10)
+    releaser = threading.Thread(target=elector.release, kwargs={"drain_timeout": 0})
+    releaser.start()
+    # release() has flagged itself and now waits for the step (a private flag, read only to sync).
+    wait_until(lambda: elector._releasing, timeout=10, message="release begun")
+    go_on.set()
+    stepper.join(10)
+    releaser.join(10)
+    assert waits == [0.0]
+    assert store.record == _record("other", epoch=3)  # never acquired
+
+
 def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -970,6 +1003,13 @@ def test_binary_attributes_are_fingerprinted_by_content() -> None:
     same = UnreadableLease.of({"epoch": {"B": b"\x00\x01"}}, name="controller", problem="p")
     other = UnreadableLease.of({"epoch": {"B": b"\x00\x02"}}, name="controller", problem="p")
     assert one.fingerprint == same.fingerprint != other.fingerprint
+
+
+def test_an_item_without_its_key_is_unreadable_not_an_error() -> None:
+    item = {k: v for k, v in _item().items() if k != "pk"}
+    decoded = decode_item(item, name="controller")
+    assert isinstance(decoded, UnreadableLease)
+    assert decoded.problem == "pk: missing"
 
 
 def test_an_epoch_of_zero_is_readable() -> None:
