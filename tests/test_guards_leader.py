@@ -809,9 +809,9 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
 def test_names_and_revisions_compare_by_value_not_identity() -> None:
     # Values decoded from a reply or built at run time are equal strings, not the same objects.
     store = MemoryLeaseStore("controller")
-    store.record = _record("a", rev="r1")
-    current = _record("a", rev="".join(["r", "1"]))
-    renewed = dataclasses.replace(_record("a", rev="r2"), name="".join(["contr", "oller"]))
+    store.record = _record("replica-a", rev="r1")
+    current = _record("".join(["replica-", "a"]), rev="".join(["r", "1"]))
+    renewed = dataclasses.replace(_record("replica-a", rev="r2"), name="".join(["contr", "oller"]))
     assert store.renew(renewed, current=current) == renewed
     assert store.record == renewed
 
@@ -974,6 +974,12 @@ def test_the_fingerprint_ignores_the_order_attributes_were_read_in() -> None:
         {"holder": {"S": "a"}, "epoch": {"S": "x"}}, name="controller", problem="p"
     )
     assert one.fingerprint == two.fingerprint
+
+
+def test_a_negative_display_timestamp_is_unreadable() -> None:
+    assert isinstance(decode_item(_item(acquired_at={"N": "0"}), name="controller"), LeaseRecord)
+    negative = decode_item(_item(acquired_at={"N": "-0.5"}), name="controller")
+    assert isinstance(negative, UnreadableLease)
 
 
 def test_the_latest_display_timestamp_is_readable() -> None:
