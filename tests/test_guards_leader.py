@@ -347,6 +347,17 @@ def test_a_failing_leader_callback_is_logged(caplog: pytest.LogCaptureFixture) -
     elector.stop(timeout=5)
 
 
+def test_a_standby_that_looks_late_takes_an_expired_lease() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    store.record = _record("other", epoch=3)
+    elector = _elector(store, clock, name="b")
+    elector.step()
+    clock.advance(LEASE + 0.5)  # its step ran late: the lease expired half a second ago
+    elector.step()
+    assert elector.epoch == 4
+
+
 def test_a_lost_renewal_steps_down_and_looks_again_at_once() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -569,6 +580,10 @@ def test_start_runs_the_loop_on_a_daemon_thread() -> None:
         assert loops
         assert all(t.daemon for t in loops)  # never keeps the interpreter alive
         assert not [t for t in started if t.name == "elector-watchdog"]  # watchdog=False
+        wait_until(lambda: elector.is_leader, timeout=30, message="leading")
+        work = [t for t in threading.enumerate() if t.name == "leader-work-a-1"]
+        assert work
+        assert all(t.daemon for t in work)  # nor does the leader's work
     finally:
         elector.stop(timeout=5)
 
@@ -1002,6 +1017,12 @@ def test_out_of_range_problems_name_the_allowed_range() -> None:
     epoch = decode_item(_item(epoch={"N": "-1"}), name="controller")
     assert isinstance(epoch, UnreadableLease)
     assert epoch.problem == f"epoch: out of range (allowed 0..{2**63 - 1})"
+
+
+def test_the_fingerprint_keeps_the_order_of_lists() -> None:
+    one = UnreadableLease.of({"epoch": {"L": [{"S": "a"}, {"S": "b"}]}}, name="c", problem="p")
+    two = UnreadableLease.of({"epoch": {"L": [{"S": "b"}, {"S": "a"}]}}, name="c", problem="p")
+    assert one.fingerprint != two.fingerprint  # a list is ordered (only sets are not)
 
 
 def test_binary_attributes_are_fingerprinted_by_content() -> None:
