@@ -26,6 +26,7 @@ from oab.leader.config import ElectionConfig, lease_client_config
 from oab.leader.elector import EXIT_STUCK, LeaderElector
 from oab.leader.errors import LeaseLost, LeaseUnavailable
 from oab.leader.fence import Fence, fence_failed
+from oab.leader.lease import ConditionalLeaseStore, Precondition
 from oab.leader.record import (
     MAX_LEASE_DURATION_MS,
     Epoch,
@@ -821,6 +822,21 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     assert store.record == _record(stored)
 
 
+def test_a_store_adapter_must_implement_both_primitives() -> None:
+    class ReadOnly(ConditionalLeaseStore):
+        def _read(self) -> StoredLease | None:
+            return None
+
+    class WriteOnly(ConditionalLeaseStore):
+        def _put(self, new: LeaseRecord, pre: Precondition) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="abstract"):
+        ReadOnly("t", "controller")  # type: ignore[abstract]
+    with pytest.raises(TypeError, match="abstract"):
+        WriteOnly("t", "controller")  # type: ignore[abstract]
+
+
 def test_names_and_revisions_compare_by_value_not_identity() -> None:
     # Values decoded from a reply or built at run time are equal strings, not the same objects.
     store = MemoryLeaseStore("controller")
@@ -1037,6 +1053,12 @@ def test_an_item_without_its_key_is_unreadable_not_an_error() -> None:
     decoded = decode_item(item, name="controller")
     assert isinstance(decoded, UnreadableLease)
     assert decoded.problem == "pk: missing"
+
+
+def test_the_largest_epoch_is_readable() -> None:
+    decoded = decode_item(_item(epoch={"N": str(2**63 - 1)}), name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert decoded.epoch == 2**63 - 1
 
 
 def test_an_epoch_of_zero_is_readable() -> None:
