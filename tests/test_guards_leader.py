@@ -479,6 +479,7 @@ def test_the_watchdog_has_nothing_to_stop_without_a_term() -> None:
     elector = _elector(store, clock)
     assert elector.enforce_deadline() is False  # never led
     elector.step()
+    assert elector.enforce_deadline() is False  # leading, within the deadline
     clock.advance(DEADLINE)
     assert elector.enforce_deadline() is True  # the term's work is told to stop
     assert elector.enforce_deadline() is False  # already told
@@ -822,6 +823,14 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     assert store.record == _record(stored)
 
 
+@pytest.mark.parametrize("other", ["a-lease", "z-lease"])
+def test_a_store_refuses_a_record_of_another_lease(other: str) -> None:
+    store = MemoryLeaseStore("m-lease")
+    with pytest.raises(ValueError, match="written to store"):
+        store.try_acquire(dataclasses.replace(_record("a"), name=other), expected=None)
+    assert store.record is None
+
+
 def test_a_store_adapter_must_implement_both_primitives() -> None:
     class ReadOnly(ConditionalLeaseStore):
         def _read(self) -> StoredLease | None:
@@ -845,6 +854,11 @@ def test_names_and_revisions_compare_by_value_not_identity() -> None:
     renewed = dataclasses.replace(_record("replica-a", rev="r2"), name="".join(["contr", "oller"]))
     assert store.renew(renewed, current=current) == renewed
     assert store.record == renewed
+
+
+def test_lease_records_are_built_by_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        LeaseRecord("controller", "a", 1, "r1", 6000, 1, 1.0, 1.0)  # type: ignore[misc]
 
 
 def test_lease_values_are_immutable() -> None:
@@ -883,11 +897,12 @@ def test_renewal_at_another_epoch_of_the_same_revision_is_lost(stored: int, clai
     assert store.record == _record("a", epoch=stored)
 
 
-def test_renewal_loses_cleanly_when_the_stored_epoch_changed_type() -> None:
+@pytest.mark.parametrize("epoch", [{"S": "1"}, {}], ids=["a string", "an empty value"])
+def test_renewal_loses_cleanly_when_the_stored_epoch_changed_type(epoch: object) -> None:
     # An operator rewrote the epoch as a string: the item is unreadable and the renewal's
     # condition (epoch = our number) is false; never an error from comparing the two types.
     store = MemoryLeaseStore("controller")
-    store.store_item({**_record("a").to_item(), "epoch": {"S": "1"}})
+    store.store_item({**_record("a").to_item(), "epoch": epoch})
     assert isinstance(store.record, UnreadableLease)
     with pytest.raises(LeaseLost):
         store.renew(_record("a", rev="r2"), current=_record("a"))
@@ -1007,6 +1022,13 @@ def test_the_fingerprint_ignores_the_order_attributes_were_read_in() -> None:
     assert one.fingerprint == two.fingerprint
 
 
+def test_absent_display_timestamps_read_as_zero() -> None:
+    item = {k: v for k, v in _item().items() if k not in ("acquired_at", "renewed_at")}
+    decoded = decode_item(item, name="controller")
+    assert isinstance(decoded, LeaseRecord)
+    assert (decoded.acquired_at, decoded.renewed_at) == (0.0, 0.0)
+
+
 def test_a_negative_display_timestamp_is_unreadable() -> None:
     assert isinstance(decode_item(_item(acquired_at={"N": "0"}), name="controller"), LeaseRecord)
     negative = decode_item(_item(acquired_at={"N": "-0.5"}), name="controller")
@@ -1113,6 +1135,7 @@ def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
     assert not fence_failed(cancelled, -1)  # no fence at index -1, whatever failed last
     assert not fence_failed(cancelled, 2)
     assert not fence_failed(cancelled, 5)
+    assert not fence_failed(ValueError("not a client error"), 0)
 
 
 @pytest.mark.parametrize("code", ["ConditionalCheckFailedException", "ValidationException"])
