@@ -348,6 +348,34 @@ def test_a_failing_leader_callback_is_logged(caplog: pytest.LogCaptureFixture) -
     elector.stop(timeout=5)
 
 
+def test_our_revision_under_a_holder_sorting_before_us_is_waited_out() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock, name="b")
+    elector.step()
+    store.record = _record("a", epoch=2, rev="x")
+    clock.advance(RETRY)
+    elector.step()  # renewal b-rev-000002 lost: b remembers that revision
+    store.record = _record("a", epoch=2, rev="b-rev-000002")
+    elector.step()
+    assert not elector.is_leader  # "a" is not us, whatever the revision
+
+
+def test_our_own_revision_read_back_from_the_store_is_recognised() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock, name="replica-b")
+    elector.step()
+    assert isinstance(store.record, LeaseRecord)
+    # As read from a table: equal values, new string objects.
+    store.store_item(json.loads(json.dumps(store.record.to_item())))
+    clock.advance(DEADLINE)
+    elector.step()  # the loop stalled past the deadline: stepped down
+    assert not elector.is_leader
+    elector.step()  # the stored revision is our own: a new term at once
+    assert elector.epoch == 2
+
+
 def test_a_standby_that_looks_late_takes_an_expired_lease() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -769,8 +797,8 @@ def test_config_timing_relations_and_their_messages() -> None:
     assert relaxed.renew_deadline == 2.0  # 2.0 > 1.2 * 1.0 is enough
     with pytest.raises(ValueError, match=r"lease_duration \(3.0\) must be greater than"):
         ElectionConfig(identity=ReplicaId("a"), lease_duration=3.0, renew_deadline=4.0)
-    with pytest.raises(ValueError, match=r"1.2 \* retry_period \(1.2\)"):
-        ElectionConfig(identity=ReplicaId("a"), renew_deadline=1.2, retry_period=1.0)
+    with pytest.raises(ValueError, match=r"1.2 \* retry_period \(2.4\)"):
+        ElectionConfig(identity=ReplicaId("a"), renew_deadline=2.4, retry_period=2.0)
     with pytest.raises(ValueError, match=r"at most renew_deadline / 2 \(2.0\)"):
         ElectionConfig(identity=ReplicaId("a"), call_timeout=3.0)
 
@@ -829,6 +857,17 @@ def test_a_store_refuses_a_record_of_another_lease(other: str) -> None:
     with pytest.raises(ValueError, match="written to store"):
         store.try_acquire(dataclasses.replace(_record("a"), name=other), expected=None)
     assert store.record is None
+
+
+def test_replacing_an_unreadable_item_requires_exactly_the_item_read() -> None:
+    items = [
+        UnreadableLease.of({"epoch": {"S": str(i)}}, name="controller", problem="p")
+        for i in range(2)
+    ]
+    low, high = sorted(items, key=lambda u: u.fingerprint)
+    assert Precondition(revision=None, unreadable=low).holds_for(low)
+    assert not Precondition(revision=None, unreadable=low).holds_for(high)
+    assert not Precondition(revision=None, unreadable=high).holds_for(low)
 
 
 def test_a_store_adapter_must_implement_both_primitives() -> None:
