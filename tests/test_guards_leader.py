@@ -1159,6 +1159,8 @@ def test_a_fence_is_immutable() -> None:
     fence = Fence(table="t", lease_name="controller", holder=ReplicaId("a"), epoch=Epoch(1))
     with pytest.raises(dataclasses.FrozenInstanceError):
         fence.epoch = Epoch(2)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Fence("t", "controller", ReplicaId("a"), Epoch(1))  # type: ignore[misc]
 
 
 def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
