@@ -376,6 +376,21 @@ def test_our_own_revision_read_back_from_the_store_is_recognised() -> None:
     assert elector.epoch == 2
 
 
+def test_the_latest_revision_is_remembered_after_many_renewals() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, clock)
+    elector.step()
+    for _ in range(10):  # more renewals than the 8 revisions remembered
+        clock.advance(RETRY)
+        elector.step()
+    clock.advance(DEADLINE)
+    elector.step()  # the loop stalled past the deadline: stepped down
+    assert not elector.is_leader
+    elector.step()  # the stored revision is its latest: a new term at once
+    assert elector.epoch == 2
+
+
 def test_a_standby_that_looks_late_takes_an_expired_lease() -> None:
     clock = FakeClock()
     store = MemoryLeaseStore("controller")
@@ -714,6 +729,15 @@ def test_the_loop_survives_an_unexpected_error_from_the_store() -> None:
         elector.stop(timeout=5)
 
 
+def test_release_logs_the_handoff(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, FakeClock())
+    elector.step()
+    with caplog.at_level("WARNING", logger="oab.leader"):
+        assert elector.release(drain_timeout=5)
+    assert "stopped leading: released" in caplog.messages
+
+
 def test_stop_logs_that_the_elector_stopped(caplog: pytest.LogCaptureFixture) -> None:
     store = MemoryLeaseStore("controller")
     elector = _elector(store, FakeClock())
@@ -851,6 +875,14 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     assert store.record == _record(stored)
 
 
+def test_epochs_compare_by_value_not_identity() -> None:
+    big = 10**6  # beyond the small integers CPython shares
+    store = MemoryLeaseStore("controller")
+    store.record = _record("a", epoch=big)
+    current = _record("a", epoch=int(str(big)))
+    assert store.renew(_record("a", epoch=big, rev="r2"), current=current).revision == "r2"
+
+
 @pytest.mark.parametrize("other", ["a-lease", "z-lease"])
 def test_a_store_refuses_a_record_of_another_lease(other: str) -> None:
     store = MemoryLeaseStore("m-lease")
@@ -936,7 +968,11 @@ def test_renewal_at_another_epoch_of_the_same_revision_is_lost(stored: int, clai
     assert store.record == _record("a", epoch=stored)
 
 
-@pytest.mark.parametrize("epoch", [{"S": "1"}, {}], ids=["a string", "an empty value"])
+@pytest.mark.parametrize(
+    "epoch",
+    [{"S": "1"}, {}, {"N": "1", "S": "1"}],
+    ids=["a string", "an empty value", "two types in one value"],
+)
 def test_renewal_loses_cleanly_when_the_stored_epoch_changed_type(epoch: object) -> None:
     # An operator rewrote the epoch as a string: the item is unreadable and the renewal's
     # condition (epoch = our number) is false; never an error from comparing the two types.
@@ -1177,6 +1213,11 @@ def test_fence_failed_never_reads_a_reason_from_the_end_of_the_list() -> None:
     assert not fence_failed(cancelled, 2)
     assert not fence_failed(cancelled, 5)
     assert not fence_failed(ValueError("not a client error"), 0)
+    partial = ClientError(
+        {"Error": {"Code": "TransactionCanceledException"}, "CancellationReasons": [{}]},
+        "TransactWriteItems",
+    )
+    assert not fence_failed(partial, 0)  # a reason without a code is no failed fence
 
 
 @pytest.mark.parametrize("code", ["ConditionalCheckFailedException", "ValidationException"])
