@@ -900,6 +900,10 @@ def test_replacing_an_unreadable_item_requires_exactly_the_item_read() -> None:
     assert Precondition(revision=None, unreadable=low).holds_for(low)
     assert not Precondition(revision=None, unreadable=low).holds_for(high)
     assert not Precondition(revision=None, unreadable=high).holds_for(low)
+    again = UnreadableLease.of({"epoch": {"S": "0"}}, name="controller", problem="p")
+    first = next(u for u in items if u.attributes == again.attributes)
+    assert again.fingerprint is not first.fingerprint  # read twice: equal, not the same object
+    assert Precondition(revision=None, unreadable=first).holds_for(again)
 
 
 def test_a_store_adapter_must_implement_both_primitives() -> None:
