@@ -432,6 +432,26 @@ def test_replacing_an_unreadable_item_is_logged_and_a_normal_acquisition_is_not(
     assert "replacing the unreadable lease item with epoch 5" in caplog.messages
 
 
+def test_a_failing_new_leader_callback_is_logged_and_the_step_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def on_new_leader(_holder: str) -> None:
+        raise RuntimeError("the callback failed")
+
+    elector = LeaderElector(
+        _config(),
+        MemoryLeaseStore("controller"),
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        on_new_leader=on_new_leader,
+        clock=FakeClock(),
+    )
+    with caplog.at_level("ERROR", logger="oab.leader"):
+        elector.step()
+    assert "on_new_leader failed" in caplog.messages
+    assert elector.is_leader
+    elector.stop(timeout=5)
+
+
 def test_a_failing_stop_callback_is_logged_and_the_step_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -873,6 +893,15 @@ def test_renewal_by_another_holder_of_the_same_revision_is_lost(stored: str, cla
     with pytest.raises(LeaseLost):
         store.renew(_record(claimed, rev="r2"), current=_record(claimed))
     assert store.record == _record(stored)
+
+
+@pytest.mark.parametrize("stored", ["0", "2"])
+def test_a_renewal_condition_on_a_garbage_item_compares_numbers_for_equality(stored: str) -> None:
+    store = MemoryLeaseStore("controller")
+    garbage = {**_record("a").to_item(), "transitions": {"S": "x"}, "epoch": {"N": stored}}
+    store.store_item(garbage)
+    with pytest.raises(LeaseLost):
+        store.renew(_record("a", rev="r2"), current=_record("a"))  # our epoch is 1
 
 
 def test_epochs_compare_by_value_not_identity() -> None:
