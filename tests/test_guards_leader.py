@@ -432,6 +432,25 @@ def test_replacing_an_unreadable_item_is_logged_and_a_normal_acquisition_is_not(
     assert "replacing the unreadable lease item with epoch 5" in caplog.messages
 
 
+def test_a_new_leader_is_announced_once_however_often_it_is_read() -> None:
+    clock = FakeClock()
+    store = MemoryLeaseStore("controller")
+    leaders: list[str] = []
+    elector = LeaderElector(
+        _config("b"),
+        store,
+        on_started_leading=lambda _e, stop: stop.wait(10),
+        on_new_leader=leaders.append,
+        clock=clock,
+    )
+    for rev in ("x1", "x2", "x3"):  # the holder renews; each read decodes new strings
+        item = _record("replica-x", epoch=3, rev=rev).to_item()
+        store.store_item(json.loads(json.dumps(item)))
+        elector.step()
+        clock.advance(RETRY)
+    assert leaders == ["replica-x"]
+
+
 def test_a_failing_new_leader_callback_is_logged_and_the_step_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -843,6 +862,10 @@ def test_config_timing_relations_and_their_messages() -> None:
         ElectionConfig(identity=ReplicaId("a"), lease_duration=3.0, renew_deadline=4.0)
     with pytest.raises(ValueError, match=r"1.2 \* retry_period \(2.4\)"):
         ElectionConfig(identity=ReplicaId("a"), renew_deadline=2.4, retry_period=2.0)
+    with pytest.raises(ValueError, match=r"1.2 \* retry_period"):
+        ElectionConfig(
+            identity=ReplicaId("a"), renew_deadline=1.0, retry_period=1.0, call_timeout=0.5
+        )
     with pytest.raises(ValueError, match=r"at most renew_deadline / 2 \(2.0\)"):
         ElectionConfig(identity=ReplicaId("a"), call_timeout=3.0)
 
