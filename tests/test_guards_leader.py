@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from oab.leader.config import ElectionConfig, lease_client_config
 from oab.leader.elector import EXIT_STUCK, LeaderElector
-from oab.leader.errors import LeaseLost, LeaseUnavailable
+from oab.leader.errors import FencedOut, LeaderError, LeaseLost, LeaseUnavailable
 from oab.leader.fence import Fence, fence_failed
 from oab.leader.lease import ConditionalLeaseStore, Precondition
 from oab.leader.record import (
@@ -125,6 +125,13 @@ def test_config_rejects_a_blank_identity() -> None:
 def test_exit_status_of_a_stuck_loop_is_ex_software() -> None:
     # Supervisors (ECS, systemd) see this code: it must stay EX_SOFTWARE.
     assert EXIT_STUCK == os.EX_SOFTWARE == 70
+
+
+def test_only_an_unavailable_store_is_worth_retrying() -> None:
+    assert LeaderError("rejected").retryable is False
+    assert LeaseLost("lost", current=None).retryable is False
+    assert FencedOut(lease="controller", holder="a", epoch=Epoch(1)).retryable is False
+    assert LeaseUnavailable("timed out").retryable is True
 
 
 # ----------------------------------------------------------------------------- construction
