@@ -1194,6 +1194,13 @@ def test_a_negative_display_timestamp_is_unreadable() -> None:
     assert isinstance(negative, UnreadableLease)
 
 
+def test_the_fingerprint_ignores_the_key_order_inside_maps() -> None:
+    inner = {"x": {"S": "1"}, "y": {"S": "2"}}
+    one = UnreadableLease.of({"epoch": {"M": inner}}, name="c", problem="p")
+    two = UnreadableLease.of({"epoch": {"M": dict(reversed(inner.items()))}}, name="c", problem="p")
+    assert one.fingerprint == two.fingerprint
+
+
 def test_the_latest_display_timestamp_is_readable() -> None:
     latest = decode_item(_item(renewed_at={"N": "253402300799"}), name="controller")
     assert isinstance(latest, LeaseRecord)
