@@ -13,7 +13,7 @@ from emulated import Account
 
 from oab.leader.config import ElectionConfig
 from oab.leader.elector import LeaderElector
-from oab.leader.errors import FencedOut, LeaseLost, LeaseUnavailable
+from oab.leader.errors import FencedOut, LeaderError, LeaseLost, LeaseUnavailable
 from oab.leader.fence import Fence, fence_failed, raise_if_fenced
 from oab.leader.lease import DynamoLeaseStore
 from oab.leader.record import (
@@ -530,6 +530,46 @@ def test_a_5xx_after_the_write_applied_resolves_to_success(aws: Account) -> None
     store = DynamoLeaseStore(client, aws.tables.lease, "controller")
     got = store.try_acquire(record("a", 1, "r1"), expected=None)
     assert got.revision == "r1"
+
+
+def test_every_5xx_not_only_500_is_ambiguous_and_read_back(aws: Account) -> None:
+    client = aws.client("dynamodb")
+    fail_once(client, "after-call.dynamodb.PutItem", client_error("ServiceUnavailable", 503))
+    calls = count_calls(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    got = store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert got.revision == "r1"
+    assert calls == ["PutItem", "GetItem"]
+
+
+def test_every_lease_read_is_strongly_consistent(aws: Account) -> None:
+    # An eventually consistent read could show a standby a revision already replaced.
+    client = aws.client("dynamodb")
+    sent: list[dict[str, Any]] = []
+    client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem", lambda params, **_: sent.append(dict(params))
+    )
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    store.get()
+    fail_once(client, "after-call.dynamodb.PutItem", ReadTimeoutError(endpoint_url="http://x"))
+    store.try_acquire(record("a", 1, "r1"), expected=None)  # ambiguous: read back
+    assert [params.get("ConsistentRead") for params in sent] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("AccessDeniedException", 400), ("ValidationException", 499)]
+)
+def test_a_4xx_rejection_is_final_and_not_read_back(aws: Account, code: str, status: int) -> None:
+    client = aws.client("dynamodb")
+    fail_once(client, "before-call.dynamodb.PutItem", client_error(code, status))
+    calls = count_calls(client)
+    store = DynamoLeaseStore(client, aws.tables.lease, "controller")
+    with pytest.raises(LeaderError) as rejected:
+        store.try_acquire(record("a", 1, "r1"), expected=None)
+    assert type(rejected.value) is LeaderError
+    assert not rejected.value.retryable
+    assert rejected.value.code == code
+    assert calls == ["PutItem"]
 
 
 def test_throttling_is_retryable_and_writes_nothing(aws: Account) -> None:
