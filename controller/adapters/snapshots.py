@@ -68,6 +68,7 @@ from oab.controller.base import names
 from oab.controller.base.clock import Clock, SystemClock
 from oab.controller.base.errors import AwsError, classify_aws, precondition_failed
 from oab.controller.base.names import snapshot_record_prefix
+from oab.controller.core.outcome import Cause
 from oab.controller.core.snapshot import (
     MAX_RECORD_BYTES,
     SnapshotAlreadyRequested,
@@ -300,16 +301,17 @@ def snapshot_call(record: SnapshotRecord) -> AwsCall:
     )
 
 
-def wants_ingest(*, reason: str, phase: Phase | None) -> bool:
-    """Whether a run with this reason, on an agent in ``phase``, should look for new records.
+def wants_ingest(*, cause: Cause, phase: Phase | None) -> bool:
+    """Whether a run enqueued for ``cause``, on an agent in ``phase``, should look for new
+    records.
 
     Changes (and ``oabctl snapshot``'s nudges, which are change records of kind ``apply``),
     resync findings, and runs while a deployment is in progress (``None``/``Pending``: the old
     task's SIGTERM snapshot arrives then) look; deletions never do.
     """
-    if reason == "delete":
+    if cause is Cause.DELETE:
         return False
-    return reason == "apply" or reason.startswith("resync") or phase in (None, "Pending")
+    return cause in (Cause.APPLY, Cause.RESYNC) or phase in (None, "Pending")
 
 
 def calls_for(found: Sequence[FoundRecord]) -> list[AwsCall]:

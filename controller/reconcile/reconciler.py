@@ -77,7 +77,7 @@ from oab.controller.base.names import (
 )
 from oab.controller.core import render
 from oab.controller.core import schedule as schedules
-from oab.controller.core.outcome import Request, Result
+from oab.controller.core.outcome import Cause, Request, Result
 from oab.controller.core.status import (
     AgentStatus,
     AwsCall,
@@ -379,7 +379,7 @@ class Reconciler:
                 svc=svc,
                 status=st,
                 describe=lambda: self._ecs.describe_service(name),
-                resync=req.reason.startswith("resync"),
+                resync=req.run.origin.cause is Cause.RESYNC,
                 log=log,
                 guard=guard,
                 now=now,
@@ -405,7 +405,7 @@ class Reconciler:
         if (
             manifest.service.spec.bootstrap_from is None
             or result.status.phase in (None, "Terminating")
-            or not wants_ingest(reason=req.reason, phase=status.phase)
+            or not wants_ingest(cause=req.run.origin.cause, phase=status.phase)
         ):
             return result
         with step("snapshots.ingest") as span:
@@ -449,7 +449,7 @@ class Reconciler:
         # an already observed generation reuse the stored ones (cost: no read per poll).
         fresh = (
             status.observed_generation != generation
-            or req.reason.startswith("resync")
+            or req.run.origin.cause is Cause.RESYNC
             or set(status.secret_versions) - {CONFIG_VERSION_KEY} != {r["name"] for r in refs}
         )
         with step("secret_versions", {"oab.secrets.count": len(refs), "oab.fresh": fresh}):
@@ -484,7 +484,7 @@ class Reconciler:
             span.set_attribute("oab.service.exists", service is not None)
         # Desired count from spec.suspend and spec.schedules at this instant (core/schedule.py).
         plan = schedules.Plan.of(svc.spec)
-        at = schedules.evaluation_instant(self._wall(), req.reason)
+        at = schedules.evaluation_instant(self._wall(), req.run.origin.at)
         level = plan.level(at)
         count_before = int(service.get("desiredCount", 0)) if service is not None else None
         rival = _foreign(service, req.key)
@@ -507,8 +507,8 @@ class Reconciler:
             restart_marker=marker,
             last_reconciled=now,
             last_error="",
-            attempts=req.attempt,
-            last_run_id=req.run_id,
+            attempts=req.run.attempt,
+            last_run_id=req.run.run_id,
         )
         if (
             status.failed_hash == content_hash
@@ -532,7 +532,7 @@ class Reconciler:
             span.set_attribute("oab.task_definition", td_arn)
         if service is None:
             create = render.render_create_service(
-                svc, self._ctx, task_definition=td_arn, client_token=client_token(req.token)
+                svc, self._ctx, task_definition=td_arn, client_token=client_token(req.run.token)
             )
             create["desiredCount"] = level.replicas
             with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
@@ -761,8 +761,8 @@ class Reconciler:
             status,
             phase="Terminating",
             last_reconciled=now,
-            last_run_id=req.run_id,
-            attempts=req.attempt,
+            last_run_id=req.run.run_id,
+            attempts=req.run.attempt,
             last_error="",
         )
         with step("describe_service", {"oab.service": service_name}) as span:
