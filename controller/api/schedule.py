@@ -56,6 +56,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from oab.controller.api.cronexpr import CronError, check_timezone
+from oab.controller.base.errors import InvalidInput
 
 __all__ = [
     "MAX_EXPR",
@@ -87,8 +88,10 @@ _HINT: Final = (
 )
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InvalidInput):
     """An expression the controller cannot evaluate; ``hint`` says what to write instead."""
+
+    reason = "InvalidSchedule"
 
     def __init__(self, message: str, *, hint: str = _HINT) -> None:
         super().__init__(message)

@@ -83,7 +83,6 @@ __all__ = [
     "AgentKey",
     "ApiModel",
     "CapacityProvider",
-    "Condition",
     "ConditionStatus",
     "DnsLabel",
     "EcsPlatform",
@@ -98,6 +97,7 @@ __all__ = [
     "SecretsManagerSecret",
     "ServiceStatus",
     "SsmSecret",
+    "StatusCondition",
     "TaskDefinitionSpec",
     "api_error",
     "canonical_digest",
@@ -679,8 +679,9 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 # The schema of what ``oab.controller.core.status.Condition.to_json`` stores and shows (a test
-# keeps the two in step); the docstring is the JSON Schema's description, so it stays short.
-class Condition(ApiModel):
+# keeps the two in step); the docstring is the JSON Schema's description, so it stays short. Its
+# own name, so that ``Condition`` means the status model's one type (core/status.py).
+class StatusCondition(ApiModel):
     """One status condition (Kubernetes conventions)."""
 
     type: StrictStr
@@ -697,7 +698,7 @@ class ServiceStatus(ApiModel):
     observed_generation: StrictInt | None = Field(default=None, ge=0, le=MAX_GENERATION)
     task_arns: list[StrictStr] = Field(default_factory=list)
     last_reconciled: datetime | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[StatusCondition] = Field(default_factory=list)
     task_definition_arn: StrictStr | None = None
     service_arn: StrictStr | None = None
     rollout_state: StrictStr | None = None

@@ -81,6 +81,7 @@ from oab.controller.api.service import (
     OABService,
     canonical_digest,
 )
+from oab.controller.base.errors import InvalidInput
 from oab.controller.base.names import FLEET_LABEL
 
 __all__ = [
@@ -336,8 +337,10 @@ class ConfigCheck:
 
 
 @dataclass
-class ConfigFileInvalid(ValueError):
+class ConfigFileInvalid(InvalidInput):
     """A problem inside a config.toml file: ``source`` (its path), ``line`` (1-based, if known)."""
+
+    reason = "InvalidConfigFile"
 
     source: str
     line: int | None
