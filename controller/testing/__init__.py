@@ -293,9 +293,13 @@ def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
 
 def all_statuses(client: Any, table: str) -> dict[str, AgentStatus]:
     """Every agent status item in the state ``table``, by key (one consistent, paginated Scan)."""
-    from oab.controller.adapters.state import scan_statuses
+    from dataclasses import replace
 
-    return scan_statuses(client, table)
+    from oab.controller.adapters.models import bind_models
+    from oab.controller.adapters.statestore import DynamoStateStore
+
+    names = replace(TableNames(), state=table)
+    return DynamoStateStore(bind_models(client, names)).statuses()
 
 
 def available_at(status: AgentStatus | None, generation: int) -> bool:
