@@ -77,7 +77,7 @@ from oab.controller.base.names import (
 )
 from oab.controller.core import render
 from oab.controller.core import schedule as schedules
-from oab.controller.core.outcome import Cause, Request, Result
+from oab.controller.core.outcome import Cause, Request, Result, RunContext
 from oab.controller.core.status import (
     AgentStatus,
     AwsCall,
@@ -549,7 +549,7 @@ class Reconciler:
             span.set_attribute("oab.task_definition", td_arn)
         target = _Target(svc=svc, name=name, task_definition=td_arn, level=level, force=force)
         if service is None:
-            service = self._create(target, token=req.run.token, log=log, guard=guard)
+            service = self._create(target, run=req.run, log=log, guard=guard)
         else:
             service = self._update(target, status=status, service=service, log=log, guard=guard)
         _note_count(log, name=name, before=count_before, level=level)
@@ -596,12 +596,15 @@ class Reconciler:
         return _Versions(versions=versions, watched=watched, rotated=tuple(rotated))
 
     def _create(
-        self, target: _Target, *, token: str, log: CallLog, guard: Callable[[], bool] | None
+        self, target: _Target, *, run: RunContext, log: CallLog, guard: Callable[[], bool] | None
     ) -> dict[str, Any]:
         """CreateService at the level's count, idempotent through the unit's token."""
         svc, name = target.svc, target.name
         create = render.render_create_service(
-            svc, self._ctx, task_definition=target.task_definition, client_token=client_token(token)
+            svc,
+            self._ctx,
+            task_definition=target.task_definition,
+            client_token=client_token(run.token),
         )
         create["desiredCount"] = target.level.replicas
         with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
