@@ -49,6 +49,7 @@ class Context:
         self.env = env
         self.wall_clock = wall_clock
         self._clients: dict[str, Any] = {}
+        self._state: StateStore | None = None
 
     @cached_property
     def settings(self) -> Settings:
@@ -89,16 +90,15 @@ class Context:
     def state(self) -> StateStore:
         """The controller's state store (status, run log, change records) on the settings'
         tables, built once; its change log stamps records with ``wall_clock``."""
-        if "state" not in self._clients:
+        if self._state is None:
             from oab.controller.adapters.changes import ChangeLog
             from oab.controller.adapters.models import bind_models
             from oab.controller.adapters.statestore import DynamoStateStore
 
             ddb, tables = self.client("dynamodb"), self.settings.tables
             changes = ChangeLog(ddb, tables.state, wall_clock=self.wall_clock)
-            self._clients["state"] = DynamoStateStore(bind_models(ddb, tables), changes=changes)
-        store: StateStore = self._clients["state"]
-        return store
+            self._state = DynamoStateStore(bind_models(ddb, tables), changes=changes)
+        return self._state
 
     def store(self) -> Any:
         """The desired-state store on the settings' bucket, recording change records."""
