@@ -75,15 +75,15 @@ def env(aws: AWS, tmp_path: Path) -> dict[str, str]:
 def _run_agent(aws: AWS, env: dict[str, str], *, on: bool = True) -> None:
     """Apply the agent and create its service as the controller would, then run its task."""
     from oab.controller.adapters.ecs import CallLog
-    from oab.controller.core.outcome import Request
     from oab.controller.core.status import AgentStatus
+    from oab.controller.testing import reconcile_request
 
     assert oabctl("apply", "-f", "-", stdin=exec_manifest(on=on), env=env).code == 0
     aws.client("ssm").put_parameter(
         Name="/oab/team/bot/discord-token", Value="planted-9f8e7d", Type="SecureString"
     )
     reconciler = _reconciler(aws)
-    req = Request(key="team/bot", generation=1, token="t", reason="t", attempt=1, run_id="r")  # type: ignore[arg-type]
+    req = reconcile_request("team/bot")
     reconciler.reconcile(req, status=AgentStatus(key="team/bot"), log=CallLog())
     ecs = aws.client("ecs")
 

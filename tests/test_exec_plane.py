@@ -17,9 +17,9 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
-from oab.controller.api.service import AgentKey, OABService
+from oab.controller.api.service import OABService
 from oab.controller.base import errors
-from oab.controller.core.outcome import Request, Result
+from oab.controller.core.outcome import Result
 from oab.controller.core.render import (
     RenderContext,
     render_create_service,
@@ -29,7 +29,7 @@ from oab.controller.core.status import AgentStatus
 from oab.controller.local.dataplane import ControlRequestError, DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
 
 CTX_ARGS: dict[str, Any] = {
     "region": "us-east-1",
@@ -124,9 +124,7 @@ def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str
 
 def _run(plane: dict[str, Any], status: AgentStatus, token: str, gen: int) -> tuple[Result, Any]:
     log = CallLog()
-    req = Request(
-        key=AgentKey("team/bot"), generation=gen, token=token, reason="t", attempt=1, run_id="r"
-    )
+    req = reconcile_request("team/bot", token=token)
     return plane["reconciler"].reconcile(req, status=status, log=log), log
 
 

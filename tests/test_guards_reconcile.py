@@ -29,14 +29,14 @@ from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import CONTENT_HASH_TAG
-from oab.controller.core.outcome import Request, Result
+from oab.controller.core.outcome import Result
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, AuditRecord, next_status
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler, client_token
 from oab.controller.runtime.worker import Worker
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
 from oab.queue.config import QueueConfig
 from oab.queue.row import State
 from oab.queue.workqueue import WorkQueue
@@ -104,8 +104,7 @@ def plane(aws: AWS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plane:
     worker = Worker(
         queue=queue,
         reconciler=reconciler,
-        dynamodb=ddb,
-        tables=aws.tables,
+        state=aws.state_store(client=ddb),
         replica_id="r1",
         monotonic=clock.monotonic,
         wall=clock.time,
@@ -122,7 +121,7 @@ def _apply(tag: str = "v1") -> None:
 
 def _reconcile(plane: Plane, status: AgentStatus, token: str) -> tuple[Result, CallLog]:
     log = CallLog()
-    req = Request(key=AgentKey(KEY), generation=1, token=token, reason="t", attempt=1, run_id="r")
+    req = reconcile_request(KEY, token=token)
     return plane.reconciler.reconcile(req, status=status, log=log), log
 
 
@@ -231,9 +230,7 @@ def test_a_stored_hash_skips_registration_only_for_the_same_content(plane: Plane
     for gen, tag in enumerate(("v2", "v3", "v4"), start=2):
         _apply(tag)
         log = CallLog()
-        req = Request(
-            key=AgentKey(KEY), generation=gen, token=f"tok-{gen}", reason="t", attempt=1, run_id="r"
-        )
+        req = reconcile_request(KEY, token=f"tok-{gen}")
         after = plane.reconciler.reconcile(req, status=status.status, log=log)
         stored_vs_new.append(
             (status.status.task_definition_hash, after.status.task_definition_hash)
@@ -358,14 +355,7 @@ def test_a_rival_never_touches_the_owners_service_whichever_name_sorts_first(
 ) -> None:
     (ons, oname), (rns, rname) = owner, rival
     assert oabctl("apply", "-f", "-", stdin=agent_manifest(oname, namespace=ons)).code == 0
-    owner_req = Request(
-        key=AgentKey(f"{ons}/{oname}"),
-        generation=1,
-        token="t-own",
-        reason="t",
-        attempt=1,
-        run_id="r1",
-    )
+    owner_req = reconcile_request(f"{ons}/{oname}", token="t-own", run_id="r1")
     plane.reconciler.reconcile(owner_req, status=AgentStatus(key=owner_req.key), log=CallLog())
     # Two creations that raced past the store's check: the rival is stored beside the owner.
     body = plane.s3.get_object(Bucket=BUCKET, Key=f"manifests/{ons}/{oname}.yaml")["Body"].read()
@@ -376,7 +366,7 @@ def test_a_rival_never_touches_the_owners_service_whichever_name_sorts_first(
     plane.s3.put_object(Bucket=BUCKET, Key=f"manifests/{rns}/{rname}.yaml", Body=body)
     calls = _ecs_calls(plane.ecs)
     rival_key = AgentKey(f"{rns}/{rname}")
-    req = Request(key=rival_key, generation=1, token="t-rival", reason="t", attempt=1, run_id="r2")
+    req = reconcile_request(rival_key, token="t-rival", run_id="r2")
     with pytest.raises(TerminalError, match=f"belongs to agent {ons}/{oname}"):
         plane.reconciler.reconcile(req, status=AgentStatus(key=rival_key), log=CallLog())
     assert [c for c in calls if not c.startswith(("Describe", "List"))] == []

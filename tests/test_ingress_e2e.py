@@ -28,16 +28,14 @@ from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.state import status_from_item, status_to_item
 from oab.controller.adapters.store import DesiredStateStore
-from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import AwsError
-from oab.controller.core.outcome import Request
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, AwsCall
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.ingress import IngressConfig, IngressReconciler
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
 
 BUCKET = "oab-control-plane"
 BOT_TOKEN = "7000000001:AAH-fake-telegram-token-for-tests-xyz"
@@ -164,10 +162,7 @@ class Plane:
     ) -> tuple[AgentStatus, float | None]:
         """One run; its status and calls are committed (round-tripped through the encoding)."""
         log = CallLog()
-        req = Request(
-            key=AgentKey(status.key), generation=0, token="tok", reason=reason, attempt=1,
-            run_id="r",
-        )  # fmt: skip
+        req = reconcile_request(status.key, token="tok", reason=reason)
         result = reconciler.reconcile(req, status=status, log=log)
         self.committed.extend(log.snapshot())
         return status_from_item(status_to_item(result.status)), result.requeue_after

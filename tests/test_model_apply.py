@@ -22,16 +22,15 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
-from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import TerminalError
 from oab.controller.core.clusterprofile import render_context
-from oab.controller.core.outcome import Request, decide
+from oab.controller.core.outcome import decide
 from oab.controller.core.render import POLICY_VIOLATION, RenderError
 from oab.controller.core.settings import load_settings
 from oab.controller.core.status import AgentStatus
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import Reconciler
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
 
 BUCKET = "oab-control-plane"
 ACCOUNT = "123456789012"
@@ -186,9 +185,7 @@ def test_a_stored_manifest_outside_the_boundary_parks_before_any_ecs_call(
     s3.put_object(Bucket=BUCKET, Key="manifests/team/bot.yaml", Body=yaml.safe_dump(doc).encode())
     reconciler, ecs = _reconciler(aws, env)
     log = CallLog()
-    request = Request(
-        key=AgentKey("team/bot"), generation=1, token="t", reason="t", attempt=1, run_id="r"
-    )
+    request = reconcile_request("team/bot")
     with pytest.raises(RenderError) as info:
         reconciler.reconcile(request, status=AgentStatus(key="team/bot"), log=log)
     assert isinstance(info.value, TerminalError)

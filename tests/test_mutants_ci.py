@@ -82,8 +82,8 @@ MUTANTS = (
     Mutant(
         name="create-service-client-token",
         path="controller/reconcile/reconciler.py",
-        original="client_token=client_token(req.token)",
-        mutated="client_token=client_token(req.run_id)",
+        original="client_token=client_token(run.token)",
+        mutated="client_token=client_token(run.run_id)",
         tests=(f"{G_RECONCILE}::test_create_service_carries_the_units_token",),
     ),
     Mutant(

@@ -86,11 +86,9 @@ def setup(aws: AWS) -> tuple[Scheduler, WorkQueue, ChangeLog]:
     limiter = RateLimiter({})
     scheduler = Scheduler(
         queue=queue,
-        changes=changes,
+        state=aws.state_store(client=ddb, changes=changes),
         s3=s3,
         bucket=BUCKET,
-        dynamodb=ddb,
-        state_table=aws.tables.state,
         ecs=EcsAdapter(aws.client("ecs"), cluster="oab", limiter=limiter),
         secrets=SecretVersions(ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"),
                                limiter=limiter),

@@ -385,8 +385,7 @@ def test_a_unit_whose_processing_raises_is_backed_off_and_the_loop_goes_on(
     worker = Worker(
         queue=replica.queue,
         reconciler=replica.reconciler,
-        dynamodb=replica.dynamodb,
-        tables=replica.tables,
+        state=replica.state,
         replica_id="r9",
         config=WorkerConfig(workers=1, idle_poll_s=0.05),
         on_outcome=boom,

@@ -16,9 +16,8 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
-from oab.controller.api.service import AgentKey
 from oab.controller.base import errors
-from oab.controller.core.outcome import Request, Result, decide
+from oab.controller.core.outcome import Result, decide
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, Condition, IllegalTransition
 from oab.controller.local.dataplane import DataPlaneControl
@@ -31,7 +30,14 @@ from oab.controller.reconcile.reconciler import (
     client_token,
 )
 from oab.controller.runtime.scheduler import Scheduler
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, wait_until
+from oab.controller.testing import (
+    AWS,
+    FakeClock,
+    agent_manifest,
+    oabctl,
+    reconcile_request,
+    wait_until,
+)
 from oab.queue.errors import ClaimLost
 
 # ----------------------------------------------------------------------------- outcome policy
@@ -241,9 +247,7 @@ def _apply(tag: str) -> None:
 
 def _run(reconciler: Reconciler, status: AgentStatus, token: str, gen: int) -> tuple[Result, Any]:
     log = CallLog()
-    req = Request(
-        key=AgentKey("team/bot"), generation=gen, token=token, reason="t", attempt=1, run_id="r"
-    )
+    req = reconcile_request("team/bot", token=token)
     return reconciler.reconcile(req, status=status, log=log), log
 
 
@@ -279,9 +283,7 @@ def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
     s3 = aws.client("s3")
     manifest = agent_manifest("b-c", namespace="a")
     assert oabctl("apply", "-f", "-", stdin=manifest).code == 0
-    owner_req = Request(
-        key=AgentKey("a/b-c"), generation=1, token="t-own", reason="t", attempt=1, run_id="r1"
-    )
+    owner_req = reconcile_request("a/b-c", token="t-own", run_id="r1")
     owned = reconciler.reconcile(owner_req, status=AgentStatus(key="a/b-c"), log=CallLog())
     service = ecs.describe_services(cluster="oab", services=["oab-a-b-c"])["services"][0]
 
@@ -290,7 +292,7 @@ def test_rival_with_the_same_ecs_name_never_touches_the_owners_service(
     rival_body = body.replace(b"name: b-c", b"name: c").replace(b"namespace: a", b"namespace: a-b")
     rival_body = rival_body.replace(b"/oab/a/b-c/", b"/oab/a-b/c/")  # its own secret path
     s3.put_object(Bucket="oab-control-plane", Key="manifests/a-b/c.yaml", Body=rival_body)
-    rival_req = replace(owner_req, key=AgentKey("a-b/c"), token="t-rival", run_id="r2")
+    rival_req = reconcile_request("a-b/c", token="t-rival", run_id="r2")
     log = CallLog()
     with pytest.raises(errors.TerminalError, match="belongs to agent a/b-c") as info:
         reconciler.reconcile(rival_req, status=AgentStatus(key="a-b/c"), log=log)

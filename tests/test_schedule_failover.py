@@ -60,11 +60,9 @@ def _scheduler(aws: AWS, queue: WorkQueue, clock: FakeClock) -> Scheduler:
     ddb = aws.client("dynamodb")
     return Scheduler(
         queue=queue,
-        changes=ChangeLog(ddb, aws.tables.state),
+        state=aws.state_store(client=ddb),
         s3=aws.client("s3"),
         bucket=BUCKET,
-        dynamodb=ddb,
-        state_table=aws.tables.state,
         ecs=EcsAdapter(aws.client("ecs"), cluster="oab", limiter=limiter),
         secrets=SecretVersions(
             ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"), limiter=limiter

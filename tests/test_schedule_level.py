@@ -10,12 +10,12 @@ import yaml
 
 from oab.controller.api.document import parse_document
 from oab.controller.api.service import OABService, OABServiceSpec
+from oab.controller.core.outcome import Cause, origin_of
 from oab.controller.core.schedule import (
     Plan,
     evaluation_instant,
     next_fire,
     previous_fire,
-    reason_for,
 )
 from oab.controller.testing import agent_manifest
 
@@ -175,9 +175,9 @@ def test_a_cron_limited_to_past_or_future_years_is_bounded() -> None:
 
 def test_a_schedule_unit_is_evaluated_no_earlier_than_its_transition() -> None:
     at = _ts(2027, 3, 14, 7)
-    reason = reason_for(at)
-    assert reason == "schedule@2027-03-14T07:00:00Z"
-    assert evaluation_instant(at - 2.5, reason) == at  # this host's clock trails the leader's
-    assert evaluation_instant(at + 10, reason) == at + 10
-    assert evaluation_instant(at - 2.5, "resync:drift") == at - 2.5
-    assert evaluation_instant(at - 2.5, "schedule@garbage") == at - 2.5
+    origin = origin_of("schedule@2027-03-14T07:00:00Z", None)
+    assert (origin.cause, origin.at) == (Cause.SCHEDULE, at)
+    assert evaluation_instant(at - 2.5, origin.at) == at  # this host's clock trails the leader's
+    assert evaluation_instant(at + 10, origin.at) == at + 10
+    assert evaluation_instant(at - 2.5, origin_of("resync:drift", None).at) == at - 2.5
+    assert evaluation_instant(at - 2.5, origin_of("schedule@garbage", None).at) == at - 2.5

@@ -21,14 +21,13 @@ from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
 from oab.controller.adapters.store import DesiredStateStore
-from oab.controller.api.service import AgentKey
-from oab.controller.core.outcome import Request, Result
+from oab.controller.core.outcome import Result
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, check_transition
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl
+from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
 
 BUCKET = "oab-control-plane"
 NIGHT = datetime(2027, 1, 4, 22, tzinfo=UTC).timestamp()
@@ -87,10 +86,7 @@ def _run(
     plane: dict[str, Any], status: AgentStatus, *, gen: int, reason: str = "apply"
 ) -> tuple[Result, CallLog]:
     log = CallLog()
-    req = Request(
-        key=AgentKey("team/bot"), generation=gen, token=f"t{gen}{reason}", reason=reason,
-        attempt=1, run_id="r",
-    )  # fmt: skip
+    req = reconcile_request("team/bot", token=f"t{gen}{reason}", reason=reason)
     result = plane["reconciler"].reconcile(req, status=status, log=log)
     assert result.status.phase is not None
     check_transition(status.phase, result.status.phase)

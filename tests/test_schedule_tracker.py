@@ -128,7 +128,7 @@ def test_a_new_leader_enqueues_a_passed_transition_with_the_old_leaders_token() 
     [caught] = new.resync(etags={"team/bot": "e1"}, statuses=statuses, now=clock.time())
     assert (caught.key, caught.at, caught.schedule) == (fired.key, fired.at, "off")
     assert caught.token == fired.token
-    assert caught.reason == "schedule@2027-01-04T22:00:00Z"
+    assert caught.origin.reason() == "schedule@2027-01-04T22:00:00Z"
     assert new.due(clock.time()) == []  # the passed transition is not in the heap as well
     # Once the status shows it applied (Suspended), the catch-up finds nothing.
     applied = {"team/bot": replace(statuses["team/bot"], phase="Suspended")}

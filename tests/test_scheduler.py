@@ -32,11 +32,9 @@ def _scheduler(aws: AWS, queue: WorkQueue, changes: ChangeLog) -> Scheduler:
     limiter = RateLimiter({})
     return Scheduler(
         queue=queue,
-        changes=changes,
+        state=aws.state_store(changes=changes),
         s3=aws.client("s3"),
         bucket="oab-control-plane",
-        dynamodb=aws.client("dynamodb"),
-        state_table=aws.tables.state,
         ecs=EcsAdapter(aws.client("ecs"), cluster="oab", limiter=limiter),
         secrets=SecretVersions(
             ssm=aws.client("ssm"), secretsmanager=aws.client("secretsmanager"), limiter=limiter

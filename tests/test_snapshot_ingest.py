@@ -14,6 +14,7 @@ from oab.controller.adapters.snapshots import (
 )
 from oab.controller.adapters.state import status_from_item, status_to_item
 from oab.controller.api.service import AgentKey
+from oab.controller.core.outcome import origin_of
 from oab.controller.core.snapshot import SnapshotId, SnapshotRecord, record_key
 from oab.controller.core.status import AgentStatus, cleared
 from oab.controller.testing import AWS
@@ -74,10 +75,12 @@ def test_unversioned_upload_is_still_recorded() -> None:
         ("other", None, True),
         ("other", "Running", False),
         ("other", "Failed", False),
+        ("schedule@2027-01-04T22:00:00Z", "Running", False),
     ],
 )
 def test_which_runs_look_for_records(reason: str, phase: Any, expected: bool) -> None:
-    assert wants_ingest(reason=reason, phase=phase) is expected
+    cause = origin_of(reason, None).cause  # as the worker decodes the stored reason
+    assert wants_ingest(cause=cause, phase=phase) is expected
 
 
 def test_status_round_trips_the_marker_and_deletion_keeps_it() -> None:

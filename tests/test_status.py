@@ -51,7 +51,7 @@ def test_the_api_schema_of_a_condition_accepts_what_status_stores_and_shows() ->
         conds, type="Degraded", status="Unknown", reason="", message="", now=""
     )
     for cond in conds:
-        shown = api.Condition.model_validate({**cond.to_json(), "lastTransitionTime": None})
+        shown = api.StatusCondition.model_validate({**cond.to_json(), "lastTransitionTime": None})
         assert (shown.type, shown.status, shown.reason) == (cond.type, cond.status, cond.reason)
     assert get_args(api.Phase) == st.PHASES
     assert api.ServiceStatus.model_validate({"phase": "Terminating"}).phase == "Terminating"

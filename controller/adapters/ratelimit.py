@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from oab.controller.base.errors import RetryableError
+
 
 @dataclass(frozen=True, kw_only=True)
 class BucketConfig:
@@ -40,10 +42,10 @@ DEFAULT_BUCKETS: Mapping[str, BucketConfig] = {
 }
 
 
-class RateLimitTimeout(Exception):
+class RateLimitTimeout(RetryableError):
     """No token became available before the caller's deadline (retryable)."""
 
-    retryable = True
+    reason = "RateLimitTimeout"
 
 
 class TokenBucket:

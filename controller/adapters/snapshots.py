@@ -68,8 +68,10 @@ from oab.controller.base import names
 from oab.controller.base.clock import Clock, SystemClock
 from oab.controller.base.errors import AwsError, classify_aws, precondition_failed
 from oab.controller.base.names import snapshot_record_prefix
+from oab.controller.core.outcome import Cause
 from oab.controller.core.snapshot import (
     MAX_RECORD_BYTES,
+    MalformedSnapshotRecord,
     SnapshotAlreadyRequested,
     SnapshotFailed,
     SnapshotId,
@@ -167,35 +169,33 @@ class _RecordModel(BaseModel):
         return value
 
 
-class UnreadableRecord(ValueError):
-    """A snapshot record the controller refuses; the message says why (bounded, no data)."""
-
-
 def parse_record(body: bytes, *, agent: AgentKey) -> SnapshotRecord:
     """Validate a stored record of ``agent`` (see the module docstring); raises
-    :class:`UnreadableRecord`. Pure."""
+    :class:`MalformedSnapshotRecord`. Pure."""
     if len(body) > SNAPSHOT_RECORD_BYTES:
-        raise UnreadableRecord(f"record over {SNAPSHOT_RECORD_BYTES} bytes")
+        raise MalformedSnapshotRecord(f"record over {SNAPSHOT_RECORD_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise UnreadableRecord("record is not UTF-8") from None
+        raise MalformedSnapshotRecord("record is not UTF-8") from None
     if json_depth(text) > SNAPSHOT_RECORD_DEPTH:
-        raise UnreadableRecord(f"record nested deeper than {SNAPSHOT_RECORD_DEPTH}")
+        raise MalformedSnapshotRecord(f"record nested deeper than {SNAPSHOT_RECORD_DEPTH}")
     try:
         raw = json.loads(text)
     except ValueError:
-        raise UnreadableRecord("record is not valid JSON") from None
+        raise MalformedSnapshotRecord("record is not valid JSON") from None
     if not isinstance(raw, dict):
-        raise UnreadableRecord("record is not a JSON object")
+        raise MalformedSnapshotRecord("record is not a JSON object")
     try:
         model = _RecordModel.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "record"
-        raise UnreadableRecord(f"{where}: {clip(str(first.get('msg', 'invalid')), 120)}") from None
+        raise MalformedSnapshotRecord(
+            f"{where}: {clip(str(first.get('msg', 'invalid')), 120)}"
+        ) from None
     if model.agent != agent:
-        raise UnreadableRecord("agent: names another agent")
+        raise MalformedSnapshotRecord("agent: names another agent")
     return SnapshotRecord(
         agent=agent,
         id=SnapshotId(model.id),
@@ -239,7 +239,7 @@ class S3SnapshotRecords:
             key = str(obj["Key"])
             try:
                 record = self._read(agent, key, obj)
-            except UnreadableRecord as exc:
+            except MalformedSnapshotRecord as exc:
                 # A bad record must not block the ones after it: audit it once as a failure.
                 log.warning("unreadable snapshot record %s: %s", clip(key, 300), exc)
                 record = _malformed(agent, key, str(exc))
@@ -255,10 +255,10 @@ class S3SnapshotRecords:
     def _read(self, agent: AgentKey, key: str, listed: Mapping[str, Any]) -> SnapshotRecord | None:
         """One record, or ``None`` when it is gone since the listing."""
         if not key.endswith(".json"):
-            raise UnreadableRecord("not a snapshot record key (.json)")
+            raise MalformedSnapshotRecord("not a snapshot record key (.json)")
         size = listed.get("Size")
         if isinstance(size, int) and size > SNAPSHOT_RECORD_BYTES:
-            raise UnreadableRecord(f"record of {size} bytes is over {SNAPSHOT_RECORD_BYTES}")
+            raise MalformedSnapshotRecord(f"record of {size} bytes is over {SNAPSHOT_RECORD_BYTES}")
         try:
             # Ranged: the object may have grown since the listing; read one byte past the cap.
             resp = self._s3.get_object(
@@ -300,16 +300,17 @@ def snapshot_call(record: SnapshotRecord) -> AwsCall:
     )
 
 
-def wants_ingest(*, reason: str, phase: Phase | None) -> bool:
-    """Whether a run with this reason, on an agent in ``phase``, should look for new records.
+def wants_ingest(*, cause: Cause, phase: Phase | None) -> bool:
+    """Whether a run enqueued for ``cause``, on an agent in ``phase``, should look for new
+    records.
 
     Changes (and ``oabctl snapshot``'s nudges, which are change records of kind ``apply``),
     resync findings, and runs while a deployment is in progress (``None``/``Pending``: the old
     task's SIGTERM snapshot arrives then) look; deletions never do.
     """
-    if reason == "delete":
+    if cause is Cause.DELETE:
         return False
-    return reason == "apply" or reason.startswith("resync") or phase in (None, "Pending")
+    return cause in (Cause.APPLY, Cause.RESYNC) or phase in (None, "Pending")
 
 
 def calls_for(found: Sequence[FoundRecord]) -> list[AwsCall]:

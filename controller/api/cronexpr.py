@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
+from oab.controller.base.errors import InvalidInput
+
 __all__ = [
     "FIELDS",
     "MAX_EXPRESSION",
@@ -73,8 +75,10 @@ _HINT: Final = (
 )
 
 
-class CronError(ValueError):
+class CronError(InvalidInput):
     """An expression or time zone OpenAB would refuse; ``hint`` says what to write."""
+
+    reason = "InvalidCron"
 
     def __init__(self, message: str, *, hint: str = _HINT) -> None:
         super().__init__(message)

@@ -55,6 +55,8 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
+from oab.controller.base.errors import InvalidInput
+
 __all__ = [
     "INT_RANGE",
     "LIMITS",
@@ -165,11 +167,11 @@ class ManifestIssue:
 
 
 @dataclass
-class ManifestError(ValueError):
+class ManifestError(InvalidInput):
     """Manifests failed to load; ``issues`` lists every problem. Not retryable."""
 
+    reason = "InvalidManifest"
     issues: list[ManifestIssue] = field(default_factory=list)
-    retryable: bool = False
 
     def __str__(self) -> str:
         return "\n".join(str(issue) for issue in self.issues)

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
+from oab.controller.base.errors import InvalidInput
 from oab.controller.base.redact import secret_kind
 
 __all__ = [
@@ -58,11 +59,11 @@ class FieldIssue:
 
 
 @dataclass
-class InvalidDocument(ValueError):
+class InvalidDocument(InvalidInput):
     """A document failed validation; ``issues`` lists every problem found. Not retryable."""
 
+    reason = "InvalidDocument"
     issues: list[FieldIssue] = field(default_factory=list)
-    retryable: bool = False
 
     def __str__(self) -> str:
         return "\n".join(str(issue) for issue in self.issues)

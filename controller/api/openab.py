@@ -80,6 +80,7 @@ from pydantic_core import PydanticCustomError
 
 from oab.controller.api import cronexpr
 from oab.controller.api.issues import FieldIssue, issues_from_validation_error
+from oab.controller.base.errors import InvalidInput
 
 __all__ = [
     "CONVENTIONAL_TOKENS",
@@ -1521,13 +1522,13 @@ def wire_conventional_tokens(config: object, declared: Iterable[str]) -> object:
 # ------------------------------------------------------------------------ verbatim files
 
 
-class ConfigTomlError(ValueError):
+class ConfigTomlError(InvalidInput):
     """A config.toml file OpenAB would refuse (or ``--strict`` refuses). Not retryable.
 
     ``issues`` carry field paths (empty for syntax errors); ``line`` is set for syntax errors.
     """
 
-    retryable = False
+    reason = "InvalidConfigToml"
 
     def __init__(self, source: str, issues: list[FieldIssue], *, line: int | None = None) -> None:
         self.source = source

@@ -56,6 +56,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from oab.controller.api.cronexpr import CronError, check_timezone
+from oab.controller.base.errors import InvalidInput
 
 __all__ = [
     "MAX_EXPR",
@@ -87,8 +88,10 @@ _HINT: Final = (
 )
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InvalidInput):
     """An expression the controller cannot evaluate; ``hint`` says what to write instead."""
+
+    reason = "InvalidSchedule"
 
     def __init__(self, message: str, *, hint: str = _HINT) -> None:
         super().__init__(message)
@@ -239,27 +242,8 @@ def _parse_cron(body: str) -> CronExpr:
     for label, text in (("minute", minute), ("hour", hour), ("month", month), ("year", year)):
         if "?" in text:
             raise ScheduleError(f"'?' is allowed only in the day fields, not in {label}")
-    days_of_month: frozenset[int] | None = None
-    last_day = False
-    if dom != "?":
-        if dom.upper() == "L":
-            last_day, days_of_month = True, frozenset()
-        else:
-            days_of_month = _field(dom, _DOM)
-    days_of_week: frozenset[int] | None = None
-    nth: set[tuple[int, int]] = set()
-    if dow != "?":
-        plain: list[str] = []
-        for token in dow.split(","):
-            match = _NTH.fullmatch(token)
-            if match is None:
-                plain.append(token)
-                continue
-            n = int(match.group(2))
-            if not 1 <= n <= 5:
-                raise ScheduleError(f"day-of-week item {token!r}: N in D#N must be 1-5")
-            nth.add((_value(match.group(1), _DOW), n))
-        days_of_week = _field(",".join(plain), _DOW) if plain else frozenset()
+    days_of_month, last_day = _days_of_month(dom)
+    days_of_week, nth = _days_of_week(dow)
     return CronExpr(
         minutes=_field(minute, _MINUTE),
         hours=_field(hour, _HOUR),
@@ -267,9 +251,36 @@ def _parse_cron(body: str) -> CronExpr:
         last_day=last_day,
         months=_field(month, _MONTH),
         days_of_week=days_of_week,
-        nth_weekdays=frozenset(nth),
+        nth_weekdays=nth,
         years=_field(year, _YEAR),
     )
+
+
+def _days_of_month(dom: str) -> tuple[frozenset[int] | None, bool]:
+    """The day-of-month field: its days (``None`` for ``?``) and whether it is ``L``."""
+    if dom == "?":
+        return None, False
+    if dom.upper() == "L":
+        return frozenset(), True
+    return _field(dom, _DOM), False
+
+
+def _days_of_week(dow: str) -> tuple[frozenset[int] | None, frozenset[tuple[int, int]]]:
+    """The day-of-week field: its plain days (``None`` for ``?``) and its ``D#N`` items."""
+    if dow == "?":
+        return None, frozenset()
+    plain: list[str] = []
+    nth: set[tuple[int, int]] = set()
+    for token in dow.split(","):
+        match = _NTH.fullmatch(token)
+        if match is None:
+            plain.append(token)
+            continue
+        n = int(match.group(2))
+        if not 1 <= n <= 5:
+            raise ScheduleError(f"day-of-week item {token!r}: N in D#N must be 1-5")
+        nth.add((_value(match.group(1), _DOW), n))
+    return (_field(",".join(plain), _DOW) if plain else frozenset()), frozenset(nth)
 
 
 def _parse_rate(body: str) -> RateExpr:

@@ -83,7 +83,6 @@ __all__ = [
     "AgentKey",
     "ApiModel",
     "CapacityProvider",
-    "Condition",
     "ConditionStatus",
     "DnsLabel",
     "EcsPlatform",
@@ -98,6 +97,7 @@ __all__ = [
     "SecretsManagerSecret",
     "ServiceStatus",
     "SsmSecret",
+    "StatusCondition",
     "TaskDefinitionSpec",
     "api_error",
     "canonical_digest",
@@ -527,6 +527,13 @@ class OABServiceSpec(ApiModel):
                 f"with cpu {self.cpu} use memory {_describe(allowed)}",
                 path="memory",
             )
+        seen = self._variable_names()
+        if self.config is not None:  # configToml/configFrom: checked as a file (api/v2.py)
+            self._check_placeholders(self.config, secrets=seen)
+        return self
+
+    def _variable_names(self) -> set[str]:
+        """The secrets' names, each declared once, none reserved, none also in ``env``."""
         seen: set[str] = set()
         for i, secret in enumerate(self.secrets):
             if secret.name in seen:
@@ -552,14 +559,17 @@ class OABServiceSpec(ApiModel):
                     "keep it only in secrets",
                     path=f"env.{key}",
                 )
-        if self.config is None:
-            return self  # configToml/configFrom: checked as a file (oab.controller.api.v2)
+        return seen
+
+    def _check_placeholders(self, config: OpenABConfig, *, secrets: set[str]) -> None:
+        """Every placeholder is backed by a secret or env variable, and no token of a token
+        field is passed on to the agent through ``inherit_env``."""
         tokens: set[str] = set()
-        for path, var in self.config.placeholder_uses():
-            _check_placeholder(path, var, secrets=seen, env=self.env)
+        for path, var in config.placeholder_uses():
+            _check_placeholder(path, var, secrets=secrets, env=self.env)
             if len(path) == 2 and (path[0], path[1]) in TOKEN_FIELDS:
                 tokens.add(var)
-        for i, name in enumerate(self.config.agent.inherit_env):
+        for i, name in enumerate(config.agent.inherit_env):
             if name in tokens:
                 raise api_error(
                     "token_inherited",
@@ -568,7 +578,6 @@ class OABServiceSpec(ApiModel):
                     "its own secret if it needs a credential)",
                     path=f"config.agent.inherit_env[{i}]",
                 )
-        return self
 
     def effective_ecs(self) -> EffectiveEcs:
         """Capacity provider, roles and networking with ``platform.ecs`` winning."""
@@ -679,8 +688,9 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 # The schema of what ``oab.controller.core.status.Condition.to_json`` stores and shows (a test
-# keeps the two in step); the docstring is the JSON Schema's description, so it stays short.
-class Condition(ApiModel):
+# keeps the two in step); the docstring is the JSON Schema's description, so it stays short. Its
+# own name, so that ``Condition`` means the status model's one type (core/status.py).
+class StatusCondition(ApiModel):
     """One status condition (Kubernetes conventions)."""
 
     type: StrictStr
@@ -697,7 +707,7 @@ class ServiceStatus(ApiModel):
     observed_generation: StrictInt | None = Field(default=None, ge=0, le=MAX_GENERATION)
     task_arns: list[StrictStr] = Field(default_factory=list)
     last_reconciled: datetime | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[StatusCondition] = Field(default_factory=list)
     task_definition_arn: StrictStr | None = None
     service_arn: StrictStr | None = None
     rollout_state: StrictStr | None = None

@@ -81,6 +81,7 @@ from oab.controller.api.service import (
     OABService,
     canonical_digest,
 )
+from oab.controller.base.errors import InvalidInput
 from oab.controller.base.names import FLEET_LABEL
 
 __all__ = [
@@ -336,8 +337,10 @@ class ConfigCheck:
 
 
 @dataclass
-class ConfigFileInvalid(ValueError):
+class ConfigFileInvalid(InvalidInput):
     """A problem inside a config.toml file: ``source`` (its path), ``line`` (1-based, if known)."""
+
+    reason = "InvalidConfigFile"
 
     source: str
     line: int | None
@@ -474,6 +477,21 @@ def _fail(path: tuple[str | int, ...], exc: PydanticCustomError) -> InvalidDocum
     return InvalidDocument([FieldIssue(path, exc.message(), ctx.get("hint"))])
 
 
+def _internal_secrets(
+    secrets: Mapping[str, str], ctx: ConversionContext, *, blame: tuple[str | int, ...]
+) -> list[dict[str, Any]]:
+    """v2's ``secrets`` map (env name -> ``ssm://``/``aws-sm://`` reference) as v1 entries."""
+    out: list[dict[str, Any]] = []
+    for env_name, value in secrets.items():
+        try:
+            source, ref = resolve_secret_value(value, resolve=ctx.resolve_secret)
+        except PydanticCustomError as exc:
+            raise _fail((*blame, "secrets", env_name), exc) from None
+        key = "path" if source == "ssm" else "arn"
+        out.append({"name": env_name, "source": source, key: ref})
+    return out
+
+
 def convert_service(
     doc: V2Service,
     ctx: ConversionContext,
@@ -499,19 +517,11 @@ def convert_service(
             ]
         )
     runtime = spec.runtime
-    secrets: list[dict[str, Any]] = []
-    for env_name, value in spec.secrets.items():
-        try:
-            source, ref = resolve_secret_value(value, resolve=ctx.resolve_secret)
-        except PydanticCustomError as exc:
-            raise _fail((*blame, "secrets", env_name), exc) from None
-        key = "path" if source == "ssm" else "arn"
-        secrets.append({"name": env_name, "source": source, key: ref})
     internal: dict[str, Any] = {
         "cpu": int(spec.resources.cpu),
         "memory": int(spec.resources.memory),
         "taskDefinition": {"image": spec.image},
-        "secrets": secrets,
+        "secrets": _internal_secrets(spec.secrets, ctx, blame=blame),
         "capacityProvider": runtime.capacity_provider,
         "networking": runtime.networking.model_dump(by_alias=True),
     }

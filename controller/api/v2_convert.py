@@ -241,9 +241,27 @@ def _fleet_to_v2(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
     defaults: dict[str, Any] = spec.get("defaults") or {}
     if meta.get("labels"):
         lost.append("metadata.labels")
+    template = _template_to_v2(defaults, first=spec["agents"][0], lost=lost)
+    agents = [
+        _fleet_agent_to_v2(
+            agent, f"spec.agents[{i}]", defaults=defaults, template=template, lost=lost
+        )
+        for i, agent in enumerate(spec["agents"])
+    ]
+    return {
+        "apiVersion": API_VERSION_V2,
+        "kind": "OABFleet",
+        "metadata": {"name": meta["name"], "namespace": _namespace_to_v2(meta, lost)},
+        "spec": {"template": template, "agents": agents},
+    }
+
+
+def _template_to_v2(
+    defaults: dict[str, Any], *, first: dict[str, Any], lost: list[str]
+) -> dict[str, Any]:
+    """A v1 fleet's ``defaults`` as a v2 ``template`` (its image, else the ``first`` agent's)."""
     image = (defaults.get("taskDefinition") or {}).get("image")
     if image is None:  # v2's template needs one; v1 agents then each name theirs
-        first = spec["agents"][0]
         image = first.get("image") or first["taskDefinition"]["image"]
     template: dict[str, Any] = {"image": image}
     if "cpu" in defaults and "memory" in defaults:
@@ -259,40 +277,45 @@ def _fleet_to_v2(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
     if defaults.get("config"):
         lost.append("spec.defaults.config (v2 agents take configFrom files)")
     _ingress_and_controller_only(defaults, template, "spec.defaults", lost)
-    agents: list[dict[str, Any]] = []
-    for i, agent in enumerate(spec["agents"]):
-        at = f"spec.agents[{i}]"
-        out: dict[str, Any] = {"name": agent["name"], "configFrom": f"./{agent['name']}.toml"}
-        lost.append(f"{at}.configFrom (write the agent's config.toml there)")
-        if agent.get("config"):
-            lost.append(f"{at}.config")
-        own_image = agent.get("image") or (agent.get("taskDefinition") or {}).get("image")
-        if own_image is not None and own_image != image:
-            out["image"] = own_image
-        if "cpu" in agent or "memory" in agent:  # v1 merges cpu/memory; v2 replaces both
-            cpu, memory = agent.get("cpu", defaults.get("cpu")), agent.get("memory")
-            memory = memory if memory is not None else defaults.get("memory")
-            out["resources"] = {"cpu": str(cpu), "memory": str(memory)}
-        if "bootstrapFrom" in agent:
-            out["bootstrapFrom"] = agent["bootstrapFrom"]
-        if agent.get("secrets"):  # v1 merges by name; v2 replaces the whole map
-            merged = {**base_secrets, **_secrets_to_v2(agent["secrets"], at, lost)}
-            if merged != base_secrets:
-                out["secrets"] = merged
-        for key in ("networking", "capacityProvider", "platform"):
-            if key in agent:
-                lost.append(f"{at}.{key} (v2's runtime is the template's, for every agent)")
-        for key in ("env", "labels"):
-            if agent.get(key):
-                lost.append(f"{at}.{key}")
-        _ingress_and_controller_only(agent, out, at, lost)
-        agents.append(out)
-    return {
-        "apiVersion": API_VERSION_V2,
-        "kind": "OABFleet",
-        "metadata": {"name": meta["name"], "namespace": _namespace_to_v2(meta, lost)},
-        "spec": {"template": template, "agents": agents},
-    }
+    return template
+
+
+def _fleet_agent_to_v2(
+    agent: dict[str, Any],
+    at: str,
+    *,
+    defaults: dict[str, Any],
+    template: dict[str, Any],
+    lost: list[str],
+) -> dict[str, Any]:
+    """One v1 fleet agent as a v2 one: only what differs from ``template``, with v1's merges
+    (cpu/memory, secrets by name) made explicit since v2 replaces them whole."""
+    out: dict[str, Any] = {"name": agent["name"], "configFrom": f"./{agent['name']}.toml"}
+    lost.append(f"{at}.configFrom (write the agent's config.toml there)")
+    if agent.get("config"):
+        lost.append(f"{at}.config")
+    own_image = agent.get("image") or (agent.get("taskDefinition") or {}).get("image")
+    if own_image is not None and own_image != template["image"]:
+        out["image"] = own_image
+    if "cpu" in agent or "memory" in agent:  # v1 merges cpu/memory; v2 replaces both
+        cpu, memory = agent.get("cpu", defaults.get("cpu")), agent.get("memory")
+        memory = memory if memory is not None else defaults.get("memory")
+        out["resources"] = {"cpu": str(cpu), "memory": str(memory)}
+    if "bootstrapFrom" in agent:
+        out["bootstrapFrom"] = agent["bootstrapFrom"]
+    if agent.get("secrets"):  # v1 merges by name; v2 replaces the whole map
+        base_secrets = template.get("secrets") or {}
+        merged = {**base_secrets, **_secrets_to_v2(agent["secrets"], at, lost)}
+        if merged != base_secrets:
+            out["secrets"] = merged
+    lost.extend(
+        f"{at}.{key} (v2's runtime is the template's, for every agent)"
+        for key in ("networking", "capacityProvider", "platform")
+        if key in agent
+    )
+    lost.extend(f"{at}.{key}" for key in ("env", "labels") if agent.get(key))
+    _ingress_and_controller_only(agent, out, at, lost)
+    return out
 
 
 def _fleet_to_v1(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
@@ -313,38 +336,57 @@ def _fleet_to_v1(doc: dict[str, Any], lost: list[str]) -> dict[str, Any]:
     defaults.update(_runtime_to_v1(template["runtime"]))
     if template.get("ingress") is not None:
         defaults["ingress"] = template["ingress"]
-    agents: list[dict[str, Any]] = []
-    for i, agent in enumerate(spec["agents"]):
-        at, name = f"spec.agents[{i}]", agent["name"]
-        out: dict[str, Any] = {"name": name}
-        lost.append(f"{at}.configFrom (v1 fleet agents take inline config only)")
-        if "image" in agent:
-            out["image"] = agent["image"]
-        if "resources" in agent:
-            out["cpu"], out["memory"] = (
-                int(agent["resources"]["cpu"]),
-                int(agent["resources"]["memory"]),
-            )
-        own_bootstrap = agent.get(
-            "bootstrapFrom", bootstrap if "bootstrapFrom" not in defaults else None
+    # A templated bootstrapFrom (``${name}``) cannot be a v1 default: each agent gets its own.
+    per_agent_bootstrap = bootstrap if "bootstrapFrom" not in defaults else None
+    agents = [
+        _fleet_agent_to_v1(
+            agent,
+            f"spec.agents[{i}]",
+            bootstrap=per_agent_bootstrap,
+            base=base,
+            fixed=fixed,
+            lost=lost,
         )
-        if own_bootstrap is not None:
-            out["bootstrapFrom"] = own_bootstrap.replace("${name}", name)
-        # v2 replaces the whole map; v1 merges by name, so only what differs from defaults.
-        effective = {
-            k: v.replace("${name}", name) for k, v in (agent.get("secrets") or base).items()
-        }
-        extra = {k: v for k, v in effective.items() if fixed.get(k) != v}
-        if set(fixed) - set(effective):
-            lost.append(f"{at}.secrets (drops template secrets; v1 agents add to the defaults)")
-        if extra:
-            out["secrets"] = _secrets_to_v1(extra, at, lost)
-        if agent.get("ingress") is not None:
-            out["ingress"] = agent["ingress"]
-        agents.append(out)
+        for i, agent in enumerate(spec["agents"])
+    ]
     return {
         "apiVersion": "oab.dev/v1",
         "kind": "OABFleet",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
         "spec": {"defaults": defaults, "agents": agents},
     }
+
+
+def _fleet_agent_to_v1(
+    agent: dict[str, Any],
+    at: str,
+    *,
+    bootstrap: str | None,
+    base: dict[str, str],
+    fixed: dict[str, str],
+    lost: list[str],
+) -> dict[str, Any]:
+    """One v2 fleet agent as a v1 one, ``${name}`` expanded: v2 replaces the secrets map whole,
+    v1 merges by name, so only what differs from the defaults (``fixed``) is written."""
+    name = agent["name"]
+    out: dict[str, Any] = {"name": name}
+    lost.append(f"{at}.configFrom (v1 fleet agents take inline config only)")
+    if "image" in agent:
+        out["image"] = agent["image"]
+    if "resources" in agent:
+        out["cpu"], out["memory"] = (
+            int(agent["resources"]["cpu"]),
+            int(agent["resources"]["memory"]),
+        )
+    own_bootstrap = agent.get("bootstrapFrom", bootstrap)
+    if own_bootstrap is not None:
+        out["bootstrapFrom"] = own_bootstrap.replace("${name}", name)
+    effective = {k: v.replace("${name}", name) for k, v in (agent.get("secrets") or base).items()}
+    extra = {k: v for k, v in effective.items() if fixed.get(k) != v}
+    if set(fixed) - set(effective):
+        lost.append(f"{at}.secrets (drops template secrets; v1 agents add to the defaults)")
+    if extra:
+        out["secrets"] = _secrets_to_v1(extra, at, lost)
+    if agent.get("ingress") is not None:
+        out["ingress"] = agent["ingress"]
+    return out

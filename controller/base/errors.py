@@ -1,8 +1,12 @@
 """The controller's error hierarchy: what is retryable, and the AWS error code and cause kept.
 
-Every error raised by the reconcile path derives from :class:`OabError` and says whether retrying
-can help (``retryable``). AWS errors keep their error code, HTTP status and request id and are
-raised ``from`` the botocore exception. The worker's outcome policy
+Every named error of the controller (the reconcile path, the CLI's input checks, the local
+tooling) derives from :class:`OabError` and says whether retrying can help (``retryable``):
+:class:`TerminalError` (retrying cannot help; :class:`InvalidInput` for refused input, also a
+``ValueError``), :class:`RetryableError`, :class:`AwsError`, :class:`AgentError` (the in-task
+program), and the adapters' own bases (``StoreError``, ``ExecError``, ``UnreadableItem``).
+AWS errors keep their error code, HTTP status and request id and are raised ``from`` the
+botocore exception. The worker's outcome policy
 (:func:`oab.controller.core.outcome.decide`) is the only place that turns these into queue
 actions.
 """
@@ -84,6 +88,14 @@ class RetryableError(OabError):
 
     retryable = True
     reason = "RetryableError"
+
+
+class InvalidInput(TerminalError, ValueError):
+    """Input refused as it is (a manifest, a document, an OpenAB config file, an expression): the
+    message names the source, the field path and the fix. Terminal: the same input fails the
+    same way. Also a ``ValueError``, which pydantic validators and older callers catch."""
+
+    reason = "InvalidInput"
 
 
 class ClaimInDoubt(OabError):

@@ -229,12 +229,8 @@ def compare_and_swap(ctx: Context, key: str, change: Callable[[DesiredStateStore
     function of what it reads from the store it is given (it may run several times) and raise
     a domain error to refuse (not found, fleet-owned, being deleted).
     """
-    from oab.controller.adapters.changes import ChangeLog
-
     objects = S3ObjectStore(ctx.client("s3"), ctx.settings.bucket)
-    changes = ChangeLog(
-        ctx.client("dynamodb"), ctx.settings.tables.state, wall_clock=ctx.wall_clock
-    )
+    changes = ctx.state().changes
     for _attempt in range(CAS_ATTEMPTS):
         pinned = _PinnedReads(objects, key, objects.read(key))
         store = DesiredStateStore(

@@ -5,7 +5,8 @@ Design
 A command receives one :class:`Context`: parsed arguments, settings (flags > env >
 ``~/.oabctl/config`` profile, see :mod:`oab.controller.core.settings`), lazily built boto3 clients
 (:func:`oab.controller.adapters.aws.make_client`; built once, only when a command needs AWS, so
-``render`` and ``schema`` never touch it), the output format and the three streams.
+``render`` and ``schema`` never touch it), the one state store over them (status, run log, change
+records), the output format and the three streams.
 
 Time model: ``wall_clock`` is injected (``AGE`` columns and stamps); nothing else reads a clock.
 """
@@ -17,10 +18,13 @@ import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from oab.controller.cli import output as out
 from oab.controller.core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from oab.controller.adapters.statestore import StateStore
 
 __all__ = ["Context"]
 
@@ -45,6 +49,7 @@ class Context:
         self.env = env
         self.wall_clock = wall_clock
         self._clients: dict[str, Any] = {}
+        self._state: StateStore | None = None
 
     @cached_property
     def settings(self) -> Settings:
@@ -82,18 +87,27 @@ class Context:
             )
         return self._clients[service]
 
+    def state(self) -> StateStore:
+        """The controller's state store (status, run log, change records) on the settings'
+        tables, built once; its change log stamps records with ``wall_clock``."""
+        if self._state is None:
+            from oab.controller.adapters.changes import ChangeLog
+            from oab.controller.adapters.models import bind_models
+            from oab.controller.adapters.statestore import DynamoStateStore
+
+            ddb, tables = self.client("dynamodb"), self.settings.tables
+            changes = ChangeLog(ddb, tables.state, wall_clock=self.wall_clock)
+            self._state = DynamoStateStore(bind_models(ddb, tables), changes=changes)
+        return self._state
+
     def store(self) -> Any:
         """The desired-state store on the settings' bucket, recording change records."""
-        from oab.controller.adapters.changes import ChangeLog
         from oab.controller.adapters.objectstore import S3ObjectStore
         from oab.controller.adapters.store import DesiredStateStore
 
-        changes = ChangeLog(
-            self.client("dynamodb"), self.settings.tables.state, wall_clock=self.wall_clock
-        )
         return DesiredStateStore(
             S3ObjectStore(self.client("s3"), self.settings.bucket),
-            changes=changes,
+            changes=self.state().changes,
             wall_clock=self.wall_clock,
         )
 

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from oab.controller.adapters.state import read_runlog, read_status
 from oab.controller.adapters.store import (
     Desired,
     DesiredStateStore,
@@ -307,18 +306,16 @@ def _configure_describe(p: argparse.ArgumentParser) -> None:
 def _describe(ctx: Context) -> int:
     key = agent_key(ctx)
     obj = require_agent(ctx.store(), ctx.args.namespace, ctx.args.name)
-    ddb, tables = ctx.client("dynamodb"), ctx.settings.tables
+    state = ctx.state()
     try:
-        status = read_status(ddb, tables.state, key).to_json()
+        status = state.read_status(key).to_json()
     except UnreadableItem as exc:
         status = unreadable_json(key, exc)  # shown, with the problem, instead of failing
     row = _queue_row(ctx, key)
     skipped: list[str] = []
     runs = list(
         reversed(
-            read_runlog(
-                ddb,
-                tables.runlog,
+            state.read_runlog(
                 key,
                 limit=DESCRIBE_RUNS,
                 on_unreadable=lambda exc: skipped.append(str(exc)),
@@ -364,15 +361,15 @@ def _history(ctx: Context) -> int:
     if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
     key = agent_key(ctx)
-    ddb, table = ctx.client("dynamodb"), ctx.settings.tables.runlog
+    state = ctx.state()
 
     def skip(exc: UnreadableItem) -> None:
         ctx.stderr.write(f"warning: skipped an unreadable run: {exc}\n")
 
     if limit is None:
-        rows = read_runlog(ddb, table, key, newest_first=False, on_unreadable=skip)
+        rows = state.read_runlog(key, newest_first=False, on_unreadable=skip)
     else:
-        rows = list(reversed(read_runlog(ddb, table, key, limit=limit, on_unreadable=skip)))
+        rows = list(reversed(state.read_runlog(key, limit=limit, on_unreadable=skip)))
     if not rows:
         ctx.stderr.write(f"No runs recorded for {key}.\n")
         return EXIT_OK

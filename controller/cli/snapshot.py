@@ -38,7 +38,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from oab.controller.adapters.changes import ChangeLog, ChangeLogError
 from oab.controller.adapters.snapshots import request_snapshot, wait_snapshot
-from oab.controller.adapters.state import read_status
 from oab.controller.adapters.store import NotFoundError, StoredObject, object_key
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import classify_aws
@@ -157,7 +156,7 @@ def _cancel(ctx: Context, key: AgentKey, bucket: str) -> int:
 
 
 def _timeout_hints(ctx: Context, key: AgentKey) -> list[str]:
-    status = read_status(ctx.client("dynamodb"), ctx.settings.tables.state, key)
+    status = ctx.state().read_status(key)
     phase = status.phase or "Pending"
     running = len(status.task_arns)
     hints = [f"the agent is {phase} with {running} running task(s)"]
@@ -198,7 +197,7 @@ def _snapshot(ctx: Context) -> int:
             "version (and restored from it at the next start); set it, `oabctl apply`, "
             "and try again"
         )
-    status = read_status(ctx.client("dynamodb"), ctx.settings.tables.state, key)
+    status = ctx.state().read_status(key)
     if status.phase != "Running":
         ctx.progress(
             f"warning: {key} is {status.phase or 'not reconciled yet'}; the request is answered "
@@ -241,7 +240,7 @@ def _snapshot(ctx: Context) -> int:
         return EXIT_INVALID
     try:
         nudge(
-            ChangeLog(ctx.client("dynamodb"), ctx.settings.tables.state, wall_clock=ctx.wall_clock),
+            ctx.state().changes,
             obj,
             record,
         )

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oab.controller.adapters.state import audit_from_item, read_runlog, read_status
-from oab.controller.base.names import RUN_INDEX
 from oab.controller.cli import output as out
 from oab.controller.cli.context import Context
 from oab.controller.cli.registry import EXIT_INVALID, EXIT_OK, Command, command
@@ -184,17 +182,6 @@ def format_tree(spans: Sequence[Mapping[str, Any]], *, mark: str = "") -> list[s
 # ------------------------------------------------------------------------------- lookups
 
 
-def _run_by_id(ctx: Context, run_id: str) -> AuditRecord | None:
-    resp = ctx.client("dynamodb").query(
-        TableName=ctx.settings.tables.runlog,
-        IndexName=RUN_INDEX,
-        KeyConditionExpression="run_id = :r",
-        ExpressionAttributeValues={":r": {"S": run_id}},
-    )
-    items = resp.get("Items", [])
-    return audit_from_item(items[0]) if items else None
-
-
 def _ref(row: AuditRecord) -> RunRef:
     return RunRef(
         trace_id=row.trace_id,
@@ -208,21 +195,20 @@ def _ref(row: AuditRecord) -> RunRef:
 def resolve(ctx: Context) -> RunRef | None:
     """The run (or trace) ``NAME|RUN_ID`` and ``--run`` designate, or None."""
     word = str(ctx.args.target)
-    ddb = ctx.client("dynamodb")
-    tables = ctx.settings.tables
+    state = ctx.state()
     wanted = ctx.args.run or (word if _HEX32.match(word) else None)
     if wanted:
-        row = _run_by_id(ctx, wanted)
+        row = state.run(wanted)
         if row is not None:
             return _ref(row)
         if wanted == word:
             return RunRef(trace_id=word)  # not a run id: take it as a trace id
         return None
     key = word if "/" in word else f"{ctx.args.namespace}/{word}"
-    rows = read_runlog(ddb, tables.runlog, key, limit=1)
+    rows = state.read_runlog(key, limit=1)
     if rows and rows[0].trace_id:
         return _ref(rows[0])
-    status = read_status(ddb, tables.state, key)
+    status = state.read_status(key)
     if status.trace_id:
         return RunRef(trace_id=status.trace_id, key=key, run_id=status.last_run_id)
     return None

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from oab.controller.adapters.state import read_status
 from oab.controller.adapters.store import StoredObject, object_key
 from oab.controller.base.names import SERVICE_RESOURCE
 from oab.controller.cli.common import (
@@ -242,7 +241,7 @@ def _wait(ctx: Context) -> int:
     namespace, name = ctx.args.namespace, ctx.args.name
     key = agent_key(ctx)
     store = ctx.store()
-    ddb, state = ctx.client("dynamodb"), ctx.settings.tables.state
+    state = ctx.state()
     manifest_key = object_key(KIND, namespace, name)
     if target.kind == "condition":
         require_agent(store, namespace, name)  # a typo should fail now, not after the timeout
@@ -250,7 +249,7 @@ def _wait(ctx: Context) -> int:
     def observe() -> Observation:
         manifest = store.get(manifest_key)
         try:
-            return Observation(manifest, read_status(ddb, state, key))
+            return Observation(manifest, state.read_status(key))
         except UnreadableItem as exc:
             return Observation(manifest, AgentStatus(key=key), unreadable=str(exc))
 

@@ -272,42 +272,58 @@ def plan(
     observed: Observed,
     security_groups: Sequence[str],
 ) -> list[Step]:
-    """The ordered steps that bring the observed ingress to ``spec`` (empty: converged)."""
-    steps: list[Step] = []
+    """The ordered steps that bring the observed ingress to ``spec`` (empty: converged): the
+    Cloud Map namespace and service, the security-group rules, the gateway chain (VPC Link, API,
+    integration; each one a barrier), the routes, the stage and the registry's attachment."""
     if observed.namespace is None:
         return [Step(kind="create_namespace")]
     if observed.registry is None:
         return [Step(kind="create_registry")]
-    for group in sorted(set(security_groups) - observed.ruled_groups):
-        steps.append(Step(kind="authorize_rule", target=group))
-    if observed.vpc_link is None:
-        return _cut([*steps, Step(kind="create_vpc_link")])
-    if observed.vpc_link.status != "AVAILABLE":
-        return _cut([*steps, Step(kind="wait", reason=f"VPC Link {observed.vpc_link.status}")])
-    if observed.api is None:
-        return _cut([*steps, Step(kind="create_api")])
+    rules = [
+        Step(kind="authorize_rule", target=group)
+        for group in sorted(set(security_groups) - observed.ruled_groups)
+    ]
     integration = observed.integration
-    if integration is None:
-        return _cut([*steps, Step(kind="create_integration")])
+    if (pending := _pending_gateway(observed)) is not None or integration is None:
+        return _cut([*rules, pending or Step(kind="create_integration")])
+    steps = [*rules, *_route_steps(spec, observed, integration)]
+    if not observed.stage:
+        steps.append(Step(kind="create_stage"))
+    if observed.attached != (observed.registry.arn,):
+        steps.append(Step(kind="attach_registry", target=observed.registry.arn))
+    return steps
+
+
+def _pending_gateway(observed: Observed) -> Step | None:
+    """The first missing (or not yet available) link of VPC Link -> API -> integration."""
+    if observed.vpc_link is None:
+        return Step(kind="create_vpc_link")
+    if observed.vpc_link.status != "AVAILABLE":
+        return Step(kind="wait", reason=f"VPC Link {observed.vpc_link.status}")
+    if observed.api is None:
+        return Step(kind="create_api")
+    if observed.integration is None:
+        return Step(kind="create_integration")
+    return None
+
+
+def _route_steps(spec: IngressSpec, observed: Observed, integration: Found) -> list[Step]:
+    """The integration's parameters, then the routes: deletions first (a route of a wanted key
+    that targets another integration, left by an earlier one, is replaced, not kept)."""
+    steps: list[Step] = []
     if dict(integration.parameters) != PATH_MAPPING:
         steps.append(Step(kind="update_integration", target=integration.id))
     wanted = {route_key(p) for p in spec.paths}
     target = f"integrations/{integration.id}"
-    # Deletions first: a route of a wanted key that targets another integration (left by an
-    # earlier integration) is replaced, not kept.
     kept: set[str] = set()
     for key, (route_id, route_target) in sorted(observed.routes.items()):
         if key in wanted and route_target == target:
             kept.add(key)
         else:
             steps.append(Step(kind="delete_route", target=route_id, reason=key))
-    for path in spec.paths:
-        if route_key(path) not in kept:
-            steps.append(Step(kind="create_route", target=path))
-    if not observed.stage:
-        steps.append(Step(kind="create_stage"))
-    if observed.attached != (observed.registry.arn,):
-        steps.append(Step(kind="attach_registry", target=observed.registry.arn))
+    steps.extend(
+        Step(kind="create_route", target=p) for p in spec.paths if route_key(p) not in kept
+    )
     return steps
 
 

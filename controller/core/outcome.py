@@ -2,7 +2,9 @@
 
 Design (controller-runtime's ``pkg/reconcile`` and ``reconcileHandler``, STYLE.md trait 5)
 ------------------------------------------------------------------------------------------
-- :class:`Request` is what the worker hands the reconciler for one claimed work unit; the
+- :class:`Request` is what the worker hands the reconciler for one claimed work unit: the key
+  only, plus a :class:`RunContext` (run id, attempt, idempotency token and the decoded
+  :class:`Origin`, whose :class:`Cause` is an enum: no meaning is read out of strings); the
   reconciler answers with a :class:`Result` (the status to commit, ``requeue_after`` while a
   deployment progresses, a recorded terminal failure) or raises.
 - :func:`decide` is the policy for every outcome: done; requeue after N s; retry with the queue's
@@ -13,8 +15,12 @@ Design (controller-runtime's ``pkg/reconcile`` and ``reconcileHandler``, STYLE.m
   :class:`CommitRejected`, :class:`CommitFailed`, a voided commit), so no decision is written
   anywhere else.
 
-Invariants: pure; every error text a decision carries is scrubbed and bounded
-(:mod:`oab.controller.core.stored`), since it is stored in status, audit and queue rows.
+Invariants: pure; :class:`Origin`'s stored form (the queue row's ``reason`` and context map) is
+the one every version wrote (``apply``, ``delete``, ``resync:<drift>``, ``schedule@<instant>``,
+``park``, ``quarantine``, any other text kept verbatim; the trace headers plus ``epoch``), so rows
+written before and after this module decode alike; every error text a decision carries is
+scrubbed and bounded (:mod:`oab.controller.core.stored`), since it is stored in status, audit and
+queue rows.
 
 Time model: none.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -36,7 +43,7 @@ from oab.controller.base.errors import (
     TerminalError,
     classify_aws,
 )
-from oab.controller.core.status import AgentStatus
+from oab.controller.core.status import AgentStatus, iso
 from oab.controller.core.stored import ERROR_BYTES, UnreadableItem, clip, safe_text
 from oab.queue.errors import ClaimLost, ExtraConditionFailed
 
@@ -51,6 +58,7 @@ __all__ = [
     "Origin",
     "Request",
     "Result",
+    "RunContext",
     "decide",
     "origin_of",
 ]
@@ -62,6 +70,7 @@ class Cause(StrEnum):
     APPLY = "apply"  # a change record (``oabctl apply``, ``restart``, ``snapshot``'s nudge)
     DELETE = "delete"  # a change record of a deletion
     RESYNC = "resync"  # the leader's periodic comparison found drift (``detail``: which)
+    SCHEDULE = "schedule"  # a spec.schedules transition (``at``: its instant)
     PARK = "park"  # written by the queue when it parks a unit
     QUARANTINE = "quarantine"  # written by the queue for a row that does not decode
     OTHER = "other"  # anything else (``detail`` keeps the stored text)
@@ -70,6 +79,12 @@ class Cause(StrEnum):
 #: The queue row's context key that carries the leader's epoch (beside the W3C trace headers).
 _EPOCH_KEY = "epoch"
 _TRACE_KEYS = ("traceparent", "tracestate")
+#: A schedule transition's stored reason is ``schedule@<instant>`` (not ``:``), as written since
+#: schedules exist; the instant is ``%Y-%m-%dT%H:%M:%SZ``.
+_AT = "@"
+_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: Causes stored as ``cause`` or ``cause:detail`` (SCHEDULE has its instant, OTHER its text).
+_PLAIN = frozenset({Cause.APPLY, Cause.DELETE, Cause.RESYNC, Cause.PARK, Cause.QUARANTINE})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +103,19 @@ class Origin:
     epoch: int = 0
     #: The W3C trace headers of the enqueue span (``traceparent``, ``tracestate``), only.
     trace: Mapping[str, str] = field(default_factory=dict)
+    #: A schedule transition's instant (epoch seconds, whole); ``None`` for every other cause.
+    at: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cause is Cause.SCHEDULE) != (self.at is not None):
+            raise ValueError("an Origin has an instant exactly when its cause is SCHEDULE")
 
     def reason(self) -> str:
-        """The stored ``reason``: ``cause`` or ``cause:detail``."""
+        """The stored ``reason``: ``cause``, ``cause:detail`` or ``schedule@<instant>``."""
         if self.cause is Cause.OTHER:
             return self.detail
+        if self.at is not None:
+            return f"{self.cause}{_AT}{iso(self.at)}"
         return f"{self.cause}:{self.detail}" if self.detail else str(self.cause)
 
     def context(self) -> dict[str, str]:
@@ -101,12 +124,25 @@ class Origin:
         return {**trace, _EPOCH_KEY: str(self.epoch)}
 
 
-def origin_of(reason: str, context: Mapping[str, str] | None) -> Origin:
-    """Decode a queue row's ``reason`` and context map (any version's; never raises)."""
-    head, _, detail = reason.partition(":")
+def _instant(text: str) -> float | None:
     try:
-        cause = Cause(head)
+        return datetime.strptime(text, _AT_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError:
+        return None
+
+
+def origin_of(reason: str, context: Mapping[str, str] | None) -> Origin:
+    """Decode a queue row's ``reason`` and context map (any version's; never raises): a reason
+    that names no known cause, or a schedule instant that does not parse, is kept verbatim as
+    :attr:`Cause.OTHER`, so :meth:`Origin.reason` gives back the same text."""
+    head, colon, detail = reason.partition(":")
+    schedule, _, instant = reason.partition(_AT)
+    at = _instant(instant) if schedule == Cause.SCHEDULE else None
+    if at is not None:
+        cause, detail = Cause.SCHEDULE, ""
+    elif head in _PLAIN and bool(colon) == bool(detail):
+        cause = Cause(head)
+    else:
         cause, detail = Cause.OTHER, reason
     ctx = context or {}
     try:
@@ -114,19 +150,30 @@ def origin_of(reason: str, context: Mapping[str, str] | None) -> Origin:
     except ValueError:
         epoch = 0
     trace = {k: ctx[k] for k in _TRACE_KEYS if k in ctx}
-    return Origin(cause=cause, detail=detail, epoch=epoch, trace=trace)
+    return Origin(cause=cause, detail=detail, epoch=epoch, trace=trace, at=at)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What one run of a request knows beside the key (the worker builds it from the claim)."""
+
+    #: This run's id (audit row, spans, ``oabctl trace``).
+    run_id: str
+    #: The claim's attempt number (1 on the first run of a unit).
+    attempt: int
+    #: The work unit's idempotency token: the base of the run's AWS client tokens.
+    token: str
+    #: Why the unit was enqueued, decoded once from the queue row.
+    origin: Origin
 
 
 @dataclass(frozen=True, kw_only=True)
 class Request:
-    """One reconcile request: the key, and what makes its side effects idempotent."""
+    """One reconcile request: the key only (level-based: the run reads everything else), and the
+    context of this run."""
 
     key: AgentKey
-    generation: int
-    token: str
-    reason: str
-    attempt: int
-    run_id: str
+    run: RunContext
 
 
 @dataclass(frozen=True, kw_only=True)

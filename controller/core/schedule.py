@@ -53,7 +53,6 @@ from oab.controller.core.status import Condition, iso, set_condition
 
 __all__ = [
     "MAX_TIES",
-    "REASON_PREFIX",
     "Entry",
     "Level",
     "Plan",
@@ -62,7 +61,6 @@ __all__ = [
     "level_conditions",
     "next_fire",
     "previous_fire",
-    "reason_for",
     "utc",
 ]
 
@@ -346,23 +344,9 @@ def utc(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
 
 
-#: Prefix of the reason of a work unit the scheduler enqueues for a transition.
-REASON_PREFIX: Final = "schedule@"
-
-
-def reason_for(at: float) -> str:
-    """The work unit's reason for the transition at ``at``: ``schedule@2027-03-14T07:00:00Z``."""
-    return REASON_PREFIX + iso(at)
-
-
-def evaluation_instant(now: float, reason: str) -> float:
-    """When a reconcile evaluates the level: ``now``, or the transition its unit was enqueued
-    for when that is later (this host's clock may trail the leader's by a little skew; the
-    transition must not be read as "not yet" and then never enqueued again)."""
-    if not reason.startswith(REASON_PREFIX):
-        return now
-    try:
-        named = datetime.strptime(reason[len(REASON_PREFIX) :], "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return now
-    return max(now, named.replace(tzinfo=UTC).timestamp())
+def evaluation_instant(now: float, transition: float | None) -> float:
+    """When a reconcile evaluates the level: ``now``, or the ``transition`` its unit was enqueued
+    for (:attr:`oab.controller.core.outcome.Origin.at`) when that is later (this host's clock may
+    trail the leader's by a little skew; the transition must not be read as "not yet" and then
+    never enqueued again)."""
+    return now if transition is None else max(now, transition)

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from oab.controller.base.errors import OabError
+
 __all__ = [
     "CONTROL_PREFIX",
     "ControlRequestError",
@@ -43,10 +45,11 @@ FaultMode = Literal["secret-injection", "crash-loop"]
 
 
 # --------------------------------------------------------------------------------------- errors
-class DataPlaneError(Exception):
+class DataPlaneError(OabError):
     """Base of the data plane's errors; ``retryable``: whether repeating the call may succeed."""
 
     retryable = False
+    reason = "DataPlaneError"
 
 
 class ControlRequestError(DataPlaneError):

@@ -59,6 +59,45 @@ def exec_fields(task: Any, *, enabled: bool) -> None:
             ]
 
 
+def _exec_task(backend: Any, cluster: str, task_ref: str) -> Any:
+    """The task ``task_ref`` (ARN or id) of ``cluster``, refused as ECS refuses it: unknown, not
+    RUNNING, or started without ``enableExecuteCommand``."""
+    from moto.ecs.exceptions import InvalidParameterException
+
+    task_id = task_ref.rsplit("/", maxsplit=1)[-1]
+    task = next(
+        (
+            t
+            for arn, t in backend.tasks.get(cluster, {}).items()
+            if arn == task_ref or arn.split("/")[-1] == task_id
+        ),
+        None,
+    )
+    if task is None:
+        raise InvalidParameterException(f"The specified task {task_ref} was not found.")
+    if task.last_status != "RUNNING":
+        raise InvalidParameterException(
+            f"The execute command failed because the task is {task.last_status}."
+        )
+    if not getattr(task, "enable_execute_command", False):
+        raise InvalidParameterException(_NOT_ENABLED)
+    return task
+
+
+def _exec_container(task: Any, name: str | None) -> Any:
+    """The container ``name`` of ``task`` (the only one when ``None``), as ECS resolves it."""
+    from moto.ecs.exceptions import InvalidParameterException
+
+    if name is None and len(task.containers) != 1:
+        raise InvalidParameterException(
+            "The task has more than one container: specify the container name."
+        )
+    container = next((c for c in task.containers if name is None or c.name == name), None)
+    if container is None:
+        raise InvalidParameterException(f"The container {name} does not exist in the task.")
+    return container
+
+
 class ExecSessions:
     """The ``ExecuteCommand`` handler and the sessions it opened."""
 
@@ -83,34 +122,8 @@ class ExecSessions:
         command = response._get_param("command")
         if not command:
             raise InvalidParameterException("command is required")
-        task_id = task_ref.rsplit("/", maxsplit=1)[-1]
-        task = next(
-            (
-                t
-                for arn, t in backend.tasks.get(cluster.name, {}).items()
-                if arn == task_ref or arn.split("/")[-1] == task_id
-            ),
-            None,
-        )
-        if task is None:
-            raise InvalidParameterException(f"The specified task {task_ref} was not found.")
-        if task.last_status != "RUNNING":
-            raise InvalidParameterException(
-                f"The execute command failed because the task is {task.last_status}."
-            )
-        if not getattr(task, "enable_execute_command", False):
-            raise InvalidParameterException(_NOT_ENABLED)
-        name = response._get_param("container")
-        if name is None and len(task.containers) != 1:
-            raise InvalidParameterException(
-                "The task has more than one container: specify the container name."
-            )
-        container = next(
-            (c for c in task.containers if name is None or c.name == name),
-            None,
-        )
-        if container is None:
-            raise InvalidParameterException(f"The container {name} does not exist in the task.")
+        task = _exec_task(backend, cluster.name, task_ref)
+        container = _exec_container(task, response._get_param("container"))
         session_id = f"ecs-execute-command-{uuid.uuid4().hex[:17]}"
         region = cluster.region_name
         cell = base64.b64encode(b'{"stackId":"local","cellId":"local"}').decode()

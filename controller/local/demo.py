@@ -36,7 +36,9 @@ from typing import Any
 import boto3
 import yaml
 
-from oab.controller.adapters.state import read_runlog, scan_statuses
+from oab.controller.adapters.models import bind_models
+from oab.controller.adapters.statestore import DynamoStateStore
+from oab.controller.base.errors import OabError
 from oab.controller.base.names import TableNames
 from oab.controller.cli import main as cli
 from oab.controller.cli.registry import EXIT_INTERRUPTED, EXIT_OK
@@ -54,8 +56,10 @@ TAKEOVER_TIMEOUT_S = 30.0
 CHANGED = ("default", "kiro-reviewer")
 
 
-class DemoError(Exception):
+class DemoError(OabError):
     """A step failed; ``code`` is the demo's exit status."""
+
+    reason = "DemoError"
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
@@ -109,10 +113,6 @@ def _changed_manifest(source: Path, target: Path) -> Path:
                 out.write_text(yaml.safe_dump(doc, sort_keys=False))
                 return out
     raise DemoError(f"no OABService {ns}/{name} in {source}")
-
-
-def _statuses(ddb: Any, table: str) -> dict[str, AgentStatus]:
-    return scan_statuses(ddb, table)
 
 
 def _available(status: AgentStatus | None, generation: int | None = None) -> bool:
@@ -185,6 +185,7 @@ def run(examples: Path, workdir: Path) -> int:
             aws_secret_access_key=LOCAL_ENV["AWS_SECRET_ACCESS_KEY"],
             region_name="us-east-1",
         ).client("dynamodb", endpoint_url=emulator.endpoint)
+        state = DynamoStateStore(bind_models(ddb, tables))
 
         _oabctl(["init"], env)
         cluster = LocalCluster(emulator.endpoint, log_dir=workdir / "logs", config=ClusterConfig())
@@ -201,7 +202,7 @@ def run(examples: Path, workdir: Path) -> int:
         keys = _agent_keys(manifests)
 
         def all_available() -> tuple[bool, str]:
-            statuses = _statuses(ddb, tables.state)
+            statuses = state.statuses()
             ready = sum(_available(statuses.get(k)) for k in keys)
             phases: dict[str, int] = {}
             for k in keys:
@@ -225,18 +226,18 @@ def run(examples: Path, workdir: Path) -> int:
 
         ns, name = CHANGED
         key = f"{ns}/{name}"
-        generation = _statuses(ddb, tables.state)[key].observed_generation + 1
+        generation = state.read_status(key).observed_generation + 1
         _oabctl(["apply", "-f", str(_changed_manifest(workdir / "examples", workdir))], env)
 
         def changed() -> tuple[bool, str]:
-            status = _statuses(ddb, tables.state).get(key)
+            status = state.read_status(key)
             phase = status.phase if status else None
             gen = status.observed_generation if status else 0
             done = _available(status, generation)
             return done, f"{key}: {phase or 'Pending'} at generation {gen} (want {generation})"
 
         _wait(changed, timeout=AVAILABLE_TIMEOUT_S)
-        rows = read_runlog(ddb, tables.runlog, key, newest_first=False)
+        rows = state.read_runlog(key, newest_first=False)
         runs = [r for r in rows if r.generation == generation] or rows[-1:]
         by = sorted({(r.replica, r.epoch) for r in runs})
         _say(

@@ -77,7 +77,7 @@ from oab.controller.base.names import (
 )
 from oab.controller.core import render
 from oab.controller.core import schedule as schedules
-from oab.controller.core.outcome import Request, Result
+from oab.controller.core.outcome import Cause, Request, Result, RunContext
 from oab.controller.core.status import (
     AgentStatus,
     AwsCall,
@@ -174,6 +174,53 @@ def _adopt(service: Mapping[str, Any] | None, status: AgentStatus, name: str, lo
     arn = str(service["serviceArn"])
     log.add(AwsCall(action="ecs:CreateService", target=name, result=arn, adopted=True))
     return arn
+
+
+def _refuse_rival(service: Mapping[str, Any] | None, key: str, name: str) -> None:
+    """Refuse to touch a same-named service of another agent (``NameCollision``, parked)."""
+    rival = _foreign(service, key)
+    if rival is not None:
+        raise TerminalError(
+            f"ECS service {name} belongs to agent {rival} (its oab.dev tags): "
+            f"{key} and {rival} map to the same ECS name; delete or rename one of them",
+            reason="NameCollision",
+        )
+
+
+def _note_count(log: CallLog, *, name: str, before: int | None, level: schedules.Level) -> None:
+    """Name in the audit row what set the desired count when it changed: a schedule or
+    ``spec.suspend`` (a plain create at the spec's count needs no note)."""
+    if before == level.replicas or (before is None and level.cause == "default"):
+        return
+    log.add(
+        AwsCall(
+            action="oab:DesiredCount",
+            target=name,
+            result=f"{before if before is not None else '-'} -> {level.replicas}: "
+            f"{level.describe()}",
+        )
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Versions:
+    """What :meth:`Reconciler._versions` found (see there)."""
+
+    versions: dict[str, str]
+    watched: dict[str, str]
+    rotated: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Target:
+    """The service one apply run converges on: the rendered revision at the level's count."""
+
+    svc: OABService
+    name: str
+    task_definition: str
+    level: schedules.Level
+    #: A new deployment even if nothing differs (a rotated secret or a restart annotation).
+    force: bool
 
 
 def _secret_failure(reason: str) -> bool:
@@ -379,7 +426,7 @@ class Reconciler:
                 svc=svc,
                 status=st,
                 describe=lambda: self._ecs.describe_service(name),
-                resync=req.reason.startswith("resync"),
+                resync=req.run.origin.cause is Cause.RESYNC,
                 log=log,
                 guard=guard,
                 now=now,
@@ -405,7 +452,7 @@ class Reconciler:
         if (
             manifest.service.spec.bootstrap_from is None
             or result.status.phase in (None, "Terminating")
-            or not wants_ingest(reason=req.reason, phase=status.phase)
+            or not wants_ingest(cause=req.run.origin.cause, phase=status.phase)
         ):
             return result
         with step("snapshots.ingest") as span:
@@ -432,6 +479,8 @@ class Reconciler:
         log: CallLog,
         guard: Callable[[], bool] | None,
     ) -> Result:
+        """Converge the ECS service on ``manifest``: versions, render, task definition, create
+        or update at the count the schedule sets, then observe the rollout."""
         svc = manifest.service
         meta = svc.metadata
         generation = int(meta.generation or 0)
@@ -443,36 +492,10 @@ class Reconciler:
                 return done
             return replace(done, requeue_after=0.0)
         now = iso(self._wall())
-        refs = [s.model_dump(mode="json") for s in svc.spec.secrets]
-        # Versions are read when a generation is first reconciled and whenever the scheduler
-        # found drift (its resync compares auto-restart versions in batches); progress polls of
-        # an already observed generation reuse the stored ones (cost: no read per poll).
-        fresh = (
-            status.observed_generation != generation
-            or req.reason.startswith("resync")
-            or set(status.secret_versions) - {CONFIG_VERSION_KEY} != {r["name"] for r in refs}
-        )
-        with step("secret_versions", {"oab.secrets.count": len(refs), "oab.fresh": fresh}):
-            if refs and fresh:
-                versions = self._secrets.versions(refs)
-            else:
-                versions = dict(status.secret_versions) if refs else {}
-        watched = {
-            s.name: f"ssm:{s.path}" if s.source == "ssm" else f"secretsmanager:{s.arn}"
-            for s in svc.spec.secrets
-            if s.auto_restart
-        }
-        if manifest.config_version and svc.spec.config_from:
-            # The configFrom object is watched like a secret (adapters.configsource).
-            versions[CONFIG_VERSION_KEY] = manifest.config_version
-            watched[CONFIG_VERSION_KEY] = watch_entry(svc.spec.config_from)
-        auto = {s.name for s in svc.spec.secrets if s.auto_restart}
-        rotated = sorted(
-            n for n in auto if status.secret_versions.get(n, "") not in ("", versions.get(n, ""))
-        )
+        seen = self._versions(req, status, manifest)
         marker = meta.annotations.get(RESTART_ANNOTATION, "")
         restart = bool(marker) and marker != status.restart_marker
-        force = bool(rotated) or restart
+        force = bool(seen.rotated) or restart
 
         with step("render") as span:
             td_request = render.render_task_definition(svc, self._ctx)
@@ -484,16 +507,10 @@ class Reconciler:
             span.set_attribute("oab.service.exists", service is not None)
         # Desired count from spec.suspend and spec.schedules at this instant (core/schedule.py).
         plan = schedules.Plan.of(svc.spec)
-        at = schedules.evaluation_instant(self._wall(), req.reason)
+        at = schedules.evaluation_instant(self._wall(), req.run.origin.at)
         level = plan.level(at)
         count_before = int(service.get("desiredCount", 0)) if service is not None else None
-        rival = _foreign(service, req.key)
-        if rival is not None:
-            raise TerminalError(
-                f"ECS service {name} belongs to agent {rival} (its oab.dev tags): "
-                f"{req.key} and {rival} map to the same ECS name; delete or rename one of them",
-                reason="NameCollision",
-            )
+        _refuse_rival(service, req.key, name)
         _adopt(service, status, name, log)
 
         base = replace(
@@ -502,13 +519,13 @@ class Reconciler:
             observed_generation=generation,
             manifest_etag=manifest.etag,
             task_definition_hash=content_hash,
-            secret_versions=versions,
-            watched_secrets=watched,
+            secret_versions=seen.versions,
+            watched_secrets=seen.watched,
             restart_marker=marker,
             last_reconciled=now,
             last_error="",
-            attempts=req.attempt,
-            last_run_id=req.run_id,
+            attempts=req.run.attempt,
+            last_run_id=req.run.run_id,
         )
         if (
             status.failed_hash == content_hash
@@ -530,59 +547,107 @@ class Reconciler:
                 guard=guard,
             )
             span.set_attribute("oab.task_definition", td_arn)
+        target = _Target(svc=svc, name=name, task_definition=td_arn, level=level, force=force)
         if service is None:
-            create = render.render_create_service(
-                svc, self._ctx, task_definition=td_arn, client_token=client_token(req.token)
-            )
-            create["desiredCount"] = level.replicas
-            with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
-                service = self._ecs.create_service(create, log=log, guard=guard)
+            service = self._create(target, run=req.run, log=log, guard=guard)
         else:
-            # ECS applies enableExecuteCommand to new tasks only: switching it restarts the task.
-            exec_now = bool(service.get("enableExecuteCommand"))
-            force = force or exec_now != svc.spec.exec
-            rolled_back = (
-                status.task_definition_arn == td_arn
-                and service.get("taskDefinition") != td_arn
-                and not force
-                and status.phase in ("Pending", "Failed")
-            )
-            if not rolled_back or count_before != level.replicas:
-                update = render.render_update_service(
-                    svc,
-                    self._ctx,
-                    task_definition=td_arn,
-                    force_new_deployment=force,
-                    exec_enabled=exec_now,
-                )
-                update["desiredCount"] = level.replicas
-                if force or _differs(service, update):
-                    with (
-                        step("service.update", {"oab.service": name, "oab.forced": force}),
-                        _exec_refusal(svc, name),
-                    ):
-                        service = self._ecs.update_service(update, log=log, guard=guard)
-        if count_before != level.replicas and (
-            count_before is not None or level.cause != "default"
-        ):
-            # The audit row names what set the count: a schedule or spec.suspend (a plain
-            # create at the spec's count needs no note).
-            log.add(
-                AwsCall(
-                    action="oab:DesiredCount",
-                    target=name,
-                    result=f"{count_before if count_before is not None else '-'} -> "
-                    f"{level.replicas}: {level.describe()}",
-                )
-            )
+            service = self._update(target, status=status, service=service, log=log, guard=guard)
+        _note_count(log, name=name, before=count_before, level=level)
         observed = self._observe(
             replace(base, task_definition_arn=td_arn, service_arn=str(service["serviceArn"])),
             service,
             td_arn,
-            rotated,
+            seen.rotated,
             now,
         )
         return self._leveled(observed, service, plan=plan, level=level, at=at, now=now)
+
+    def _versions(self, req: Request, status: AgentStatus, manifest: Manifest) -> _Versions:
+        """The secrets' (and the ``configFrom`` object's) versions this run deploys, what is
+        watched for auto-restart, and which auto-restart secrets rotated since the last run."""
+        svc = manifest.service
+        refs = [s.model_dump(mode="json") for s in svc.spec.secrets]
+        # Versions are read when a generation is first reconciled and whenever the scheduler
+        # found drift (its resync compares auto-restart versions in batches); progress polls of
+        # an already observed generation reuse the stored ones (cost: no read per poll).
+        fresh = (
+            status.observed_generation != int(svc.metadata.generation or 0)
+            or req.run.origin.cause is Cause.RESYNC
+            or set(status.secret_versions) - {CONFIG_VERSION_KEY} != {r["name"] for r in refs}
+        )
+        with step("secret_versions", {"oab.secrets.count": len(refs), "oab.fresh": fresh}):
+            if refs and fresh:
+                versions = self._secrets.versions(refs)
+            else:
+                versions = dict(status.secret_versions) if refs else {}
+        watched = {
+            s.name: f"ssm:{s.path}" if s.source == "ssm" else f"secretsmanager:{s.arn}"
+            for s in svc.spec.secrets
+            if s.auto_restart
+        }
+        if manifest.config_version and svc.spec.config_from:
+            # The configFrom object is watched like a secret (adapters.configsource).
+            versions[CONFIG_VERSION_KEY] = manifest.config_version
+            watched[CONFIG_VERSION_KEY] = watch_entry(svc.spec.config_from)
+        auto = {s.name for s in svc.spec.secrets if s.auto_restart}
+        rotated = sorted(
+            n for n in auto if status.secret_versions.get(n, "") not in ("", versions.get(n, ""))
+        )
+        return _Versions(versions=versions, watched=watched, rotated=tuple(rotated))
+
+    def _create(
+        self, target: _Target, *, run: RunContext, log: CallLog, guard: Callable[[], bool] | None
+    ) -> dict[str, Any]:
+        """CreateService at the level's count, idempotent through the unit's token."""
+        svc, name = target.svc, target.name
+        create = render.render_create_service(
+            svc,
+            self._ctx,
+            task_definition=target.task_definition,
+            client_token=client_token(run.token),
+        )
+        create["desiredCount"] = target.level.replicas
+        with step("service.create", {"oab.service": name}), _exec_refusal(svc, name):
+            return self._ecs.create_service(create, log=log, guard=guard)
+
+    def _update(
+        self,
+        target: _Target,
+        *,
+        status: AgentStatus,
+        service: dict[str, Any],
+        log: CallLog,
+        guard: Callable[[], bool] | None,
+    ) -> dict[str, Any]:
+        """UpdateService when the service differs from ``target`` (or a new deployment is
+        forced); a rollback ECS made of a failed revision is left alone at the same count."""
+        svc, name, td_arn = target.svc, target.name, target.task_definition
+        # ECS applies enableExecuteCommand to new tasks only: switching it restarts the task.
+        exec_now = bool(service.get("enableExecuteCommand"))
+        force = target.force or exec_now != svc.spec.exec
+        rolled_back = (
+            status.task_definition_arn == td_arn
+            and service.get("taskDefinition") != td_arn
+            and not force
+            and status.phase in ("Pending", "Failed")
+        )
+        if rolled_back and int(service.get("desiredCount", 0)) == target.level.replicas:
+            return service
+        update = render.render_update_service(
+            svc,
+            self._ctx,
+            task_definition=td_arn,
+            force_new_deployment=force,
+            exec_enabled=exec_now,
+        )
+        update["desiredCount"] = target.level.replicas
+        if not force and not _differs(service, update):
+            return service
+        with (
+            step("service.update", {"oab.service": name, "oab.forced": force}),
+            _exec_refusal(svc, name),
+        ):
+            return self._ecs.update_service(update, log=log, guard=guard)
 
     def _leveled(
         self,
@@ -751,6 +816,10 @@ class Reconciler:
         log: CallLog,
         guard: Callable[[], bool] | None,
     ) -> Result:
+        """One step of a deletion, in order: scale the service to 0 and wait for its tasks,
+        delete it (recording Terminating first), remove the agent's own ingress, then its task
+        definitions, artifacts and manifest, and clear the status. Each step that waits
+        requeues; a same-named service of another agent is never touched."""
         namespace, name = req.key.split("/", 1)
         service_name = render.service_name(namespace, name)
         now = iso(self._wall())
@@ -761,8 +830,8 @@ class Reconciler:
             status,
             phase="Terminating",
             last_reconciled=now,
-            last_run_id=req.run_id,
-            attempts=req.attempt,
+            last_run_id=req.run.run_id,
+            attempts=req.run.attempt,
             last_error="",
         )
         with step("describe_service", {"oab.service": service_name}) as span:
@@ -775,42 +844,89 @@ class Reconciler:
             service = None
         if adopted := _adopt(service, status, service_name, log):
             terminating = replace(terminating, service_arn=adopted)
-        if service is not None:
-            if int(service.get("desiredCount", 0)) != 0:
-                with step("delete.scale_down", {"oab.service": service_name}):
-                    self._ecs.update_service(
-                        {"cluster": self._ecs.cluster, "service": service_name, "desiredCount": 0},
-                        log=log,
-                        guard=guard,
-                    )
-                return self._step(terminating, "scale-down", "scaling to 0", now, requeue=True)
-            if int(service.get("runningCount", 0)) > 0:
-                running = int(service.get("runningCount", 0))
-                return self._step(
-                    terminating, "scale-down", f"waiting for {running} task(s)", now, requeue=True
-                )
-            with step("delete.service", {"oab.service": service_name}):
-                self._ecs.delete_service(service_name, log=log, guard=guard)
+        if service is not None and (
+            waiting := self._delete_service(
+                terminating, service, name=service_name, now=now, log=log, guard=guard
+            )
+        ):
+            return waiting
         if status.phase not in (None, "Terminating"):
             # The service is gone (deleted just now, by hand, or never ours): record Terminating
             # first. Only Terminating may end in a cleared status, so the next run finishes.
             return self._step(terminating, "service-deleted", "service gone", now, requeue=True)
         if self._ingress is not None and rival is None and status.ingress:
-            # The agent's own ingress resources, now that no task is registered in Cloud Map.
-            with step("delete.ingress"):
-                run = self._ingress.remove(
-                    key=req.key, status=status, service=None, log=log, guard=guard, now=now
-                )
-            if run.requeue_after is not None:
-                terminating = replace(terminating, ingress=run.ingress)
-                return self._step(
-                    terminating, "ingress", "removing webhook ingress", now, requeue=True
-                )
-            terminating = replace(terminating, ingress={}, webhook_urls=())
-            return self._step(
-                terminating, "ingress-deleted", "webhook ingress gone", now, requeue=True
+            return self._delete_ingress(
+                self._ingress, req, status, terminating, now=now, log=log, guard=guard
             )
-        if rival is None:
+        self._delete_leftovers(req, manifest, ours=rival is None, log=log, guard=guard)
+        if status.phase is None and status.audit_seq == 0 and not log.snapshot():
+            return Result(status=status)
+        return Result(status=cleared(status))
+
+    def _delete_service(
+        self,
+        terminating: AgentStatus,
+        service: Mapping[str, Any],
+        *,
+        name: str,
+        now: str,
+        log: CallLog,
+        guard: Callable[[], bool] | None,
+    ) -> Result | None:
+        """Scale to 0, wait for the tasks, then DeleteService: the step to requeue while one is
+        under way, ``None`` once the service is deleted."""
+        service_name = name
+        if int(service.get("desiredCount", 0)) != 0:
+            with step("delete.scale_down", {"oab.service": service_name}):
+                self._ecs.update_service(
+                    {"cluster": self._ecs.cluster, "service": service_name, "desiredCount": 0},
+                    log=log,
+                    guard=guard,
+                )
+            return self._step(terminating, "scale-down", "scaling to 0", now, requeue=True)
+        if (running := int(service.get("runningCount", 0))) > 0:
+            return self._step(
+                terminating, "scale-down", f"waiting for {running} task(s)", now, requeue=True
+            )
+        with step("delete.service", {"oab.service": service_name}):
+            self._ecs.delete_service(service_name, log=log, guard=guard)
+        return None
+
+    def _delete_ingress(
+        self,
+        ingress: IngressReconciler,
+        req: Request,
+        status: AgentStatus,
+        terminating: AgentStatus,
+        *,
+        now: str,
+        log: CallLog,
+        guard: Callable[[], bool] | None,
+    ) -> Result:
+        """The agent's own ingress resources, now that no task is registered in Cloud Map."""
+        with step("delete.ingress"):
+            run = ingress.remove(
+                key=req.key, status=status, service=None, log=log, guard=guard, now=now
+            )
+        if run.requeue_after is not None:
+            terminating = replace(terminating, ingress=run.ingress)
+            return self._step(terminating, "ingress", "removing webhook ingress", now, requeue=True)
+        terminating = replace(terminating, ingress={}, webhook_urls=())
+        return self._step(terminating, "ingress-deleted", "webhook ingress gone", now, requeue=True)
+
+    def _delete_leftovers(
+        self,
+        req: Request,
+        manifest: Manifest | None,
+        *,
+        ours: bool,
+        log: CallLog,
+        guard: Callable[[], bool] | None,
+    ) -> None:
+        """The task definitions (unless the ECS name is another agent's), the artifacts and
+        the manifest."""
+        namespace, name = req.key.split("/", 1)
+        if ours:
             with step("delete.task_definitions", {"oab.family": render.family(namespace, name)}):
                 for arn in self._ecs.list_task_definitions(render.family(namespace, name)):
                     self._ecs.deregister_task_definition(arn, log=log, guard=guard)
@@ -820,9 +936,6 @@ class Reconciler:
             with step("delete.manifest"):
                 self._manifests.remove(manifest)
             log.add(AwsCall(action="s3:DeleteObject", target=names.manifest_key(req.key)))
-        if status.phase is None and status.audit_seq == 0 and not log.snapshot():
-            return Result(status=status)
-        return Result(status=cleared(status))
 
     def _step(
         self, status: AgentStatus, step: str, message: str, now: str, *, requeue: bool

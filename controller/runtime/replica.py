@@ -42,9 +42,11 @@ from oab.controller.adapters.clusterprofile import read_cluster_profile
 from oab.controller.adapters.configsource import ConfigObjects
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.ingress import AwsIngress, AwsSecretValues
+from oab.controller.adapters.models import bind_models
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.ratelimit import DEFAULT_BUCKETS, BucketConfig, RateLimiter
 from oab.controller.adapters.secretversions import SecretVersions
+from oab.controller.adapters.statestore import DynamoStateStore
 from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.base.clock import Clock
 from oab.controller.core import render
@@ -220,6 +222,11 @@ class Replica:
             clock=self.clock,
         )
         changes = ChangeLog(self.dynamodb, tables.state, wall_clock=self.clock.time)
+        #: The one store of status, run log and change records (worker, scheduler).
+        self.state = DynamoStateStore(
+            bind_models(self.dynamodb, tables),
+            changes=changes,
+        )
         self._store = DesiredStateStore(S3ObjectStore(self.s3, s.bucket), changes=changes)
         self.ecs = EcsAdapter(self.ecs_client, cluster=s.cluster, limiter=self._limiter)
         self._secrets = SecretVersions(
@@ -231,11 +238,9 @@ class Replica:
         self._configs = ConfigObjects(self.s3, control_plane_bucket=s.bucket, limiter=self._limiter)
         self.scheduler = Scheduler(
             queue=self.queue,
-            changes=changes,
+            state=self.state,
             s3=self.s3,
             bucket=s.bucket,
-            dynamodb=self.dynamodb,
-            state_table=tables.state,
             ecs=self.ecs,
             secrets=self._secrets,
             config=SchedulerConfig(
@@ -293,8 +298,7 @@ class Replica:
         return Worker(
             queue=self.queue,
             reconciler=self.reconciler,
-            dynamodb=self.dynamodb,
-            tables=self.tables,
+            state=self.state,
             replica_id=s.replica_id,
             config=WorkerConfig(workers=s.workers, idle_poll_s=s.idle_poll_s),
             monotonic=self.clock.monotonic,

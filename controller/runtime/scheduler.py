@@ -7,12 +7,14 @@ Design
   ``ConditionCheck`` on the lease item in the same transaction), so a deposed leader cannot
   enqueue: the first rejected enqueue ends the scheduler at once.
 - Fast path: ``oabctl`` writes a change record to DynamoDB after each accepted S3 write; the
-  scheduler polls those (a few shard queries every ``change_poll_s``) and enqueues each change,
-  so a reconcile starts within about ``change_poll_s`` + the worker's idle poll of ``apply``.
+  scheduler polls those through the state store's change log (a few shard queries every
+  ``change_poll_s``) and enqueues each change, so a reconcile starts within about
+  ``change_poll_s`` + the worker's idle poll of ``apply``.
 - Slow path: a full resync every ``resync_period_s`` (jittered +-10 %) and once on every
   takeover. It lists the manifests' ETags (one ListObjectsV2 per 1,000 agents), scans the status
-  items, describes the ECS services in batches of 10 and the auto-restart secrets' versions, and
-  enqueues only what differs: a manifest whose ETag is not the one last reconciled, a status
+  items (:meth:`~oab.controller.adapters.statestore.StateStore.statuses`), describes the ECS
+  services in batches of 10 and the auto-restart secrets' versions, and enqueues only what
+  differs: a manifest whose ETag is not the one last reconciled, a status
   without a manifest, a Running agent whose service is missing or drifted, a new secret version
   or a new version of an ``oab.dev/v2`` ``configFrom: s3://`` object (both ``watched_secrets``).
   A no-op resync therefore costs about 0.1 AWS request per agent (DescribeServices) and reads
@@ -24,8 +26,10 @@ Design
 - Every visibility timeout it also gives back claims that have stayed unchanged for a whole
   visibility timeout on the leader's own clock (``WorkQueue.expire_stale_claims``, fenced): a
   dead worker whose wall clock ran ahead stored deadlines in everyone else's future.
-- Each enqueue carries the trace context of the change (from ``oabctl apply``) plus the epoch,
-  so the worker's reconcile span links to the apply and the audit row names the epoch.
+- Each enqueue stores its :class:`~oab.controller.core.outcome.Origin` (the cause, its detail,
+  the epoch, the trace context of the change from ``oabctl apply``) in the row's ``reason`` and
+  context map, so the worker's reconcile span links to the apply and the audit row names the
+  epoch.
 - Bad data never stops the loop (skip and report): a change record that does not decode is
   skipped and counted (the resync finds the change it may have announced); a status item that
   does not decode is left out of the resync's comparisons and its unit is parked (fenced) with
@@ -48,20 +52,21 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from oab.controller.adapters.changes import ChangeLog, Cursor
+from oab.controller.adapters.changes import Cursor
 from oab.controller.adapters.configsource import CONFIG_VERSION_KEY
 from oab.controller.adapters.ecs import EcsAdapter
 from oab.controller.adapters.objectstore import S3ObjectStore
 from oab.controller.adapters.secretversions import SecretVersions
-from oab.controller.adapters.state import scan_statuses
+from oab.controller.adapters.statestore import StateStore
 from oab.controller.adapters.store import DesiredStateStore
 from oab.controller.base.names import MANIFEST_PREFIX, agent_key_of, ecs_name, is_agent_key
+from oab.controller.core.outcome import Cause, Origin
 from oab.controller.core.status import AgentStatus
 from oab.controller.core.stored import UnreadableItem, clip
 from oab.controller.observability.telemetry import instruments
@@ -110,12 +115,6 @@ class ResyncReport:
     skipped_keys: list[str] = field(default_factory=list)
 
 
-def _carrier(extra: Mapping[str, str], epoch: int) -> dict[str, str]:
-    carrier = {k: v for k, v in extra.items() if k in ("traceparent", "tracestate")}
-    carrier["epoch"] = str(epoch)
-    return carrier
-
-
 class Scheduler:
     """Leader-only producer of work units (see the module docstring)."""
 
@@ -123,11 +122,9 @@ class Scheduler:
         self,
         *,
         queue: WorkQueue,
-        changes: ChangeLog,
+        state: StateStore,
         s3: Any,
         bucket: str,
-        dynamodb: Any,
-        state_table: str,
         ecs: EcsAdapter,
         secrets: SecretVersions,
         config: SchedulerConfig | None = None,
@@ -137,11 +134,10 @@ class Scheduler:
         schedules: ScheduleTracker | None = None,
     ) -> None:
         self._queue = queue
-        self._changes = changes
+        self._state = state
+        self._changes = state.changes
         self._s3 = s3
         self._bucket = bucket
-        self._ddb = dynamodb
-        self._state_table = state_table
         self._ecs = ecs
         self._secrets = secrets
         self.config = config or SchedulerConfig()
@@ -232,7 +228,7 @@ class Scheduler:
                 fence,
                 key=key,
                 generation=change.generation,
-                reason=change.kind,
+                origin=Origin(cause=Cause(change.kind)),
                 token=token,
                 carrier=change.trace_context,
             )
@@ -247,7 +243,7 @@ class Scheduler:
                 fence,
                 key=item.key,
                 generation=item.generation,
-                reason=item.reason,
+                origin=item.origin,
                 token=item.token,
                 carrier={},
             )
@@ -259,14 +255,14 @@ class Scheduler:
         *,
         key: str,
         generation: int,
-        reason: str,
+        origin: Origin,
         token: str,
         carrier: Mapping[str, str],
     ) -> str | None:
         """:meth:`_enqueue`, skipping (logged) a key whose enqueue can never succeed."""
         try:
             return self._enqueue(
-                fence, key=key, generation=generation, reason=reason, token=token, carrier=carrier
+                fence, key=key, generation=generation, origin=origin, token=token, carrier=carrier
             )
         except QueueError as exc:
             if exc.retryable:
@@ -281,10 +277,13 @@ class Scheduler:
         *,
         key: str,
         generation: int,
-        reason: str,
+        origin: Origin,
         token: str,
         carrier: Mapping[str, str],
     ) -> str:
+        """Enqueue one unit, fenced; ``origin`` (without epoch and trace) is why, ``carrier`` the
+        trace headers of the change, if any. The row stores ``origin``'s encoding with this
+        leader's epoch and the enqueue span's trace headers."""
         # A change carries the apply's context; a resync finding has none and becomes a child of
         # the resync span (the current context), so every enqueue sits in a meaningful trace.
         parent = propagate.extract(dict(carrier)) if "traceparent" in carrier else None
@@ -297,7 +296,7 @@ class Scheduler:
                 "oab.generation": generation,
                 "oab.epoch": fence.epoch,
                 "oab.idempotency_token": token,
-                "oab.reason": reason,
+                "oab.reason": origin.reason(),
                 "messaging.system": "aws_dynamodb",
                 "messaging.operation.type": "send",
                 "messaging.destination.name": "oab-queue",
@@ -305,14 +304,15 @@ class Scheduler:
         ) as span:
             out: dict[str, str] = {}
             propagate.inject(out)
+            stored = replace(origin, epoch=fence.epoch, trace=out)
             try:
                 result = self._queue.enqueue(
                     key,
                     generation,
-                    reason,
+                    stored.reason(),
                     token,
                     extra_condition=fence.condition_check(),
-                    trace_context=_carrier(out, fence.epoch),
+                    trace_context=stored.context(),
                 )
             except ExtraConditionFailed as exc:
                 span.record_exception(exc)
@@ -340,11 +340,11 @@ class Scheduler:
                     fence,
                     key=item.key,
                     generation=item.generation,
-                    reason=item.reason,
+                    origin=item.origin,
                     token=item.token,
                     carrier={},
                 ):
-                    report.enqueued[item.key] = item.reason
+                    report.enqueued[item.key] = item.origin.reason()
             keys = sorted(
                 (set(etags) | {k for k, s in statuses.items() if s.phase is not None})
                 - set(unreadable)
@@ -379,7 +379,7 @@ class Scheduler:
                     fence,
                     key=key,
                     generation=generation,
-                    reason=f"resync:{reason}",
+                    origin=Origin(cause=Cause.RESYNC, detail=reason),
                     token=token,
                     carrier={},
                 )
@@ -464,7 +464,7 @@ class Scheduler:
         def skip(key: str, exc: UnreadableItem) -> None:
             unreadable[key] = exc
 
-        return scan_statuses(self._ddb, self._state_table, on_page=count, on_unreadable=skip)
+        return self._state.statuses(on_page=count, on_unreadable=skip)
 
     def _park_unreadable(
         self, fence: Fence, key: str, problem: UnreadableItem, report: ResyncReport

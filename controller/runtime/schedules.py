@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 
 from oab.controller.api.service import AgentKey
 from oab.controller.base.errors import OabError
-from oab.controller.core.schedule import Level, Plan, reason_for
+from oab.controller.core.outcome import Cause, Origin
+from oab.controller.core.schedule import Level, Plan
 from oab.controller.core.status import AgentStatus, iso
 from oab.controller.reconcile.reconciler import Manifests
 from oab.queue.workqueue import idempotency_token
@@ -71,9 +72,10 @@ class Due:
         return idempotency_token(self.key, 0, iso(self.at), "schedule")
 
     @property
-    def reason(self) -> str:
-        """``schedule@<instant>``: the reconciler evaluates the level at that instant at least."""
-        return reason_for(self.at)
+    def origin(self) -> Origin:
+        """Cause ``schedule`` at the instant (stored ``schedule@<instant>``): the reconciler
+        evaluates the level at that instant at least."""
+        return Origin(cause=Cause.SCHEDULE, at=self.at)
 
 
 @dataclass

@@ -3,9 +3,12 @@
 Design
 ------
 Every replica runs ``workers`` threads. Each loops: ``claim`` -> heartbeat in the background ->
-read status -> :meth:`Reconciler.reconcile` -> :func:`decide` -> one ``TransactWriteItems`` that
-holds the work unit's completion (conditional on the claim token), the status transition
-(conditional on the status's audit sequence) and its audit row. So:
+read status -> :meth:`Reconciler.reconcile` (the key and a :class:`~oab.controller.core.outcome.
+RunContext`: run id, attempt, token and the row's decoded ``Origin``) -> :func:`decide` -> one
+``TransactWriteItems`` that holds the work unit's completion (conditional on the claim token), the
+status transition (conditional on the status's audit sequence) and its audit row: the status and
+audit items are built by the :class:`~oab.controller.adapters.statestore.StateStore` and sent in
+the queue's own transaction, in that order. So:
 
 - a worker whose claim expired and was taken over writes nothing (the claim-token condition), and
   it stops ECS side effects as soon as its claim is locally in doubt (the ``guard`` it hands to
@@ -65,17 +68,19 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from oab.controller.adapters.ecs import CallLog
-from oab.controller.adapters.state import newest_audit_seq, read_status, transition_items
+from oab.controller.adapters.statestore import StateStore
 from oab.controller.api.service import AgentKey
-from oab.controller.base.names import TableNames, is_agent_key
+from oab.controller.base.names import is_agent_key
 from oab.controller.core.outcome import (
     CommitFailed,
     CommitRejected,
     CorruptStatus,
     Decision,
     InvalidKey,
+    Origin,
     Request,
     Result,
+    RunContext,
     decide,
     origin_of,
 )
@@ -168,20 +173,19 @@ class _Heartbeat:
                 self.claim = renewed
 
 
-def _links(claim: Claim) -> list[Link]:
-    span_ctx = trace.get_current_span(_parent(claim)).get_span_context()
+def _links(origin: Origin) -> list[Link]:
+    span_ctx = trace.get_current_span(_parent(origin)).get_span_context()
     return [Link(span_ctx)] if span_ctx.is_valid else []
 
 
-def _parent(claim: Claim) -> Context:
+def _parent(origin: Origin) -> Context:
     """The enqueue span's context stored with the work unit (empty when it has none).
 
     The reconcile span is its child *and* links to it: one trace per change (apply -> enqueue ->
     every run of that generation, retries and progress polls included), while a backend that
     shows only links still finds the producer.
     """
-    carrier = origin_of(claim.reason, claim.trace_context).trace
-    return TraceContextTextMapPropagator().extract(carrier=dict(carrier), context=Context())
+    return TraceContextTextMapPropagator().extract(carrier=dict(origin.trace), context=Context())
 
 
 class Worker:
@@ -192,8 +196,7 @@ class Worker:
         *,
         queue: WorkQueue,
         reconciler: Reconciler,
-        dynamodb: Any,
-        tables: TableNames,
+        state: StateStore,
         replica_id: str,
         config: WorkerConfig | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -203,8 +206,7 @@ class Worker:
     ) -> None:
         self._queue = queue
         self._reconciler = reconciler
-        self._ddb = dynamodb
-        self._tables = tables
+        self._state = state
         self._replica = replica_id
         self.config = config or WorkerConfig()
         self._monotonic = monotonic
@@ -292,23 +294,28 @@ class Worker:
         ``claimed`` is the claim's (start, end) in wall-clock nanoseconds, for its span.
         Returns the decision that was committed (a commit failure changes it).
         """
-        run_id = self._new_id()
+        run = RunContext(
+            run_id=self._new_id(),
+            attempt=claim.attempt,
+            token=claim.token,
+            origin=origin_of(claim.reason, claim.trace_context),  # decoded once, here
+        )
         every = self._queue.config.visibility_timeout * self.config.heartbeat_fraction
         started = self._monotonic()
         with (
             tracer.start_as_current_span(
                 "reconcile",
-                context=_parent(claim),
+                context=_parent(run.origin),
                 kind=SpanKind.CONSUMER,
-                links=_links(claim),
+                links=_links(run.origin),
                 start_time=claimed[0] if claimed else None,
                 attributes={
                     "oab.agent.key": claim.key,
                     "oab.generation": claim.generation,
-                    "oab.run_id": run_id,
+                    "oab.run_id": run.run_id,
                     "oab.idempotency_token": claim.token,
                     "oab.replica_id": self._replica,
-                    "oab.epoch": origin_of(claim.reason, claim.trace_context).epoch,
+                    "oab.epoch": run.origin.epoch,
                     "oab.attempt": claim.attempt,
                     "messaging.system": "aws_dynamodb",
                     "messaging.operation.type": "process",
@@ -334,7 +341,7 @@ class Worker:
             with self._busy_lock:
                 self._inflight[claim.claim_token] = hb
             try:
-                decision, elapsed = self._attempt(claim, hb, span, run_id=run_id, started=started)
+                decision, elapsed = self._attempt(claim, hb, span, run=run, started=started)
             finally:
                 with self._busy_lock:
                     self._inflight.pop(claim.claim_token, None)
@@ -342,20 +349,13 @@ class Worker:
         instruments.reconcile_runs.add(1, outcome)
         instruments.reconcile_duration.record(elapsed, {"oab.outcome": decision.kind})
         if self._on_outcome is not None:
-            self._on_outcome(claim.key, run_id, decision)
+            self._on_outcome(claim.key, run.run_id, decision)
         return decision
 
     def _attempt(
-        self, claim: Claim, hb: _Heartbeat, span: trace.Span, *, run_id: str, started: float
+        self, claim: Claim, hb: _Heartbeat, span: trace.Span, *, run: RunContext, started: float
     ) -> tuple[Decision, float]:
-        req = Request(
-            key=AgentKey(claim.key),
-            generation=claim.generation,
-            token=claim.token,
-            reason=claim.reason,
-            attempt=claim.attempt,
-            run_id=run_id,
-        )
+        req = Request(key=AgentKey(claim.key), run=run)
         calls = CallLog()
         result: Result | None = None
         before: AgentStatus | None = None
@@ -363,7 +363,7 @@ class Worker:
             decision = decide(error=InvalidKey(claim.key))
         else:
             try:
-                before = read_status(self._ddb, self._tables.state, claim.key)
+                before = self._state.read_status(claim.key)
             except UnreadableItem as exc:
                 instruments.poison_items.add(1, {"oab.table": "state", "oab.kind": "status"})
                 log.warning("status item unreadable: %s", exc, extra={"key": claim.key})
@@ -415,8 +415,8 @@ class Worker:
         after = replace(
             before,
             last_error=decision.error,
-            attempts=req.attempt,
-            last_run_id=req.run_id,
+            attempts=req.run.attempt,
+            last_run_id=req.run.run_id,
             last_reconciled=now,
             service_arn=before.service_arn or (created[-1] if created else ""),
         )
@@ -451,13 +451,13 @@ class Worker:
         return AuditRecord(
             key=claim.key,
             seq=after.audit_seq,
-            run_id=req.run_id,
+            run_id=req.run.run_id,
             # The generation actually reconciled (a newer one may have arrived after the claim
             # was taken; the manifest read decides), else the claimed one.
             generation=(result.status.observed_generation if result else 0) or claim.generation,
             token=claim.token,
             replica=self._replica,
-            epoch=origin_of(claim.reason, claim.trace_context).epoch,
+            epoch=req.run.origin.epoch,
             trace_id=format(ctx.trace_id, "032x"),
             span_id=format(ctx.span_id, "016x"),
             from_phase=before.phase,
@@ -550,13 +550,8 @@ class Worker:
     def _items(
         self, before: AgentStatus, after: AgentStatus, audit: AuditRecord, log_seq: int = 0
     ) -> list[dict[str, Any]]:
-        return transition_items(
-            state_table=self._tables.state,
-            runlog_table=self._tables.runlog,
-            before=before,
-            after=after,
-            audit=audit,
-            log_seq=log_seq or None,
+        return self._state.transition_items(
+            before=before, after=after, audit=audit, log_seq=log_seq or None
         )
 
     def _outcome(self, claim: Claim, decision: Decision, items: Sequence[dict[str, Any]]) -> None:
@@ -590,7 +585,7 @@ class Worker:
     ) -> Decision:
         """Commit once more after the run log's newest row (see "Containment")."""
         try:
-            newest = newest_audit_seq(self._ddb, self._tables.runlog, claim.key)
+            newest = self._state.newest_audit_seq(claim.key)
             if newest <= before.audit_seq:
                 raise ExtraConditionFailed(1, "ConditionalCheckFailed")  # a racing writer
             seq = newest + 1

@@ -17,6 +17,8 @@
   optionally, ``oabctl init``.
 - :func:`replica_settings` / :func:`running_replica` - an in-process replica with short leases
   and polls, always shut down when the block ends.
+- :func:`reconcile_request` - the reconciler's input for one key, as the worker builds it from
+  a queue row with that stored ``reason`` (decoded by ``origin_of``).
 - :func:`all_statuses` / :func:`available_at` - every agent's status in one Scan, and the
   "Running and Available at generation N" check that end-to-end runs wait for.
 
@@ -45,6 +47,9 @@ from oab.controller.local.emulator import LocalAWS, start
 from oab.leader.testing import FakeClock, SequentialIds, wait_until
 
 if TYPE_CHECKING:
+    from oab.controller.adapters.changes import ChangeLog
+    from oab.controller.adapters.statestore import DynamoStateStore
+    from oab.controller.core.outcome import Request
     from oab.controller.core.status import AgentStatus
     from oab.controller.runtime.replica import Replica
     from oab.controller.runtime.settings import DaemonSettings
@@ -62,6 +67,7 @@ __all__ = [
     "oabctl",
     "prepare_plane",
     "process_exited",
+    "reconcile_request",
     "replica_settings",
     "running_replica",
     "spawn_parent",
@@ -115,6 +121,18 @@ class AWS:
         """Empty the emulated account and create the control-plane tables again."""
         self.emulator.reset()
         tables.ensure_tables(self.client("dynamodb"), self.tables)
+
+    def state_store(
+        self, *, client: Any = None, changes: ChangeLog | None = None
+    ) -> DynamoStateStore:
+        """The product's state store on these tables, through ``client`` (a DynamoDB client of
+        the test's, e.g. with failure hooks) or a new one; ``changes`` replaces its change log
+        (a test's clock)."""
+        from oab.controller.adapters.models import bind_models
+        from oab.controller.adapters.statestore import DynamoStateStore
+
+        ddb = client if client is not None else self.client("dynamodb")
+        return DynamoStateStore(bind_models(ddb, self.tables), changes=changes)
 
 
 class CliResult(NamedTuple):
@@ -275,9 +293,13 @@ def running_replica(settings: DaemonSettings) -> Iterator[Replica]:
 
 def all_statuses(client: Any, table: str) -> dict[str, AgentStatus]:
     """Every agent status item in the state ``table``, by key (one consistent, paginated Scan)."""
-    from oab.controller.adapters.state import scan_statuses
+    from dataclasses import replace
 
-    return scan_statuses(client, table)
+    from oab.controller.adapters.models import bind_models
+    from oab.controller.adapters.statestore import DynamoStateStore
+
+    names = replace(TableNames(), state=table)
+    return DynamoStateStore(bind_models(client, names)).statuses()
 
 
 def available_at(status: AgentStatus | None, generation: int) -> bool:
@@ -286,3 +308,15 @@ def available_at(status: AgentStatus | None, generation: int) -> bool:
         return False
     cond = status.condition("Available")
     return cond is not None and cond.status == "True"
+
+
+def reconcile_request(
+    key: str, *, token: str = "t", reason: str = "apply", attempt: int = 1, run_id: str = "r"
+) -> Request:
+    """The reconciler's input for ``key``, as the worker builds it from a claimed queue row whose
+    stored ``reason`` is ``reason`` (``apply``, ``resync:<drift>``, ``schedule@<instant>``...)."""
+    from oab.controller.api.service import AgentKey
+    from oab.controller.core.outcome import Request, RunContext, origin_of
+
+    run = RunContext(run_id=run_id, attempt=attempt, token=token, origin=origin_of(reason, None))
+    return Request(key=AgentKey(key), run=run)
