@@ -8,8 +8,10 @@ tests inject at the AWS boundary with botocore hooks on the client the queue use
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import urllib.request
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 from oab.queue import row as rows
 from oab.queue.config import QueueConfig
-from oab.queue.errors import ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
+from oab.queue.errors import CorruptRow, ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import (
     AgentKey,
@@ -31,8 +33,8 @@ from oab.queue.row import (
     WorkerId,
     ready_shard_of,
 )
-from oab.queue.store import MemoryStore, RowConflict
-from oab.queue.workqueue import WorkQueue, idempotency_token
+from oab.queue.store import MemoryStore, RowConflict, from_item, to_item
+from oab.queue.workqueue import Claim, WorkQueue, idempotency_token
 
 VIS = 30.0
 
@@ -391,3 +393,59 @@ def test_an_outcome_costs_one_write_and_no_read_when_nothing_changed() -> None:
     q.complete(claim)
     spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
     assert {op: n for op, n in spent.items() if n} == {"write": 1}
+
+
+# ------------------------------------------------------------- take-over observation (screened)
+
+
+def _in_flight(key: str, version: int) -> Row:
+    return replace(_ready(version), key=AgentKey(key), state=State.IN_FLIGHT)
+
+
+def test_take_over_compares_observed_versions_by_value() -> None:
+    # A row read back from DynamoDB carries a new int object each time: past 256 heartbeats the
+    # same version is another object, and the observation must still count as unchanged.
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/a", int("1000")), 0.0)
+    assert q._stale_for_long_enough(_in_flight("ns/a", int("999") + 1), VIS)
+    assert not q._stale_for_long_enough(_in_flight("ns/a", 1001), 2 * VIS)
+
+
+def test_pruning_forgets_only_observations_older_than_four_visibility_timeouts() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), 0.0)
+    assert not q._stale_for_long_enough(_in_flight("ns/recent", 1), 2 * VIS)
+    now = 5 * VIS  # horizon = now - 4 * VIS = VIS: "old" (0) goes, "recent" (2 * VIS) stays
+    for i in range(4095):  # the map holds 4097 entries after the last: pruning runs once
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    # A forgotten row starts a new observation; a kept one has been unchanged long enough.
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), now)
+    assert q._stale_for_long_enough(_in_flight("ns/recent", 1), now)
+
+
+def test_a_claim_is_built_from_keywords_only() -> None:
+    fields = [f.name for f in dataclasses.fields(Claim)]
+    with pytest.raises(TypeError):
+        Claim(*fields)  # type: ignore[misc]
+
+
+# ------------------------------------------------------------ stored number bounds (screened)
+
+
+def _item(**numbers: str) -> dict[str, Any]:
+    item = to_item(_ready(1), shards=4)
+    for name, value in numbers.items():
+        item[name] = {"N": value}
+    return item
+
+
+def test_stored_times_are_accepted_up_to_year_5138_and_refused_past_it() -> None:
+    assert from_item(_item(ready_at="100000000000")).ready_at == 1e11
+    with pytest.raises(CorruptRow, match="ready_at: out of range"):
+        from_item(_item(ready_at="100000000000.001"))
+
+
+def test_stored_counts_are_accepted_up_to_two_to_the_53() -> None:
+    assert from_item(_item(generation=str(2**53))).generation == 2**53
+    with pytest.raises(CorruptRow, match="generation: out of range"):
+        from_item(_item(generation=str(2**53 + 2)))
