@@ -449,3 +449,79 @@ def test_stored_counts_are_accepted_up_to_two_to_the_53() -> None:
     assert from_item(_item(generation=str(2**53))).generation == 2**53
     with pytest.raises(CorruptRow, match="generation: out of range"):
         from_item(_item(generation=str(2**53 + 2)))
+
+
+# -------------------------------------------------------------------- metrics (screened)
+
+
+def _metered() -> tuple[WorkQueue, InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    q = _queue()
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    return q, reader
+
+
+def test_every_enqueue_request_is_counted_once_and_coalescing_apart() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))  # duplicate
+    q.enqueue("ns/a", 2, "spec", _tok("ns/a", 2))  # coalesced into the ready row
+    sums = _sums(reader)
+    assert (sums["oab.queue.adds"], sums["oab.queue.coalesced_adds"]) == (3, 1)
+
+
+def test_a_park_is_counted_only_when_it_writes() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    assert q.park("ns/a", "status unreadable") is not None
+    assert _sums(reader)["oab.queue.parks"] == 1
+    q.park("ns/a", "status unreadable")  # already parked with this error: nothing written
+    assert _sums(reader)["oab.queue.parks"] == 1
+
+
+# ---------------------------------------------------------------- claim and sweep (screened)
+
+
+def test_a_claim_cannot_be_altered_after_it_is_made() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claim.deadline = float("inf")  # type: ignore[misc]
+
+
+class _BusyStore(MemoryStore):
+    """Every write of one key loses the race (another writer keeps winning it)."""
+
+    def __init__(self, *, busy: str) -> None:
+        super().__init__(shards=1)
+        self.busy = busy
+
+    def write(self, row: Row, **kwargs: Any) -> None:
+        if row.key == self.busy:
+            raise RowConflict(self.get(row.key))
+        super().write(row, **kwargs)
+
+
+def test_one_busy_row_does_not_stop_the_sweep_of_the_rows_after_it() -> None:
+    clock = FakeClock()
+    store = _BusyStore(busy="ns/busy")
+    q = _queue(clock=clock, store=store, shards=1)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)  # written by a clock far ahead
+    for version, key in enumerate(("ns/busy", "ns/late"), start=1):
+        MemoryStore.write(
+            store, replace(_ready(version), key=AgentKey(key), ready_at=far), expected_version=None
+        )
+    assert q.expire_stale_claims() == ["ns/late"]
+    assert q.get("ns/late").ready_at == clock.time()
+
+
+def test_claim_hints_hold_every_key_after_the_claimed_one() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    claims = [q.claim("w") for _ in range(3)]
+    assert sorted(c.key for c in claims if c is not None) == ["ns/a", "ns/b", "ns/c"]
+    assert store.requests["query"] == 1  # the first scan's other keys served the next claims
