@@ -525,3 +525,41 @@ def test_claim_hints_hold_every_key_after_the_claimed_one() -> None:
     claims = [q.claim("w") for _ in range(3)]
     assert sorted(c.key for c in claims if c is not None) == ["ns/a", "ns/b", "ns/c"]
     assert store.requests["query"] == 1  # the first scan's other keys served the next claims
+
+
+def test_the_oldest_ready_age_is_zero_for_work_due_this_instant() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    q.depth_by_state()
+    assert _sums(reader)["oab.queue.oldest_ready_age"] == 0.0
+    clock.advance(5.0)
+    q.depth_by_state()
+    assert _sums(reader)["oab.queue.oldest_ready_age"] == 5.0
+
+
+def test_a_claim_whose_answer_was_lost_is_still_ours_on_dynamodb(aws: AWS) -> None:
+    """The retried claim fails its condition on our own row, read back from DynamoDB (a new
+    string object for the claim token): the claim must be recognised as ours by value."""
+    client = aws.client("dynamodb")
+    q = _dynamo_queue(aws, client, FakeClock())
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    lost = {"done": False}
+
+    def deliver_then_lose(request: Any, **_: Any) -> None:
+        if lost["done"]:
+            return
+        lost["done"] = True
+        sent = urllib.request.Request(
+            request.url, data=request.body, headers=dict(request.headers), method=request.method
+        )
+        with urllib.request.urlopen(sent, timeout=10) as resp:  # the write lands
+            resp.read()
+        raise ReadTimeoutError(endpoint_url=request.url)  # ... and its answer is lost
+
+    client.meta.events.register("before-send.dynamodb.PutItem", deliver_then_lose)
+    claim = q.claim("w")
+    assert lost["done"]
+    assert claim is not None
+    assert q.get("ns/a").claim_token == claim.claim_token
