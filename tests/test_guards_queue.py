@@ -563,3 +563,50 @@ def test_a_claim_whose_answer_was_lost_is_still_ours_on_dynamodb(aws: AWS) -> No
     assert lost["done"]
     assert claim is not None
     assert q.get("ns/a").claim_token == claim.claim_token
+
+
+def test_observations_are_pruned_only_past_4096_rows() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/a", 1), 0.0)
+    assert not q._stale_for_long_enough(_in_flight("ns/b", 1), 5 * VIS)  # two rows: no pruning
+    assert q._stale_for_long_enough(_in_flight("ns/a", 1), 5 * VIS)
+
+
+def test_a_claim_equals_itself_whatever_row_snapshot_it_carries() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None and claim.row is not None
+    assert replace(claim, row=None) == claim
+
+
+def test_each_unreadable_row_counts_once_in_the_depth() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    item = to_item(_ready(1), shards=1)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    assert q.depth_by_state()["corrupt"] == 1
+
+
+def _histogram_sums(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        m.name: sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+    }
+
+
+def test_work_duration_is_the_time_held_from_zero() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.complete(claim)  # at once: nothing held
+    assert _histogram_sums(reader)["oab.queue.work_duration"] == 0.0
