@@ -610,3 +610,23 @@ def test_work_duration_is_the_time_held_from_zero() -> None:
     assert claim is not None
     q.complete(claim)  # at once: nothing held
     assert _histogram_sums(reader)["oab.queue.work_duration"] == 0.0
+
+
+def test_work_duration_is_recorded_per_outcome_never_per_heartbeat() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    claim = q.heartbeat(claim)
+    assert "oab.queue.work_duration" not in _histogram_sums(reader)
+    q.release(claim)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (points,) = [
+        list(m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+    ]
+    assert [(p.attributes, p.count) for p in points] == [({"result": "released"}, 1)]
