@@ -630,3 +630,37 @@ def test_work_duration_is_recorded_per_outcome_never_per_heartbeat() -> None:
         if m.name == "oab.queue.work_duration"
     ]
     assert [(p.attributes, p.count) for p in points] == [({"result": "released"}, 1)]
+
+
+def _duration_results(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str(p.attributes["result"]) if p.attributes else "": p.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+        for p in m.data.data_points
+    }
+
+
+def test_work_duration_tells_a_completion_from_a_requeue() -> None:
+    q, reader = _metered()
+    for key in ("ns/a", "ns/b"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    first, second = q.claim("w"), q.claim("w")
+    assert first is not None and second is not None
+    q.complete(first)
+    assert _duration_results(reader) == {"completed": 1}
+    q.complete(second, requeue_after=60.0)
+    assert _duration_results(reader) == {"completed": 1, "requeued": 1}
+
+
+def test_a_claim_passes_over_a_row_other_workers_keep_winning() -> None:
+    store = _BusyStore(busy="ns/busy")
+    q = _queue(store=store, shards=1)
+    for key in ("ns/busy", "ns/free"):
+        MemoryStore.write(store, replace(_ready(1), key=AgentKey(key)), expected_version=None)
+    claims = [q.claim("w"), q.claim("w")]
+    assert [c.key for c in claims if c is not None] == ["ns/free"]
