@@ -664,3 +664,9 @@ def test_a_claim_passes_over_a_row_other_workers_keep_winning() -> None:
         MemoryStore.write(store, replace(_ready(1), key=AgentKey(key)), expected_version=None)
     claims = [q.claim("w"), q.claim("w")]
     assert [c.key for c in claims if c is not None] == ["ns/free"]
+
+
+def test_an_enqueue_result_cannot_be_altered() -> None:
+    result = _queue().enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.row = None  # type: ignore[misc]
