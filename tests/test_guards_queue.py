@@ -670,3 +670,60 @@ def test_an_enqueue_result_cannot_be_altered() -> None:
     result = _queue().enqueue("ns/a", 1, "spec", _tok("ns/a"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.row = None  # type: ignore[misc]
+
+
+def test_a_fenced_park_writes_nothing_when_the_fence_fails() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda _index, _item: "ConditionalCheckFailed")
+    q = _queue(store=store, shards=1)
+    MemoryStore.write(store, _ready(1), expected_version=None)
+    with pytest.raises(ExtraConditionFailed):
+        q.park("ns/a", "status unreadable", extra_condition={"fence": "stale"})
+    assert q.get("ns/a").state is State.READY
+    assert q.park("ns/a", "status unreadable") is not None  # unfenced: the check never runs
+
+
+def test_queue_latency_is_the_wait_from_due_to_claim() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    clock.advance(7.0)
+    assert q.claim("w") is not None
+    data = reader.get_metrics_data()
+    assert data is not None
+    (latency,) = [
+        sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.latency"
+    ]
+    assert latency == pytest.approx(7.0)
+
+
+def test_an_operator_retry_is_due_within_the_clock_skew_allowance() -> None:
+    clock = FakeClock()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.park("ns/a", "bad manifest")
+    assert q.retry("ns/a").ready_at == pytest.approx(clock.time() - 5.0, abs=0.001)
+
+
+class _DownIndex(MemoryStore):
+    """Every shard's index query fails, each with its own error; remembers the order asked."""
+
+    def __init__(self) -> None:
+        super().__init__(shards=3)
+        self.asked: list[int] = []
+
+    def ready_keys(self, shard: int, *, now: float, limit: int) -> list[AgentKey]:
+        self.asked.append(shard)
+        raise QueueUnavailable(f"shard {shard} throttled")
+
+
+def test_a_claim_with_no_shard_answering_raises_the_first_shards_error() -> None:
+    store = _DownIndex()
+    q = _queue(store=store, shards=3)
+    with pytest.raises(QueueUnavailable) as raised:
+        q.claim("w")
+    assert len(store.asked) == 3
+    assert str(raised.value) == f"shard {store.asked[0]} throttled"
