@@ -454,9 +454,9 @@ def test_stored_counts_are_accepted_up_to_two_to_the_53() -> None:
 # -------------------------------------------------------------------- metrics (screened)
 
 
-def _metered() -> tuple[WorkQueue, InMemoryMetricReader]:
+def _metered(*, store: MemoryStore | None = None) -> tuple[WorkQueue, InMemoryMetricReader]:
     reader = InMemoryMetricReader()
-    q = _queue()
+    q = _queue(store=store)
     q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
     return q, reader
 
@@ -727,3 +727,16 @@ def test_a_claim_with_no_shard_answering_raises_the_first_shards_error() -> None
         q.claim("w")
     assert len(store.asked) == 3
     assert str(raised.value) == f"shard {store.asked[0]} throttled"
+
+
+def test_each_unreplaceable_row_is_counted_once_across_sweeps() -> None:
+    store = MemoryStore(shards=4)
+    q, reader = _metered(store=store)
+    for key in ("ns/a", "ns/b"):
+        item = to_item(replace(_ready(1), key=AgentKey(key)), shards=4)
+        item["generation"] = {"S": "three"}
+        item["write_id"] = {"S": "x" * 2048}  # too large to send back in a condition
+        store.put_raw(item)
+    for _ in range(2):
+        assert q.expire_stale_claims() == []
+    assert _sums(reader)["oab.poison.items"] == 2
