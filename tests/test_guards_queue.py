@@ -22,7 +22,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 from oab.queue import row as rows
 from oab.queue.config import QueueConfig
-from oab.queue.errors import CorruptRow, ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
+from oab.queue.errors import (
+    ClaimLost,
+    CorruptRow,
+    ExtraConditionFailed,
+    InvalidQueueConfig,
+    QueueUnavailable,
+)
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import (
     AgentKey,
@@ -576,7 +582,8 @@ def test_a_claim_equals_itself_whatever_row_snapshot_it_carries() -> None:
     q = _queue()
     q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
     claim = q.claim("w")
-    assert claim is not None and claim.row is not None
+    assert claim is not None
+    assert claim.row is not None
     assert replace(claim, row=None) == claim
 
 
@@ -650,7 +657,8 @@ def test_work_duration_tells_a_completion_from_a_requeue() -> None:
     for key in ("ns/a", "ns/b"):
         q.enqueue(key, 1, "spec", _tok(key))
     first, second = q.claim("w"), q.claim("w")
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     q.complete(first)
     assert _duration_results(reader) == {"completed": 1}
     q.complete(second, requeue_after=60.0)
@@ -740,3 +748,156 @@ def test_each_unreplaceable_row_is_counted_once_across_sweeps() -> None:
     for _ in range(2):
         assert q.expire_stale_claims() == []
     assert _sums(reader)["oab.poison.items"] == 2
+
+
+class _SweepTroubleStore(MemoryStore):
+    """The first write of ``moved`` loses to a writer that changed it; every write of ``down``
+    fails as DynamoDB being unavailable does."""
+
+    def __init__(self) -> None:
+        super().__init__(shards=1)
+        self.moved_once = False
+
+    def write(self, row: Row, **kwargs: Any) -> None:
+        if row.key == "ns/down":
+            raise QueueUnavailable("throttled")
+        if row.key == "ns/moved" and not self.moved_once:
+            self.moved_once = True
+            current = self.get(row.key)
+            assert current is not None
+            changed = replace(current, ready_at=0.0, version=current.version + 1)
+            MemoryStore.write(self, changed, expected_version=current.version)
+            raise RowConflict(changed)
+        super().write(row, **kwargs)
+
+
+def test_the_sweep_goes_on_past_a_row_that_changed_and_a_row_it_cannot_write() -> None:
+    clock = FakeClock()
+    store = _SweepTroubleStore()
+    q = _queue(clock=clock, store=store, shards=1)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)
+    for key in ("ns/moved", "ns/down", "ns/late"):
+        MemoryStore.write(
+            store, replace(_ready(1), key=AgentKey(key), ready_at=far), expected_version=None
+        )
+    assert q.expire_stale_claims() == ["ns/late"]
+
+
+class _FirstQueryFails(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(shards=2)
+        self.queries = 0
+
+    def ready_keys(self, shard: int, *, now: float, limit: int) -> list[AgentKey]:
+        self.queries += 1
+        if self.queries == 1:
+            raise QueueUnavailable(f"shard {shard} throttled")
+        return super().ready_keys(shard, now=now, limit=limit)
+
+
+def test_a_claim_goes_on_to_the_next_shard_when_one_index_query_fails() -> None:
+    store = _FirstQueryFails()
+    q = _queue(store=store, shards=2)
+    for i in range(8):  # both shards hold work
+        q.enqueue(f"ns/u{i}", 1, "spec", _tok(f"ns/u{i}"))
+    assert q.claim("w") is not None
+    assert store.queries == 2
+
+
+def test_a_lost_claim_is_counted() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.complete(claim)
+    with pytest.raises(ClaimLost):
+        q.complete(claim)
+    assert _sums(reader)["oab.queue.claims_lost"] == 1
+
+
+def test_a_claim_whose_row_became_unreadable_is_counted_lost() -> None:
+    store = MemoryStore(shards=4)
+    q, reader = _metered(store=store)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    item = to_item(q.get("ns/a"), shards=4)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    with pytest.raises(ClaimLost):
+        q.heartbeat(replace(claim, row=None))
+    assert _sums(reader)["oab.queue.claims_lost"] == 1
+
+
+def test_a_failed_fence_stops_the_quarantine_of_an_unreadable_row() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda _index, _item: "ConditionalCheckFailed")
+    q = _queue(store=store, shards=1)
+    item = to_item(_ready(1), shards=1)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    with pytest.raises(ExtraConditionFailed):
+        q.expire_stale_claims(extra_condition={"fence": "stale"})
+
+
+def test_an_observation_exactly_four_visibility_timeouts_old_is_pruned() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/edge", 1), VIS)
+    now = 5 * VIS  # horizon = VIS: "edge" is not newer than it
+    for i in range(4096):
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    assert not q._stale_for_long_enough(_in_flight("ns/edge", 1), now)
+
+
+def test_unreplaceable_rows_are_remembered_up_to_4097_keys() -> None:
+    store = MemoryStore(shards=1)
+    q, reader = _metered(store=store)
+    for i in range(4097):
+        item = to_item(replace(_ready(1), key=AgentKey(f"ns/u{i}")), shards=1)
+        item["generation"] = {"S": "three"}
+        item["write_id"] = {"S": "x" * 2048}
+        store.put_raw(item)
+    q.expire_stale_claims()
+    q.expire_stale_claims()  # all remembered: none counted again
+    assert _sums(reader)["oab.poison.items"] == 4097
+
+
+def _latency(reader: InMemoryMetricReader) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    (latency,) = [
+        sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.latency"
+    ]
+    return float(latency)
+
+
+def test_queue_latency_counts_from_the_write_not_the_skewed_due_time() -> None:
+    clock = FakeClock()
+    reader = InMemoryMetricReader()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))  # due 5 s ago by the allowance
+    clock.advance(7.0)
+    assert q.claim("w") is not None
+    assert _latency(reader) == pytest.approx(7.0, abs=0.002)
+
+
+def test_queue_latency_of_an_immediate_claim_is_zero() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    assert q.claim("w") is not None
+    assert _latency(reader) == 0.0
+
+
+def test_a_hint_claimed_meanwhile_by_another_host_is_passed_over() -> None:
+    store = MemoryStore(shards=1)
+    first, second = _queue(store=store, shards=1), _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        first.enqueue(key, 1, "spec", _tok(key))
+    assert first.claim("w1") is not None  # the other two keys are its hints now
+    assert second.claim("w2") is not None
+    assert second.claim("w2") is not None
+    assert first.claim("w1") is None
