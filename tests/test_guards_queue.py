@@ -901,3 +901,67 @@ def test_a_hint_claimed_meanwhile_by_another_host_is_passed_over() -> None:
     assert second.claim("w2") is not None
     assert second.claim("w2") is not None
     assert first.claim("w1") is None
+
+
+def test_a_take_over_compares_the_reread_version_by_value() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    q = _queue(clock=clock, store=store, shards=1)
+    now = clock.time()
+    stale = replace(
+        _in_flight("ns/a", 1000),  # past 256 heartbeats: every read is a new int object
+        ready_at=now - 100.0,
+        claim_token=ClaimToken("c"),
+        claim_deadline=now - 1.0,
+        claimed_generation=1,
+        claimed_token=IdempotencyToken("t"),
+        owner=WorkerId("dead"),
+    )
+    MemoryStore.write(store, stale, expected_version=None)
+    assert q.claim("w") is None  # first sighting: the row must stay unchanged for a while
+    clock.advance(VIS)
+    claim = q.claim("w")
+    assert claim is not None
+    assert claim.owner == "w"
+
+
+def test_a_released_claim_is_due_within_the_clock_skew_allowance() -> None:
+    clock = FakeClock()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert q.release(claim).ready_at == pytest.approx(clock.time() - 5.0, abs=0.001)
+
+
+def test_claim_hints_never_hold_the_claimed_key() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    for _ in range(3):
+        assert q.claim("w") is not None
+    before = dict(store.requests)
+    assert q.claim("w") is None
+    spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
+    assert {op: n for op, n in spent.items() if n} == {"query": 1}  # no hint left to read
+
+
+def test_observations_are_not_pruned_at_4096_rows() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), 0.0)
+    now = 5 * VIS
+    for i in range(4095):  # 4096 rows observed: at the bound, not past it
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    assert q._stale_for_long_enough(_in_flight("ns/old", 1), now)
+
+
+def test_the_sweep_counts_only_in_flight_rows_as_claim_expiries() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    q, reader = _metered(store=store)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)
+    MemoryStore.write(store, replace(_ready(1), ready_at=far), expected_version=None)
+    assert q.expire_stale_claims() == ["ns/a"]
+    q.depth_by_state()  # some figures to read
+    assert "oab.queue.claim_expiries" not in _sums(reader)
