@@ -965,3 +965,12 @@ def test_the_sweep_counts_only_in_flight_rows_as_claim_expiries() -> None:
     assert q.expire_stale_claims() == ["ns/a"]
     q.depth_by_state()  # some figures to read
     assert "oab.queue.claim_expiries" not in _sums(reader)
+
+
+def test_a_claim_has_expired_at_its_local_deadline() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert not claim.expired(claim.local_deadline - 0.001)
+    assert claim.expired(claim.local_deadline)
