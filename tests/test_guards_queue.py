@@ -40,7 +40,7 @@ from oab.queue.row import (
     ready_shard_of,
 )
 from oab.queue.store import MemoryStore, RowConflict, from_item, to_item
-from oab.queue.workqueue import Claim, WorkQueue, idempotency_token
+from oab.queue.workqueue import Claim, EnqueueResult, WorkQueue, idempotency_token
 
 VIS = 30.0
 
@@ -974,3 +974,35 @@ def test_a_claim_has_expired_at_its_local_deadline() -> None:
     assert claim is not None
     assert not claim.expired(claim.local_deadline - 0.001)
     assert claim.expired(claim.local_deadline)
+
+
+def test_an_enqueue_result_is_built_from_keywords_only() -> None:
+    fields = [f.name for f in dataclasses.fields(EnqueueResult)]
+    with pytest.raises(TypeError):
+        EnqueueResult(*fields)  # type: ignore[misc]
+
+
+def test_work_duration_tells_a_retry_from_a_terminal_failure() -> None:
+    q, reader = _metered()
+    for key in ("ns/a", "ns/b"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    first, second = q.claim("w"), q.claim("w")
+    assert first is not None
+    assert second is not None
+    q.fail(first, "throttled", retryable=True)
+    assert _duration_results(reader) == {"retry": 1}
+    q.fail(second, "bad manifest", retryable=False)
+    assert _duration_results(reader) == {"retry": 1, "terminal": 1}
+
+
+def test_claiming_a_row_after_its_backoff_is_no_claim_expiry() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.fail(claim, "throttled", retryable=True)
+    clock.advance(q.config.backoff_cap + 1.0)
+    assert q.claim("w") is not None
+    assert "oab.queue.claim_expiries" not in _sums(reader)
