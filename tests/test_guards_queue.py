@@ -8,8 +8,10 @@ tests inject at the AWS boundary with botocore hooks on the client the queue use
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import urllib.request
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,7 +22,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 from oab.queue import row as rows
 from oab.queue.config import QueueConfig
-from oab.queue.errors import ExtraConditionFailed, InvalidQueueConfig, QueueUnavailable
+from oab.queue.errors import (
+    ClaimLost,
+    CorruptRow,
+    ExtraConditionFailed,
+    InvalidQueueConfig,
+    QueueUnavailable,
+)
 from oab.queue.metrics import QueueMetrics
 from oab.queue.row import (
     AgentKey,
@@ -31,8 +39,8 @@ from oab.queue.row import (
     WorkerId,
     ready_shard_of,
 )
-from oab.queue.store import MemoryStore, RowConflict
-from oab.queue.workqueue import WorkQueue, idempotency_token
+from oab.queue.store import MemoryStore, RowConflict, from_item, to_item
+from oab.queue.workqueue import Claim, EnqueueResult, WorkQueue, idempotency_token
 
 VIS = 30.0
 
@@ -391,3 +399,610 @@ def test_an_outcome_costs_one_write_and_no_read_when_nothing_changed() -> None:
     q.complete(claim)
     spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
     assert {op: n for op, n in spent.items() if n} == {"write": 1}
+
+
+# ------------------------------------------------------------- take-over observation (screened)
+
+
+def _in_flight(key: str, version: int) -> Row:
+    return replace(_ready(version), key=AgentKey(key), state=State.IN_FLIGHT)
+
+
+def test_take_over_compares_observed_versions_by_value() -> None:
+    # A row read back from DynamoDB carries a new int object each time: past 256 heartbeats the
+    # same version is another object, and the observation must still count as unchanged.
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/a", int("1000")), 0.0)
+    assert q._stale_for_long_enough(_in_flight("ns/a", int("999") + 1), VIS)
+    assert not q._stale_for_long_enough(_in_flight("ns/a", 1001), 2 * VIS)
+
+
+def test_pruning_forgets_only_observations_older_than_four_visibility_timeouts() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), 0.0)
+    assert not q._stale_for_long_enough(_in_flight("ns/recent", 1), 2 * VIS)
+    now = 5 * VIS  # horizon = now - 4 * VIS = VIS: "old" (0) goes, "recent" (2 * VIS) stays
+    for i in range(4095):  # the map holds 4097 entries after the last: pruning runs once
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    # A forgotten row starts a new observation; a kept one has been unchanged long enough.
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), now)
+    assert q._stale_for_long_enough(_in_flight("ns/recent", 1), now)
+
+
+def test_a_claim_is_built_from_keywords_only() -> None:
+    fields = [f.name for f in dataclasses.fields(Claim)]
+    with pytest.raises(TypeError):
+        Claim(*fields)  # type: ignore[misc]
+
+
+# ------------------------------------------------------------ stored number bounds (screened)
+
+
+def _item(**numbers: str) -> dict[str, Any]:
+    item = to_item(_ready(1), shards=4)
+    for name, value in numbers.items():
+        item[name] = {"N": value}
+    return item
+
+
+def test_stored_times_are_accepted_up_to_year_5138_and_refused_past_it() -> None:
+    assert from_item(_item(ready_at="100000000000")).ready_at == 1e11
+    with pytest.raises(CorruptRow, match="ready_at: out of range"):
+        from_item(_item(ready_at="100000000000.001"))
+
+
+def test_stored_counts_are_accepted_up_to_two_to_the_53() -> None:
+    assert from_item(_item(generation=str(2**53))).generation == 2**53
+    with pytest.raises(CorruptRow, match="generation: out of range"):
+        from_item(_item(generation=str(2**53 + 2)))
+
+
+# -------------------------------------------------------------------- metrics (screened)
+
+
+def _metered(*, store: MemoryStore | None = None) -> tuple[WorkQueue, InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    q = _queue(store=store)
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    return q, reader
+
+
+def test_every_enqueue_request_is_counted_once_and_coalescing_apart() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))  # duplicate
+    q.enqueue("ns/a", 2, "spec", _tok("ns/a", 2))  # coalesced into the ready row
+    sums = _sums(reader)
+    assert (sums["oab.queue.adds"], sums["oab.queue.coalesced_adds"]) == (3, 1)
+
+
+def test_a_park_is_counted_only_when_it_writes() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    assert q.park("ns/a", "status unreadable") is not None
+    assert _sums(reader)["oab.queue.parks"] == 1
+    q.park("ns/a", "status unreadable")  # already parked with this error: nothing written
+    assert _sums(reader)["oab.queue.parks"] == 1
+
+
+# ---------------------------------------------------------------- claim and sweep (screened)
+
+
+def test_a_claim_cannot_be_altered_after_it_is_made() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claim.deadline = float("inf")  # type: ignore[misc]
+
+
+class _BusyStore(MemoryStore):
+    """Every write of one key loses the race (another writer keeps winning it)."""
+
+    def __init__(self, *, busy: str) -> None:
+        super().__init__(shards=1)
+        self.busy = busy
+
+    def write(self, row: Row, **kwargs: Any) -> None:
+        if row.key == self.busy:
+            raise RowConflict(self.get(row.key))
+        super().write(row, **kwargs)
+
+
+def test_one_busy_row_does_not_stop_the_sweep_of_the_rows_after_it() -> None:
+    clock = FakeClock()
+    store = _BusyStore(busy="ns/busy")
+    q = _queue(clock=clock, store=store, shards=1)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)  # written by a clock far ahead
+    for version, key in enumerate(("ns/busy", "ns/late"), start=1):
+        MemoryStore.write(
+            store, replace(_ready(version), key=AgentKey(key), ready_at=far), expected_version=None
+        )
+    assert q.expire_stale_claims() == ["ns/late"]
+    assert q.get("ns/late").ready_at == clock.time()
+
+
+def test_claim_hints_hold_every_key_after_the_claimed_one() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    claims = [q.claim("w") for _ in range(3)]
+    assert sorted(c.key for c in claims if c is not None) == ["ns/a", "ns/b", "ns/c"]
+    assert store.requests["query"] == 1  # the first scan's other keys served the next claims
+
+
+def test_the_oldest_ready_age_is_zero_for_work_due_this_instant() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    q.depth_by_state()
+    assert _sums(reader)["oab.queue.oldest_ready_age"] == 0.0
+    clock.advance(5.0)
+    q.depth_by_state()
+    assert _sums(reader)["oab.queue.oldest_ready_age"] == 5.0
+
+
+def test_a_claim_whose_answer_was_lost_is_still_ours_on_dynamodb(aws: AWS) -> None:
+    """The retried claim fails its condition on our own row, read back from DynamoDB (a new
+    string object for the claim token): the claim must be recognised as ours by value."""
+    client = aws.client("dynamodb")
+    q = _dynamo_queue(aws, client, FakeClock())
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    lost = {"done": False}
+
+    def deliver_then_lose(request: Any, **_: Any) -> None:
+        if lost["done"]:
+            return
+        lost["done"] = True
+        sent = urllib.request.Request(
+            request.url, data=request.body, headers=dict(request.headers), method=request.method
+        )
+        with urllib.request.urlopen(sent, timeout=10) as resp:  # the write lands
+            resp.read()
+        raise ReadTimeoutError(endpoint_url=request.url)  # ... and its answer is lost
+
+    client.meta.events.register("before-send.dynamodb.PutItem", deliver_then_lose)
+    claim = q.claim("w")
+    assert lost["done"]
+    assert claim is not None
+    assert q.get("ns/a").claim_token == claim.claim_token
+
+
+def test_observations_are_pruned_only_past_4096_rows() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/a", 1), 0.0)
+    assert not q._stale_for_long_enough(_in_flight("ns/b", 1), 5 * VIS)  # two rows: no pruning
+    assert q._stale_for_long_enough(_in_flight("ns/a", 1), 5 * VIS)
+
+
+def test_a_claim_equals_itself_whatever_row_snapshot_it_carries() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert claim.row is not None
+    assert replace(claim, row=None) == claim
+
+
+def test_each_unreadable_row_counts_once_in_the_depth() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    item = to_item(_ready(1), shards=1)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    assert q.depth_by_state()["corrupt"] == 1
+
+
+def _histogram_sums(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        m.name: sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+    }
+
+
+def test_work_duration_is_the_time_held_from_zero() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.complete(claim)  # at once: nothing held
+    assert _histogram_sums(reader)["oab.queue.work_duration"] == 0.0
+
+
+def test_work_duration_is_recorded_per_outcome_never_per_heartbeat() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    claim = q.heartbeat(claim)
+    assert "oab.queue.work_duration" not in _histogram_sums(reader)
+    q.release(claim)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (points,) = [
+        list(m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+    ]
+    assert [(p.attributes, p.count) for p in points] == [({"result": "released"}, 1)]
+
+
+def _duration_results(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        str(p.attributes["result"]) if p.attributes else "": p.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.work_duration"
+        for p in m.data.data_points
+    }
+
+
+def test_work_duration_tells_a_completion_from_a_requeue() -> None:
+    q, reader = _metered()
+    for key in ("ns/a", "ns/b"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    first, second = q.claim("w"), q.claim("w")
+    assert first is not None
+    assert second is not None
+    q.complete(first)
+    assert _duration_results(reader) == {"completed": 1}
+    q.complete(second, requeue_after=60.0)
+    assert _duration_results(reader) == {"completed": 1, "requeued": 1}
+
+
+def test_a_claim_passes_over_a_row_other_workers_keep_winning() -> None:
+    store = _BusyStore(busy="ns/busy")
+    q = _queue(store=store, shards=1)
+    for key in ("ns/busy", "ns/free"):
+        MemoryStore.write(store, replace(_ready(1), key=AgentKey(key)), expected_version=None)
+    claims = [q.claim("w"), q.claim("w")]
+    assert [c.key for c in claims if c is not None] == ["ns/free"]
+
+
+def test_an_enqueue_result_cannot_be_altered() -> None:
+    result = _queue().enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.row = None  # type: ignore[misc]
+
+
+def test_a_fenced_park_writes_nothing_when_the_fence_fails() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda _index, _item: "ConditionalCheckFailed")
+    q = _queue(store=store, shards=1)
+    MemoryStore.write(store, _ready(1), expected_version=None)
+    with pytest.raises(ExtraConditionFailed):
+        q.park("ns/a", "status unreadable", extra_condition={"fence": "stale"})
+    assert q.get("ns/a").state is State.READY
+    assert q.park("ns/a", "status unreadable") is not None  # unfenced: the check never runs
+
+
+def test_queue_latency_is_the_wait_from_due_to_claim() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    clock.advance(7.0)
+    assert q.claim("w") is not None
+    data = reader.get_metrics_data()
+    assert data is not None
+    (latency,) = [
+        sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.latency"
+    ]
+    assert latency == pytest.approx(7.0)
+
+
+def test_an_operator_retry_is_due_within_the_clock_skew_allowance() -> None:
+    clock = FakeClock()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.park("ns/a", "bad manifest")
+    assert q.retry("ns/a").ready_at == pytest.approx(clock.time() - 5.0, abs=0.001)
+
+
+class _DownIndex(MemoryStore):
+    """Every shard's index query fails, each with its own error; remembers the order asked."""
+
+    def __init__(self) -> None:
+        super().__init__(shards=3)
+        self.asked: list[int] = []
+
+    def ready_keys(self, shard: int, *, now: float, limit: int) -> list[AgentKey]:
+        self.asked.append(shard)
+        raise QueueUnavailable(f"shard {shard} throttled")
+
+
+def test_a_claim_with_no_shard_answering_raises_the_first_shards_error() -> None:
+    store = _DownIndex()
+    q = _queue(store=store, shards=3)
+    with pytest.raises(QueueUnavailable) as raised:
+        q.claim("w")
+    assert len(store.asked) == 3
+    assert str(raised.value) == f"shard {store.asked[0]} throttled"
+
+
+def test_each_unreplaceable_row_is_counted_once_across_sweeps() -> None:
+    store = MemoryStore(shards=4)
+    q, reader = _metered(store=store)
+    for key in ("ns/a", "ns/b"):
+        item = to_item(replace(_ready(1), key=AgentKey(key)), shards=4)
+        item["generation"] = {"S": "three"}
+        item["write_id"] = {"S": "x" * 2048}  # too large to send back in a condition
+        store.put_raw(item)
+    for _ in range(2):
+        assert q.expire_stale_claims() == []
+    assert _sums(reader)["oab.poison.items"] == 2
+
+
+class _SweepTroubleStore(MemoryStore):
+    """The first write of ``moved`` loses to a writer that changed it; every write of ``down``
+    fails as DynamoDB being unavailable does."""
+
+    def __init__(self) -> None:
+        super().__init__(shards=1)
+        self.moved_once = False
+
+    def write(self, row: Row, **kwargs: Any) -> None:
+        if row.key == "ns/down":
+            raise QueueUnavailable("throttled")
+        if row.key == "ns/moved" and not self.moved_once:
+            self.moved_once = True
+            current = self.get(row.key)
+            assert current is not None
+            changed = replace(current, ready_at=0.0, version=current.version + 1)
+            MemoryStore.write(self, changed, expected_version=current.version)
+            raise RowConflict(changed)
+        super().write(row, **kwargs)
+
+
+def test_the_sweep_goes_on_past_a_row_that_changed_and_a_row_it_cannot_write() -> None:
+    clock = FakeClock()
+    store = _SweepTroubleStore()
+    q = _queue(clock=clock, store=store, shards=1)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)
+    for key in ("ns/moved", "ns/down", "ns/late"):
+        MemoryStore.write(
+            store, replace(_ready(1), key=AgentKey(key), ready_at=far), expected_version=None
+        )
+    assert q.expire_stale_claims() == ["ns/late"]
+
+
+class _FirstQueryFails(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(shards=2)
+        self.queries = 0
+
+    def ready_keys(self, shard: int, *, now: float, limit: int) -> list[AgentKey]:
+        self.queries += 1
+        if self.queries == 1:
+            raise QueueUnavailable(f"shard {shard} throttled")
+        return super().ready_keys(shard, now=now, limit=limit)
+
+
+def test_a_claim_goes_on_to_the_next_shard_when_one_index_query_fails() -> None:
+    store = _FirstQueryFails()
+    q = _queue(store=store, shards=2)
+    for i in range(8):  # both shards hold work
+        q.enqueue(f"ns/u{i}", 1, "spec", _tok(f"ns/u{i}"))
+    assert q.claim("w") is not None
+    assert store.queries == 2
+
+
+def test_a_lost_claim_is_counted() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.complete(claim)
+    with pytest.raises(ClaimLost):
+        q.complete(claim)
+    assert _sums(reader)["oab.queue.claims_lost"] == 1
+
+
+def test_a_claim_whose_row_became_unreadable_is_counted_lost() -> None:
+    store = MemoryStore(shards=4)
+    q, reader = _metered(store=store)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    item = to_item(q.get("ns/a"), shards=4)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    with pytest.raises(ClaimLost):
+        q.heartbeat(replace(claim, row=None))
+    assert _sums(reader)["oab.queue.claims_lost"] == 1
+
+
+def test_a_failed_fence_stops_the_quarantine_of_an_unreadable_row() -> None:
+    store = MemoryStore(shards=1, extra_check=lambda _index, _item: "ConditionalCheckFailed")
+    q = _queue(store=store, shards=1)
+    item = to_item(_ready(1), shards=1)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+    with pytest.raises(ExtraConditionFailed):
+        q.expire_stale_claims(extra_condition={"fence": "stale"})
+
+
+def test_an_observation_exactly_four_visibility_timeouts_old_is_pruned() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/edge", 1), VIS)
+    now = 5 * VIS  # horizon = VIS: "edge" is not newer than it
+    for i in range(4096):
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    assert not q._stale_for_long_enough(_in_flight("ns/edge", 1), now)
+
+
+def test_unreplaceable_rows_are_remembered_up_to_4097_keys() -> None:
+    store = MemoryStore(shards=1)
+    q, reader = _metered(store=store)
+    for i in range(4097):
+        item = to_item(replace(_ready(1), key=AgentKey(f"ns/u{i}")), shards=1)
+        item["generation"] = {"S": "three"}
+        item["write_id"] = {"S": "x" * 2048}
+        store.put_raw(item)
+    q.expire_stale_claims()
+    q.expire_stale_claims()  # all remembered: none counted again
+    assert _sums(reader)["oab.poison.items"] == 4097
+
+
+def _latency(reader: InMemoryMetricReader) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    (latency,) = [
+        sum(p.sum for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "oab.queue.latency"
+    ]
+    return float(latency)
+
+
+def test_queue_latency_counts_from_the_write_not_the_skewed_due_time() -> None:
+    clock = FakeClock()
+    reader = InMemoryMetricReader()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.metrics = QueueMetrics(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))  # due 5 s ago by the allowance
+    clock.advance(7.0)
+    assert q.claim("w") is not None
+    assert _latency(reader) == pytest.approx(7.0, abs=0.002)
+
+
+def test_queue_latency_of_an_immediate_claim_is_zero() -> None:
+    q, reader = _metered()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    assert q.claim("w") is not None
+    assert _latency(reader) == 0.0
+
+
+def test_a_hint_claimed_meanwhile_by_another_host_is_passed_over() -> None:
+    store = MemoryStore(shards=1)
+    first, second = _queue(store=store, shards=1), _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        first.enqueue(key, 1, "spec", _tok(key))
+    assert first.claim("w1") is not None  # the other two keys are its hints now
+    assert second.claim("w2") is not None
+    assert second.claim("w2") is not None
+    assert first.claim("w1") is None
+
+
+def test_a_take_over_compares_the_reread_version_by_value() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    q = _queue(clock=clock, store=store, shards=1)
+    now = clock.time()
+    stale = replace(
+        _in_flight("ns/a", 1000),  # past 256 heartbeats: every read is a new int object
+        ready_at=now - 100.0,
+        claim_token=ClaimToken("c"),
+        claim_deadline=now - 1.0,
+        claimed_generation=1,
+        claimed_token=IdempotencyToken("t"),
+        owner=WorkerId("dead"),
+    )
+    MemoryStore.write(store, stale, expected_version=None)
+    assert q.claim("w") is None  # first sighting: the row must stay unchanged for a while
+    clock.advance(VIS)
+    claim = q.claim("w")
+    assert claim is not None
+    assert claim.owner == "w"
+
+
+def test_a_released_claim_is_due_within_the_clock_skew_allowance() -> None:
+    clock = FakeClock()
+    q = _queue(clock=clock, clock_skew_allowance=5.0)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert q.release(claim).ready_at == pytest.approx(clock.time() - 5.0, abs=0.001)
+
+
+def test_claim_hints_never_hold_the_claimed_key() -> None:
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    for _ in range(3):
+        assert q.claim("w") is not None
+    before = dict(store.requests)
+    assert q.claim("w") is None
+    spent = {op: n - before.get(op, 0) for op, n in store.requests.items()}
+    assert {op: n for op, n in spent.items() if n} == {"query": 1}  # no hint left to read
+
+
+def test_observations_are_not_pruned_at_4096_rows() -> None:
+    q = _queue()
+    assert not q._stale_for_long_enough(_in_flight("ns/old", 1), 0.0)
+    now = 5 * VIS
+    for i in range(4095):  # 4096 rows observed: at the bound, not past it
+        q._stale_for_long_enough(_in_flight(f"ns/filler-{i}", 1), now)
+    assert q._stale_for_long_enough(_in_flight("ns/old", 1), now)
+
+
+def test_the_sweep_counts_only_in_flight_rows_as_claim_expiries() -> None:
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    q, reader = _metered(store=store)
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)
+    MemoryStore.write(store, replace(_ready(1), ready_at=far), expected_version=None)
+    assert q.expire_stale_claims() == ["ns/a"]
+    q.depth_by_state()  # some figures to read
+    assert "oab.queue.claim_expiries" not in _sums(reader)
+
+
+def test_a_claim_has_expired_at_its_local_deadline() -> None:
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert not claim.expired(claim.local_deadline - 0.001)
+    assert claim.expired(claim.local_deadline)
+
+
+def test_an_enqueue_result_is_built_from_keywords_only() -> None:
+    fields = [f.name for f in dataclasses.fields(EnqueueResult)]
+    with pytest.raises(TypeError):
+        EnqueueResult(*fields)  # type: ignore[misc]
+
+
+def test_work_duration_tells_a_retry_from_a_terminal_failure() -> None:
+    q, reader = _metered()
+    for key in ("ns/a", "ns/b"):
+        q.enqueue(key, 1, "spec", _tok(key))
+    first, second = q.claim("w"), q.claim("w")
+    assert first is not None
+    assert second is not None
+    q.fail(first, "throttled", retryable=True)
+    assert _duration_results(reader) == {"retry": 1}
+    q.fail(second, "bad manifest", retryable=False)
+    assert _duration_results(reader) == {"retry": 1, "terminal": 1}
+
+
+def test_claiming_a_row_after_its_backoff_is_no_claim_expiry() -> None:
+    q, reader = _metered()
+    clock = q._clock
+    assert isinstance(clock, FakeClock)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    q.fail(claim, "throttled", retryable=True)
+    clock.advance(q.config.backoff_cap + 1.0)
+    assert q.claim("w") is not None
+    assert "oab.queue.claim_expiries" not in _sums(reader)
