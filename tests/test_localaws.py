@@ -165,3 +165,26 @@ def test_a_cancelled_transaction_leaves_every_item_and_index_as_it_was(aws: AWS)
     assert _get(ddb, table, "new") == _item("new", 1, **shard)
     assert _get(ddb, table, "kept") == _item("kept", 9)
     assert _get(ddb, table, "doomed") is None
+
+
+def test_a_client_stopped_mid_request_does_not_hold_the_lock(aws: AWS) -> None:
+    """A client that sent a request's headers but not its body (a replica SIGSTOPped between the
+    two, as the chaos tests do) must not stall every other client behind the one lock."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    url = urlparse(aws.emulator.endpoint)
+    stalled = socket.create_connection((url.hostname, url.port))
+    try:
+        stalled.sendall(
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            b"X-Amz-Target: DynamoDB_20120810.ListTables\r\nContent-Length: 100\r\n\r\n"
+        )
+        done = threading.Event()
+        client = aws.client("dynamodb")
+        threading.Thread(target=lambda: (client.list_tables(), done.set()), daemon=True).start()
+        # A deadline on a condition, not a timing claim: without the fix this waits forever.
+        assert done.wait(timeout=30), "a stalled client held the emulator's lock"
+    finally:
+        stalled.close()

@@ -30,6 +30,7 @@ This module is local/testing tooling: product code never imports it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -103,6 +104,21 @@ def _item_level_transaction_undo() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
+def _read_body_first(environ: dict[str, Any]) -> None:
+    """Read the request body before the lock is taken, and serve it from memory.
+
+    A client stopped (SIGSTOP, as the chaos tests do) between sending a request's headers and
+    its body would otherwise hold the one lock while the server waits for the body: every other
+    client, the one that must depose the stopped leader included, would wait with it.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length > 0:
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+
+
 def _serialized_app(*, dataplane: bool = False) -> Callable[..., Iterable[bytes]]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -124,6 +140,7 @@ def _serialized_app(*, dataplane: bool = False) -> Callable[..., Iterable[bytes]
         path = str(environ.get("PATH_INFO", ""))
         if sim is not None and path.startswith(CONTROL_PREFIX):
             return sim.handle_control(environ, start_response)
+        _read_body_first(environ)
         with lock:
             # Materialise the body inside the lock: moto may build it lazily from shared state.
             body = list(inner(environ, start_response))
