@@ -273,15 +273,19 @@ class LeaderElector:
         """Graceful handoff: stop leader work, wait for it to drain (bounded), release the lease.
 
         The loop keeps renewing while the work drains. Afterwards the elector is closed (it never
-        campaigns again). Returns True when the lease was released by this call.
+        campaigns again). Returns True when the lease was released by this call. A negative
+        ``drain_timeout`` is a caller's bug (``ValueError``, nothing stopped): a shutdown budget
+        already spent is 0, which releases without waiting for the work.
         """
+        if drain_timeout < 0:
+            raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout}")
         with self._lock:
             self._releasing = True
             stop, work = self._stop, self._work
         if stop is not None:
             stop.set()
         if work is not None:
-            work.join(max(0.0, drain_timeout))
+            work.join(drain_timeout)
             if work.is_alive():
                 log.warning("leader work did not drain in time", extra=self._extra())
         self._until.set()

@@ -85,20 +85,44 @@ class Equivalent:
     mutated: str
     operator: str
     reason: str
+    #: ``Class.function`` the line must be in (``path.py::Class.function`` in the module cell),
+    #: for a line whose text also occurs elsewhere in the module with a killable mutant there;
+    #: ``None``: every line of the module with this text.
+    where: str | None = None
 
 
 def read_equivalents(path: Path = EQUIVALENT) -> list[Equivalent]:
     """The rows of ``equivalent.md``: ``| module | `line` | `mutated line` | operator | reason |``
-    (lines stripped; a ``|`` inside a line is written ``\\|``)."""
+    (lines stripped; a ``|`` inside a line is written ``\\|``; the module cell may end in
+    ``::Class.function`` to match only inside that function)."""
     out: list[Equivalent] = []
     for raw in path.read_text().splitlines():
         cells = [c.strip().replace("\x00", "|") for c in raw.replace("\\|", "\x00").split("|")]
         cells = cells[1:-1] if raw.strip().startswith("|") else cells
-        if len(cells) != 5 or not cells[0].endswith(".py"):
+        module, _, where = cells[0].partition("::") if cells else ("", "", "")
+        if len(cells) != 5 or not module.endswith(".py"):
             continue
         line, mutated = (c.strip("`") for c in cells[1:3])
-        out.append(Equivalent(cells[0], line, mutated, cells[3], cells[4]))
+        out.append(Equivalent(module, line, mutated, cells[3], cells[4], where or None))
     return out
+
+
+def enclosing(tree: ast.AST, line: int) -> str:
+    """Qualified name (``Class.function``) of the innermost class or function whose text,
+    decorators included, holds ``line`` (1-based); ``""`` at module level."""
+    found = ""
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        nonlocal found
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                if first <= line <= (child.end_lineno or child.lineno):
+                    found = f"{prefix}{child.name}"
+                    visit(child, f"{found}.")
+
+    visit(tree, "")
+    return found
 
 
 def mutated_line(source: str, operator: str, occurrence: int, row: int) -> str:
@@ -184,7 +208,10 @@ def classify(
         return "signature"
     text = source.splitlines()[start[0] - 1].strip()
     candidates = [
-        eq for eq in equivalents if (eq.module, eq.line, eq.operator) == (module, text, name)
+        eq
+        for eq in equivalents
+        if (eq.module, eq.line, eq.operator) == (module, text, name)
+        and (eq.where is None or eq.where == enclosing(tree, start[0]))
     ]
     if candidates:
         after = mutated_line(source, operator, occurrence, start[0])

@@ -1329,3 +1329,17 @@ def test_fence_failed_only_reads_reasons_of_a_cancelled_transaction(code: str) -
         "TransactWriteItems",
     )
     assert not fence_failed(other, 0)
+
+
+def test_a_negative_drain_timeout_is_refused_and_stops_nothing() -> None:
+    store = MemoryLeaseStore("controller")
+    elector = _elector(store, FakeClock())
+    elector.step()
+    assert elector.is_leader
+    with pytest.raises(ValueError, match="drain_timeout must be >= 0"):
+        elector.release(drain_timeout=-0.5)
+    elector.step()  # still leading and renewing: the bad call stopped nothing
+    assert elector.is_leader
+    assert store.record is not None
+    assert store.record.holder == "a"
+    assert elector.release(drain_timeout=5)

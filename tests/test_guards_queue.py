@@ -1006,3 +1006,81 @@ def test_claiming_a_row_after_its_backoff_is_no_claim_expiry() -> None:
     clock.advance(q.config.backoff_cap + 1.0)
     assert q.claim("w") is not None
     assert "oab.queue.claim_expiries" not in _sums(reader)
+
+
+# ------------------------------------------------- sweep and quarantine (screened, round 2)
+
+
+def _claimed(key: str, *, deadline: float) -> Row:
+    return replace(
+        _ready(1),
+        key=AgentKey(key),
+        state=State.IN_FLIGHT,
+        attempts=1,
+        owner=WorkerId("w"),
+        claim_token=ClaimToken(f"claim-{key}"),
+        claim_deadline=deadline,
+        claimed_generation=1,
+        claimed_token=IdempotencyToken("t"),
+        claimed_reason="spec",
+    )
+
+
+@pytest.mark.parametrize("state", [State.READY, State.DONE, State.PARKED])
+def test_only_in_flight_rows_are_observed_so_a_big_table_never_delays_a_take_over(
+    state: State,
+) -> None:
+    # The sweep remembers a row only while it is in flight. If it remembered waiting, finished
+    # or parked rows too, 4,097 of them would push the bounded observation map over its limit,
+    # the next new sighting would prune the dead claim's observation, and its take-over would
+    # wait a whole visibility timeout more.
+    clock = FakeClock()
+    store = MemoryStore(shards=1)
+    q = _queue(clock=clock, store=store, shards=1)
+    busy = _claimed("ns/busy", deadline=clock.time() + VIS)  # alive: heartbeats bump it
+    MemoryStore.write(store, busy, expected_version=None)
+    for i in range(4097):
+        other = replace(_ready(1), key=AgentKey(f"ns/w{i:04}"), state=state)
+        MemoryStore.write(store, other, expected_version=None)
+    dead = _claimed("ns/dead", deadline=clock.time() + VIS)  # its worker is gone
+    MemoryStore.write(store, dead, expected_version=None)
+    assert q.expire_stale_claims() == []  # first sightings: nothing is stale yet
+    clock.advance(5 * VIS)
+    MemoryStore.write(store, replace(busy, version=2), expected_version=1)  # a heartbeat
+    assert q.expire_stale_claims() == ["ns/dead"]
+    assert q.get("ns/dead").state is State.READY
+
+
+class _UnavailableOverwriteStore(MemoryStore):
+    """Replacing an unreadable row fails as DynamoDB does when throttled (a retryable error)."""
+
+    def overwrite(self, row: Row, **kwargs: Any) -> None:
+        raise QueueUnavailable("throttled", code="ProvisionedThroughputExceededException")
+
+
+def _plant_unreadable(store: MemoryStore, key: str) -> None:
+    item = to_item(replace(_ready(1), key=AgentKey(key)), shards=1)
+    item["generation"] = {"S": "three"}
+    store.put_raw(item)
+
+
+def test_a_quarantine_that_cannot_write_does_not_stop_the_sweep() -> None:
+    clock = FakeClock()
+    store = _UnavailableOverwriteStore(shards=1)
+    q = _queue(clock=clock, store=store, shards=1)
+    _plant_unreadable(store, "ns/bad")
+    far = clock.time() + 10 * (q.config.backoff_cap + VIS)
+    late = replace(_ready(1), key=AgentKey("ns/late"), ready_at=far)
+    MemoryStore.write(store, late, expected_version=None)
+    assert q.expire_stale_claims() == ["ns/late"]  # the unreadable row is left for next time
+    assert q.depth_by_state()["corrupt"] == 1
+
+
+def test_a_quarantine_that_cannot_write_does_not_stop_a_claim() -> None:
+    store = _UnavailableOverwriteStore(shards=1)
+    q = _queue(store=store, shards=1)
+    _plant_unreadable(store, "ns/a-bad")  # due first (same ready_at, key order)
+    q.enqueue("ns/b", 1, "spec", _tok("ns/b"))
+    claim = q.claim("w")
+    assert claim is not None
+    assert claim.key == "ns/b"

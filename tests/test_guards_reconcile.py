@@ -33,6 +33,8 @@ from oab.controller.core.outcome import Result
 from oab.controller.core.render import RenderContext
 from oab.controller.core.status import AgentStatus, AuditRecord, next_status
 from oab.controller.local.dataplane import DataPlaneControl
+from oab.controller.observability import telemetry
+from oab.controller.observability.telemetry import TelemetryConfig
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler, client_token
 from oab.controller.runtime.worker import Worker
@@ -444,3 +446,42 @@ def test_deleting_an_agent_whose_service_is_already_gone_clears_its_status(
     assert read_status(plane.ddb, plane.aws.tables.state, KEY).phase is None
     (last, *_) = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)
     assert (last.from_phase, last.to_phase) == ("Terminating", None)
+
+
+# ------------------------------------------------------------- the trace of a transition
+
+
+def test_each_status_transition_is_a_span_event_matching_its_audit_row(plane: Plane) -> None:
+    # Whoever is paged reads the phases off the trace (`oabctl trace`): each committed run's
+    # span carries one `status.transition` event naming the phases and the audit sequence, the
+    # same as the run log's row, the first one from no phase ("").
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    handle = telemetry.setup(TelemetryConfig(traces_exporter="none", trace_file=None))
+    exporter = InMemorySpanExporter()
+    handle.add_span_exporter(exporter)
+    try:
+        _apply("v1")
+        _process(plane, "tok-1")
+        _apply("v2")
+        _process(plane, "tok-2", generation=2)
+        events = [
+            dict(event.attributes or {})
+            for span in exporter.get_finished_spans()
+            for event in span.events
+            if event.name == "status.transition"
+        ]
+    finally:
+        exporter.shutdown()
+    rows = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY, newest_first=False)
+    assert len(rows) == 2
+    assert events == [
+        {
+            "oab.from_phase": row.from_phase or "",
+            "oab.to_phase": row.to_phase or "",
+            "oab.audit_seq": row.seq,
+        }
+        for row in rows
+    ]
+    assert events[0]["oab.from_phase"] == ""
+    assert events[1]["oab.from_phase"] == rows[0].to_phase != ""

@@ -1,0 +1,89 @@
+"""``mutation/run.py``'s reviewed-equivalent rows: what a row matches.
+
+A row of ``mutation/equivalent.md`` names a module, a source line and its mutated form; it must
+match the reviewed mutant and nothing killable. These tests pin the matching rules: a row
+matches every line of the module with that text, unless its module cell names the function
+(``path.py::Class.function``), and then only the line inside that function.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mutation_run", ROOT / "mutation" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("mutation_run", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _run_module()
+
+SOURCE = textwrap.dedent(
+    '''\
+    class Store(Protocol):
+        @property
+        def name(self) -> str:
+            ...
+
+
+    class Real:
+        @property
+        def name(self) -> str:
+            return "x"
+    '''
+)
+REMOVE = "core/RemoveDecorator"
+
+
+def _classify(equivalents: list[object], line: int) -> str | None:
+    result: str | None = run.classify(
+        module="pkg/lease.py",
+        source=SOURCE,
+        operator=REMOVE,
+        start=(line, 4),
+        scope=(),
+        equivalents=equivalents,
+        occurrence=0 if line == 2 else 1,
+    )
+    return result
+
+
+def _rows(tmp_path: Path, module_cell: str) -> list[object]:
+    table = tmp_path / "equivalent.md"
+    table.write_text(
+        "| module | line | mutated line | operator | reason |\n|---|---|---|---|---|\n"
+        f"| {module_cell} | `@property` | `def name(self) -> str:` | RemoveDecorator | typing only |\n"
+    )
+    rows: list[object] = run.read_equivalents(table)
+    return rows
+
+
+def test_a_row_with_a_function_matches_only_the_line_inside_it(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "pkg/lease.py::Store.name")
+    assert _classify(rows, 2) == "equivalent"
+    assert _classify(rows, 8) is None  # the same text in Real.name runs
+
+
+def test_a_row_without_a_function_matches_every_line_with_its_text(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "pkg/lease.py")
+    assert _classify(rows, 2) == "equivalent"
+    assert _classify(rows, 8) == "equivalent"
+
+
+def test_the_enclosing_function_counts_its_decorators() -> None:
+    tree = ast.parse(SOURCE)
+    assert run.enclosing(tree, 2) == "Store.name"
+    assert run.enclosing(tree, 4) == "Store.name"
+    assert run.enclosing(tree, 8) == "Real.name"
+    assert run.enclosing(tree, 6) == ""
