@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("mutation_run", ROOT / "mutation" / "run.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("mutation_run", module)
     spec.loader.exec_module(module)
@@ -30,7 +31,7 @@ def _run_module() -> ModuleType:
 run = _run_module()
 
 SOURCE = textwrap.dedent(
-    '''\
+    """\
     class Store(Protocol):
         @property
         def name(self) -> str:
@@ -41,7 +42,7 @@ SOURCE = textwrap.dedent(
         @property
         def name(self) -> str:
             return "x"
-    '''
+    """
 )
 REMOVE = "core/RemoveDecorator"
 
@@ -63,7 +64,7 @@ def _rows(tmp_path: Path, module_cell: str) -> list[object]:
     table = tmp_path / "equivalent.md"
     table.write_text(
         "| module | line | mutated line | operator | reason |\n|---|---|---|---|---|\n"
-        f"| {module_cell} | `@property` | `def name(self) -> str:` | RemoveDecorator | typing only |\n"
+        f"| {module_cell} | `@property` | `def name(self) -> str:` | RemoveDecorator | typing |\n"
     )
     rows: list[object] = run.read_equivalents(table)
     return rows
