@@ -15,11 +15,12 @@ their strings are fresh objects (never the module's interned literals).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from oab.controller.testing import AWS, FakeClock, SequentialIds
 from oab.queue.config import QueueConfig
@@ -115,6 +116,18 @@ def test_an_item_missing_a_required_attribute_is_unreadable(name: str) -> None:
         from_item(_item(**{name: None}))
 
 
+def test_the_key_must_be_the_partition_keys_up_to_256_bytes() -> None:
+    for other in ("ns/0", "ns/b"):  # sorting before and after the partition key's "ns/a"
+        with pytest.raises(CorruptRow, match="key: differs from the partition key"):
+            from_item(_item(key={"S": other}))
+    longest = _row(key=AgentKey("ns/" + "k" * 253))
+    assert from_item(to_item(longest, shards=SHARDS)) == longest
+    too_long = "ns/" + "k" * 254
+    with pytest.raises(CorruptRow, match="key: differs from the partition key") as unreadable:
+        from_item(to_item(_row(key=AgentKey(too_long)), shards=SHARDS))
+    assert unreadable.value.key == clip_text(too_long, 256)  # what is read of it: 256 bytes
+
+
 def test_a_stored_count_with_a_fraction_is_not_an_integer() -> None:
     for name, value in (("generation", "1.5"), ("attempts", "0.5"), ("version", "7.25")):
         with pytest.raises(CorruptRow, match=f"{name}: not an integer"):
@@ -164,6 +177,12 @@ def test_a_trace_context_is_bounded_in_entries_and_in_entry_bytes() -> None:
 def test_a_trace_context_that_is_not_a_map_is_unreadable(value: Any) -> None:
     with pytest.raises(CorruptRow, match="trace_context: expected a map"):
         from_item(_item(trace_context={"M": value}))
+
+
+@pytest.mark.parametrize("entry", ["v", {"S": "v", "N": "1"}, {"N": "1"}, {}, {"S": 7}])
+def test_a_trace_entry_must_be_exactly_one_string(entry: Any) -> None:
+    with pytest.raises(CorruptRow, match="trace_context: expected a map of strings"):
+        from_item(_item(trace_context={"M": {"traceparent": entry}}))
 
 
 # --------------------------------------------------- what an unreadable item keeps for its repair
@@ -272,7 +291,10 @@ def test_a_cancellation_names_the_first_failing_extra_item() -> None:
     assert error.index == 0
     error = _cancellation(_cancelled({"Code": "None"}, {"Code": "None"}, failed))
     assert isinstance(error, ExtraConditionFailed)
-    assert error.index == 1
+    assert (error.index, error.reason) == (1, "ConditionalCheckFailed")
+    assert str(error) == (
+        "extra transaction item 1 failed: ConditionalCheckFailed (The conditional request failed)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -287,6 +309,22 @@ def test_a_cancelled_row_is_a_conflict_only_when_its_condition_failed(
     code: str, kind: type[Exception]
 ) -> None:
     error = _cancellation(_cancelled({"Code": code}, {"Code": "None"}))
+    assert type(error) is kind
+    assert error.code == code
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("ConditionalCheckFailed", ExtraConditionFailed),
+        ("AccessDeniedException", QueueRejected),  # sorts before ConditionalCheckFailed
+        ("TransactionConflict", QueueUnavailable),
+    ],
+)
+def test_a_cancelled_extra_item_failed_its_condition_only_when_it_says_so(
+    code: str, kind: type[Exception]
+) -> None:
+    error = _cancellation(_cancelled({"Code": "None"}, {"Code": code}))
     assert type(error) is kind
     assert error.code == code
 
@@ -320,12 +358,25 @@ def _throttle(**_: Any) -> None:
     )
 
 
-def test_every_failed_dynamodb_request_is_a_queue_error(aws: AWS) -> None:
+def _unreachable(**_: Any) -> None:
+    raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (_throttle, "ProvisionedThroughputExceededException"),
+        (_unreachable, "EndpointConnectionError"),
+    ],
+)
+def test_every_failed_dynamodb_request_is_a_queue_error(
+    aws: AWS, fault: Callable[..., None], code: str
+) -> None:
     client = aws.client("dynamodb")
     store = DynamoStore(client, aws.tables.queue, shards=SHARDS)
     store.write(_row(), expected_version=None)
     for op in ("GetItem", "PutItem", "Query", "Scan", "TransactWriteItems"):
-        client.meta.events.register(f"before-call.dynamodb.{op}", _throttle)
+        client.meta.events.register(f"before-call.dynamodb.{op}", fault)
     extra = {
         "ConditionCheck": {
             "TableName": aws.tables.queue,
@@ -345,7 +396,24 @@ def test_every_failed_dynamodb_request_is_a_queue_error(aws: AWS) -> None:
     for name, call in calls.items():
         with pytest.raises(QueueUnavailable) as failed:
             call()
-        assert failed.value.code == "ProvisionedThroughputExceededException", name
+        assert failed.value.code == code, name
+
+
+def test_the_adapters_reads_of_the_table_are_consistent(aws: AWS) -> None:
+    """A stale read of a row would undo a write just made (the sweep rewrites what it scanned);
+    the emulator is always consistent, so the test checks what is asked of DynamoDB."""
+    client = aws.client("dynamodb")
+    store = DynamoStore(client, aws.tables.queue, shards=SHARDS)
+    store.write(_row(), expected_version=None)
+    asked: dict[str, Any] = {}
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        asked[model.name] = params.get("ConsistentRead")
+
+    client.meta.events.register("before-parameter-build.dynamodb", record)
+    assert store.get(AgentKey("ns/a")) == _row()
+    assert list(store.rows()) == [_row()]
+    assert asked == {"GetItem": True, "Scan": True}
 
 
 def test_a_scan_yields_only_the_work_units_of_the_table(aws: AWS) -> None:
