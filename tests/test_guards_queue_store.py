@@ -116,6 +116,22 @@ def test_an_item_missing_a_required_attribute_is_unreadable(name: str) -> None:
         from_item(_item(**{name: None}))
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("reason", {"S": "spec", "N": "1"}, "string"),
+        ("generation", {"N": "1", "S": "1"}, "number"),
+        ("dirty", {"BOOL": False, "NULL": True}, "boolean"),
+        ("reason", {}, "string"),
+        ("reason", {"N": "1"}, "string"),
+        ("reason", "spec", "string"),
+    ],
+)
+def test_an_attribute_must_hold_exactly_its_one_type(name: str, value: Any, expected: str) -> None:
+    with pytest.raises(CorruptRow, match=f"{name}: expected a {expected}"):
+        from_item(_item(**{name: value}))
+
+
 def test_the_key_must_be_the_partition_keys_up_to_256_bytes() -> None:
     for other in ("ns/0", "ns/b"):  # sorting before and after the partition key's "ns/a"
         with pytest.raises(CorruptRow, match="key: differs from the partition key"):
@@ -258,6 +274,21 @@ def test_the_memory_store_judges_an_overwrites_guard_by_value() -> None:
     assert store.get(AgentKey("ns/a")) == repaired
 
 
+def test_the_memory_store_names_a_failed_extra_item_with_a_lost_row() -> None:
+    """As a DynamoDB cancellation names every item that failed: both the row's condition and
+    the caller's extra item (the fence) are reported."""
+    store = MemoryStore(shards=SHARDS, extra_check=lambda _i, _x: "ConditionalCheckFailed")
+    store.write(_row(), expected_version=None)
+    with pytest.raises(RowConflict) as lost:
+        store.write(_row(version=2), expected_version=5, extra_items=[{"fence": "stale"}])
+    assert lost.value.current == _row()
+    assert lost.value.extra_failed is not None
+    assert (lost.value.extra_failed.index, lost.value.extra_failed.reason) == (
+        0,
+        "ConditionalCheckFailed",
+    )
+
+
 # ----------------------------------------------------------- refusals and cancellations
 
 
@@ -282,6 +313,14 @@ def test_a_refused_extra_item_is_a_rejection_with_its_own_message() -> None:
     assert isinstance(error, QueueRejected)
     assert error.code == "ValidationError"
     assert str(error) == "transaction refused: ValidationError: Item size has exceeded the maximum"
+
+
+@pytest.mark.parametrize("row_reason", [{}, {"Code": "None", "Message": "no error"}])
+@pytest.mark.parametrize("code", ["ValidationError", "AccessDeniedException"])
+def test_a_refusals_message_is_the_refused_items_own(row_reason: dict[str, str], code: str) -> None:
+    error = _cancellation(_cancelled(row_reason, {"Code": code, "Message": "refused here"}))
+    assert isinstance(error, QueueRejected)
+    assert str(error) == f"transaction refused: {code}: refused here"
 
 
 def test_a_cancellation_names_the_first_failing_extra_item() -> None:
