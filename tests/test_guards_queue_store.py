@@ -438,6 +438,21 @@ def test_every_failed_dynamodb_request_is_a_queue_error(
         assert failed.value.code == code, name
 
 
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ValidationException"])
+def test_a_refused_write_is_a_rejection_not_a_conflict(aws: AWS, code: str) -> None:
+    """Only a failed condition is a conflict, whatever the refusal's code sorts next to."""
+    client = aws.client("dynamodb")
+    store = DynamoStore(client, aws.tables.queue, shards=SHARDS)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": code, "Message": "not allowed"}}, "PutItem")
+
+    client.meta.events.register("before-call.dynamodb.PutItem", refuse)
+    with pytest.raises(QueueRejected) as refused:
+        store.write(_row(), expected_version=None)
+    assert str(refused.value) == f"DynamoDB refused the request: {code}: not allowed"
+
+
 def test_the_adapters_reads_of_the_table_are_consistent(aws: AWS) -> None:
     """A stale read of a row would undo a write just made (the sweep rewrites what it scanned);
     the emulator is always consistent, so the test checks what is asked of DynamoDB."""
