@@ -274,6 +274,16 @@ def test_the_memory_store_judges_an_overwrites_guard_by_value() -> None:
     assert store.get(AgentKey("ns/a")) == repaired
 
 
+def test_a_lost_compare_and_swap_is_retryable() -> None:
+    """Re-reading the row and applying the change again can succeed: the conflict says so."""
+    store = MemoryStore(shards=SHARDS)
+    store.write(_row(), expected_version=None)
+    with pytest.raises(RowConflict) as lost:
+        store.write(_row(version=2), expected_version=5)
+    assert lost.value.retryable is True
+    assert lost.value.code == "ConditionalCheckFailed"
+
+
 def test_the_memory_store_names_a_failed_extra_item_with_a_lost_row() -> None:
     """As a DynamoDB cancellation names every item that failed: both the row's condition and
     the caller's extra item (the fence) are reported."""
