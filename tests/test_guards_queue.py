@@ -1084,3 +1084,33 @@ def test_a_quarantine_that_cannot_write_does_not_stop_a_claim() -> None:
     claim = q.claim("w")
     assert claim is not None
     assert claim.key == "ns/b"
+
+
+class _CorruptedBeforeWrite(MemoryStore):
+    """Once armed, another writer leaves garbage (a newer version) in ``victim``'s item just
+    before this queue's next write of it: the compare-and-swap fails on an unreadable row."""
+
+    def __init__(self, *, victim: str) -> None:
+        super().__init__(shards=1)
+        self.victim = victim
+        self.armed = False
+
+    def write(self, row: Row, **kwargs: Any) -> None:
+        if self.armed and row.key == self.victim:
+            self.armed = False
+            item = to_item(replace(row, version=row.version + 7), shards=1)
+            item["generation"] = {"S": "garbage"}
+            self.put_raw(item)
+        super().write(row, **kwargs)
+
+
+def test_a_row_turning_unreadable_between_read_and_claim_is_quarantined_and_skipped() -> None:
+    store = _CorruptedBeforeWrite(victim="ns/a")
+    q = _queue(store=store, shards=1)
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    store.armed = True
+    assert q.claim("w") is None  # nothing to claim: no error out of the claim
+    parked = q.get("ns/a")
+    assert parked.state is State.PARKED
+    assert parked.last_error is not None
+    assert parked.last_error.startswith("CorruptRow: generation")
