@@ -262,6 +262,14 @@ def test_a_budget_smaller_than_the_marker_keeps_nothing_but_the_marker_cut_to_si
 # ----------------------------------------------------------------------------- shard, backoff
 
 
+def test_the_ready_shard_of_a_key_is_pinned_by_its_sha256() -> None:
+    # Stored in every indexed item (``ready_shard``): the first 8 digest bytes, big-endian,
+    # modulo the shard count (with 256 shards, digest byte 7). Pinned so that it never drifts.
+    keys = [f"ns/agent-{i}" for i in range(6)]
+    assert [ready_shard_of(k, 256) for k in keys] == [87, 56, 149, 53, 87, 236]
+    assert [ready_shard_of(k, 7) for k in keys] == [5, 5, 6, 1, 6, 2]
+
+
 def test_attempts_below_one_back_off_as_the_first_attempt() -> None:
     # Stored attempts are untrusted: a decoded in-flight row may say 0.
     assert backoff_delay(0, base=2.0, cap=100.0, jitter=1.0) == 2.0
@@ -302,7 +310,8 @@ def _finish_all(row: Row | None) -> list[Row]:
 
 
 def test_the_holder_of_the_in_flight_claim_may_write() -> None:
-    assert len(_finish_all(_flying())) == 4
+    # A token read back from the table is another string object: compared by value.
+    assert len(_finish_all(_flying(claim_token=ClaimToken("".join(TOKEN))))) == 4
 
 
 @pytest.mark.parametrize("row", _NOT_OURS)
