@@ -355,6 +355,22 @@ def test_an_enqueue_of_the_same_large_generation_is_not_a_newer_spec() -> None:
     assert (new.attempts, new.ready_at, new.token) == (3, 200.0, "t2")
 
 
+def test_an_enqueue_keeps_the_pending_trace_unless_it_brings_its_own() -> None:
+    waiting = _row(trace_context={"traceparent": "old"})
+    for trace, kept in ((None, {"traceparent": "old"}), ({"traceparent": "new"}, None)):
+        _, new = rows.enqueue(
+            waiting,
+            key=KEY,
+            generation=2,
+            token=IdempotencyToken(f"t-{trace}"),
+            reason="spec",
+            trace_context=trace,
+            now=150.0,
+        )
+        assert new is not None
+        assert new.trace_context == (kept or trace)
+
+
 # ------------------------------------------------------------ observer transitions (version)
 
 
