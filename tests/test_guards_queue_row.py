@@ -357,7 +357,8 @@ def test_an_enqueue_of_the_same_large_generation_is_not_a_newer_spec() -> None:
 
 def test_an_enqueue_keeps_the_pending_trace_unless_it_brings_its_own() -> None:
     waiting = _row(trace_context={"traceparent": "old"})
-    for trace, kept in ((None, {"traceparent": "old"}), ({"traceparent": "new"}, None)):
+    new_trace = {"traceparent": "new"}
+    for trace, want in ((None, {"traceparent": "old"}), (new_trace, new_trace)):
         _, new = rows.enqueue(
             waiting,
             key=KEY,
@@ -368,7 +369,7 @@ def test_an_enqueue_keeps_the_pending_trace_unless_it_brings_its_own() -> None:
             now=150.0,
         )
         assert new is not None
-        assert new.trace_context == (kept or trace)
+        assert new.trace_context == want
 
 
 # ------------------------------------------------------------ observer transitions (version)
