@@ -335,6 +335,11 @@ def test_nobody_else_may_write_and_the_refusal_names_the_row_as_found(row: Row |
         assert (e.current_state, e.current_owner, e.current_claim_token) == found
 
 
+def test_a_release_gives_back_exactly_the_attempt_it_took() -> None:
+    back = rows.release(_flying(attempts=3, dirty=True), key=KEY, claim_token=TOKEN, now=120.0)
+    assert (back.state, back.attempts, back.ready_at, back.dirty) == (State.READY, 2, 120.0, False)
+
+
 # --------------------------------------------------------------------------------- enqueue
 
 
