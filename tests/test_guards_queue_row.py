@@ -3,15 +3,16 @@ screening (issue 15).
 
 Each mutant of these modules that survived the queue's own tests is killed by a test here or
 listed in ``mutation/equivalent.md`` with the reason no input can tell it apart. The row rules are
-pure functions, so most tests call them on hand-built rows (including rows the queue itself never
-writes but the decoder accepts from the table: stored rows are untrusted); the others go through
-:class:`WorkQueue` over :class:`MemoryStore`, which shares the DynamoDB adapter's item encoding.
+pure functions, so the tests call them on hand-built rows, including rows the queue itself never
+writes but the decoder accepts from the table (stored rows are untrusted); the stored encoding is
+checked through :class:`MemoryStore`, which shares the DynamoDB adapter's ``to_item``/``from_item``.
+Values read back from the table are new objects, so tests build equal-but-distinct ints and strings
+where a comparison must be by value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import replace
 from typing import Any
 
@@ -44,8 +45,6 @@ from oab.queue.row import (
     ready_shard_of,
 )
 from oab.queue.store import MemoryStore, from_item, to_item
-from oab.queue.testing import FakeClock, SequentialIds
-from oab.queue.workqueue import WorkQueue
 
 KEY = AgentKey("ns/a")
 TOKEN = ClaimToken("m-claim")
@@ -75,19 +74,6 @@ def _flying(**fields: Any) -> Row:
         "attempts": 1,
     }
     return _row(State.IN_FLIGHT, **{**base, **fields})
-
-
-def _queue(*, clock: FakeClock | None = None, store: MemoryStore | None = None) -> WorkQueue:
-    config = QueueConfig(visibility_timeout=30.0)
-    return WorkQueue(
-        None,
-        "unused",
-        config=config,
-        clock=clock or FakeClock(),
-        new_id=SequentialIds("id"),
-        rng=random.Random(7),
-        store=store or MemoryStore(shards=config.shards),
-    )
 
 
 def _version(n: int) -> int:
