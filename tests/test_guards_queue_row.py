@@ -326,6 +326,14 @@ def test_a_release_gives_back_exactly_the_attempt_it_took() -> None:
     assert (back.state, back.attempts, back.ready_at, back.dirty) == (State.READY, 2, 120.0, False)
 
 
+def test_a_release_never_writes_a_negative_attempt_count() -> None:
+    # A decoded in-flight row may say 0 attempts (the decoder does not tie the count to the
+    # claim); -1 would make the row unreadable, as the decoder refuses negative counts.
+    back = rows.release(_flying(attempts=0), key=KEY, claim_token=TOKEN, now=120.0)
+    assert back.attempts == 0
+    assert from_item(to_item(back, shards=4)).attempts == 0
+
+
 # --------------------------------------------------------------------------------- enqueue
 
 
