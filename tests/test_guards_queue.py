@@ -1114,3 +1114,18 @@ def test_a_row_turning_unreadable_between_read_and_claim_is_quarantined_and_skip
     assert parked.state is State.PARKED
     assert parked.last_error is not None
     assert parked.last_error.startswith("CorruptRow: generation")
+
+
+def test_every_write_bumps_the_version_by_exactly_one() -> None:
+    # The documented contract of `Row.version` (a per-key write count, what a quarantine
+    # continues from and a claim's `sequence` reports).
+    q = _queue()
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    assert q.get("ns/a").version == 1
+    claim = q.claim("w")
+    assert claim is not None
+    assert (claim.sequence, q.get("ns/a").version) == (2, 2)
+    claim = q.heartbeat(claim)
+    assert (claim.sequence, q.get("ns/a").version) == (3, 3)
+    q.complete(claim)
+    assert q.get("ns/a").version == 4
