@@ -16,6 +16,16 @@ from typing import Protocol
 from oab.queue.errors import InvalidQueueConfig
 from oab.queue.row import MAX_TEXT_BYTES
 
+#: Bounds of :class:`QueueConfig`'s durations, in seconds (a claim may last up to 12 hours, as an
+#: SQS message's visibility; a backoff up to a day; a clock disagreement up to a day). A base
+#: of at least 1 ms (stored times have millisecond precision) and a cap of at most a day put
+#: ``base * 2**62`` past any cap.
+MAX_VISIBILITY_TIMEOUT = 43_200.0
+MIN_BACKOFF_BASE = 0.001
+MAX_BACKOFF_BASE = 3_600.0
+MAX_BACKOFF_CAP = 86_400.0
+MAX_CLOCK_SKEW_ALLOWANCE = 86_400.0
+
 
 class Clock(Protocol):
     """Where the queue reads time."""
@@ -52,8 +62,8 @@ class QueueConfig:
     #: :meth:`~oab.queue.workqueue.WorkQueue.expire_stale_claims` (the leader's periodic sweep)
     #: and rewritten into the remaining ones; in-flight rows move at their next write.
     shards: int = 4
-    #: Seconds a claim stays valid without a heartbeat (default 60). Shorter recovers crashed
-    #: workers sooner but demands more frequent heartbeats.
+    #: Seconds a claim stays valid without a heartbeat (default 60, at most 12 hours). Shorter
+    #: recovers crashed workers sooner but demands more frequent heartbeats.
     visibility_timeout: float = 60.0
     #: Take an expired claim over only after this queue has also seen the row unchanged for a
     #: whole ``visibility_timeout`` on its own monotonic clock (default on). Off, take-over
@@ -64,13 +74,15 @@ class QueueConfig:
     #: Seconds (default 0) by which work that is ready at once (enqueue, release, operator
     #: retry) is stamped ready *in the past*, so that hosts whose wall clocks lag the writer's by
     #: up to this much can claim it at once instead of after the lag. Delays (backoff,
-    #: ``requeue_after``) are unaffected. Set it to the clock disagreement to tolerate.
+    #: ``requeue_after``) are unaffected. Set it to the clock disagreement to tolerate (at most
+    #: a day).
     clock_skew_allowance: float = 0.0
-    #: Full-jitter backoff base in seconds (default 1): the n-th consecutive failure waits
-    #: ``uniform(0, min(backoff_cap, backoff_base * 2**(n-1)))``.
+    #: Full-jitter backoff base in seconds (default 1; 1 ms to 1 hour): the n-th consecutive
+    #: failure waits ``uniform(0, min(backoff_cap, backoff_base * 2**(n-1)))``.
     backoff_base: float = 1.0
-    #: Backoff ceiling in seconds (default 300). Lower retries a broken agent more often (more
-    #: ECS calls); higher leaves it broken longer after the cause is fixed.
+    #: Backoff ceiling in seconds (default 300; at least the base, at most a day). Lower retries
+    #: a broken agent more often (more ECS calls); higher leaves it broken longer after the
+    #: cause is fixed.
     backoff_cap: float = 300.0
     #: Index entries read per shard query when claiming (default 8). Candidates are tried in a
     #: random order so concurrent workers rarely race for the same row, and the untried ones are
@@ -89,14 +101,24 @@ class QueueConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= 256:
             raise InvalidQueueConfig(f"shards must be in 1..256, got {self.shards}")
-        if not self.visibility_timeout > 0:
-            raise InvalidQueueConfig("visibility_timeout must be > 0")
-        if not self.backoff_base > 0:
-            raise InvalidQueueConfig("backoff_base must be > 0")
-        if not self.clock_skew_allowance >= 0:
-            raise InvalidQueueConfig("clock_skew_allowance must be >= 0")
-        if not self.backoff_cap >= self.backoff_base:
-            raise InvalidQueueConfig("backoff_cap must be >= backoff_base")
+        # Upper bounds keep every time the queue stores (now + cap + visibility + skew) inside
+        # what a reader accepts, and the backoff exponent's cap (row.backoff_delay) past any cap.
+        if not 0 < self.visibility_timeout <= MAX_VISIBILITY_TIMEOUT:
+            raise InvalidQueueConfig(
+                f"visibility_timeout must be in (0, {MAX_VISIBILITY_TIMEOUT}] seconds"
+            )
+        if not MIN_BACKOFF_BASE <= self.backoff_base <= MAX_BACKOFF_BASE:
+            raise InvalidQueueConfig(
+                f"backoff_base must be in {MIN_BACKOFF_BASE}..{MAX_BACKOFF_BASE} seconds"
+            )
+        if not 0 <= self.clock_skew_allowance <= MAX_CLOCK_SKEW_ALLOWANCE:
+            raise InvalidQueueConfig(
+                f"clock_skew_allowance must be in 0..{MAX_CLOCK_SKEW_ALLOWANCE} seconds"
+            )
+        if not self.backoff_base <= self.backoff_cap <= MAX_BACKOFF_CAP:
+            raise InvalidQueueConfig(
+                f"backoff_cap must be in backoff_base..{MAX_BACKOFF_CAP} seconds"
+            )
         if not 1 <= self.claim_scan <= 100:
             raise InvalidQueueConfig(f"claim_scan must be in 1..100, got {self.claim_scan}")
         if self.max_conflict_retries < 1:

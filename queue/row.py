@@ -35,6 +35,8 @@ from oab.queue.errors import ClaimLost, KeyNotFound, NotRetryable
 MAX_TEXT_BYTES = 4096
 #: Largest trace context (W3C headers plus the enqueuing epoch) a reader accepts.
 MAX_TRACE_ENTRIES = 8
+#: Largest count or version a reader accepts (integers past it lose exactness as doubles).
+MAX_COUNT = 2**53
 #: Appended where :func:`clip_text` cut a text; ``{n}`` is the number of bytes removed.
 CLIP_MARKER = " [... {n} bytes cut]"
 
@@ -189,7 +191,9 @@ def ready_shard_of(key: str, shards: int) -> int:
 
 
 def backoff_delay(attempts: int, *, base: float, cap: float, jitter: float) -> float:
-    """Full jitter: ``jitter * min(cap, base * 2**(attempts-1))`` with ``jitter`` in [0, 1)."""
+    """Full jitter: ``jitter * min(cap, base * 2**e)`` with ``jitter`` in [0, 1) and
+    ``e = attempts - 1`` clamped to 0..62 (no overflow for any stored count; with
+    :class:`~oab.queue.config.QueueConfig`'s bounds, ``base * 2**62`` is past any cap)."""
     exponent = min(max(attempts - 1, 0), 62)  # 2**62 * base is past any cap; avoids overflow
     return jitter * min(cap, base * 2.0**exponent)
 

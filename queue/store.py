@@ -39,6 +39,7 @@ from oab.queue.errors import (
     QueueUnavailable,
 )
 from oab.queue.row import (
+    MAX_COUNT,
     MAX_TEXT_BYTES,
     MAX_TRACE_ENTRIES,
     AgentKey,
@@ -168,7 +169,7 @@ def to_item(row: Row, *, shards: int) -> Item:
 
 
 #: Bounds a reader accepts for stored numbers: counts and versions, and epoch-second times.
-_MAX_COUNT = 2**53
+_MAX_COUNT = MAX_COUNT
 _MAX_TIME = 1e11  # year 5138: any stored time past it is garbage, not a clock skew
 #: Largest raw ``version``/``write_id`` value sent back in a replacement's condition.
 _MAX_GUARD_BYTES = 1024

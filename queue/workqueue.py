@@ -629,9 +629,14 @@ class WorkQueue:
         error = rows.clip_text(f"CorruptRow: {found.problem}", self.config.max_error_length)
         parked = replace(
             rows.quarantine(key=found.key, generation=found.generation, error=error),
-            # A live writer's compare-and-swap must never match the new row: continue an
-            # readable version, else start past any version a writer can hold (one per write).
-            version=(found.version + 1) if found.version is not None else int(now * 1000),
+            # A live writer's compare-and-swap must never match the new row: continue a
+            # readable version (if one more is still readable), else start past any version a
+            # writer can hold (one per write).
+            version=(
+                found.version + 1
+                if found.version is not None and found.version + 1 <= rows.MAX_COUNT
+                else int(now * 1000)
+            ),
             write_id=self._new_id(),
             updated_at=now,
         )

@@ -9,6 +9,7 @@ tests inject at the AWS boundary with botocore hooks on the client the queue use
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import urllib.request
 from dataclasses import replace
@@ -95,12 +96,24 @@ def test_config_defaults_are_the_documented_ones() -> None:
         ("claim_scan", 100, 101),
         ("max_conflict_retries", 1, 0),
         ("max_error_length", 16, 15),
+        ("visibility_timeout", 43_200.0, 43_200.001),
+        ("visibility_timeout", 60.0, math.inf),
+        ("backoff_base", 0.001, 0.000999),
+        ("clock_skew_allowance", 86_400.0, 86_400.001),
+        ("clock_skew_allowance", 0.0, math.nan),
+        ("backoff_cap", 86_400.0, 86_400.001),
     ],
 )
 def test_config_accepts_each_limit_and_refuses_one_past_it(field: str, ok: Any, bad: Any) -> None:
     assert getattr(QueueConfig(**{field: ok}), field) == ok
     with pytest.raises(InvalidQueueConfig, match=field):
         QueueConfig(**{field: bad})
+
+
+def test_backoff_base_is_at_most_an_hour() -> None:
+    assert QueueConfig(backoff_base=3_600.0, backoff_cap=3_600.0).backoff_base == 3_600.0
+    with pytest.raises(InvalidQueueConfig, match="backoff_base"):
+        QueueConfig(backoff_base=3_600.001, backoff_cap=86_400.0)
 
 
 def test_backoff_cap_may_equal_the_base_but_not_undercut_it() -> None:
@@ -1129,3 +1142,25 @@ def test_every_write_bumps_the_version_by_exactly_one() -> None:
     assert (claim.sequence, q.get("ns/a").version) == (3, 3)
     q.complete(claim)
     assert q.get("ns/a").version == 4
+
+
+@pytest.mark.parametrize(
+    ("stored", "continued"),
+    [(41, True), (2**53 - 1, True), (2**53, False)],
+)
+def test_a_quarantine_continues_the_version_while_one_more_is_readable(
+    stored: int, continued: bool
+) -> None:
+    # The parked row continues the unreadable row's version (a live writer holding it loses
+    # its compare-and-swap); 2**53 + 1 would be unreadable in turn, so past it the version
+    # starts afresh from the time in milliseconds.
+    store = MemoryStore(shards=1)
+    q = _queue(store=store, shards=1)
+    item = to_item(_ready(1), shards=1)
+    item["generation"] = {"S": "three"}
+    item["version"] = {"N": str(stored)}
+    store.put_raw(item)
+    assert q.expire_stale_claims() == ["ns/a"]
+    parked = q.get("ns/a")
+    assert parked.state is State.PARKED
+    assert parked.version == (stored + 1 if continued else int(q._clock.time() * 1000))

@@ -265,6 +265,9 @@ def test_attempts_below_one_back_off_as_the_first_attempt() -> None:
 def test_backoff_doubles_per_attempt_up_to_attempt_63_when_the_cap_is_out_of_reach() -> None:
     # The overflow guard clamps the exponent only past the formula's 2**62 (attempt 63).
     assert backoff_delay(63, base=1.0, cap=1e300, jitter=1.0) == 2.0**62
+    # and from attempt 64 on it stays at 2**62, however many attempts a row claims.
+    assert backoff_delay(64, base=1.0, cap=1e300, jitter=1.0) == 2.0**62
+    assert backoff_delay(2**53, base=1.0, cap=1e300, jitter=1.0) == 2.0**62
 
 
 # ----------------------------------------------------------------------------- claim checks

@@ -129,7 +129,9 @@ class DaemonSettings(Settings):
         description="Work that is ready at once is stamped ready this far in the past, so "
         "replicas whose wall clocks lag by up to this much still claim it at once.",
     )
-    backoff_base_s: float = Field(default=1.0, gt=0, le=3600, description="Failure backoff base.")
+    backoff_base_s: float = Field(
+        default=1.0, ge=0.001, le=3600, description="Failure backoff base (1 ms at least)."
+    )
     backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400, description="Failure backoff cap.")
     shutdown_timeout_s: float = Field(
         default=25.0,
