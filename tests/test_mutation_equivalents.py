@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +89,50 @@ def test_the_enclosing_function_counts_its_decorators() -> None:
     assert run.enclosing(tree, 4) == "Store.name"
     assert run.enclosing(tree, 8) == "Real.name"
     assert run.enclosing(tree, 6) == ""
+
+
+def _mutants_matching(row: Any, cache: dict[tuple[str, str], list[Any]]) -> int:
+    from cosmic_ray.ast import Visitor, get_ast
+    from cosmic_ray.mutating import mutate_code
+    from cosmic_ray.plugins import get_operator
+
+    source = (ROOT / row.module).read_text()
+    lines = source.splitlines()
+    operator = get_operator(f"core/{row.operator}")()
+    key = (row.module, row.operator)
+    if key not in cache:
+        positions: list[tuple[int, int]] = []
+
+        class Positions(Visitor):
+            def visit(self, node: Any) -> Any:
+                positions.extend(start for start, _ in operator.mutation_positions(node))
+                return node
+
+        Positions().walk(get_ast(source))
+        cache[key] = positions
+    tree = ast.parse(source)
+    hits = 0
+    for occurrence, (line, _col) in enumerate(cache[key]):
+        if lines[line - 1].strip() != row.line:
+            continue
+        if row.where is not None and run.enclosing(tree, line) != row.where:
+            continue
+        mutated = mutate_code(source, operator, occurrence)
+        if mutated and mutated.splitlines()[line - 1].strip() == row.mutated:
+            hits += 1
+    return hits
+
+
+def test_every_reviewed_row_matches_a_mutant_of_the_current_code() -> None:
+    # A row whose line was rewritten matches nothing (stale: its mutant is gone or changed);
+    # a row matching several mutants must say so, having reviewed each.
+    cache: dict[tuple[str, str], list[Any]] = {}
+    stale, unsaid = [], []
+    for row in run.read_equivalents():
+        hits = _mutants_matching(row, cache)
+        if hits == 0:
+            stale.append(f"{row.module}: {row.line}")
+        elif hits > 1 and "Matches" not in row.reason:
+            unsaid.append(f"{row.module}: {row.line} ({hits} mutants)")
+    assert stale == []
+    assert unsaid == []
