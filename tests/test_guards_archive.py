@@ -87,6 +87,17 @@ def test_a_single_member_may_be_as_large_as_the_whole_archive() -> None:
         ArchiveLimits(max_member_bytes=6, max_total_bytes=5)
 
 
+@pytest.mark.parametrize(("header", "path"), [(100, 100), (99, 100), (2, 400)])
+def test_a_header_must_be_larger_than_the_path_it_carries(header: int, path: int) -> None:
+    # A tar header holds the member path and more: a header budget at or below the path budget
+    # would refuse every path that reaches the path limit.
+    with pytest.raises(ValueError, match="max_header_bytes must exceed max_path_bytes"):
+        ArchiveLimits(max_header_bytes=header, max_path_bytes=path)
+    assert (
+        ArchiveLimits(max_header_bytes=path + 1, max_path_bytes=path).max_header_bytes == path + 1
+    )
+
+
 def test_a_path_of_exactly_the_limit_is_accepted() -> None:
     limits = ArchiveLimits(max_path_bytes=100)
     assert normalize_member_path("x" * 100, limits=limits) == "x" * 100
