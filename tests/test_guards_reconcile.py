@@ -485,3 +485,70 @@ def test_each_status_transition_is_a_span_event_matching_its_audit_row(plane: Pl
     ]
     assert events[0]["oab.from_phase"] == ""
     assert events[1]["oab.from_phase"] == rows[0].to_phase != ""
+
+
+# ------------------------------------------------------------ the worker's commit outcomes
+
+
+def _audit_row(plane: Plane, before: AgentStatus, after: AgentStatus, run_id: str) -> AuditRecord:
+    return AuditRecord(
+        key=KEY,
+        seq=after.audit_seq,
+        run_id=run_id,
+        generation=1,
+        token="tok-other",
+        replica="r9",
+        epoch=0,
+        trace_id="",
+        span_id="",
+        from_phase=before.phase,
+        to_phase=after.phase,
+        calls=(),
+        outcome="done",
+        error="",
+        duration_ms=1,
+        at=plane.clock.time(),
+    )
+
+
+def _commit(plane: Plane, client: Any, after_changes: dict[str, Any], run_id: str) -> None:
+    before = read_status(client, plane.aws.tables.state, KEY)
+    after = next_status(before, **after_changes)
+    client.transact_write_items(
+        TransactItems=transition_items(
+            state_table=plane.aws.tables.state,
+            runlog_table=plane.aws.tables.runlog,
+            before=before,
+            after=after,
+            audit=_audit_row(plane, before, after, run_id),
+        )
+    )
+
+
+def test_a_status_moved_by_another_writer_voids_the_run_without_resuming(
+    plane: Plane, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The status's own condition failed (another writer committed a transition, status and
+    # audit row, while this run worked): the run is void. It is not the "run log ahead of the
+    # status" case, which continues after the newest row.
+    _apply()
+    assert _process(plane, "tok-create").kind in ("done", "requeue")
+    _apply("v2")  # generation 2: the next run changes the service, so it commits a transition
+    racer = plane.aws.client("dynamodb")
+    raced: list[bool] = []
+
+    def race(**_: Any) -> None:
+        if not raced:
+            raced.append(True)
+            _commit(plane, racer, {}, "run-racer")
+
+    plane.ddb.meta.events.register("before-call.dynamodb.TransactWriteItems", race)
+    with caplog.at_level("WARNING", logger="oab.controller"):
+        decision = _process(plane, "tok-2", generation=2)
+    assert raced == [True]
+    assert (decision.kind, decision.reason) == ("drop", "ClaimLost")
+    assert "extra transaction item 0 failed" in decision.error  # the status item
+    assert any("outcome rejected" in m for m in caplog.messages)
+    assert not any("behind the run log" in m for m in caplog.messages)
+    rows = read_runlog(plane.ddb, plane.aws.tables.runlog, KEY)
+    assert rows[0].run_id == "run-racer"  # nothing of the void run was written after it
