@@ -31,14 +31,21 @@ from oab.controller.base.errors import TerminalError
 from oab.controller.base.names import CONTENT_HASH_TAG
 from oab.controller.core.outcome import Result
 from oab.controller.core.render import RenderContext
-from oab.controller.core.status import AgentStatus, AuditRecord, next_status
+from oab.controller.core.status import AgentStatus, next_status
 from oab.controller.local.dataplane import DataPlaneControl
 from oab.controller.observability import telemetry
 from oab.controller.observability.telemetry import TelemetryConfig
 from oab.controller.reconcile.desired import StoreManifests
 from oab.controller.reconcile.reconciler import ReconcileConfig, Reconciler, client_token
 from oab.controller.runtime.worker import Worker
-from oab.controller.testing import AWS, FakeClock, agent_manifest, oabctl, reconcile_request
+from oab.controller.testing import (
+    AWS,
+    FakeClock,
+    agent_manifest,
+    audit_record,
+    oabctl,
+    reconcile_request,
+)
 from oab.queue.config import QueueConfig
 from oab.queue.row import State
 from oab.queue.workqueue import WorkQueue
@@ -264,22 +271,13 @@ def test_deleting_a_failed_agent_starts_terminating(plane: Plane) -> None:
     assert stored.service_arn
     # The rollout failed (committed as it is in production: status and audit row together).
     failed = next_status(stored, phase="Failed", last_error="circuit breaker rolled back")
-    row = AuditRecord(
-        key=KEY,
-        seq=failed.audit_seq,
+    row = audit_record(
+        stored,
+        failed,
         run_id="run-failed",
-        generation=1,
         token="tok-create",
         replica="r1",
-        epoch=0,
-        trace_id="",
-        span_id="",
-        from_phase=stored.phase,
-        to_phase="Failed",
-        calls=(),
-        outcome="done",
         error="circuit breaker rolled back",
-        duration_ms=1,
         at=plane.clock.time(),
     )
     plane.ddb.transact_write_items(
@@ -490,27 +488,6 @@ def test_each_status_transition_is_a_span_event_matching_its_audit_row(plane: Pl
 # ------------------------------------------------------------ the worker's commit outcomes
 
 
-def _audit_row(plane: Plane, before: AgentStatus, after: AgentStatus, run_id: str) -> AuditRecord:
-    return AuditRecord(
-        key=KEY,
-        seq=after.audit_seq,
-        run_id=run_id,
-        generation=1,
-        token="tok-other",
-        replica="r9",
-        epoch=0,
-        trace_id="",
-        span_id="",
-        from_phase=before.phase,
-        to_phase=after.phase,
-        calls=(),
-        outcome="done",
-        error="",
-        duration_ms=1,
-        at=plane.clock.time(),
-    )
-
-
 def _commit(plane: Plane, client: Any, after_changes: dict[str, Any], run_id: str) -> None:
     before = read_status(client, plane.aws.tables.state, KEY)
     after = next_status(before, **after_changes)
@@ -520,7 +497,7 @@ def _commit(plane: Plane, client: Any, after_changes: dict[str, Any], run_id: st
             runlog_table=plane.aws.tables.runlog,
             before=before,
             after=after,
-            audit=_audit_row(plane, before, after, run_id),
+            audit=audit_record(before, after, run_id=run_id, at=plane.clock.time()),
         )
     )
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from oab.controller.adapters.statestore import MemoryStateStore
 from oab.controller.core.outcome import Result
-from oab.controller.core.status import AgentStatus, AuditRecord, next_status
+from oab.controller.core.status import AgentStatus, next_status
 from oab.controller.runtime.worker import Worker
-from oab.controller.testing import FakeClock, SequentialIds
+from oab.controller.testing import FakeClock, SequentialIds, audit_record
 from oab.queue.config import QueueConfig
 from oab.queue.row import State
 from oab.queue.store import MemoryStore
@@ -37,23 +37,8 @@ def test_an_illegal_phase_parks_the_run_and_writes_no_status() -> None:
     state = MemoryStateStore()
     before = AgentStatus(key=KEY)
     terminating = next_status(before, phase="Terminating")
-    audit = AuditRecord(
-        key=KEY,
-        seq=terminating.audit_seq,
-        run_id="run-delete",
-        generation=1,
-        token="tok-delete",
-        replica="r1",
-        epoch=0,
-        trace_id="",
-        span_id="",
-        from_phase=None,
-        to_phase="Terminating",
-        calls=(),
-        outcome="requeue",
-        error="",
-        duration_ms=1,
-        at=clock.time(),
+    audit = audit_record(
+        before, terminating, run_id="run-delete", outcome="requeue", at=clock.time()
     )
     state.commit(state.transition_items(before=before, after=terminating, audit=audit))
     config = QueueConfig(visibility_timeout=600.0, shards=1)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from oab.controller.adapters.changes import ChangeLog
     from oab.controller.adapters.statestore import DynamoStateStore
     from oab.controller.core.outcome import Request
-    from oab.controller.core.status import AgentStatus
+    from oab.controller.core.status import AgentStatus, AuditRecord
     from oab.controller.runtime.replica import Replica
     from oab.controller.runtime.settings import DaemonSettings
 
@@ -62,6 +62,7 @@ __all__ = [
     "SequentialIds",
     "agent_manifest",
     "all_statuses",
+    "audit_record",
     "available_at",
     "local_aws",
     "oabctl",
@@ -308,6 +309,34 @@ def available_at(status: AgentStatus | None, generation: int) -> bool:
         return False
     cond = status.condition("Available")
     return cond is not None and cond.status == "True"
+
+
+def audit_record(
+    before: AgentStatus, after: AgentStatus, *, run_id: str, at: float, **fields: Any
+) -> AuditRecord:
+    """The run-log row of the transition ``before -> after`` as a run of another replica
+    (``r9``, token ``tok-other``, outcome ``done``) commits it; ``fields`` override any field."""
+    from oab.controller.core.status import AuditRecord
+
+    values: dict[str, Any] = {
+        "key": after.key,
+        "seq": after.audit_seq,
+        "run_id": run_id,
+        "generation": 1,
+        "token": "tok-other",
+        "replica": "r9",
+        "epoch": 0,
+        "trace_id": "",
+        "span_id": "",
+        "from_phase": before.phase,
+        "to_phase": after.phase,
+        "calls": (),
+        "outcome": "done",
+        "error": "",
+        "duration_ms": 1,
+        "at": at,
+    }
+    return AuditRecord(**(values | fields))
 
 
 def reconcile_request(
