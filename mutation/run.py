@@ -60,6 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("queue", "leader", "controller")
 EQUIVALENT = HERE / "equivalent.md"
+#: Set in the tests' environment: ``tests/conftest.py`` then derandomizes Hypothesis.
+MUTATION_ENV = "OAB_MUTATION"
 
 #: Binary-operator swaps kept (original -> replacement); every other swap is not generated.
 KEPT_SWAPS = {
@@ -252,6 +254,19 @@ def load_config(package: str) -> dict[str, Any]:
         return tomllib.load(fh)
 
 
+def run_env(tree: Path) -> dict[str, str]:
+    """The environment of cosmic-ray and the tests it runs: the copy's import links first, no
+    emulator inherited, and reproducible verdicts: no cached bytecode (a mutant as long as the
+    original, written within the same second, would load the previous mutant's ``.pyc``) and no
+    random Hypothesis examples (``tests/conftest.py`` loads a derandomized profile)."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"},
+        "PYTHONPATH": str(tree / ".pp"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        MUTATION_ENV: "1",
+    }
+
+
 def _cr(args: Sequence[str], *, cwd: Path, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", *args], cwd=cwd, env=env, check=True)
 
@@ -416,10 +431,7 @@ def run_package(
     out.mkdir(parents=True, exist_ok=True)
     session = out / "session.sqlite"
     cfg = out / "cosmic-ray.toml"
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"},
-        "PYTHONPATH": str(tree / ".pp"),
-    }
+    env = run_env(tree)
     skipped_path = out / "not-run.json"
     if (rerun or resume) and session.exists():
         if rerun:

@@ -11,10 +11,17 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from oab.controller.local.emulator import LocalAWS
 from oab.controller.testing import AWS
 from oab.controller.testing import local_aws as start_local_aws
+
+# Under mutation testing (mutation/run.py sets OAB_MUTATION=1) a mutant's verdict must not
+# depend on which random examples Hypothesis drew: the same examples every run, none saved.
+settings.register_profile("mutation", derandomize=True, database=None)
+if os.environ.get("OAB_MUTATION") == "1":
+    settings.load_profile("mutation")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -136,3 +138,28 @@ def test_every_reviewed_row_matches_a_mutant_of_the_current_code() -> None:
             unsaid.append(f"{row.module}: {row.line} ({hits} mutants)")
     assert stale == []
     assert unsaid == []
+
+
+def test_mutation_runs_cache_no_bytecode_and_draw_fixed_hypothesis_examples(
+    tmp_path: Path,
+) -> None:
+    env = run.run_env(tmp_path)
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["PYTHONPATH"] == str(tmp_path / ".pp")
+    assert "AWS_ENDPOINT_URL" not in env
+    probe = (
+        "import conftest\n"
+        "from hypothesis import settings\n"
+        "print(settings.default.derandomize, settings.default.database)\n"
+    )
+    outputs = []
+    for flag in (env[run.MUTATION_ENV], "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**os.environ, run.MUTATION_ENV: flag, "PYTHONPATH": str(ROOT / "tests")},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.append(done.stdout.split()[0])
+    assert outputs == ["True", "False"]
