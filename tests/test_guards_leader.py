@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from typing import NoReturn
 
@@ -625,6 +626,18 @@ class JumpClock(FakeClock):
         return super().monotonic()
 
 
+def _recorded_exits() -> tuple[list[int], Callable[[int], NoReturn]]:
+    """An ``exit_process`` that records its code and ends only the calling (watchdog) thread
+    (the tests using it ignore the unhandled-thread-exception warning)."""
+    exits: list[int] = []
+
+    def exit_process(code: int) -> NoReturn:
+        exits.append(code)
+        raise SystemExit(code)
+
+    return exits, exit_process
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize(
     ("jump", "stuck"),
@@ -643,11 +656,7 @@ def test_the_watchdog_tells_a_process_pause_from_a_stuck_loop(jump: float, stuck
     store = Blocking()
     store.gate.clear()
     clock = JumpClock()
-    exits: list[int] = []
-
-    def exit_process(code: int) -> NoReturn:
-        exits.append(code)
-        raise SystemExit(code)  # ends only the watchdog thread (ignored warning above)
+    exits, exit_process = _recorded_exits()
 
     elector = LeaderElector(
         _config("a", watchdog=True),
@@ -704,11 +713,7 @@ def test_start_runs_the_loop_on_a_daemon_thread() -> None:
 def test_the_watchdog_thread_ends_the_process_when_a_step_hangs() -> None:
     store = Blocking()
     store.gate.clear()
-    exits: list[int] = []
-
-    def exit_process(code: int) -> NoReturn:
-        exits.append(code)
-        raise SystemExit(code)  # ends only the watchdog thread (ignored warning above)
+    exits, exit_process = _recorded_exits()
 
     elector = LeaderElector(
         _config("a", watchdog=True),

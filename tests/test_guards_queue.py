@@ -299,16 +299,9 @@ def test_a_transaction_cancelled_for_another_reason_is_unavailable_not_a_conflic
     assert q.get("ns/a").state is State.IN_FLIGHT  # nothing written; the claim still holds
 
 
-def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised_on_dynamodb(
-    aws: AWS,
-) -> None:
-    """botocore retries a timed-out write; the retry fails its condition on our own row (read
-    back from DynamoDB, so a new string object), which must be recognised as ours by value."""
-    client = aws.client("dynamodb")
-    q = _dynamo_queue(aws, client, FakeClock())
-    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
-    claim = q.claim("w")
-    assert claim is not None
+def _lose_the_first_answer(client: Any, operation: str) -> dict[str, bool]:
+    """The first ``operation`` request reaches DynamoDB but its answer is lost (a read timeout,
+    which botocore retries); the returned flag says when that happened."""
     lost = {"done": False}
 
     def deliver_then_lose(request: Any, **_: Any) -> None:
@@ -322,7 +315,21 @@ def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised_on_dynamodb
             resp.read()
         raise ReadTimeoutError(endpoint_url=request.url)  # ... and its answer is lost
 
-    client.meta.events.register("before-send.dynamodb.PutItem", deliver_then_lose)
+    client.meta.events.register(f"before-send.dynamodb.{operation}", deliver_then_lose)
+    return lost
+
+
+def test_a_write_that_landed_but_whose_answer_was_lost_is_recognised_on_dynamodb(
+    aws: AWS,
+) -> None:
+    """botocore retries a timed-out write; the retry fails its condition on our own row (read
+    back from DynamoDB, so a new string object), which must be recognised as ours by value."""
+    client = aws.client("dynamodb")
+    q = _dynamo_queue(aws, client, FakeClock())
+    q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
+    claim = q.claim("w")
+    assert claim is not None
+    lost = _lose_the_first_answer(client, "PutItem")
     row = q.complete(claim)
     assert lost["done"]
     assert row.state is State.DONE
@@ -564,20 +571,7 @@ def test_a_claim_whose_answer_was_lost_is_still_ours_on_dynamodb(aws: AWS) -> No
     client = aws.client("dynamodb")
     q = _dynamo_queue(aws, client, FakeClock())
     q.enqueue("ns/a", 1, "spec", _tok("ns/a"))
-    lost = {"done": False}
-
-    def deliver_then_lose(request: Any, **_: Any) -> None:
-        if lost["done"]:
-            return
-        lost["done"] = True
-        sent = urllib.request.Request(
-            request.url, data=request.body, headers=dict(request.headers), method=request.method
-        )
-        with urllib.request.urlopen(sent, timeout=10) as resp:  # the write lands
-            resp.read()
-        raise ReadTimeoutError(endpoint_url=request.url)  # ... and its answer is lost
-
-    client.meta.events.register("before-send.dynamodb.PutItem", deliver_then_lose)
+    lost = _lose_the_first_answer(client, "PutItem")
     claim = q.claim("w")
     assert lost["done"]
     assert claim is not None
